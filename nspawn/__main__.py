@@ -1,0 +1,3 @@
+from nspawn.cli import main
+
+main()

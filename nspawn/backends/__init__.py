@@ -1,0 +1,49 @@
+"""The backends and what each offers, known without importing their code.
+
+A backend module exposes `plan(config) -> Plan` (pure) and `execute(plan, session) -> Result`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    module: str
+    network_modes: frozenset
+    isolations: tuple
+    missing: dict = field(default_factory=dict)  # mode -> why it is not offered yet
+
+    def why_not(self, mode: str) -> str:
+        reason = self.missing.get(mode)
+        return f" ({reason})" if reason else ""
+
+
+CAPABILITIES = {
+    "linux": Capabilities(
+        "nspawn.backends.linux",
+        frozenset({"none", "host"}),
+        ("process",),
+        {"nat": "NAT networking on Linux is not built yet"},
+    ),
+    "hcs": Capabilities(
+        "nspawn.backends.hcs",
+        frozenset({"none", "nat"}),
+        ("process", "hyperv"),
+        {"host": "Windows containers cannot share the host's network stack"},
+    ),
+}
+
+
+def choose(backend: str, flavour: str) -> str:
+    """`auto` means HCS for Windows paths or on Windows, Linux otherwise."""
+    if backend != "auto":
+        return backend
+    return "hcs" if flavour == "windows" or sys.platform == "win32" else "linux"
+
+
+def load(name: str):
+    return importlib.import_module(CAPABILITIES[name].module)

@@ -1,0 +1,131 @@
+"""The HCS JSON documents for a config: compute system and process, schema 1.0 (vmcompute.dll)
+and 2.1 (computecore.dll). Pure: values known only at run time (the scratch volume's path,
+the layer GUIDs, the network namespace) are passed in, or shown as placeholders in a dry run.
+"""
+
+from __future__ import annotations
+
+import ntpath
+from dataclasses import dataclass
+
+from nspawn.backends.hcs.cmdline import command_line
+from nspawn.config.model import Config
+
+OWNER = "nspawn"
+DEFAULT_WORKING_DIRECTORY = "C:\\"
+
+
+@dataclass(frozen=True)
+class Storage:
+    """What the layer calls produce, or placeholders for a dry run."""
+
+    scratch_folder: str  # the new sandbox layer's folder
+    volume_path: str  # from GetLayerMountPath, with its trailing backslash
+    layers: tuple[tuple[str, str], ...]  # (GUID, folder), top-most first, base last
+
+
+def placeholder_storage(config: Config, container_id: str) -> Storage:
+    parent = config.parent_layer_directory
+    return Storage(
+        scratch_folder=ntpath.join(ntpath.dirname(parent), container_id),
+        volume_path="\\\\?\\Volume{<GetLayerMountPath at run time>}\\",
+        layers=((f"<NameToGuid({ntpath.basename(parent)})>", parent), ("<…>", f"<the layers in {parent}\\layerchain.json>")),
+    )
+
+
+def argv(config: Config) -> list[str]:
+    exe = config.process_executable
+    if config.mapped_directory and not (len(exe) > 2 and exe[1] == ":"):
+        exe = ntpath.join(config.mapped_directory, exe)
+    return [exe, *config.process_arguments]
+
+
+def _mapped(config: Config) -> list[tuple[str, str, bool]]:
+    out = []
+    if config.process_directory:
+        out.append((config.process_directory, config.mapped_directory, config.mapped_directory_read_only))
+    out += [(m.host_path, m.container_path, m.read_only) for m in config.mounts]
+    return out
+
+
+def cpu_maximum(percent: float) -> int:
+    """Processor cycles per 10,000 over the whole host: percent × 100, within 1–10000."""
+    return max(1, min(10000, round(percent * 100)))
+
+
+def v2_compute_system(config: Config, storage: Storage, hostname: str, namespace: str | None) -> dict:
+    limits = config.limits
+    container: dict = {
+        "GuestOs": {"HostName": hostname},
+        "Storage": {"Layers": [{"Id": guid, "Path": path} for guid, path in storage.layers], "Path": storage.volume_path},
+        "MappedDirectories": [{"HostPath": h, "ContainerPath": c, "ReadOnly": ro} for h, c, ro in _mapped(config)],
+    }
+    qos = {k: v for k, v in (("IopsMaximum", limits.max_storage_iops),
+                             ("BandwidthMaximum", limits.max_storage_bandwidth_bytes_per_sec)) if v}
+    if qos:
+        container["Storage"]["QoS"] = qos
+    if limits.max_ram_mb:
+        container["Memory"] = {"SizeInMB": limits.max_ram_mb}
+    # Count, Maximum and Weight are mutually exclusive; Maximum is the one Windows enforces.
+    if limits.max_cpu_percent:
+        container["Processor"] = {"Maximum": cpu_maximum(limits.max_cpu_percent)}
+    elif limits.cpus_count:
+        container["Processor"] = {"Count": limits.cpus_count}
+    if namespace:
+        container["Networking"] = {"Namespace": namespace, "AllowUnqualifiedDnsQuery": True}
+    container["RegistryChanges"] = {"AddValues": [{
+        "Key": {"Hive": "System", "Name": "ControlSet001\\Control"},
+        "Name": "WaitToKillServiceTimeout", "Type": "String", "StringValue": "2147483647"}]}
+    return {"Owner": OWNER, "SchemaVersion": {"Major": 2, "Minor": 1},
+            "ShouldTerminateOnLastHandleClosed": True, "Container": container}
+
+
+def v1_compute_system(config: Config, container_id: str, storage: Storage, hostname: str,
+                      endpoints: list[str]) -> dict:
+    limits = config.limits
+    hyperv = config.isolation == "hyperv"
+    doc: dict = {
+        "SystemType": "Container",
+        "Name": container_id,
+        "Owner": OWNER,
+        "IsDummy": False,
+        "IgnoreFlushesDuringBoot": True,
+        "LayerFolderPath": storage.scratch_folder,
+        "Layers": [{"ID": guid, "Path": path} for guid, path in storage.layers],
+        "HostName": hostname,
+        "MappedDirectories": [
+            {"HostPath": h, "ContainerPath": c, "ReadOnly": ro,
+             **({"IOPSMaximum": limits.max_storage_iops} if limits.max_storage_iops else {}),
+             **({"BandwidthMaximum": limits.max_storage_bandwidth_bytes_per_sec} if limits.max_storage_bandwidth_bytes_per_sec else {})}
+            for h, c, ro in _mapped(config)
+        ],
+        "HvPartition": hyperv,
+        "EndpointList": endpoints,
+        "AllowUnqualifiedDNSQuery": True,
+        "Servicing": False,
+    }
+    if hyperv:
+        # The utility VM image ships in the base layer; HCS attaches the scratch itself.
+        doc["HvRuntime"] = {"ImagePath": ntpath.join(storage.layers[-1][1] if storage.layers else config.parent_layer_directory, "UtilityVM")}
+    else:
+        doc["VolumePath"] = storage.volume_path.rstrip("\\")  # v1 wants no trailing backslash
+    for key, value in (("MemoryMaximumInMB", limits.max_ram_mb), ("ProcessorCount", limits.cpus_count),
+                       ("ProcessorMaximum", cpu_maximum(limits.max_cpu_percent) if limits.max_cpu_percent else 0),
+                       ("StorageIOPSMaximum", limits.max_storage_iops),
+                       ("StorageBandwidthMaximum", limits.max_storage_bandwidth_bytes_per_sec)):
+        if value:
+            doc[key] = value
+    return doc
+
+
+def process(config: Config) -> dict:
+    """ProcessParameters (v2) / ProcessConfig (v1): the same field names."""
+    return {
+        "CommandLine": command_line(argv(config)),
+        "WorkingDirectory": config.working_directory or config.mapped_directory or DEFAULT_WORKING_DIRECTORY,
+        "Environment": dict(config.environment),
+        "EmulateConsole": False,
+        "CreateStdInPipe": True,
+        "CreateStdOutPipe": True,
+        "CreateStdErrPipe": True,
+    }

@@ -1,0 +1,1 @@
+"""Config files: the schema, loading with precise errors, and the typed config."""

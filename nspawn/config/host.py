@@ -1,0 +1,168 @@
+"""Checks of a config against the host, run before anything is touched."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+
+from nspawn import exitcodes
+from nspawn.config.load import Finding
+from nspawn.config.model import Config
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_MAX_LINKS = 40
+
+
+def host_findings(config: Config) -> list[Finding]:
+    if (config.flavour == "windows") != (sys.platform == "win32"):
+        system = "Windows" if config.flavour == "windows" else "Linux"
+        return [Finding((), f"this config is for a {system} host; its host checks cannot run on {sys.platform} (--dry-run shows its plan)")]
+    findings = _directories(config)
+    if not findings:
+        findings += _executable(config)
+        findings += _stdout(config)
+    findings += _cpus(config)
+    return findings
+
+
+def _directories(config: Config) -> list[Finding]:
+    wanted = [(("process_directory",), config.process_directory, False),
+              (("parent_layer_directory",), config.parent_layer_directory, False)]
+    wanted += [(("mounts", i, "host_path"), m.host_path, config.flavour == "posix") for i, m in enumerate(config.mounts)]
+    findings = []
+    for where, path, file_ok in wanted:
+        if path is None:
+            continue
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as e:
+            findings.append(Finding(where, f"{path}: {e.strerror}; expected an existing directory"))
+            continue
+        if not stat.S_ISDIR(mode) and not (file_ok and stat.S_ISREG(mode)):
+            findings.append(Finding(where, f"{path} is not a directory; expected an existing directory"))
+    return findings
+
+
+def resolve_in_root(root: str, path: str) -> str | None:
+    """Host path of a container path under `root`, following symlinks as the container would
+    (absolute targets restart at `root`); None when it does not exist or loops."""
+    pending = [c for c in path.split("/") if c]
+    done: list[str] = []
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        candidate = os.path.join(root, *done, part)
+        try:
+            st = os.lstat(candidate)
+        except OSError:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            if hops > _MAX_LINKS:
+                return None
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                done = []
+            pending = [c for c in target.split("/") if c] + pending
+            continue
+        done.append(part)
+    return os.path.join(root, *done)
+
+
+def _within(path: str, parent: str) -> bool:
+    parent = parent.rstrip(os.sep) or os.sep
+    return path == parent or path.startswith(parent.rstrip(os.sep) + os.sep)
+
+
+def _roots(config: Config) -> list[tuple[str, str]]:
+    """(container path, host path) pairs, most specific first, ending with the root."""
+    pairs = [(m.container_path, m.host_path) for m in config.mounts]
+    if config.mapped_directory and config.process_directory:
+        pairs.append((config.mapped_directory, config.process_directory))
+    pairs.sort(key=lambda p: len(p[0]), reverse=True)
+    root = config.parent_layer_directory if config.flavour == "posix" else None
+    pairs.append(("/", root or "/"))
+    return pairs
+
+
+def locate_executable(config: Config) -> tuple[str | None, str]:
+    """(host path or None, the container path looked for) of the executable."""
+    exe = config.process_executable
+    if config.flavour == "windows":
+        if config.process_directory and not _is_windows_absolute(exe):
+            return os.path.join(config.process_directory, exe), exe
+        return exe if os.path.exists(exe) else None, exe
+    if not exe.startswith("/"):
+        if config.process_directory:
+            exe = os.path.join(config.mapped_directory, exe)
+        else:
+            search = config.environment.get("PATH", DEFAULT_PATH)
+            for directory in search.split(":"):
+                if directory.startswith("/"):
+                    found = _map(config, os.path.join(directory, exe))
+                    if found and os.access(found, os.X_OK) and os.path.isfile(found):
+                        return found, os.path.join(directory, exe)
+            return None, exe
+    return _map(config, exe), exe
+
+
+def _is_windows_absolute(path: str) -> bool:
+    return len(path) > 2 and path[1] == ":"
+
+
+def _map(config: Config, container_path: str) -> str | None:
+    for inside, host in _roots(config):
+        if _within(container_path, inside):
+            rest = container_path[len(inside.rstrip("/")):]
+            found = resolve_in_root(host, rest)
+            if found is not None and host != "/" and not _within(os.path.realpath(found), os.path.realpath(host)):
+                return None
+            return found
+    return None
+
+
+def _executable(config: Config) -> list[Finding]:
+    where = ("process_executable",)
+    host, wanted = locate_executable(config)
+    if host is None or not os.path.exists(host):
+        return [Finding(where, f"{wanted} was not found in the container (after resolving '..' and symbolic links); expected an existing executable", exit_code=exitcodes.NOT_FOUND)]
+    if config.process_directory and not config.process_executable.startswith(("/", "\\")) and not _is_windows_absolute(config.process_executable):
+        real, base = os.path.realpath(host), os.path.realpath(config.process_directory)
+        if not _within(real, base):
+            return [Finding(where, f"{config.process_executable} resolves to {real}, outside the process directory; expected a file inside it", exit_code=exitcodes.NOT_FOUND)]
+    if not os.path.isfile(host):
+        return [Finding(where, f"{wanted} is not a regular file; expected an executable file", exit_code=exitcodes.CANNOT_EXECUTE)]
+    if sys.platform != "win32" and not os.access(host, os.X_OK):
+        return [Finding(where, f"{wanted} is not executable (mode {stat.filemode(os.stat(host).st_mode)}); expected the execute permission", exit_code=exitcodes.CANNOT_EXECUTE)]
+    return []
+
+
+def _stdout(config: Config) -> list[Finding]:
+    if not config.stdout_filename:
+        return []
+    target = os.path.join(config.process_directory, config.stdout_filename)
+    parent = os.path.realpath(os.path.dirname(target))
+    if not _within(parent, os.path.realpath(config.process_directory)):
+        return [Finding(("stdout_filename",), f"{config.stdout_filename} resolves to {parent}, outside the process directory; expected a path inside it")]
+    if not os.path.isdir(parent):
+        return [Finding(("stdout_filename",), f"the folder {os.path.dirname(target)} does not exist; expected an existing folder")]
+    return []
+
+
+def _cpus(config: Config) -> list[Finding]:
+    cpus = os.cpu_count() or 1
+    findings = []
+    mask = config.limits.cpu_affinity
+    if mask >> cpus:
+        extra = [i for i in range(cpus, mask.bit_length()) if mask >> i & 1]
+        findings.append(Finding(("cpu_affinity_hex",), f"found {hex(mask)}, naming CPU {', '.join(map(str, extra[:8]))}{'…' if len(extra) > 8 else ''}; expected CPUs 0 to {cpus - 1} (this host has {cpus})"))
+    if config.limits.cpus_count > cpus:
+        findings.append(Finding(("cpus_count",), f"found {config.limits.cpus_count}; expected at most {cpus}, the CPUs this host has"))
+    return findings

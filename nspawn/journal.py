@@ -1,0 +1,194 @@
+"""The rollback journal: each resource is written down before it is acquired, and released in
+reverse order whatever happens.
+
+The journal is a JSON-lines file under the state directory, locked while its launcher lives,
+so that `nspawn cleanup` can finish the rollback of a launcher that was killed: it reads the
+entries of unlocked journals and calls the same release functions the launcher would have.
+A release that fails is reported and the others still run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Mapping
+
+Releaser = Callable[[dict], None]
+
+
+def state_dir() -> Path:
+    """Where journals live: NSPAWN_STATE_DIR, else a system or per-user runtime directory."""
+    explicit = os.environ.get("NSPAWN_STATE_DIR")
+    if explicit:
+        return Path(explicit)
+    if sys.platform == "win32":
+        return Path(os.environ.get("ProgramData", r"C:\ProgramData")) / "nspawn"
+    if os.geteuid() == 0:
+        return Path("/run/nspawn")
+    return Path(os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/nspawn-{os.geteuid()}") / "nspawn"
+
+
+def _lock(fd: int, blocking: bool) -> bool:
+    if sys.platform == "win32":
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_LOCK if blocking else msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        return True
+    except BlockingIOError:
+        return False
+
+
+@dataclass
+class Entry:
+    index: int
+    kind: str
+    data: dict
+    released: bool = False
+
+    def describe(self) -> str:
+        what = self.data.get("what") or next((str(v) for v in self.data.values()), "")
+        return f"{self.kind} {what}".strip()
+
+
+@dataclass
+class ReleaseReport:
+    released: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # "what: why"
+
+
+class Journal:
+    """One container's journal, open and locked by the launcher that owns it."""
+
+    def __init__(self, container_id: str, backend: str, directory: Path | None = None, **header):
+        self.container_id = container_id
+        self.backend = backend
+        self.directory = directory or state_dir()
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = self.directory / f"{container_id}.journal"
+        self.entries: list[Entry] = []
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        _lock(self._fd, blocking=True)
+        self._write({"journal": container_id, "backend": backend, "pid": os.getpid(), "started": time.time(), **header})
+
+    def _write(self, line: dict) -> None:
+        # No fsync: the journal must survive the launcher's death, not the machine's.
+        os.write(self._fd, (json.dumps(line, separators=(",", ":")) + "\n").encode())
+
+    def record(self, kind: str, **data) -> Entry:
+        """Write the resource down; call this before acquiring it."""
+        entry = Entry(len(self.entries), kind, data)
+        self.entries.append(entry)
+        self._write({"entry": entry.index, "kind": kind, "data": data})
+        return entry
+
+    def update(self, entry: Entry, **data) -> None:
+        """Add what became known on acquiring it (a pid, a handle's id)."""
+        entry.data.update(data)
+        self._write({"update": entry.index, "data": data})
+
+    def release_all(self, releasers: Mapping[str, Releaser]) -> ReleaseReport:
+        report = release(self.entries, releasers, self._write)
+        if not report.failed:
+            self.close(remove=True)
+        return report
+
+    def close(self, remove: bool = False) -> None:
+        if self._fd is None:
+            return
+        if remove:
+            self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
+
+
+def release(entries: list[Entry], releasers: Mapping[str, Releaser], write: Callable[[dict], None]) -> ReleaseReport:
+    """Release entries in reverse order; every release is tried, failures are collected."""
+    report = ReleaseReport()
+    for entry in reversed(entries):
+        if entry.released:
+            continue
+        try:
+            releasers[entry.kind](entry.data)
+        except Exception as e:  # a failed release must not stop the others
+            report.failed.append(f"{entry.describe()}: {e}")
+            continue
+        entry.released = True
+        write({"released": entry.index})
+        report.released.append(entry.describe())
+    return report
+
+
+@dataclass
+class Orphan:
+    """The journal of a launcher that is gone, as `ps` and `cleanup` see it."""
+
+    path: Path
+    header: dict
+    entries: list[Entry]
+    alive: bool
+
+    @property
+    def container_id(self) -> str:
+        return self.header.get("journal", self.path.stem)
+
+
+def read_journals(directory: Path | None = None) -> Iterator[Orphan]:
+    directory = directory or state_dir()
+    if not directory.is_dir():
+        return
+    for path in sorted(directory.glob("*.journal")):
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            continue
+        try:
+            alive = not _lock(fd, blocking=False)
+            header, entries = _parse(path)
+            yield Orphan(path, header, entries, alive)
+        finally:
+            os.close(fd)
+
+
+def _parse(path: Path) -> tuple[dict, list[Entry]]:
+    header: dict = {}
+    entries: list[Entry] = []
+    for raw in path.read_text().splitlines():
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue  # a line cut short by the launcher's death
+        if "journal" in line:
+            header = line
+        elif "entry" in line:
+            entries.append(Entry(line["entry"], line["kind"], dict(line["data"])))
+        elif "update" in line and line["update"] < len(entries):
+            entries[line["update"]].data.update(line["data"])
+        elif "released" in line and line["released"] < len(entries):
+            entries[line["released"]].released = True
+    return header, entries
+
+
+def finish(orphan: Orphan, releasers: Mapping[str, Releaser]) -> ReleaseReport:
+    """Complete the rollback of a dead launcher's journal; remove it when all is released."""
+    fd = os.open(orphan.path, os.O_WRONLY | os.O_APPEND)
+    try:
+        if not _lock(fd, blocking=False):
+            return ReleaseReport(failed=[f"{orphan.container_id}: its launcher is still running"])
+        report = release(orphan.entries, releasers, lambda line: os.write(fd, (json.dumps(line) + "\n").encode()))
+        if not report.failed:
+            orphan.path.unlink(missing_ok=True)
+        return report
+    finally:
+        os.close(fd)

@@ -1,0 +1,50 @@
+"""Config → backend plan → execution → Result, with the rollback that always follows."""
+
+from __future__ import annotations
+
+from nspawn import backends, exitcodes
+from nspawn.config.model import Config
+from nspawn.errors import Interrupted, NspawnError
+from nspawn.result import Result
+from nspawn.session import Listener, Session, signals_to
+
+
+def plan(config: Config):
+    """The chosen backend's plan: pure, touches nothing, printable as JSON."""
+    return backends.load(config.backend).plan(config)
+
+
+def run(config: Config, *, listener: Listener | None = None, container_id: str | None = None,
+        stdout=None, stderr=None) -> Result:
+    """Run the container to completion. Never raises for a failed run: the Result says what
+    happened, and everything acquired has been released (or is listed as not released)."""
+    backend = backends.load(config.backend)
+    the_plan = backend.plan(config)
+    session = Session(config, listener=listener, container_id=container_id, stdout=stdout, stderr=stderr)
+    result = session.result
+    try:
+        with signals_to(session.stop):
+            try:
+                session.open_journal()
+                backend.execute(the_plan, session)
+            except Interrupted as e:
+                result.interrupted_by = e.signum
+                result.exit_code = exitcodes.from_signal(e.signum)
+            except NspawnError as e:
+                result.error, result.exit_code = str(e), e.exit_code
+            except OSError as e:
+                result.error, result.exit_code = f"{e.filename or ''}: {e.strerror or e}".lstrip(": "), exitcodes.LAUNCHER
+            finally:
+                # A second Ctrl-C must not cut the rollback short.
+                session.stop.deferred = True
+                if session.journal is not None:
+                    with session.phase("rollback"):
+                        report = session.journal.release_all(backend.RELEASERS)
+                    result.rolled_back, result.rollback_failures = report.released, report.failed
+                    if report.failed and result.exit_code == exitcodes.OK:
+                        result.exit_code = exitcodes.LAUNCHER
+    except Interrupted as e:  # arrived between handler install and the inner try
+        result.interrupted_by, result.exit_code = e.signum, exitcodes.from_signal(e.signum)
+    if session.stop.signum and result.interrupted_by is None:
+        result.interrupted_by = session.stop.signum
+    return result

@@ -1,0 +1,99 @@
+"""One run's context shared by the launcher and a backend: identity, journal, timings, limits
+reporting, and how Ctrl-C and SIGTERM reach the run."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from typing import Callable, Iterator
+
+from nspawn.config.model import Config
+from nspawn.errors import Interrupted
+from nspawn.journal import Journal
+from nspawn.result import Result
+
+Listener = Callable[[str, dict], None]  # (event name, details)
+
+
+def new_container_id() -> str:
+    return "nspawn-" + time.strftime("%Y%m%d-%H%M%S") + "-" + os.urandom(4).hex()
+
+
+class Stop:
+    """A stop request (SIGINT/SIGTERM). While the container process runs, the backend stops
+    it politely and then firmly; during setup and teardown the request interrupts at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.event = threading.Event()
+        self.deferred = False  # true while the backend handles stops itself
+
+    def request(self, signum: int) -> None:
+        first = self.signum is None
+        self.signum = self.signum or signum
+        self.event.set()
+        if first and not self.deferred:
+            raise Interrupted(signum)
+
+
+class Session:
+    def __init__(self, config: Config, *, listener: Listener | None = None, container_id: str | None = None,
+                 stdout=None, stderr=None):
+        self.config = config
+        self.container_id = container_id or new_container_id()
+        self.listener = listener or (lambda event, details: None)
+        self.stop = Stop()
+        self.stdout = stdout  # binary streams the container's output is copied to (None: the launcher's)
+        self.stderr = stderr
+        self.result = Result(self.container_id, config.backend, exit_code=0)
+        self.journal: Journal | None = None
+
+    def open_journal(self, **header) -> Journal:
+        self.journal = Journal(self.container_id, self.config.backend, source=self.config.source, **header)
+        return self.journal
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self.listener("phase", {"phase": name})
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.result.timings[name] = round(self.result.timings.get(name, 0) + time.perf_counter() - start, 6)
+
+    @contextlib.contextmanager
+    def stops_deferred(self) -> Iterator[Stop]:
+        """While the container process runs, stop requests are the backend's to act on."""
+        self.stop.deferred = True
+        try:
+            yield self.stop
+        finally:
+            self.stop.deferred = False
+
+    def applied(self, field: str, value: object) -> None:
+        self.result.limits_applied[field] = value
+
+    def not_enforced(self, field: str, why: str) -> None:
+        self.result.limits_not_enforced[field] = why
+        self.listener("warning", {"message": f"{field} is not enforced: {why}"})
+
+    def warn(self, message: str) -> None:
+        self.listener("warning", {"message": message})
+
+
+@contextlib.contextmanager
+def signals_to(stop: Stop) -> Iterator[None]:
+    """Route SIGINT and SIGTERM to `stop` (main thread only; elsewhere the caller routes them)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handled = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {s: signal.signal(s, lambda signum, frame: stop.request(signum)) for s in handled}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

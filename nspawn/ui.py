@@ -1,0 +1,54 @@
+"""The launcher's own messages on stderr: rich on a terminal, plain lines otherwise.
+
+rich is imported only when stderr is a terminal, so pipelines and CI pay nothing for it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+QUIET, NORMAL, VERBOSE, DEBUG = -1, 0, 1, 2
+
+
+class Reporter:
+    def __init__(self, verbosity: int = NORMAL, stream=None):
+        self.verbosity = verbosity
+        self.stream = stream or sys.stderr
+        self._console = None
+        if self.stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb":
+            from rich.console import Console
+
+            self._console = Console(file=self.stream, highlight=False, soft_wrap=True)
+
+    def _emit(self, style: str, prefix: str, text: str) -> None:
+        if self._console is not None:
+            from rich.markup import escape
+
+            self._console.print(f"[{style}]{prefix}[/]{escape(text)}")
+        else:
+            print(prefix + text, file=self.stream, flush=True)
+
+    def error(self, text: str) -> None:
+        self._emit("bold red", "error: ", text)
+
+    def warning(self, text: str) -> None:
+        if self.verbosity > QUIET:
+            self._emit("yellow", "warning: ", text)
+
+    def info(self, text: str) -> None:
+        if self.verbosity >= VERBOSE:
+            self._emit("cyan", "nspawn: ", text)
+
+    def debug(self, text: str) -> None:
+        if self.verbosity >= DEBUG:
+            self._emit("dim", "debug: ", text)
+
+    def event(self, name: str, details: dict) -> None:
+        """A Session listener."""
+        if name == "warning":
+            self.warning(details["message"])
+        elif name == "phase":
+            self.info(details["phase"] + "…")
+        else:
+            self.debug(f"{name}: {details}")
