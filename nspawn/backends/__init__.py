@@ -16,6 +16,7 @@ class Capabilities:
     network_modes: frozenset
     isolations: tuple
     missing: dict = field(default_factory=dict)  # mode -> why it is not offered yet
+    requires: tuple = ()  # config fields the backend cannot run without
 
     def why_not(self, mode: str) -> str:
         reason = self.missing.get(mode)
@@ -34,6 +35,7 @@ CAPABILITIES = {
         frozenset({"none", "nat"}),
         ("process", "hyperv"),
         {"host": "Windows containers cannot share the host's network stack"},
+        ("parent_layer_directory",),
     ),
 }
 

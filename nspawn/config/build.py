@@ -209,7 +209,8 @@ def _collisions(config: Config, paths: _Paths) -> list[Finding]:
 
 def _capabilities(config: Config) -> list[Finding]:
     caps = CAPABILITIES[config.backend]
-    findings = []
+    findings = [Finding((key,), f"missing; expected it, as the {config.backend} backend needs it")
+                for key in caps.requires if getattr(config, key) is None]
     if config.network not in caps.network_modes:
         findings.append(Finding(("network",), f"found {config.network!r}, which the {config.backend} backend does not offer{caps.why_not(config.network)}; expected one of " + ", ".join(repr(m) for m in sorted(caps.network_modes))))
     if config.isolation not in caps.isolations:

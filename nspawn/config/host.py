@@ -130,13 +130,14 @@ def _map(config: Config, container_path: str) -> str | None:
 
 def _executable(config: Config) -> list[Finding]:
     where = ("process_executable",)
+    exe = config.process_executable
+    if config.process_directory and not exe.startswith(("/", "\\")) and not _is_windows_absolute(exe):
+        real = os.path.realpath(os.path.join(config.process_directory, exe))
+        if not _within(real, os.path.realpath(config.process_directory)):
+            return [Finding(where, f"{exe} resolves to {real}, outside the process directory; expected a file inside it", exit_code=exitcodes.NOT_FOUND)]
     host, wanted = locate_executable(config)
     if host is None or not os.path.exists(host):
         return [Finding(where, f"{wanted} was not found in the container (after resolving '..' and symbolic links); expected an existing executable", exit_code=exitcodes.NOT_FOUND)]
-    if config.process_directory and not config.process_executable.startswith(("/", "\\")) and not _is_windows_absolute(config.process_executable):
-        real, base = os.path.realpath(host), os.path.realpath(config.process_directory)
-        if not _within(real, base):
-            return [Finding(where, f"{config.process_executable} resolves to {real}, outside the process directory; expected a file inside it", exit_code=exitcodes.NOT_FOUND)]
     if not os.path.isfile(host):
         return [Finding(where, f"{wanted} is not a regular file; expected an executable file", exit_code=exitcodes.CANNOT_EXECUTE)]
     if sys.platform != "win32" and not os.access(host, os.X_OK):

@@ -231,7 +231,7 @@ def _expected(error) -> str:
         return f'{listed} (did you mean "{hint[0]}"?)' if hint else listed
     if kind == "pattern" and error.absolute_path and error.absolute_path[-1] == "hostname":
         return "a host name of letters, digits and inner hyphens"
-    if kind == "propertyNames":
+    if "propertyNames" in error.schema_path:
         return "variable names without '=' or NUL"
     if kind == "oneOf" and error.absolute_path and error.absolute_path[-1] == "cpu_affinity_hex":
         return 'a whole number ≥ 0 or a "0x…" hex string'

@@ -1,0 +1,102 @@
+"""The command line as a user meets it: a fresh interpreter, real files, exit codes."""
+
+import json
+
+from conftest import nspawn
+
+ORIGINAL = "configs/hostcompute_nspawn.json"
+
+
+def test_version_and_help_list_exit_codes():
+    assert nspawn("--version").stdout.startswith("nspawn, version ")
+    help_text = nspawn("--help").stdout
+    for code in ("124", "125", "126", "127", "128+N"):
+        assert code in help_text
+
+
+def test_schema_is_printed_and_is_the_packaged_one():
+    out = json.loads(nspawn("schema").stdout)
+    assert out["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert "process_executable" in out["properties"]
+
+
+def test_validate_reports_ok_and_errors_with_exit_2(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"process_executable": "x",\n "max_ram_mb": "lots"}')
+    good = nspawn("validate", ORIGINAL)
+    assert good.returncode == 0 and "ok" in good.stdout
+    result = nspawn("validate", ORIGINAL, str(bad))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f'error: {bad}:2:16: $.max_ram_mb: found "lots"; expected a whole number'
+    assert "Traceback" not in result.stderr
+
+
+def test_validate_host_runs_host_checks(tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"process_executable": "/definitely/missing"}))
+    assert nspawn("validate", str(config)).returncode == 0
+    assert nspawn("validate", "--host", str(config)).returncode == 2
+
+
+def test_dry_run_of_the_original_prints_hcs_documents_on_any_os():
+    result = nspawn("run", "--dry-run", "-c", ORIGINAL)
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    v1 = plan["v1"]["compute_system"]
+    assert v1["SystemType"] == "Container" and v1["MemoryMaximumInMB"] == 512 and v1["ProcessorCount"] == 1
+    assert v1["MappedDirectories"][0] == {"HostPath": "C:\\projects\\hostcompute_nspawn\\build\\bin",
+                                         "ContainerPath": "c:\\nspawndir", "ReadOnly": False}
+    assert plan["v2"]["compute_system"]["Container"]["Memory"] == {"SizeInMB": 512}
+    assert plan["v2"]["process"]["CommandLine"] == "c:\\nspawndir\\hello.exe foo bar baz"
+
+
+def test_options_override_the_file(tmp_path):
+    result = nspawn("run", "--dry-run", "-c", ORIGINAL, "--memory", "1G", "--cpu-percent", "25",
+                    "--hostname", "box", "-E", "A=1", "--", "C:/tools/x.exe", "one two")
+    plan = json.loads(result.stdout)
+    system = plan["v2"]["compute_system"]["Container"]
+    assert system["Memory"] == {"SizeInMB": 1024}
+    assert system["Processor"] == {"Maximum": 2500}
+    assert system["GuestOs"] == {"HostName": "box"}
+    assert plan["v2"]["process"]["Environment"] == {"A": "1"}
+    assert plan["v2"]["process"]["CommandLine"] == 'C:\\tools\\x.exe "one two"'
+
+
+def test_bad_override_is_blamed_on_the_command_line(tmp_path):
+    result = nspawn("run", "--dry-run", "-c", ORIGINAL, "--network", "host")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: command line: $.network: found 'host'")
+
+
+def test_options_alone_describe_a_run():
+    result = nspawn("run", "--dry-run", "--backend", "hcs", "--parent-layer", "C:/layers/base", "--memory", "256",
+                    "--", "C:/Windows/System32/cmd.exe", "/c", "ver")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["v1"]["compute_system"]["MemoryMaximumInMB"] == 256
+
+
+def test_hcs_needs_a_parent_layer():
+    result = nspawn("run", "--dry-run", "--backend", "hcs", "--", "C:/x.exe")
+    assert result.returncode == 2 and "$.parent_layer_directory: missing" in result.stderr
+
+
+def test_usage_errors_exit_2():
+    assert nspawn("run").returncode == 2
+    assert nspawn("run", "--memory", "lots", "--", "x").returncode == 2
+    assert nspawn("run", "--affinity", "0xZZ", "--", "x").returncode == 2
+    assert nspawn("no-such-command").returncode == 2
+
+
+def test_a_missing_config_file_is_a_config_error():
+    result = nspawn("run", "-c", "/no/such/config.json")
+    assert result.returncode == 2 and "cannot read the config file" in result.stderr
+
+
+def test_hcs_run_on_linux_fails_clearly_with_125():
+    result = nspawn("run", "--backend", "hcs", "--", "C:/x.exe")
+    assert result.returncode in (2, 125)
+    assert "Traceback" not in result.stderr
+
+
+def test_completion_script():
+    assert "_NSPAWN_COMPLETE" in nspawn("completion", "bash").stdout

@@ -1,0 +1,107 @@
+"""Checks against the host, run before anything is touched."""
+
+import json
+import os
+
+import pytest
+
+from nspawn.config.resolve import load_config
+from nspawn.errors import ConfigError
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX host paths")
+
+
+@pytest.fixture
+def work(tmp_path):
+    d = tmp_path / "work"
+    d.mkdir()
+    exe = d / "run.sh"
+    exe.write_text("#!/bin/sh\necho hi\n")
+    exe.chmod(0o755)
+    return d
+
+
+def check(tmp_path, **document):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(document))
+    return load_config(str(path), host=True)
+
+
+def failure(tmp_path, **document):
+    with pytest.raises(ConfigError) as info:
+        check(tmp_path, **document)
+    return info.value
+
+
+def test_a_good_config_passes(tmp_path, work):
+    config = check(tmp_path, process_directory="work", mapped_directory="/w", process_executable="run.sh")
+    assert config.process_directory == str(work)
+
+
+def test_missing_process_directory(tmp_path):
+    error = failure(tmp_path, process_directory="nope", process_executable="x")
+    assert "No such file or directory; expected an existing directory" in str(error)
+
+
+def test_missing_executable_is_exit_127(tmp_path, work):
+    error = failure(tmp_path, process_directory="work", process_executable="absent")
+    assert error.exit_code == 127 and "was not found" in str(error)
+
+
+def test_not_executable_is_exit_126(tmp_path, work):
+    (work / "data.txt").write_text("x")
+    error = failure(tmp_path, process_directory="work", process_executable="data.txt")
+    assert error.exit_code == 126 and "not executable" in str(error)
+
+
+def test_symlink_leaving_the_process_directory_is_refused(tmp_path, work):
+    outside = tmp_path / "outside.sh"
+    outside.write_text("#!/bin/sh\n")
+    outside.chmod(0o755)
+    (work / "link.sh").symlink_to(outside)
+    error = failure(tmp_path, process_directory="work", process_executable="link.sh")
+    assert "outside the process directory" in str(error)
+
+
+def test_stdout_folder_must_exist_inside(tmp_path, work):
+    error = failure(tmp_path, process_directory="work", process_executable="run.sh", stdout_filename="logs/out.txt")
+    assert "$.stdout_filename" in str(error) and "does not exist" in str(error)
+
+
+def test_absolute_executable_is_looked_up_in_the_container_root(tmp_path):
+    assert check(tmp_path, process_executable="/bin/sh").process_executable == "/bin/sh"
+    error = failure(tmp_path, process_executable="/no/such/binary")
+    assert error.exit_code == 127
+
+
+def test_command_name_is_searched_on_path(tmp_path):
+    check(tmp_path, process_executable="sh")
+    assert failure(tmp_path, process_executable="no-such-command-anywhere").exit_code == 127
+
+
+def test_parent_layer_root_is_used_for_lookups(tmp_path):
+    root = tmp_path / "rootfs"
+    (root / "bin").mkdir(parents=True)
+    (root / "bin" / "tool").write_text("#!/bin/sh\n")
+    (root / "bin" / "tool").chmod(0o755)
+    (root / "usr").mkdir()
+    (root / "usr" / "bin").symlink_to("/bin")  # absolute link: resolved inside the root, not on the host
+    check(tmp_path, parent_layer_directory="rootfs", process_executable="/usr/bin/tool")
+    assert failure(tmp_path, parent_layer_directory="rootfs", process_executable="/bin/sh").exit_code == 127
+
+
+def test_affinity_must_name_cpus_the_host_has(tmp_path):
+    cpus = os.cpu_count()
+    check(tmp_path, process_executable="/bin/sh", cpu_affinity_hex=(1 << cpus) - 1)
+    error = failure(tmp_path, process_executable="/bin/sh", cpu_affinity_hex=hex(1 << (cpus + 3)))
+    assert f"CPU {cpus + 3}" in str(error) and "$.cpu_affinity_hex" in str(error)
+
+
+def test_cpus_count_beyond_the_host(tmp_path):
+    error = failure(tmp_path, process_executable="/bin/sh", cpus_count=os.cpu_count() + 1)
+    assert "$.cpus_count" in str(error)
+
+
+def test_a_windows_config_cannot_be_host_checked_here(tmp_path):
+    error = failure(tmp_path, parent_layer_directory="C:/layers/base", process_directory="C:/w", process_executable="x.exe")
+    assert "for a Windows host" in str(error)
