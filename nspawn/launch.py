@@ -6,7 +6,6 @@ from nspawn import backends, exitcodes
 from nspawn.config.model import Config
 from nspawn.errors import Interrupted, NspawnError
 from nspawn.result import Result
-from nspawn.session import Listener, Session, signals_to
 
 
 def plan(config: Config):
@@ -14,10 +13,12 @@ def plan(config: Config):
     return backends.load(config.backend).plan(config)
 
 
-def run(config: Config, *, listener: Listener | None = None, container_id: str | None = None,
-        stdout=None, stderr=None) -> Result:
+def run(config: Config, *, listener=None, container_id: str | None = None, stdout=None, stderr=None) -> Result:
     """Run the container to completion. Never raises for a failed run: the Result says what
-    happened, and everything acquired has been released (or is listed as not released)."""
+    happened, and everything acquired has been released (or is listed as not released).
+    `listener(event, details)` hears phases and warnings as they happen."""
+    from nspawn.session import Session, signals_to  # not needed by a dry run
+
     backend = backends.load(config.backend)
     the_plan = backend.plan(config)
     session = Session(config, listener=listener, container_id=container_id, stdout=stdout, stderr=stderr)

@@ -4,7 +4,6 @@ reporting, and how Ctrl-C and SIGTERM reach the run."""
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import threading
 import time
@@ -12,14 +11,11 @@ from typing import Callable, Iterator
 
 from nspawn.config.model import Config
 from nspawn.errors import Interrupted
+from nspawn.identity import new_container_id
 from nspawn.journal import Journal
 from nspawn.result import Result
 
 Listener = Callable[[str, dict], None]  # (event name, details)
-
-
-def new_container_id() -> str:
-    return "nspawn-" + time.strftime("%Y%m%d-%H%M%S") + "-" + os.urandom(4).hex()
 
 
 class Stop:

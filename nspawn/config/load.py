@@ -7,24 +7,22 @@ content is cached by hash, because importing jsonschema costs more than the laun
 
 from __future__ import annotations
 
-import difflib
-import hashlib
 import json
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from nspawn import __version__, exitcodes
 from nspawn.config.jsonpos import Positions, locate, path_text
 from nspawn.errors import ConfigError, Problem
 
-SCHEMA_PATH = Path(__file__).with_name("schema.json")
+SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema.json")
 MAX_BYTES = 1 << 20
 
 
 def schema_bytes() -> bytes:
-    return SCHEMA_PATH.read_bytes()
+    with open(SCHEMA_PATH, "rb") as f:
+        return f.read()
 
 
 def schema() -> dict:
@@ -117,17 +115,21 @@ def _duplicate_problems(text: str, source: str) -> list[Problem]:
 
 # -- the schema -------------------------------------------------------------------------------
 
-def _cache_dir() -> Path | None:
+def _cache_dir() -> str | None:
     if os.environ.get("NSPAWN_NO_CACHE"):
         return None
     base = os.environ.get("NSPAWN_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "nspawn"
     )
-    return Path(base) / "valid"
+    return os.path.join(base, "valid")
 
 
 def _digest(document) -> str:
-    h = hashlib.sha256(__version__.encode())
+    try:  # the builtin module skips OpenSSL's import, which costs more than the hash
+        from _sha256 import sha256
+    except ImportError:
+        from hashlib import sha256
+    h = sha256(__version__.encode())
     h.update(schema_bytes())
     h.update(json.dumps(document, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass"))
     return h.hexdigest()
@@ -136,8 +138,8 @@ def _digest(document) -> str:
 def check_schema(document) -> list[Finding]:
     """Schema findings for a document; a document once found valid is remembered by its hash."""
     directory = _cache_dir()
-    marker = directory / _digest(document) if directory is not None else None
-    if marker is not None and marker.exists():
+    marker = os.path.join(directory, _digest(document)) if directory is not None else None
+    if marker is not None and os.path.exists(marker):
         return []
     import jsonschema
 
@@ -145,8 +147,8 @@ def check_schema(document) -> list[Finding]:
     findings = [f for error in validator.iter_errors(document) for f in _describe(error)]
     if not findings and marker is not None:
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            marker.touch()
+            os.makedirs(directory, exist_ok=True)
+            open(marker, "ab").close()
         except OSError:
             pass  # a read-only home only costs the next run the schema check
     return findings
@@ -187,6 +189,8 @@ def _describe(error) -> list[Finding]:
     kind = error.validator
     value = error.instance
     if kind == "additionalProperties":
+        import difflib
+
         known = list(error.schema.get("properties", {}))
         out = []
         for key in sorted(set(value) - set(known)):
@@ -225,6 +229,8 @@ def _expected(error) -> str:
     if kind == "maxLength":
         return f"at most {want} characters"
     if kind == "enum":
+        import difflib
+
         found = error.instance
         hint = difflib.get_close_matches(found, [str(w) for w in want], n=1) if isinstance(found, str) else []
         listed = "one of " + ", ".join(json.dumps(w) for w in want)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from nspawn.backends.hcs import documents
 from nspawn.config.model import Config
 from nspawn.errors import LaunchError
+from nspawn.identity import new_container_id
 
 RELEASERS: dict = {}
 
@@ -48,8 +49,6 @@ class HcsPlan:
 
 
 def plan(config: Config, container_id: str | None = None) -> HcsPlan:
-    from nspawn.session import new_container_id
-
     return HcsPlan(config, container_id or new_container_id(), config.hostname or os.urandom(4).hex())
 
 
