@@ -156,9 +156,9 @@ def read_journals(directory: Path | None = None) -> Iterator[Orphan]:
         try:
             alive = not _lock(fd, blocking=False)
             header, entries = _parse(path)
-            yield Orphan(path, header, entries, alive)
         finally:
-            os.close(fd)
+            os.close(fd)  # before yielding: our probe's lock must not block the caller's finish()
+        yield Orphan(path, header, entries, alive)
 
 
 def _parse(path: Path) -> tuple[dict, list[Entry]]:
