@@ -1,0 +1,206 @@
+"""The container's processes, forked from the launcher (no interpreter start, no imports):
+
+    launcher ─ A: dies with the launcher, joins the cgroups, unshares the namespaces, forks B
+                └ B: PID 1 of the new PID namespace; builds the filesystem, forks C, forwards
+                     signals to it, reaps orphans, reports C's wait status and exits with it
+                   └ C: trims its privileges and execs the payload
+
+Setup failures travel to the launcher on the report pipe as one line "E<exit code> <step>:
+<message>"; the pipe is close-on-exec, so its end of file after A's "P<pid of B>" line means
+the payload was exec'd (as runc does). B writes C's raw wait status to the status pipe.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import signal
+from dataclasses import dataclass
+
+from nspawn.backends.linux import libc, mounts
+from nspawn.backends.linux.plan import LinuxPlan
+
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
+             signal.SIGWINCH, signal.SIGCONT)
+# Python ignores these at start-up and ignored signals survive execve; the payload gets defaults.
+_RESET = FORWARDED + (signal.SIGPIPE, signal.SIGXFSZ)
+
+
+@dataclass
+class Launch:
+    """What the forked processes need, prepared by the launcher before forking."""
+
+    plan: LinuxPlan
+    launcher_pid: int
+    cgroup_procs: list[str]  # cgroup.procs files A joins
+    lower: str
+    upper: str
+    work: str
+    root: str
+    binds: list[tuple[str, str, bool, bool]]  # (real host path, container path, read only, is a file)
+    report_w: int
+    status_w: int
+    output_w: tuple[int, int] | None  # payload's stdout and stderr pipes, when the launcher copies them
+    umask: int
+    cap_last: int
+    max_fd: int
+    fail_at: tuple[str, str] | None  # test seam: (step, "" to fail, or a signal name to send the launcher)
+    step: str = "fork"
+
+    def at(self, step: str) -> None:
+        self.step = step
+        checkpoint(self.fail_at, step, self.launcher_pid)
+
+    def report(self, code: int, message: str) -> None:
+        os.write(self.report_w, f"E{code} {self.step}: {message}\n".encode(errors="replace"))
+
+
+def checkpoint(fail_at: tuple[str, str] | None, step: str, launcher_pid: int) -> None:
+    """The tests' failure seam: fail at `step`, or send the launcher a signal there."""
+    if fail_at and fail_at[0] == step:
+        if not fail_at[1]:
+            raise OSError(errno.EIO, f"failure injected at {step}")
+        os.kill(launcher_pid, getattr(signal, fail_at[1]))
+
+
+def _exit_code(status: int) -> int:
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def _fail(launch: Launch, e: BaseException) -> None:
+    try:
+        launch.report(125, str(e.strerror if isinstance(e, OSError) and e.strerror else e) or type(e).__name__)
+    finally:
+        os._exit(125)
+
+
+def start(launch: Launch) -> int:
+    """Fork A; returns its pid (in the launcher)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _stage_a(launch)
+        except BaseException as e:  # a child must never return into the launcher's code
+            _fail(launch, e)
+    return pid
+
+
+def _stage_a(launch: Launch) -> None:
+    for s in FORWARDED:
+        signal.signal(s, signal.SIG_IGN)  # the launcher, which stops the container, gets them too
+    libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != launch.launcher_pid:
+        os._exit(125)  # the launcher died before PDEATHSIG was armed
+    launch.at("join-cgroups")
+    for procs in launch.cgroup_procs:
+        with open(procs, "w") as f:
+            f.write(str(os.getpid()))
+    launch.at("unshare")
+    flags = 0
+    for name in launch.plan.namespaces:
+        flags |= libc.NAMESPACE_FLAGS[name]
+    libc.unshare(flags)
+    self_fd = os.pidfd_open(os.getpid())  # lets B see whether A died before B armed PDEATHSIG
+    launch.at("fork-init")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _stage_b(launch, self_fd)
+        except BaseException as e:
+            _fail(launch, e)
+    os.write(launch.report_w, b"P%d\n" % pid)
+    for fd in (launch.report_w, launch.status_w, self_fd, *(launch.output_w or ())):
+        os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    os._exit(_exit_code(status))
+
+
+def _stage_b(launch: Launch, parent_fd: int) -> None:
+    libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if select.select([parent_fd], [], [], 0)[0]:
+        os._exit(125)
+    os.close(parent_fd)
+    plan = launch.plan
+    launch.at("mount-root")
+    mounts.enter_root(launch.lower, launch.upper, launch.work, launch.root)
+    launch.at("mount-system")
+    mounts.mount_system()
+    launch.at("bind-mounts")
+    for source, target, read_only, is_file in launch.binds:
+        mounts.bind(source, target, read_only, is_file)
+    launch.at("detach-host-root")
+    mounts.leave_old_root()
+    launch.at("hostname")
+    libc.sethostname(plan.hostname)
+    if "net" in plan.namespaces:
+        launch.at("loopback")
+        libc.interface_up("lo")
+
+    child = [0]
+    pending: list[int] = []
+
+    def forward(signum, frame):
+        if child[0] > 0:
+            os.kill(child[0], signum)
+        else:
+            pending.append(signum)
+
+    for s in FORWARDED:
+        signal.signal(s, forward)
+    launch.at("fork-payload")
+    child[0] = os.fork()
+    if child[0] == 0:
+        try:
+            _stage_c(launch)
+        except BaseException as e:
+            _fail(launch, e)
+    for fd in (launch.report_w, *(launch.output_w or ())):
+        os.close(fd)
+    for s in pending:
+        os.kill(child[0], s)
+    while True:  # as PID 1, reap every orphan until the payload itself exits
+        pid, status = os.waitpid(-1, 0)
+        if pid == child[0]:
+            break
+    os.write(launch.status_w, status.to_bytes(4, "little"))
+    os._exit(_exit_code(status))
+
+
+def _stage_c(launch: Launch) -> None:
+    for s in _RESET:
+        signal.signal(s, signal.SIG_DFL)
+    plan = launch.plan
+    launch.at("exec-prepare")
+    if launch.output_w:
+        os.dup2(launch.output_w[0], 1)
+        os.dup2(launch.output_w[1], 2)
+    # Only stdio and the report pipe cross into the container: an inherited descriptor of a
+    # host directory would be a way out.
+    os.closerange(3, launch.report_w)
+    os.closerange(launch.report_w + 1, launch.max_fd)
+    os.umask(launch.umask)
+    if plan.limits.cpus:
+        os.sched_setaffinity(0, plan.limits.cpus)
+    try:
+        os.chdir(plan.cwd)
+    except OSError as e:
+        raise OSError(e.errno, f"working directory {plan.cwd}: {e.strerror}") from None
+    libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
+    keep = plan.capability_mask
+    for cap in range(launch.cap_last + 1):
+        if not keep >> cap & 1:
+            libc.prctl(libc.PR_CAPBSET_DROP, cap)
+    libc.capset(keep, keep, keep)
+    launch.at("exec")
+    env = dict(plan.env)
+    try:
+        if "/" in plan.executable:
+            os.execve(plan.executable, plan.argv, env)
+        os.execvpe(plan.executable, plan.argv, env)
+    except OSError as e:
+        code = 127 if e.errno in (errno.ENOENT, errno.ENOTDIR) else 126
+        what = "was not found in the container" if code == 127 else f"cannot be executed: {e.strerror}"
+        launch.report(code, f"{plan.executable} {what}")
+        os._exit(code)

@@ -1,0 +1,145 @@
+"""The libc and raw system calls the Linux backend needs, typed, each raising OSError on failure.
+
+Python's os module lacks these (mount, unshare, pivot_root, capset, …) before 3.12, and a
+helper binary would cost a process start; ctypes into the already-loaded libc costs nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from ctypes import c_char_p, c_int, c_long, c_size_t, c_ulong, c_void_p
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+# Namespaces (sched.h)
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWNET = 0x40000000
+CLONE_NEWPID = 0x20000000
+NAMESPACE_FLAGS = {"mount": CLONE_NEWNS, "uts": CLONE_NEWUTS, "ipc": CLONE_NEWIPC,
+                   "net": CLONE_NEWNET, "pid": CLONE_NEWPID}
+
+# mount(2) flags
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
+
+# prctl(2)
+PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+
+# Network interface flags, for bringing up lo in a fresh network namespace.
+AF_INET = 2
+SOCK_DGRAM = 2
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+
+_SYSCALLS = {  # pivot_root and capset have no glibc wrapper
+    "x86_64": {"pivot_root": 155, "capset": 126},
+    "aarch64": {"pivot_root": 41, "capset": 91},
+    "riscv64": {"pivot_root": 41, "capset": 91},
+    "ppc64le": {"pivot_root": 203, "capset": 184},
+    "s390x": {"pivot_root": 217, "capset": 185},
+}
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def _errcheck(result, func, args):
+    if result == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{func.__name__}: {os.strerror(err)}")
+    return result
+
+
+def _function(name: str, restype, *argtypes):
+    # A fresh function object per binding: syscall() is bound twice with different argtypes.
+    func = _libc._FuncPtr((name, _libc))
+    func.restype, func.argtypes, func.errcheck = restype, argtypes, _errcheck
+    return func
+
+
+_mount = _function("mount", c_int, c_char_p, c_char_p, c_char_p, c_ulong, c_char_p)
+_umount2 = _function("umount2", c_int, c_char_p, c_int)
+_unshare = _function("unshare", c_int, c_int)
+_sethostname = _function("sethostname", c_int, c_char_p, c_size_t)
+_prctl = _function("prctl", c_int, c_int, c_ulong, c_ulong, c_ulong, c_ulong)
+_socket = _function("socket", c_int, c_int, c_int, c_int)
+_ioctl = _function("ioctl", c_int, c_int, c_ulong, c_void_p)
+_pivot_root = _function("syscall", c_long, c_long, c_char_p, c_char_p)
+_capset = _function("syscall", c_long, c_long, c_void_p, c_void_p)
+for _func, _name in ((_pivot_root, "pivot_root"), (_capset, "capset")):
+    _func.__name__ = _name
+
+
+def _b(path: str | None) -> bytes | None:
+    return None if path is None else os.fsencode(path)
+
+
+def _syscall_number(name: str) -> int:
+    try:
+        return _SYSCALLS[os.uname().machine][name]
+    except KeyError:
+        raise OSError(0, f"{name}: unknown system call number on {os.uname().machine}") from None
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
+    try:
+        _mount(_b(source), _b(target), _b(fstype), flags, _b(data))
+    except OSError as e:
+        raise OSError(e.errno, f"mount {fstype or 'bind'} {source or ''} on {target}: {os.strerror(e.errno)}") from None
+
+
+def umount2(target: str, flags: int) -> None:
+    _umount2(_b(target), flags)
+
+
+def unshare(flags: int) -> None:
+    _unshare(flags)
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    _sethostname(raw, len(raw))
+
+
+def prctl(option: int, arg2: int = 0) -> None:
+    _prctl(option, arg2, 0, 0, 0)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    _pivot_root(_syscall_number("pivot_root"), _b(new_root), _b(put_old))
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """Set this thread's capability sets (64-bit masks) with the v3 two-word layout."""
+    header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()
+    for word in range(2):
+        shift = 32 * word
+        data[3 * word:3 * word + 3] = [(m >> shift) & 0xFFFFFFFF for m in (effective, permitted, inheritable)]
+    _capset(_syscall_number("capset"), header, data)
+
+
+def interface_up(name: str) -> None:
+    """Set IFF_UP on a network interface, as `ip link set NAME up` would."""
+    fd = _socket(AF_INET, SOCK_DGRAM, 0)
+    try:
+        ifreq = ctypes.create_string_buffer(40)  # struct ifreq: 16-byte name, then a short of flags
+        ifreq[:len(name)] = name.encode()
+        _ioctl(fd, SIOCGIFFLAGS, ifreq)
+        flags = int.from_bytes(ifreq[16:18], sys.byteorder) | IFF_UP
+        ifreq[16:18] = flags.to_bytes(2, sys.byteorder)
+        _ioctl(fd, SIOCSIFFLAGS, ifreq)
+    finally:
+        os.close(fd)

@@ -1,0 +1,93 @@
+"""The container's filesystem, built by its init (PID 1) inside the new mount namespace.
+
+Order matters: propagation is made private before anything is mounted, so nothing reaches the
+host's mount table; the root is pivoted before mount targets are made, so that `mkdir` and the
+symbolic links of the lower layer resolve inside the container, never on the host; the old
+root is detached last, once the bind sources have been taken from it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from nspawn.backends.linux import libc
+from nspawn.backends.linux.libc import MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT
+
+OLD_ROOT = "/.nspawn-oldroot"
+_DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0))
+_DEV_LINKS = (("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+              ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))
+
+
+def _escape(path: str) -> str:
+    # overlay's option parser splits on "," and lowerdir on ":"; a backslash escapes either.
+    return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
+
+
+def enter_root(lower: str, upper: str, work: str, root: str) -> None:
+    libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
+    libc.mount("overlay", root, "overlay", 0,
+               f"lowerdir={_escape(lower)},upperdir={_escape(upper)},workdir={_escape(work)}")
+    os.makedirs(root + OLD_ROOT, exist_ok=True)
+    libc.pivot_root(root, root + OLD_ROOT)
+    os.chdir("/")
+
+
+def mount_system() -> None:
+    """Fresh /proc (of the new PID namespace), a minimal /dev, /sys read-only and a private /tmp."""
+    for target in ("/proc", "/dev", "/sys", "/tmp"):
+        os.makedirs(target, exist_ok=True)
+    libc.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    libc.mount("tmpfs", "/dev", "tmpfs", MS_NOSUID, "mode=755,size=64k")
+    old_umask = os.umask(0)  # device nodes are meant to be 0666 whatever the launcher's umask
+    try:
+        for name, major, minor in _DEVICES:
+            os.mknod(f"/dev/{name}", stat.S_IFCHR | 0o666, os.makedev(major, minor))
+        for name in ("pts", "shm"):
+            os.mkdir(f"/dev/{name}", 0o755)
+    finally:
+        os.umask(old_umask)
+    libc.mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
+    libc.mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    for name, target in _DEV_LINKS:
+        os.symlink(target, f"/dev/{name}")
+    libc.mount("sysfs", "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    libc.mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+
+
+def bind(source: str, target: str, read_only: bool, is_file: bool) -> None:
+    """Bind host `source` (a real path, no symlinks) at container path `target`."""
+    os.makedirs(os.path.dirname(target) if is_file else target, exist_ok=True)
+    if is_file and not os.path.lexists(target):
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+    resolved = os.path.realpath(target)
+    if resolved == OLD_ROOT or resolved.startswith(OLD_ROOT + "/"):
+        raise OSError(0, f"{target} leads out of the container through a symbolic link")
+    libc.mount(OLD_ROOT + source, resolved, None, MS_BIND)
+    if read_only:
+        libc.mount(None, resolved, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def leave_old_root() -> None:
+    libc.umount2(OLD_ROOT, MNT_DETACH)
+    os.rmdir(OLD_ROOT)
+
+
+def _unescape(field: str) -> str:
+    # mountinfo writes space, tab, newline and backslash as octal escapes
+    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        field = field.replace(code, char)
+    return field
+
+
+def mounted_under(path: str) -> list[str]:
+    """Mount points at or below `path` in our mount namespace, deepest first."""
+    path = path.rstrip("/")
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = _unescape(line.split()[4])
+            if point == path or point.startswith(path + "/"):
+                found.append(point)
+    return sorted(found, key=len, reverse=True)

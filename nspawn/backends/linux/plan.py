@@ -1,0 +1,138 @@
+"""Config → LinuxPlan: everything the Linux backend will do, decided without touching the host
+(it also runs on Windows and macOS, for `nspawn run --dry-run`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import posixpath
+from dataclasses import dataclass
+
+from nspawn.config.host import DEFAULT_PATH
+from nspawn.config.model import Config, Limits
+
+DEFAULT_SCRATCH_PARENT = "/var/tmp/nspawn"  # on disk, not tmpfs: a container's writes must not eat RAM
+CPU_PERIOD_US = 100_000
+_MIN_CPU_QUOTA_US = 1_000  # the kernel refuses smaller quotas
+
+# Docker's default capability set, by bit number (linux/capability.h).
+CAPABILITIES = {
+    "CHOWN": 0, "DAC_OVERRIDE": 1, "FOWNER": 3, "FSETID": 4, "KILL": 5, "SETGID": 6, "SETUID": 7,
+    "SETPCAP": 8, "NET_BIND_SERVICE": 10, "NET_RAW": 13, "SYS_CHROOT": 18, "MKNOD": 27,
+    "AUDIT_WRITE": 29, "SETFCAP": 31,
+}
+
+
+@dataclass(frozen=True)
+class BindMount:
+    source: str  # host path (symlinks are resolved at run time, before the container sees it)
+    target: str  # container path
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class CgroupLimits:
+    """The limits in the kernel's units; zero or empty means not asked."""
+
+    memory_bytes: int = 0
+    cpu_quota_us: int = 0
+    cpu_period_us: int = CPU_PERIOD_US
+    cpus: tuple[int, ...] = ()
+    io_iops: int = 0
+    io_bps: int = 0
+    pids_max: int = 0
+
+    @property
+    def any(self) -> bool:
+        return any((self.memory_bytes, self.cpu_quota_us, self.cpus, self.io_iops, self.io_bps, self.pids_max))
+
+
+@dataclass(frozen=True)
+class LinuxPlan:
+    argv: tuple[str, ...]
+    executable: str  # container path, or a command name looked up in the container's PATH
+    env: tuple[tuple[str, str], ...]
+    cwd: str
+    hostname: str
+    namespaces: tuple[str, ...]
+    network: str
+    lower_dir: str  # the overlay's read-only layer
+    scratch_parent: str  # the per-run scratch dir (upper, work, root) is made below it
+    mounts: tuple[BindMount, ...]  # in mount order: parents before children
+    process_directory: str | None
+    host_executable: str | None  # a relative executable's host path, checked again at run time
+    stdout_file: str | None  # host path the output is copied to
+    limits: CgroupLimits
+    asked: Limits
+    capabilities: tuple[str, ...]
+    timeout_seconds: float
+    stop_grace_seconds: float
+
+    @property
+    def capability_mask(self) -> int:
+        return sum(1 << CAPABILITIES[name] for name in self.capabilities)
+
+    def to_json(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["env"] = dict(self.env)
+        data["asked"] = self.asked.asked()
+        data["capability_mask"] = f"{self.capability_mask:016x}"
+        return data
+
+
+def plan(config: Config) -> LinuxPlan:
+    executable = config.process_executable
+    if not executable.startswith("/") and config.process_directory:
+        executable = posixpath.join(config.mapped_directory, executable)
+    env = {"PATH": DEFAULT_PATH, "HOME": "/root"}
+    if "TERM" in os.environ:
+        env["TERM"] = os.environ["TERM"]
+    env["container"] = "nspawn"
+    env.update(config.environment)
+
+    mounts = []
+    if config.process_directory:
+        mounts.append(BindMount(config.process_directory, config.mapped_directory, config.mapped_directory_read_only))
+    mounts += [BindMount(m.host_path, m.container_path, m.read_only) for m in config.mounts]
+    mounts.sort(key=lambda m: m.target.rstrip("/").count("/"))
+
+    return LinuxPlan(
+        argv=(executable, *config.process_arguments),
+        executable=executable,
+        env=tuple(env.items()),
+        cwd=config.working_directory or config.mapped_directory or "/",
+        hostname=config.hostname or os.urandom(4).hex(),
+        namespaces=("mount", "pid", "uts", "ipc") + (("net",) if config.network == "none" else ()),
+        network=config.network,
+        lower_dir=config.parent_layer_directory or "/",
+        scratch_parent=os.environ.get("NSPAWN_SCRATCH_DIR") or DEFAULT_SCRATCH_PARENT,
+        mounts=tuple(mounts),
+        process_directory=config.process_directory,
+        host_executable=posixpath.join(config.process_directory, config.process_executable) if executable != config.process_executable else None,
+        stdout_file=posixpath.join(config.process_directory, config.stdout_filename) if config.stdout_filename else None,
+        limits=cgroup_limits(config.limits),
+        asked=config.limits,
+        capabilities=tuple(CAPABILITIES),
+        timeout_seconds=config.timeout_seconds,
+        stop_grace_seconds=config.stop_grace_seconds,
+    )
+
+
+def cgroup_limits(limits: Limits) -> CgroupLimits:
+    quota = 0
+    if limits.max_cpu_percent:
+        # A share of the whole host, as on Windows: 50% of 4 CPUs is 2 CPUs' worth of time.
+        quota = max(_MIN_CPU_QUOTA_US, round(limits.max_cpu_percent / 100 * (os.cpu_count() or 1) * CPU_PERIOD_US))
+    cpus: tuple[int, ...] = ()
+    if limits.cpu_affinity:
+        cpus = tuple(i for i in range(limits.cpu_affinity.bit_length()) if limits.cpu_affinity >> i & 1)
+    if limits.cpus_count:
+        cpus = (cpus or tuple(range(limits.cpus_count)))[:limits.cpus_count]
+    return CgroupLimits(
+        memory_bytes=limits.max_ram_mb * 1024 * 1024,
+        cpu_quota_us=quota,
+        cpus=cpus,
+        io_iops=limits.max_storage_iops,
+        io_bps=limits.max_storage_bandwidth_bytes_per_sec,
+        pids_max=limits.max_processes,
+    )

@@ -1,0 +1,299 @@
+"""execute(plan, session): make the scratch dir and cgroups, start the container, wait for it
+(copying its output, enforcing the timeout, passing stop requests on), and read the result.
+
+Nothing is released here: every resource is in the journal before it exists, and the launcher
+releases them all afterwards, whatever happened.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import stat
+import time
+
+from nspawn import exitcodes
+from nspawn.backends.linux import cgroups, init
+from nspawn.backends.linux.plan import LinuxPlan
+from nspawn.backends.linux.release import start_time
+from nspawn.errors import LaunchError
+from nspawn.session import Session
+
+_TICK = 0.05  # how often the wait looks at stop requests, which cannot wake poll()
+
+
+def _within(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def _fail_at() -> tuple[str, str] | None:
+    """The test seam NSPAWN_FAIL_AT=<step> or <step>:<SIGNAL NAME> (sent to the launcher)."""
+    value = os.environ.get("NSPAWN_FAIL_AT")
+    if not value:
+        return None
+    step, _, sig = value.partition(":")
+    return step, sig
+
+
+def _binds(plan: LinuxPlan) -> list[tuple[str, str, bool, bool]]:
+    """Bind sources as real paths, checked now: they may have changed since the config was."""
+    binds = []
+    for m in plan.mounts:
+        real = os.path.realpath(m.source)
+        try:
+            mode = os.stat(real).st_mode
+        except OSError as e:
+            raise LaunchError(f"{m.source}: {e.strerror}; it cannot be mounted at {m.target}") from None
+        if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+            raise LaunchError(f"{m.source} is neither a directory nor a regular file; it cannot be mounted at {m.target}")
+        binds.append((real, m.target, m.read_only, stat.S_ISREG(mode)))
+    if plan.host_executable:
+        real, base = os.path.realpath(plan.host_executable), os.path.realpath(plan.process_directory)
+        if not _within(real, base):
+            raise LaunchError(f"{plan.host_executable} resolves to {real}, outside the process directory {base}", exitcodes.NOT_FOUND)
+    return binds
+
+
+def _open_stdout(plan: LinuxPlan) -> int:
+    base = os.path.realpath(plan.process_directory)
+    parent = os.path.realpath(os.path.dirname(plan.stdout_file))
+    if not _within(parent, base):
+        raise LaunchError(f"{plan.stdout_file} resolves to {parent}, outside the process directory {base}")
+    target = os.path.join(parent, os.path.basename(plan.stdout_file))
+    try:
+        return os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise LaunchError(f"{plan.stdout_file}: {e.strerror}" + (" (a symbolic link)" if os.path.islink(target) else "")) from None
+
+
+def _make_cgroups(plan: LinuxPlan, session: Session, fail_at, launcher_pid: int) -> tuple[cgroups.Layout | None, dict[str, str]]:
+    controllers = cgroups.needed(plan.limits)
+    if not controllers:
+        return None, {}
+    layout = cgroups.detect()
+    asked = plan.asked.asked()
+    usable = []
+    for c in controllers:
+        if layout.available(c):
+            usable.append(c)
+            continue
+        for name in cgroups.FIELDS[c]:
+            if name in asked:
+                session.not_enforced(name, f"the {c} controller is not available in {layout.describe()}")
+    devices: list[str] = []
+    if "io" in usable:
+        paths = [plan.scratch_parent, plan.lower_dir] + [m.source for m in plan.mounts]
+        devices = sorted({d for d in map(cgroups.block_device, paths) if d})
+        if not devices:
+            usable.remove("io")
+            for name in cgroups.FIELDS["io"]:
+                if name in asked:
+                    session.not_enforced(name, "the scratch and mapped directories are not on block devices")
+    if not usable:
+        return layout, {}
+    init.checkpoint(fail_at, "cgroups", launcher_pid)
+    groups = cgroups.directories(layout, usable, session.container_id)
+    for path in groups.values():
+        session.journal.record("cgroup", path=path)
+        os.mkdir(path)
+    parent_mems = None
+    if "cpuset" in groups:
+        with open(os.path.join(os.path.dirname(groups["cpuset"]), "cpuset.effective_mems")) as f:
+            parent_mems = f.read().strip()
+    for key, file, value in cgroups.settings(layout, plan.limits, devices, parent_mems):
+        cgroups.write(os.path.join(groups[key], file), value)
+    _report(plan, session, layout, groups, usable, asked)
+    return layout, groups
+
+
+def _report(plan: LinuxPlan, session: Session, layout: cgroups.Layout, groups: dict[str, str], usable: list[str], asked: dict) -> None:
+    limits = plan.limits
+    if "memory" in usable:
+        swap_path = os.path.join(groups["v2" if layout.version == 2 else "memory"], cgroups.swap_file(layout))
+        if os.path.exists(swap_path):
+            cgroups.write(swap_path, "0" if layout.version == 2 else str(limits.memory_bytes))
+            session.applied("max_ram_mb", f"{limits.memory_bytes} bytes, swap included")
+        elif cgroups.swap_on():
+            session.not_enforced("max_ram_mb", f"{cgroups.swap_file(layout)} is missing (swap accounting is off) and swap is on, so the container can swap past {limits.memory_bytes // 2**20} MiB")
+        else:
+            session.applied("max_ram_mb", f"{limits.memory_bytes} bytes (no swap on this host)")
+    if "cpu" in usable:
+        session.applied("max_cpu_percent", f"{limits.cpu_quota_us}us per {limits.cpu_period_us}us")
+    for name in ("cpus_count", "cpu_affinity"):
+        if name in asked:
+            if "cpuset" in usable:
+                session.applied(name, "CPUs " + ",".join(map(str, limits.cpus)))
+            else:
+                session.not_enforced(name, "without the cpuset controller only sched_setaffinity holds it, which the payload may undo")
+    if "io" in usable:
+        for name, value in (("max_storage_iops", limits.io_iops), ("max_storage_bandwidth_bytes_per_sec", limits.io_bps)):
+            if value:
+                session.applied(name, value)
+        if layout.version == 1:
+            session.warn("cgroup v1 throttles reads and direct writes only: buffered writes escape the storage limits")
+    if "pids" in usable:
+        session.applied("max_processes", limits.pids_max)
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _read_report(fd: int) -> tuple[int | None, str | None, int]:
+    """(init's pid, error message, exit code) from the report pipe, read to its end of file."""
+    data = b""
+    while chunk := os.read(fd, 4096):
+        data += chunk
+    init_pid, error, code = None, None, exitcodes.LAUNCHER
+    for line in data.decode(errors="replace").splitlines():
+        if line.startswith("P"):
+            init_pid = int(line[1:])
+        elif line.startswith("E") and error is None:
+            head, _, error = line[1:].partition(" ")
+            code = int(head)
+    return init_pid, error, code
+
+
+def execute(plan: LinuxPlan, session: Session) -> None:
+    journal = session.journal
+    fail_at = _fail_at()
+    me = os.getpid()
+    result = session.result
+    with session.phase("setup"):
+        binds = _binds(plan)
+        stdout_fd = _open_stdout(plan) if plan.stdout_file else None
+        try:
+            init.checkpoint(fail_at, "scratch", me)
+            scratch = os.path.join(plan.scratch_parent, session.container_id)
+            journal.record("scratch", path=scratch)
+            os.makedirs(plan.scratch_parent, mode=0o700, exist_ok=True)
+            os.mkdir(scratch, 0o700)
+            for sub in ("upper", "work", "root"):
+                os.mkdir(os.path.join(scratch, sub), 0o700)
+            layout, groups = _make_cgroups(plan, session, fail_at, me)
+            with open("/proc/sys/kernel/cap_last_cap") as f:
+                cap_last = int(f.read())
+        except OSError as e:
+            raise LaunchError(f"setting up the container failed: {e.strerror or e}") from None
+        report_r, report_w = os.pipe()
+        status_r, status_w = os.pipe()
+        copying = stdout_fd is not None or session.stdout is not None or session.stderr is not None
+        pump = (os.pipe(), os.pipe()) if copying else ()
+        launch = init.Launch(
+            plan=plan, launcher_pid=me,
+            cgroup_procs=[os.path.join(p, "cgroup.procs") for p in groups.values()],
+            lower=plan.lower_dir, upper=os.path.join(scratch, "upper"), work=os.path.join(scratch, "work"),
+            root=os.path.join(scratch, "root"), binds=binds, report_w=report_w, status_w=status_w,
+            output_w=(pump[0][1], pump[1][1]) if pump else None,
+            umask=os.umask(0o022), cap_last=cap_last, max_fd=os.sysconf("SC_OPEN_MAX"), fail_at=fail_at,
+        )
+        os.umask(launch.umask)
+        init.checkpoint(fail_at, "fork", me)
+        a_entry = journal.record("process", what="container launcher child")
+        b_entry = journal.record("process", what="container init")
+        a_pid = init.start(launch)
+        journal.update(a_entry, pid=a_pid, start=start_time(a_pid))
+        for fd in (report_w, status_w, *(w for _, w in pump)):
+            os.close(fd)
+        init_pid, error, code = _read_report(report_r)
+        os.close(report_r)
+        if init_pid:
+            journal.update(b_entry, pid=init_pid, start=start_time(init_pid))
+        if error:
+            raise LaunchError(error, code)
+        if init_pid is None:
+            raise LaunchError("the container's first process died before starting its init")
+
+    with session.phase("run"):
+        a_status, timed_out = _wait(plan, session, a_pid, init_pid, tuple(r for r, _ in pump), stdout_fd)
+    raw = os.read(status_r, 4)
+    os.close(status_r)
+    if raw:
+        code = os.waitstatus_to_exitcode(int.from_bytes(raw, "little"))
+        exit_code, result.signal = (128 - code, -code) if code < 0 else (code, None)
+    else:  # init itself was killed: A exited with its code
+        exit_code = os.waitstatus_to_exitcode(a_status)
+        result.signal = exit_code - 128 if exit_code > 128 else None
+    result.exit_code = exit_code
+    if layout is not None and groups:
+        kills, result.peak_memory_bytes = cgroups.memory_stats(layout, groups)
+        if kills and exit_code == 128 + signal.SIGKILL:
+            result.oom_killed = True
+            session.warn(f"the container was killed: its memory limit of {plan.limits.memory_bytes // 2**20} MiB was hit")
+    if timed_out:
+        result.timed_out = True
+        result.exit_code = exitcodes.TIMEOUT
+        session.warn(f"the container was stopped after its timeout of {plan.timeout_seconds:g} s")
+
+
+def _wait(plan: LinuxPlan, session: Session, a_pid: int, init_pid: int, outputs: tuple[int, ...], stdout_fd: int | None) -> tuple[int, bool]:
+    """Wait for the container to end, copying its output; returns (A's wait status, timed out)."""
+    pidfd = os.pidfd_open(a_pid)
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    for fd in outputs:
+        poller.register(fd, select.POLLIN)
+    open_outputs = set(outputs)
+    destinations = {fd: (stream, n) for fd, stream, n in zip(outputs, (session.stdout, session.stderr), (1, 2))}
+    start = time.monotonic()
+    deadline = start + plan.timeout_seconds if plan.timeout_seconds else None
+    kill_at = None
+    stopping = timed_out = False
+
+    def copy(fd: int) -> None:
+        data = os.read(fd, 65536)
+        if not data:
+            poller.unregister(fd)
+            open_outputs.discard(fd)
+            os.close(fd)
+            return
+        stream, std_fd = destinations[fd]
+        if stream is not None:
+            stream.write(data)
+            stream.flush()
+        else:
+            _write_all(std_fd, data)
+        if stdout_fd is not None:
+            _write_all(stdout_fd, data)
+
+    def stop_politely(now: float) -> None:
+        nonlocal kill_at, stopping
+        if not stopping:
+            stopping = True
+            _signal(init_pid, signal.SIGTERM)
+            kill_at = now + plan.stop_grace_seconds
+
+    with session.stops_deferred() as stop:
+        exited = False
+        while not exited:
+            now = time.monotonic()
+            if stop.event.is_set():
+                stop_politely(now)
+            if deadline is not None and now >= deadline and not timed_out:
+                timed_out = True
+                stop_politely(now)
+            if kill_at is not None and now >= kill_at:
+                _signal(init_pid, signal.SIGKILL)
+                kill_at = None
+            waits = [_TICK] + [t - now for t in (deadline if not timed_out else None, kill_at) if t is not None]
+            for fd, _ in poller.poll(max(0.0, min(waits)) * 1000):
+                if fd == pidfd:
+                    exited = True
+                else:
+                    copy(fd)
+    _, status = os.waitpid(a_pid, 0)
+    os.close(pidfd)
+    while open_outputs:  # what the payload wrote just before it ended
+        copy(next(iter(open_outputs)))
+    if stdout_fd is not None:
+        os.close(stdout_fd)
+    return status, timed_out
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
