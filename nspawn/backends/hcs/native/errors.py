@@ -1,0 +1,164 @@
+"""HRESULT failures of HCS calls as one exception type with a one-line message."""
+
+from __future__ import annotations
+
+import json
+
+
+class LibraryUnavailable(Exception):
+    """A native library could not be loaded (not Windows, feature missing, bad simulator path)."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"{name} is not available: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+def _win32(code: int) -> int:
+    return 0x80070000 | code
+
+
+# Every code of hcs.md section 3 (HCS_E_*, ERROR_VMCOMPUTE_* and the Win32
+# codes hcsshim names), plus the generic COM codes HCS hands back.
+NAMES = {
+    0x80370100: "HCS_E_TERMINATED_DURING_START",
+    0x80370101: "HCS_E_IMAGE_MISMATCH",
+    0x80370102: "HCS_E_HYPERV_NOT_INSTALLED",
+    0x80370105: "HCS_E_INVALID_STATE",
+    0x80370106: "HCS_E_UNEXPECTED_EXIT",
+    0x80370107: "HCS_E_TERMINATED",
+    0x80370108: "HCS_E_CONNECT_FAILED",
+    0x80370109: "HCS_E_CONNECTION_TIMEOUT",
+    0x8037010A: "HCS_E_CONNECTION_CLOSED",
+    0x8037010B: "HCS_E_UNKNOWN_MESSAGE",
+    0x8037010C: "HCS_E_UNSUPPORTED_PROTOCOL_VERSION",
+    0x8037010D: "HCS_E_INVALID_JSON",
+    0x8037010E: "HCS_E_SYSTEM_NOT_FOUND",
+    0x8037010F: "HCS_E_SYSTEM_ALREADY_EXISTS",
+    0x80370110: "HCS_E_SYSTEM_ALREADY_STOPPED",
+    0x80370111: "HCS_E_PROTOCOL_ERROR",
+    0x80370112: "HCS_E_INVALID_LAYER",
+    0x80370113: "HCS_E_WINDOWS_INSIDER_REQUIRED",
+    0x80370114: "HCS_E_SERVICE_NOT_AVAILABLE",
+    0x80370115: "HCS_E_OPERATION_NOT_STARTED",
+    0x80370116: "HCS_E_OPERATION_ALREADY_STARTED",
+    0x80370117: "HCS_E_OPERATION_PENDING",
+    0x80370118: "HCS_E_OPERATION_TIMEOUT",
+    0x80370119: "HCS_E_OPERATION_SYSTEM_CALLBACK_ALREADY_SET",
+    0x8037011A: "HCS_E_OPERATION_RESULT_ALLOCATION_FAILED",
+    0x8037011B: "HCS_E_ACCESS_DENIED",
+    0x8037011C: "HCS_E_GUEST_CRITICAL_ERROR",
+    0x8037011D: "HCS_E_PROCESS_INFO_NOT_AVAILABLE",
+    0x8037011E: "HCS_E_SERVICE_DISCONNECT",
+    0x8037011F: "HCS_E_PROCESS_ALREADY_STOPPED",
+    0xC0370100: "ERROR_VMCOMPUTE_TERMINATED_DURING_START",
+    0xC0370101: "ERROR_VMCOMPUTE_IMAGE_MISMATCH",
+    0xC0370102: "ERROR_VMCOMPUTE_HYPERV_NOT_INSTALLED",
+    0xC0370103: "ERROR_VMCOMPUTE_OPERATION_PENDING",
+    0xC0370104: "ERROR_VMCOMPUTE_TOO_MANY_NOTIFICATIONS",
+    0xC0370105: "ERROR_VMCOMPUTE_INVALID_STATE",
+    0xC0370106: "ERROR_VMCOMPUTE_UNEXPECTED_EXIT",
+    0xC0370107: "ERROR_VMCOMPUTE_TERMINATED",
+    0xC0370108: "ERROR_VMCOMPUTE_CONNECT_FAILED",
+    0xC0370109: "ERROR_VMCOMPUTE_TIMEOUT",
+    0xC037010A: "ERROR_VMCOMPUTE_CONNECTION_CLOSED",
+    0xC037010B: "ERROR_VMCOMPUTE_UNKNOWN_MESSAGE",
+    0xC037010C: "ERROR_VMCOMPUTE_UNSUPPORTED_PROTOCOL_VERSION",
+    0xC037010D: "ERROR_VMCOMPUTE_INVALID_JSON",
+    0xC037010E: "ERROR_VMCOMPUTE_SYSTEM_NOT_FOUND",
+    0xC037010F: "ERROR_VMCOMPUTE_SYSTEM_ALREADY_EXISTS",
+    0xC0370110: "ERROR_VMCOMPUTE_SYSTEM_ALREADY_STOPPED",
+    0xC0370111: "ERROR_VMCOMPUTE_PROTOCOL_ERROR",
+    0xC0370112: "ERROR_VMCOMPUTE_INVALID_LAYER",
+    0xC0370113: "ERROR_VMCOMPUTE_WINDOWS_INSIDER_REQUIRED",
+    _win32(2): "ERROR_FILE_NOT_FOUND",
+    _win32(5): "ERROR_ACCESS_DENIED",
+    _win32(6): "ERROR_INVALID_HANDLE",
+    _win32(13): "ERROR_INVALID_DATA",
+    _win32(21): "ERROR_NOT_READY",
+    _win32(50): "ERROR_NOT_SUPPORTED",
+    _win32(87): "ERROR_INVALID_PARAMETER",
+    _win32(109): "ERROR_BROKEN_PIPE",
+    _win32(122): "ERROR_INSUFFICIENT_BUFFER",
+    _win32(127): "ERROR_PROC_NOT_FOUND",
+    _win32(1167): "ERROR_DEVICE_NOT_CONNECTED",
+    _win32(1168): "ERROR_NOT_FOUND",
+    0x80004001: "E_NOTIMPL",
+    0x80004004: "E_ABORT",
+    0x80004005: "E_FAIL",
+    0x8007000E: "E_OUTOFMEMORY",
+}
+
+OPERATION_PENDING_V1 = 0xC0370103
+OPERATION_TIMEOUT = 0x80370118
+E_NOTIMPL = 0x80004001
+E_FAIL = 0x80004005
+E_OUTOFMEMORY = 0x8007000E
+
+# hcsshim's classes (hcs.md 3.3, 11.5, 11.7), with both the 0xC037 and 0x8037
+# forms because which one a given Windows build returns is not pinned down.
+_ALREADY_STOPPED = {0xC0370110, 0x80370110, 0x8037011F, _win32(1168)}
+_NOT_FOUND = {0xC037010E, 0x8037010E, _win32(1168)}
+
+
+def win32_hresult(code: int) -> int:
+    """HRESULT_FROM_WIN32 for a non-zero Win32 error code."""
+    return _win32(code & 0xFFFF)
+
+
+class HcsError(Exception):
+    """A failed HCS/HCN/Win32 call: which call, the HRESULT, and HCS's own words."""
+
+    def __init__(self, call: str, hresult: int, document: str | None = None):
+        self.call = call
+        self.hresult = hresult & 0xFFFFFFFF
+        self.name = NAMES.get(self.hresult)
+        self.document = document or None
+        super().__init__(self.message)
+
+    @property
+    def win32(self) -> int | None:
+        """The Win32 code inside a 0x8007xxxx HRESULT (hcs.md 1.3), else None."""
+        return self.hresult & 0xFFFF if self.hresult & 0x1FFF0000 == 0x00070000 else None
+
+    @property
+    def detail(self) -> str | None:
+        """ErrorMessage (HCS) or Error (HCN, HNS) from the document, else its text."""
+        if not self.document:
+            return None
+        try:
+            doc = json.loads(self.document)
+        except ValueError:
+            return self.document.strip()
+        if isinstance(doc, dict):
+            for key in ("ErrorMessage", "Error"):
+                if isinstance(doc.get(key), str) and doc[key]:
+                    return doc[key]
+        return self.document.strip()
+
+    @property
+    def message(self) -> str:
+        text = f"{self.call} failed: 0x{self.hresult:08X}"
+        if self.name:
+            text += f" {self.name}"
+        if self.detail:
+            text += f": {self.detail}"
+        return " ".join(text.split())
+
+
+def is_already_stopped(e: BaseException) -> bool:
+    """Shutdown/terminate/kill found nothing left running: teardown treats this as success."""
+    return isinstance(e, HcsError) and e.hresult in _ALREADY_STOPPED
+
+
+def is_not_found(e: BaseException) -> bool:
+    """The system/process/network object is gone.  HNS reports this only in
+    its text, which hcsshim matches the same way."""
+    if not isinstance(e, HcsError):
+        return False
+    return e.hresult in _NOT_FOUND or "element not found" in (e.detail or "").lower()
+
+
+def is_process_gone(e: BaseException) -> bool:
+    """Terminating an exited process: already-stopped codes or ERROR_ACCESS_DENIED (hcs.md 7.4)."""
+    return is_already_stopped(e) or (isinstance(e, HcsError) and e.win32 == 5)

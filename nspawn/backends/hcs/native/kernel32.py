@@ -1,0 +1,183 @@
+"""The few Win32 calls the HCS backend needs: stdio pipe I/O, handle and
+string freeing, and CPU affinity on a container's silo job (hcs.md 8).
+
+NtOpenJobObject/RtlNtStatusToDosError (ntdll.dll) and CoTaskMemFree
+(ole32.dll) live here too: they are single functions of system DLLs serving
+the same purposes, not worth a module each.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from ctypes import POINTER, Structure, byref, c_int32, c_size_t, c_uint16, c_uint32, c_void_p, c_wchar_p
+from typing import Mapping
+
+from .errors import E_FAIL, HcsError, win32_hresult
+from .loader import Bindings, last_error
+
+ERROR_HANDLE_EOF = 38
+ERROR_BROKEN_PIPE = 109
+ERROR_NO_DATA = 232
+ERROR_IO_PENDING = 997
+JOB_OBJECT_ALL_ACCESS = 0x1F003F
+JobObjectGroupInformationEx = 14
+
+
+class OVERLAPPED(Structure):
+    _fields_ = [("Internal", c_size_t), ("InternalHigh", c_size_t), ("Offset", c_uint32),
+                ("OffsetHigh", c_uint32), ("hEvent", c_void_p)]
+
+
+class GROUP_AFFINITY(Structure):
+    _fields_ = [("Mask", c_size_t), ("Group", c_uint16), ("Reserved", c_uint16 * 3)]
+
+
+class UNICODE_STRING(Structure):
+    _fields_ = [("Length", c_uint16), ("MaximumLength", c_uint16), ("Buffer", c_void_p)]
+
+
+class OBJECT_ATTRIBUTES(Structure):
+    _fields_ = [("Length", c_uint32), ("RootDirectory", c_void_p), ("ObjectName", POINTER(UNICODE_STRING)),
+                ("Attributes", c_uint32), ("SecurityDescriptor", c_void_p),
+                ("SecurityQualityOfService", c_void_p)]
+
+
+def _win32_bool(export):
+    def check(ok, func, args):
+        if not ok:
+            code = last_error()
+            raise HcsError(export, win32_hresult(code) if code else E_FAIL)
+        return ok
+    return check
+
+
+def _non_null(export):
+    def check(handle, func, args):
+        if not handle:
+            code = last_error()
+            raise HcsError(export, win32_hresult(code) if code else E_FAIL)
+        return handle
+    return check
+
+
+def _local_free_check(export):
+    def check(leftover, func, args):
+        if leftover:  # LocalFree returns the pointer back when it fails
+            raise HcsError(export, win32_hresult(last_error()))
+        return None
+    return check
+
+
+def _nothing_to_check(export):
+    def check(result, func, args):
+        return result
+    return check
+
+
+def _ntstatus(export):
+    def check(status, func, args):
+        if status:
+            raise HcsError(export, win32_hresult(_ntdll.RtlNtStatusToDosError(status)))
+        return status
+    return check
+
+
+_BOOL = c_int32
+_kernel32 = Bindings("kernel32.dll", {
+    "CloseHandle": (_BOOL, [c_void_p], _win32_bool),
+    "ReadFile": (_BOOL, [c_void_p, c_void_p, c_uint32, POINTER(c_uint32), POINTER(OVERLAPPED)], _win32_bool),
+    "WriteFile": (_BOOL, [c_void_p, c_void_p, c_uint32, POINTER(c_uint32), POINTER(OVERLAPPED)], _win32_bool),
+    "GetOverlappedResult": (_BOOL, [c_void_p, POINTER(OVERLAPPED), POINTER(c_uint32), _BOOL], _win32_bool),
+    "CreateEventW": (c_void_p, [c_void_p, _BOOL, _BOOL, c_wchar_p], _non_null),
+    "LocalFree": (c_void_p, [c_void_p], _local_free_check),
+    "SetInformationJobObject": (_BOOL, [c_void_p, c_int32, c_void_p, c_uint32], _win32_bool),
+})
+_ntdll = Bindings("ntdll.dll", {
+    "NtOpenJobObject": (c_int32, [POINTER(c_void_p), c_uint32, POINTER(OBJECT_ATTRIBUTES)], _ntstatus),
+    "RtlNtStatusToDosError": (c_uint32, [c_int32], _nothing_to_check),
+})
+_ole32 = Bindings("ole32.dll", {
+    "CoTaskMemFree": (None, [c_void_p], _nothing_to_check),
+})
+BINDINGS = (_kernel32, _ntdll, _ole32)
+
+
+def local_free(ptr) -> None:
+    """Frees computecore/computestorage output strings (hcs.md 1.4)."""
+    _kernel32.LocalFree(ptr)
+
+
+def co_task_mem_free(ptr) -> None:
+    """Frees vmcompute.dll and HCN output strings (hcs.md 1.4)."""
+    _ole32.CoTaskMemFree(ptr)
+
+
+def close_handle(handle: int) -> None:
+    _kernel32.CloseHandle(handle)
+
+
+def _transfer(start, handle: int, buf, size: int) -> int:
+    # Whether HCS opens its pipes FILE_FLAG_OVERLAPPED is not documented
+    # (hcs.md 7.2), so every transfer passes an OVERLAPPED with an event: a
+    # synchronous handle completes at once, an overlapped one reports
+    # ERROR_IO_PENDING and GetOverlappedResult waits for it.
+    done = c_uint32()
+    ov = OVERLAPPED()
+    ov.hEvent = _kernel32.CreateEventW(None, True, False, None)
+    try:
+        try:
+            start(handle, buf, size, byref(done), byref(ov))
+        except HcsError as e:
+            if e.win32 != ERROR_IO_PENDING:
+                raise
+            _kernel32.GetOverlappedResult(handle, byref(ov), byref(done), True)
+    finally:
+        close_handle(ov.hEvent)
+    return done.value
+
+
+def read(handle: int, size: int = 65536) -> bytes:
+    """Blocks for the next chunk of a stdio pipe; b"" once the writer is gone."""
+    buf = ctypes.create_string_buffer(size)
+    while True:
+        try:
+            n = _transfer(_kernel32.ReadFile, handle, buf, size)
+        except HcsError as e:
+            if e.win32 in (ERROR_BROKEN_PIPE, ERROR_HANDLE_EOF):
+                return b""
+            raise
+        if n:
+            return buf.raw[:n]
+
+
+def write(handle: int, data: bytes) -> None:
+    """Writes all of data to a stdio pipe; BrokenPipeError once the reader is gone."""
+    view = memoryview(data)
+    while view:
+        chunk = bytes(view[:1 << 20])
+        try:
+            n = _transfer(_kernel32.WriteFile, handle, chunk, len(chunk))
+        except HcsError as e:
+            if e.win32 in (ERROR_BROKEN_PIPE, ERROR_NO_DATA):
+                raise BrokenPipeError(e.message) from e
+            raise
+        view = view[n:]
+
+
+def set_silo_affinity(system_id: str, masks: Mapping[int, int]) -> None:
+    """Pins every process of a process-isolated container, present and future,
+    to CPUs: {processor group: mask}.  Must run after create, before start;
+    needs SYSTEM on Windows (hcs.md 8)."""
+    if not masks or not all(masks.values()):
+        raise ValueError("every processor group needs a non-zero mask")
+    name = ctypes.create_unicode_buffer(f"\\Container_{system_id}")
+    size = (len(name) - 1) * ctypes.sizeof(ctypes.c_wchar)  # bytes, without the NUL
+    us = UNICODE_STRING(size, size, ctypes.cast(name, c_void_p))
+    oa = OBJECT_ATTRIBUTES(ctypes.sizeof(OBJECT_ATTRIBUTES), None, ctypes.pointer(us), 0, None, None)
+    job = c_void_p()
+    _ntdll.NtOpenJobObject(byref(job), JOB_OBJECT_ALL_ACCESS, byref(oa))
+    try:
+        groups = (GROUP_AFFINITY * len(masks))(*(GROUP_AFFINITY(m, g) for g, m in sorted(masks.items())))
+        _kernel32.SetInformationJobObject(job, JobObjectGroupInformationEx, groups, ctypes.sizeof(groups))
+    finally:
+        close_handle(job.value)

@@ -1,0 +1,74 @@
+"""Drives the simulator from tests: reset, read the ledger, inject faults.
+
+The ledger lists what is alive inside the simulated HCS (systems, processes,
+handles, stdio pipes handed out, returned strings not yet freed, layers,
+endpoints, namespaces) and every call with the strings it was given.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import pathlib
+
+MODES = {"sync": 0, "async": 1}
+
+
+class Simulator:
+    def __init__(self, path: pathlib.Path | str):
+        self.path = str(path)
+        lib = ctypes.CDLL(self.path)  # the same instance the bindings load
+        lib.SimLedgerJson.restype = ctypes.c_void_p
+        lib.SimLedgerJson.argtypes = []
+        lib.SimFree.argtypes = [ctypes.c_void_p]
+        lib.SimFailCall.argtypes = [ctypes.c_char_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_char_p]
+        lib.SimHangCall.argtypes = [ctypes.c_char_p]
+        lib.SimSetOverlappedPipes.argtypes = [ctypes.c_int32]
+        lib.SimReset.argtypes = []
+        self._lib = lib
+
+    def reset(self) -> None:
+        """Kills simulated processes and forgets everything, faults included."""
+        self._lib.SimReset()
+
+    def ledger(self) -> dict:
+        ptr = self._lib.SimLedgerJson()
+        try:
+            return json.loads(ctypes.string_at(ptr).decode())
+        finally:
+            self._lib.SimFree(ptr)
+
+    def live(self) -> dict:
+        """Everything still alive or leaked; empty after a correct teardown."""
+        led = self.ledger()
+        found = {key: led[key] for key in ("systems", "processes", "handles", "pipes", "layers",
+                                            "endpoints", "namespaces", "free_errors") if led[key]}
+        if led["strings"]:
+            found["strings"] = led["strings"]
+        return found
+
+    def fail(self, call: str, hresult: int, mode: str = "sync", message: str | None = None) -> None:
+        """Makes `call` ("HcsStartComputeSystem" or "vmcompute!HcsStartComputeSystem")
+        fail with hresult: "sync" from the call itself, "async" from its
+        operation (v2) or completion notification (v1)."""
+        self._lib.SimFailCall(call.encode(), ctypes.c_int32(hresult & 0xFFFFFFFF).value, MODES[mode],
+                              message.encode() if message else None)
+
+    def hang(self, call: str) -> None:
+        """Makes `call` never finish until its system/process ends or reset()."""
+        self._lib.SimHangCall(call.encode())
+
+    def overlapped_pipes(self, on: bool = True) -> None:
+        """Pipe I/O answers ERROR_IO_PENDING like a FILE_FLAG_OVERLAPPED handle."""
+        self._lib.SimSetOverlappedPipes(int(on))
+
+    def calls(self, name: str | None = None) -> list[dict]:
+        """Recorded calls ({"call": "dll!Export", "args": [...]}), optionally of one export."""
+        records = self.ledger()["calls"]
+        if name is None:
+            return records
+        return [r for r in records if r["call"] == name or r["call"].split("!")[1] == name]
+
+    def documents(self, name: str, index: int = -1) -> list:
+        """The JSON argument at `index` of every recorded call of `name`, parsed."""
+        return [json.loads(r["args"][index]) for r in self.calls(name) if r["args"] and r["args"][index]]
