@@ -118,22 +118,23 @@ def directories(layout: Layout, controllers: list[str], name: str) -> dict[str, 
     return {h: os.path.join(layout.v1[h], name) for c in controllers for h in V1_HIERARCHIES[c] if h in layout.v1}
 
 
-def settings(layout: Layout, limits: CgroupLimits, devices: list[str], parent_mems: str | None) -> list[tuple[str, str, str]]:
-    """(group key, file, value) in the order the kernel accepts them."""
+def settings(layout: Layout, limits: CgroupLimits, controllers: list[str], devices: list[str],
+             parent_mems: str | None) -> list[tuple[str, str, str]]:
+    """(group key, file, value) for `controllers`, in the order the kernel accepts them."""
     v2 = layout.version == 2
     out: list[tuple[str, str, str]] = []
 
     def put(key_v1: str, file_v1: str, file_v2: str, value: str) -> None:
         out.append(("v2", file_v2, value) if v2 else (key_v1, file_v1, value))
 
-    if limits.memory_bytes:
+    if "memory" in controllers:
         put("memory", "memory.limit_in_bytes", "memory.max", str(limits.memory_bytes))
-    if limits.cpu_quota_us:
+    if "cpu" in controllers:
         if v2:
             out.append(("v2", "cpu.max", f"{limits.cpu_quota_us} {limits.cpu_period_us}"))
         else:
             out += [("cpu", "cpu.cfs_period_us", str(limits.cpu_period_us)), ("cpu", "cpu.cfs_quota_us", str(limits.cpu_quota_us))]
-    if limits.cpus:
+    if "cpuset" in controllers:
         if not v2:
             out.append(("cpuset", "cpuset.mems", parent_mems or "0"))  # v1 refuses tasks until mems is set
         put("cpuset", "cpuset.cpus", "cpuset.cpus", ",".join(map(str, limits.cpus)))
@@ -146,7 +147,7 @@ def settings(layout: Layout, limits: CgroupLimits, devices: list[str], parent_me
             for kind, value in (("iops", limits.io_iops), ("bps", limits.io_bps)):
                 if value:
                     out += [("blkio", f"blkio.throttle.{rw}_{kind}_device", f"{dev} {value}") for rw in ("read", "write")]
-    if limits.pids_max:
+    if "pids" in controllers:
         put("pids", "pids.max", "pids.max", str(limits.pids_max))
     return out
 

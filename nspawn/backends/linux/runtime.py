@@ -101,7 +101,7 @@ def _make_cgroups(plan: LinuxPlan, session: Session, fail_at, launcher_pid: int)
     if "cpuset" in groups:
         with open(os.path.join(os.path.dirname(groups["cpuset"]), "cpuset.effective_mems")) as f:
             parent_mems = f.read().strip()
-    for key, file, value in cgroups.settings(layout, plan.limits, devices, parent_mems):
+    for key, file, value in cgroups.settings(layout, plan.limits, usable, devices, parent_mems):
         cgroups.write(os.path.join(groups[key], file), value)
     _report(plan, session, layout, groups, usable, asked)
     return layout, groups
@@ -133,7 +133,7 @@ def _report(plan: LinuxPlan, session: Session, layout: cgroups.Layout, groups: d
         if layout.version == 1:
             session.warn("cgroup v1 throttles reads and direct writes only: buffered writes escape the storage limits")
     if "pids" in usable:
-        session.applied("max_processes", limits.pids_max)
+        session.applied("max_processes", f"pids.max={limits.pids_max}, the container's init and its parent included")
 
 
 def _signal(pid: int, signum: int) -> None:

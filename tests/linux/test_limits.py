@@ -1,0 +1,119 @@
+"""Limits, measured from the kernel's own accounting."""
+
+from __future__ import annotations
+
+import glob
+import os
+import threading
+import time
+
+import pytest
+
+from nspawn.backends.linux import cgroups
+from nspawn.session import new_container_id
+from tests.linux.conftest import needs_root, run, sh
+
+pytestmark = needs_root
+
+BUSY_TWO_CPUS = "import os, time\nos.fork()\nend = time.time() + {seconds}\nwhile time.time() < end: pass\n"
+
+
+def py(code: str, **overrides) -> dict:
+    return {"process_executable": "/usr/bin/python3", "process_arguments": ["-c", code], **overrides}
+
+
+@pytest.fixture
+def work(tmp_path):
+    d = tmp_path / "work"
+    d.mkdir()
+    return d
+
+
+def test_no_limits_make_no_cgroups(clean):
+    r = run({"process_executable": "/bin/true"})
+    assert r.code == 0 and not any(x.startswith("cgroup") for x in r.result.rolled_back)
+    assert r.result.limits_applied == {} and r.result.limits_not_enforced == {}
+
+
+def test_memory_limit_kills_a_larger_allocation(clean):
+    r = run(py("b = bytearray(200 * 2**20); print('survived')", max_ram_mb=64))
+    assert r.code == 137 and r.result.oom_killed and r.result.signal == 9
+    assert "survived" not in r.out
+    assert any("memory limit of 64 MiB was hit" in w for w in r.warnings())
+    assert 0 < r.result.peak_memory_bytes <= 64 * 2**20
+    assert "max_ram_mb" in r.result.limits_applied  # swap included, or no swap at all
+
+
+def _cpu_usage_seconds(container_id: str) -> float | None:
+    for path in glob.glob(f"/sys/fs/cgroup/**/{container_id}/cpuacct.usage", recursive=True):
+        return int(open(path).read()) / 1e9
+    for path in glob.glob(f"/sys/fs/cgroup/**/{container_id}/cpu.stat", recursive=True):
+        for line in open(path):
+            if line.startswith("usage_usec"):
+                return int(line.split()[1]) / 1e6
+    return None
+
+
+def test_cpu_percent_is_a_share_of_the_whole_host(clean):
+    cid = new_container_id()
+    done = []
+    worker = threading.Thread(target=lambda: done.append(run(py(BUSY_TWO_CPUS.format(seconds=3.5), max_cpu_percent=25), container_id=cid)))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 5
+        while _cpu_usage_seconds(cid) is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.5)  # let both busy processes start
+        used0, t0 = _cpu_usage_seconds(cid), time.monotonic()
+        time.sleep(2.0)
+        used1, t1 = _cpu_usage_seconds(cid), time.monotonic()
+    finally:
+        worker.join(30)
+    share = (used1 - used0) / ((t1 - t0) * os.cpu_count()) * 100
+    assert 20 <= share <= 30, f"the container used {share:.1f}% of the host"
+    assert done[0].code == 0 and done[0].result.limits_applied["max_cpu_percent"]
+
+
+def test_affinity_and_cpus_count_are_seen_inside(clean):
+    show = "grep Cpus_allowed_list /proc/self/status | cut -f2; nproc"
+    if os.cpu_count() > 1:
+        r = run(sh(show, cpu_affinity_hex="0x2"))
+        assert r.out.split() == ["1", "1"] and r.result.limits_applied["cpu_affinity"] == "CPUs 1"
+    r = run(sh(show, cpus_count=1))
+    assert r.out.split() == ["0", "1"] and r.result.limits_applied["cpus_count"] == "CPUs 0"
+
+
+def _dd_seconds(work, **limits) -> float:
+    r = run(sh("dd if=/dev/zero of=/work/f bs={bs} count={count} oflag=direct 2>&1 >/dev/null | tail -1".format(**limits.pop("dd")),
+               process_directory=str(work), mapped_directory="/work", **limits))
+    assert r.code == 0, r.out + r.err
+    return r.result.timings["run"]
+
+
+def test_direct_writes_are_held_to_the_iops_limit(work, clean):
+    fast = _dd_seconds(work, dd={"bs": 4096, "count": 60})
+    slow = _dd_seconds(work, dd={"bs": 4096, "count": 60}, max_storage_iops=20)
+    # 60 writes at 20 per second: about 3 s (the kernel lets a first slice through).
+    assert slow >= 2.0 and slow > fast * 3, (fast, slow)
+
+
+def test_direct_writes_are_held_to_the_bandwidth_limit(work, clean):
+    slow = _dd_seconds(work, dd={"bs": 65536, "count": 32}, max_storage_bandwidth_bytes_per_sec=1024 * 1024)
+    assert slow >= 1.5  # 2 MiB at 1 MiB/s
+
+
+def test_forks_are_refused_past_the_process_limit(clean):
+    code = ("import os, time\nmade = 0\nfor _ in range(10):\n    try:\n        pid = os.fork()\n    except BlockingIOError:\n"
+            "        continue\n    if pid == 0:\n        time.sleep(1); os._exit(0)\n    made += 1\nprint(made)")
+    r = run(py(code, max_processes=5))
+    # the payload counts itself: 4 more fit in 5.
+    assert r.code == 0 and r.out.strip() == "4", r.out + r.err
+
+
+def test_a_limit_the_host_cannot_enforce_is_reported(monkeypatch, clean):
+    real = cgroups.Layout.available
+    monkeypatch.setattr(cgroups.Layout, "available", lambda self, c: c != "pids" and real(self, c))
+    r = run({"process_executable": "/bin/true", "max_processes": 5, "max_ram_mb": 64})
+    assert r.code == 0 and "max_processes" in r.result.limits_not_enforced
+    assert "max_ram_mb" in r.result.limits_applied
+    assert any("max_processes is not enforced" in w for w in r.warnings())
