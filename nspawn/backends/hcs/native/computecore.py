@@ -378,7 +378,8 @@ def enumerate_compute_systems(query: dict | None = None) -> list[dict]:
 
 # ---- processes --------------------------------------------------------------------
 
-def _stdio(handle) -> int | None:
+def stdio_handle(handle) -> int | None:
+    """NULL and INVALID_HANDLE_VALUE both mean "no such stream" (hcs.md 2.2)."""
     return None if handle in (None, 0, INVALID_HANDLE_VALUE) else handle
 
 
@@ -401,7 +402,7 @@ class Process(_Callbacks):
 
     def _adopt(self, info: HCS_PROCESS_INFORMATION) -> None:
         self.pid = info.ProcessId
-        self.stdin, self.stdout, self.stderr = map(_stdio, (info.StdInput, info.StdOutput, info.StdError))
+        self.stdin, self.stdout, self.stderr = map(stdio_handle, (info.StdInput, info.StdOutput, info.StdError))
 
     def _query_info(self) -> HCS_PROCESS_INFORMATION:
         with Operation() as op:

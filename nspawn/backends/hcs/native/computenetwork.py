@@ -1,0 +1,162 @@
+"""computenetwork.dll (HCN): a NAT endpoint in a namespace for a v2 container
+(hcs.md 10.1).  v1 hosts use vmcompute.hns_call instead."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from ctypes import POINTER, c_int32, c_void_p, c_wchar_p
+
+from . import kernel32
+from .errors import E_FAIL, HcsError
+from .loader import Bindings, take_string
+from .vmcompute import GUID
+
+SCHEMA = {"Major": 2, "Minor": 0}
+
+
+def _hcn(error_index: int, output_index: int | None = None):
+    """Takes (CoTaskMemFree) the ErrorRecord and the output string; a non-empty
+    ErrorRecord is a failure even with S_OK, as hcsshim treats it."""
+    def factory(export):
+        def check(hr, func, args):
+            record = take_string(args[error_index], kernel32.co_task_mem_free)
+            output = take_string(args[output_index], kernel32.co_task_mem_free) if output_index else None
+            if hr < 0 or record:
+                raise HcsError(export, hr if hr < 0 else E_FAIL, record)
+            return output
+        return check
+    return factory
+
+
+def _fails(export):
+    def check(hr, func, args):
+        if hr < 0:
+            raise HcsError(export, hr)
+        return hr
+    return check
+
+
+_H = c_void_p
+_OUT = POINTER(c_void_p)
+_HR = c_int32
+_ID = POINTER(GUID)
+_hcn_dll = Bindings("computenetwork.dll", {
+    "HcnEnumerateNetworks": (_HR, [c_wchar_p, _OUT, _OUT], _hcn(2, 1)),
+    "HcnOpenNetwork": (_HR, [_ID, _OUT, _OUT], _hcn(2)),
+    "HcnQueryNetworkProperties": (_HR, [_H, c_wchar_p, _OUT, _OUT], _hcn(3, 2)),
+    "HcnCloseNetwork": (_HR, [_H], _fails),
+    "HcnCreateEndpoint": (_HR, [_H, _ID, c_wchar_p, _OUT, _OUT], _hcn(4)),
+    "HcnQueryEndpointProperties": (_HR, [_H, c_wchar_p, _OUT, _OUT], _hcn(3, 2)),
+    "HcnDeleteEndpoint": (_HR, [_ID, _OUT], _hcn(1)),
+    "HcnCloseEndpoint": (_HR, [_H], _fails),
+    "HcnCreateNamespace": (_HR, [_ID, c_wchar_p, _OUT, _OUT], _hcn(3)),
+    "HcnOpenNamespace": (_HR, [_ID, _OUT, _OUT], _hcn(2)),
+    "HcnModifyNamespace": (_HR, [_H, c_wchar_p, _OUT], _hcn(2)),
+    "HcnQueryNamespaceProperties": (_HR, [_H, c_wchar_p, _OUT, _OUT], _hcn(3, 2)),
+    "HcnDeleteNamespace": (_HR, [_ID, _OUT], _hcn(1)),
+    "HcnCloseNamespace": (_HR, [_H], _fails),
+})
+BINDINGS = (_hcn_dll,)
+
+
+def _guid(id: uuid.UUID | str | None) -> GUID:
+    # GUID_NULL lets HCN choose the id, as hcsshim does.
+    return GUID() if id is None else GUID.from_uuid(id)
+
+
+def _query(query: dict | None) -> str:
+    return json.dumps(query if query is not None else {"SchemaVersion": SCHEMA})
+
+
+class _HcnObject:
+    _close: str
+    _properties: str
+
+    def __init__(self, handle: int):
+        self.handle = handle
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def properties(self, query: dict | None = None) -> dict:
+        return json.loads(getattr(_hcn_dll, self._properties)(self.handle, _query(query), c_void_p(), c_void_p()))
+
+    @property
+    def id(self) -> str:
+        return self.properties()["ID"]
+
+    def close(self) -> None:
+        if self.handle:
+            getattr(_hcn_dll, self._close)(self.handle)
+            self.handle = None
+
+
+class Network(_HcnObject):
+    _close = "HcnCloseNetwork"
+    _properties = "HcnQueryNetworkProperties"
+
+    def create_endpoint(self, settings: dict, id: uuid.UUID | str | None = None) -> Endpoint:
+        """settings: HostComputeEndpoint (Name, HostComputeNetwork, Policies, SchemaVersion)."""
+        handle = c_void_p()
+        _hcn_dll.HcnCreateEndpoint(self.handle, _guid(id), json.dumps(settings), handle, c_void_p())
+        return Endpoint(handle.value)
+
+
+class Endpoint(_HcnObject):
+    _close = "HcnCloseEndpoint"
+    _properties = "HcnQueryEndpointProperties"
+
+
+class Namespace(_HcnObject):
+    _close = "HcnCloseNamespace"
+    _properties = "HcnQueryNamespaceProperties"
+
+    def _endpoint(self, request: str, endpoint_id: str) -> None:
+        _hcn_dll.HcnModifyNamespace(self.handle, json.dumps(
+            {"ResourceType": "Endpoint", "RequestType": request, "Settings": {"EndpointId": endpoint_id}}),
+            c_void_p())
+
+    def add_endpoint(self, endpoint_id: str) -> None:
+        self._endpoint("Add", endpoint_id)
+
+    def remove_endpoint(self, endpoint_id: str) -> None:
+        self._endpoint("Remove", endpoint_id)
+
+
+def enumerate_networks(query: dict | None = None) -> list[str]:
+    return json.loads(_hcn_dll.HcnEnumerateNetworks(_query(query), c_void_p(), c_void_p()) or "[]")
+
+
+def find_networks(name: str) -> list[str]:
+    """Ids of the networks called `name` (the filter is itself a JSON string)."""
+    return enumerate_networks({"SchemaVersion": SCHEMA, "Filter": json.dumps({"Name": name})})
+
+
+def open_network(id: uuid.UUID | str) -> Network:
+    handle = c_void_p()
+    _hcn_dll.HcnOpenNetwork(_guid(id), handle, c_void_p())
+    return Network(handle.value)
+
+
+def delete_endpoint(id: uuid.UUID | str) -> None:
+    _hcn_dll.HcnDeleteEndpoint(_guid(id), c_void_p())
+
+
+def create_namespace(settings: dict | None = None, id: uuid.UUID | str | None = None) -> Namespace:
+    handle = c_void_p()
+    _hcn_dll.HcnCreateNamespace(_guid(id), json.dumps(settings or {"SchemaVersion": SCHEMA}), handle, c_void_p())
+    return Namespace(handle.value)
+
+
+def open_namespace(id: uuid.UUID | str) -> Namespace:
+    handle = c_void_p()
+    _hcn_dll.HcnOpenNamespace(_guid(id), handle, c_void_p())
+    return Namespace(handle.value)
+
+
+def delete_namespace(id: uuid.UUID | str) -> None:
+    _hcn_dll.HcnDeleteNamespace(_guid(id), c_void_p())

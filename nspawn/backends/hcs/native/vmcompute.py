@@ -1,0 +1,422 @@
+"""vmcompute.dll: the undocumented v1 HCS API (hcs.md 4), the graph-driver
+layer functions, and HNSCall (HNS v1 networking).
+
+v1 calls answer ERROR_VMCOMPUTE_OPERATION_PENDING and finish with a
+notification; the wrappers here wait for it, so callers see plain blocking
+calls that raise HcsError.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import ntpath
+import threading
+import time
+import uuid
+from ctypes import POINTER, Structure, byref, c_int32, c_size_t, c_ubyte, c_uint16, c_uint32, c_void_p, c_wchar, c_wchar_p
+from typing import Callable, Iterable
+
+from . import kernel32
+from .computecore import HCS_PROCESS_INFORMATION, registry, stdio_handle
+from .errors import E_FAIL, OPERATION_PENDING_V1, OPERATION_TIMEOUT, HcsError
+from .loader import FUNCTYPE, Bindings, take_string
+
+NOTIFY_SYSTEM_EXITED = 0x00000001
+NOTIFY_CREATE_COMPLETED = 0x00000002
+NOTIFY_START_COMPLETED = 0x00000003
+NOTIFY_PROCESS_EXITED = 0x00010000
+NOTIFY_SERVICE_DISCONNECT = 0x01000000
+CREATE_TIMEOUT_MS = 240_000
+_UNEXPECTED_EXIT = 0xC0370106
+_SERVICE_DISCONNECT = 0x8037011E
+FILTER_DRIVER = 1
+
+NOTIFICATION_CALLBACK = FUNCTYPE(None, c_uint32, c_void_p, c_int32, c_void_p)
+
+
+class GUID(Structure):
+    _fields_ = [("Data1", c_uint32), ("Data2", c_uint16), ("Data3", c_uint16), ("Data4", c_ubyte * 8)]
+
+    @classmethod
+    def from_uuid(cls, value: uuid.UUID | str) -> GUID:
+        return cls.from_buffer_copy(uuid.UUID(str(value)).bytes_le)
+
+    def to_uuid(self) -> uuid.UUID:
+        return uuid.UUID(bytes_le=bytes(self))
+
+
+class DriverInfo(Structure):
+    _fields_ = [("Flavour", c_int32), ("HomeDir", c_wchar_p)]
+
+
+class WC_LAYER_DESCRIPTOR(Structure):
+    _fields_ = [("LayerId", GUID), ("Flags", c_uint32), ("Path", c_wchar_p)]
+
+
+@NOTIFICATION_CALLBACK
+def _on_notification(kind, context, status, data):
+    registry.dispatch(context, kind, status, ctypes.wstring_at(data) if data else None)
+
+
+# ---- prototypes and error checks ----------------------------------------------
+
+def _v1(result_index: int, outputs: tuple[int, ...] = (), pending_ok: bool = False):
+    """Takes (and CoTaskMemFrees, as hcsshim does) the `result` error document
+    and any output strings; returns the first output, else whether the call
+    went pending."""
+    def factory(export):
+        def check(hr, func, args):
+            result = take_string(args[result_index], kernel32.co_task_mem_free)
+            outs = [take_string(args[i], kernel32.co_task_mem_free) for i in outputs]
+            pending = (hr & 0xFFFFFFFF) == OPERATION_PENDING_V1
+            if hr < 0 and not (pending and pending_ok):
+                raise HcsError(export, hr, result)
+            return outs[0] if outputs else pending
+        return check
+    return factory
+
+
+def _hns(export):
+    def check(hr, func, args):
+        response = take_string(args[3], kernel32.co_task_mem_free)
+        if hr < 0:
+            raise HcsError(export, hr, response)
+        return response
+    return check
+
+
+def _fails(export):
+    def check(hr, func, args):
+        if hr < 0:
+            raise HcsError(export, hr)
+        return hr
+    return check
+
+
+_H = c_void_p
+_OUT = POINTER(c_void_p)
+_HR = c_int32
+_DRIVER = POINTER(DriverInfo)
+_LAYERS = POINTER(WC_LAYER_DESCRIPTOR)
+_vm = Bindings("vmcompute.dll", {
+    "HcsEnumerateComputeSystems": (_HR, [c_wchar_p, _OUT, _OUT], _v1(2, (1,))),
+    "HcsCreateComputeSystem": (_HR, [c_wchar_p, c_wchar_p, _H, _OUT, _OUT], _v1(4, pending_ok=True)),
+    "HcsOpenComputeSystem": (_HR, [c_wchar_p, _OUT, _OUT], _v1(2)),
+    "HcsCloseComputeSystem": (_HR, [_H], _fails),
+    "HcsStartComputeSystem": (_HR, [_H, c_wchar_p, _OUT], _v1(2, pending_ok=True)),
+    "HcsShutdownComputeSystem": (_HR, [_H, c_wchar_p, _OUT], _v1(2, pending_ok=True)),
+    "HcsTerminateComputeSystem": (_HR, [_H, c_wchar_p, _OUT], _v1(2, pending_ok=True)),
+    "HcsGetComputeSystemProperties": (_HR, [_H, c_wchar_p, _OUT, _OUT], _v1(3, (2,))),
+    "HcsRegisterComputeSystemCallback": (_HR, [_H, NOTIFICATION_CALLBACK, c_void_p, _OUT], _fails),
+    "HcsUnregisterComputeSystemCallback": (_HR, [_H], _fails),
+    "HcsCreateProcess": (_HR, [_H, c_wchar_p, POINTER(HCS_PROCESS_INFORMATION), _OUT, _OUT], _v1(4)),
+    "HcsOpenProcess": (_HR, [_H, c_uint32, _OUT, _OUT], _v1(3)),
+    "HcsCloseProcess": (_HR, [_H], _fails),
+    "HcsTerminateProcess": (_HR, [_H, _OUT], _v1(1)),
+    "HcsSignalProcess": (_HR, [_H, c_wchar_p, _OUT], _v1(2)),
+    "HcsGetProcessProperties": (_HR, [_H, _OUT, _OUT], _v1(2, (1,))),
+    "HcsModifyProcess": (_HR, [_H, c_wchar_p, _OUT], _v1(2)),
+    "HcsRegisterProcessCallback": (_HR, [_H, NOTIFICATION_CALLBACK, c_void_p, _OUT], _fails),
+    "HcsUnregisterProcessCallback": (_HR, [_H], _fails),
+    # The width of the layer count and mount-path length is unverified
+    # (hcs.md 4.4): size_t satisfies both readings on x64.
+    "NameToGuid": (_HR, [c_wchar_p, POINTER(GUID)], _fails),
+    "CreateSandboxLayer": (_HR, [_DRIVER, c_wchar_p, c_wchar_p, _LAYERS, c_size_t], _fails),
+    "ActivateLayer": (_HR, [_DRIVER, c_wchar_p], _fails),
+    "PrepareLayer": (_HR, [_DRIVER, c_wchar_p, _LAYERS, c_size_t], _fails),
+    "GetLayerMountPath": (_HR, [_DRIVER, c_wchar_p, POINTER(c_size_t), POINTER(c_wchar)], _fails),
+    "UnprepareLayer": (_HR, [_DRIVER, c_wchar_p], _fails),
+    "DeactivateLayer": (_HR, [_DRIVER, c_wchar_p], _fails),
+    "DestroyLayer": (_HR, [_DRIVER, c_wchar_p], _fails),
+    "HNSCall": (_HR, [c_wchar_p, c_wchar_p, c_wchar_p, _OUT], _hns),
+})
+BINDINGS = (_vm,)
+
+
+# ---- notifications --------------------------------------------------------------
+
+class Notifications:
+    """What a v1 callback has reported, for blocking waits (hcs.md 4.3)."""
+
+    def __init__(self, listener: Callable[[int, int, str | None], None] | None = None):
+        self._cond = threading.Condition()
+        self._seen: list[tuple[int, int, str | None]] = []
+        self._listener = listener
+
+    def __call__(self, kind: int, status: int, data: str | None) -> None:
+        with self._cond:
+            self._seen.append((kind, status, data))
+            self._cond.notify_all()
+        if self._listener:
+            self._listener(kind, status, data)
+
+    def wait(self, call: str, kind: int, timeout_ms: int | None) -> str | None:
+        """The data of notification `kind`; HcsError for its failure status, a
+        timeout, an exit of the system while waiting for something else, or a
+        lost service connection."""
+        deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
+        with self._cond:
+            while True:
+                for k, status, data in self._seen:
+                    if k == kind:
+                        if status < 0:
+                            raise HcsError(call, status, data)
+                        return data
+                    if k == NOTIFY_SERVICE_DISCONNECT:
+                        raise HcsError(call, _SERVICE_DISCONNECT, data)
+                    if k == NOTIFY_SYSTEM_EXITED:
+                        raise HcsError(call, _UNEXPECTED_EXIT, data)
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise HcsError(call, OPERATION_TIMEOUT)
+                self._cond.wait(remaining)
+
+
+class _Registered:
+    """A handle with one v1 callback, unregistered before the handle closes."""
+
+    _close_export: str
+    _unregister_export: str
+
+    def __init__(self, handle: int, listener=None):
+        self.handle = handle
+        self.notifications = Notifications(listener)
+        self._key = registry.add(self.notifications)
+        self._callback = None
+
+    def _register(self, export: str) -> None:
+        callback = c_void_p()
+        try:
+            getattr(_vm, export)(self.handle, _on_notification, self._key, callback)
+        except BaseException:
+            registry.remove(self._key)
+            raise
+        self._callback = callback.value
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        """Unregister (waits for callbacks in flight; hold no lock they need), then close."""
+        if self._callback:
+            getattr(_vm, self._unregister_export)(self._callback)
+            self._callback = None
+        registry.remove(self._key)
+        if self.handle:
+            getattr(_vm, self._close_export)(self.handle)
+            self.handle = None
+
+
+# ---- compute systems ---------------------------------------------------------------
+
+class V1ComputeSystem(_Registered):
+    _close_export = "HcsCloseComputeSystem"
+    _unregister_export = "HcsUnregisterComputeSystemCallback"
+
+    def __init__(self, handle: int, id: str, listener=None):
+        super().__init__(handle, listener)
+        self.id = id
+        self._register("HcsRegisterComputeSystemCallback")
+
+    def start(self, timeout_ms: int = CREATE_TIMEOUT_MS) -> None:
+        if _vm.HcsStartComputeSystem(self.handle, None, c_void_p()):
+            self.notifications.wait("HcsStartComputeSystem", NOTIFY_START_COMPLETED, timeout_ms)
+
+    def shutdown(self) -> None:
+        """Accepted when this returns; wait_exited() tells the end."""
+        _vm.HcsShutdownComputeSystem(self.handle, None, c_void_p())
+
+    def terminate(self) -> None:
+        _vm.HcsTerminateComputeSystem(self.handle, None, c_void_p())
+
+    def wait_exited(self, timeout_ms: int | None = None) -> str | None:
+        return self.notifications.wait("HcsWaitForSystemExit", NOTIFY_SYSTEM_EXITED, timeout_ms)
+
+    def properties(self, query: dict | None = None) -> dict:
+        doc = _vm.HcsGetComputeSystemProperties(self.handle, _json(query), c_void_p(), c_void_p())
+        return json.loads(doc) if doc else {}
+
+    def create_process(self, parameters: dict | str, listener=None) -> V1Process:
+        info = HCS_PROCESS_INFORMATION()
+        handle = c_void_p()
+        params = parameters if isinstance(parameters, str) else json.dumps(parameters)
+        _vm.HcsCreateProcess(self.handle, params, info, handle, c_void_p())
+        process = V1Process(handle.value, listener)
+        process.pid = info.ProcessId
+        process.stdin, process.stdout, process.stderr = (
+            map(stdio_handle, (info.StdInput, info.StdOutput, info.StdError)))
+        return process
+
+    def open_process(self, pid: int, listener=None) -> V1Process:
+        handle = c_void_p()
+        _vm.HcsOpenProcess(self.handle, pid, handle, c_void_p())
+        process = V1Process(handle.value, listener)
+        process.pid = pid
+        return process
+
+
+def _json(value) -> str | None:
+    return None if value is None else value if isinstance(value, str) else json.dumps(value)
+
+
+def create_compute_system(id: str, document: dict | str, timeout_ms: int = CREATE_TIMEOUT_MS,
+                          listener=None) -> V1ComputeSystem:
+    """Creates (not starts) a system and waits for SystemCreateCompleted.  On a
+    failure after HCS handed out a handle, terminates and closes it first."""
+    handle = c_void_p()
+    pending = _vm.HcsCreateComputeSystem(id, _json(document), None, handle, c_void_p())
+    system = V1ComputeSystem(handle.value, id, listener)
+    if pending:
+        try:
+            system.notifications.wait("HcsCreateComputeSystem", NOTIFY_CREATE_COMPLETED, timeout_ms)
+        except HcsError:
+            _discard(system)
+            raise
+    return system
+
+
+def _discard(system: V1ComputeSystem) -> None:
+    try:
+        system.terminate()
+    except HcsError:
+        pass  # already stopped or gone: nothing left to stop
+    finally:
+        system.close()
+
+
+def open_compute_system(id: str, listener=None) -> V1ComputeSystem:
+    handle = c_void_p()
+    _vm.HcsOpenComputeSystem(id, handle, c_void_p())
+    return V1ComputeSystem(handle.value, id, listener)
+
+
+def enumerate_compute_systems(query: dict | None = None) -> list[dict]:
+    doc = _vm.HcsEnumerateComputeSystems(_json(query), c_void_p(), c_void_p())
+    return json.loads(doc) if doc else []
+
+
+# ---- processes --------------------------------------------------------------------
+
+class V1Process(_Registered):
+    _close_export = "HcsCloseProcess"
+    _unregister_export = "HcsUnregisterProcessCallback"
+    pid: int = 0
+    stdin: int | None = None
+    stdout: int | None = None
+    stderr: int | None = None
+
+    def __init__(self, handle: int, listener=None):
+        super().__init__(handle, listener)
+        self._register("HcsRegisterProcessCallback")
+
+    def wait_exited(self, timeout_ms: int | None = None) -> int:
+        """Waits for ProcessExited, then reads the exit code as hcsshim does."""
+        self.notifications.wait("HcsWaitForProcessExit", NOTIFY_PROCESS_EXITED, timeout_ms)
+        return self.properties()["ExitCode"]
+
+    def properties(self) -> dict:
+        doc = _vm.HcsGetProcessProperties(self.handle, c_void_p(), c_void_p())
+        return json.loads(doc) if doc else {}
+
+    def signal(self, name: str) -> None:
+        _vm.HcsSignalProcess(self.handle, json.dumps({"Signal": name}), c_void_p())
+
+    def terminate(self) -> None:
+        _vm.HcsTerminateProcess(self.handle, c_void_p())
+
+    def modify(self, request: dict) -> None:
+        _vm.HcsModifyProcess(self.handle, json.dumps(request), c_void_p())
+
+    def close(self) -> None:
+        """Closes stdio handles still held, unregisters, closes (hcs.md 4.3 order)."""
+        for name in ("stdin", "stdout", "stderr"):
+            handle = getattr(self, name)
+            if handle is not None:
+                setattr(self, name, None)
+                kernel32.close_handle(handle)
+        super().close()
+
+
+# ---- layers ----------------------------------------------------------------------
+
+_prepare_lock = threading.Lock()
+
+
+def _driver(home: str) -> DriverInfo:
+    """FilterDriver with HomeDir = the layers' root and id = a folder name
+    (Docker's way), or HomeDir "" and id = the full path (hcsshim's)."""
+    return DriverInfo(FILTER_DRIVER, home)
+
+
+def name_to_guid(name: str) -> uuid.UUID:
+    guid = GUID()
+    _vm.NameToGuid(name, byref(guid))
+    return guid.to_uuid()
+
+
+def layer_descriptors(paths: Iterable[str]):
+    """Parent layer folders, top-most first, base last (hcs.md 4.5)."""
+    paths = list(paths)
+    array = (WC_LAYER_DESCRIPTOR * len(paths))()
+    for entry, path in zip(array, paths):
+        entry.LayerId = GUID.from_uuid(name_to_guid(ntpath.basename(path.rstrip("\\/"))))
+        entry.Path = path
+    return array
+
+
+def create_sandbox_layer(home: str, id: str, parent_id: str | None, parents: Iterable[str]) -> None:
+    layers = layer_descriptors(parents)
+    _vm.CreateSandboxLayer(_driver(home), id, parent_id, layers, len(layers))
+
+
+def activate_layer(home: str, id: str) -> None:
+    _vm.ActivateLayer(_driver(home), id)
+
+
+def prepare_layer(home: str, id: str, parents: Iterable[str]) -> None:
+    """Serialized process-wide: concurrent PrepareLayer calls time out on Windows (hcs.md 11.15)."""
+    layers = layer_descriptors(parents)
+    with _prepare_lock:
+        _vm.PrepareLayer(_driver(home), id, layers, len(layers))
+
+
+def get_layer_mount_path(home: str, id: str) -> str | None:
+    """The volume path of an activated scratch layer (\\\\?\\Volume{...}\\), or None."""
+    driver = _driver(home)
+    length = c_size_t(0)
+    _vm.GetLayerMountPath(driver, id, byref(length), None)
+    if not length.value:
+        return None
+    buffer = ctypes.create_unicode_buffer(length.value)
+    _vm.GetLayerMountPath(driver, id, byref(length), buffer)
+    return buffer.value or None
+
+
+def unprepare_layer(home: str, id: str) -> None:
+    _vm.UnprepareLayer(_driver(home), id)
+
+
+def deactivate_layer(home: str, id: str) -> None:
+    _vm.DeactivateLayer(_driver(home), id)
+
+
+def destroy_layer(home: str, id: str) -> None:
+    _vm.DestroyLayer(_driver(home), id)
+
+
+# ---- HNS v1 -----------------------------------------------------------------------
+
+def hns_call(method: str, path: str, request: dict | str | None = None):
+    """An HNS v1 request (hcs.md 10.2); returns the reply's Output.  A reply
+    with Success false raises HcsError carrying the reply (is_not_found knows
+    HNS's "Element not found")."""
+    body = "" if request is None else _json(request)
+    response = _vm.HNSCall(method, path, body, c_void_p())
+    reply = json.loads(response) if response else {}
+    if not reply.get("Success"):
+        raise HcsError("HNSCall", E_FAIL, response)
+    return reply.get("Output")
