@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import json
 import pathlib
+import time
 
 MODES = {"sync": 0, "async": 1}
 
@@ -45,6 +46,14 @@ class Simulator:
                                             "endpoints", "namespaces", "free_errors") if led[key]}
         if led["strings"]:
             found["strings"] = led["strings"]
+        return found
+
+    def wait_clean(self, timeout: float = 5.0) -> dict:
+        """live() once it is empty, or what is still alive after `timeout`
+        (exits and stops complete on the simulator's threads)."""
+        deadline = time.monotonic() + timeout
+        while (found := self.live()) and time.monotonic() < deadline:
+            time.sleep(0.01)
         return found
 
     def fail(self, call: str, hresult: int, mode: str = "sync", message: str | None = None) -> None:

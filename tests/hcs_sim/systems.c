@@ -107,6 +107,7 @@ void system_stop(sim_system *s, int graceful)
     cJSON_Delete(st);
     job_post(job_system_exited, s->seq, 0, S_OK, 0, text);
     free(text);
+    gc_objects();
 }
 
 char *process_status(sim_process *p)
