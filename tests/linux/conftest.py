@@ -15,6 +15,8 @@ from nspawn.config.resolve import load_config
 from nspawn.launch import run as launch_run
 from nspawn.session import new_container_id
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 needs_root = [
     pytest.mark.root,
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux namespaces and cgroups"),
@@ -58,24 +60,25 @@ def sh(script: str, **overrides) -> dict:
     return {"process_executable": "/bin/sh", "process_arguments": ["-c", script], **overrides}
 
 
-def pid_namespaces() -> set[str]:
-    found = set()
+def pid_namespaces() -> dict[str, str]:
+    """PID namespace -> a process in it, as "pid command"."""
+    found = {}
     for ns in glob.glob("/proc/[0-9]*/ns/pid"):
         try:
-            found.add(os.readlink(ns))
+            found.setdefault(os.readlink(ns), ns.split("/")[2] + " " + open(ns.replace("ns/pid", "cmdline")).read().replace("\0", " "))
         except OSError:
             pass
     return found
 
 
-def leftovers(scratch_parent: str, pidns_before: set[str]) -> list[str]:
+def leftovers(scratch_parent: str, pidns_before: dict[str, str]) -> list[str]:
     """What of any container is still on the host."""
     found = []
     with open("/proc/self/mountinfo") as f:
         found += [f"mount: {line.strip()}" for line in f if "nspawn-" in line or scratch_parent in line]
     found += [f"cgroup: {p}" for p in glob.glob("/sys/fs/cgroup/**/nspawn-*", recursive=True)]
     found += [f"scratch: {p}" for p in glob.glob(os.path.join(scratch_parent, "*"))]
-    found += [f"pid namespace: {ns}" for ns in pid_namespaces() - pidns_before]
+    found += [f"pid namespace: {ns} of {who}" for ns, who in pid_namespaces().items() if ns not in pidns_before]
     for stat in glob.glob("/proc/[0-9]*/stat"):
         try:
             with open(stat) as f:

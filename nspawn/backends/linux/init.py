@@ -6,7 +6,7 @@
                    └ C: trims its privileges and execs the payload
 
 Setup failures travel to the launcher on the report pipe as one line "E<exit code> <step>:
-<message>"; the pipe is close-on-exec, so its end of file after A's "P<pid of B>" line means
+<message>" ("S<signal>" asks the launcher to signal itself, for tests); the pipe is close-on-exec, so its end of file after A's "P<pid of B>" line means
 the payload was exec'd (as runc does). B writes C's raw wait status to the status pipe.
 """
 
@@ -50,18 +50,19 @@ class Launch:
 
     def at(self, step: str) -> None:
         self.step = step
-        checkpoint(self.fail_at, step, self.launcher_pid)
+        # From inside the new PID namespace the launcher cannot be signalled; it signals itself.
+        checkpoint(self.fail_at, step, lambda signum: os.write(self.report_w, b"S%d\n" % signum))
 
     def report(self, code: int, message: str) -> None:
         os.write(self.report_w, f"E{code} {self.step}: {message}\n".encode(errors="replace"))
 
 
-def checkpoint(fail_at: tuple[str, str] | None, step: str, launcher_pid: int) -> None:
-    """The tests' failure seam: fail at `step`, or send the launcher a signal there."""
+def checkpoint(fail_at: tuple[str, str] | None, step: str, signal_launcher) -> None:
+    """The tests' failure seam: fail at `step`, or have the launcher get a signal there."""
     if fail_at and fail_at[0] == step:
         if not fail_at[1]:
             raise OSError(errno.EIO, f"failure injected at {step}")
-        os.kill(launcher_pid, getattr(signal, fail_at[1]))
+        signal_launcher(getattr(signal, fail_at[1]))
 
 
 def _exit_code(status: int) -> int:

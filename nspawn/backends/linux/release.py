@@ -29,24 +29,53 @@ def _stat(pid: int) -> list[str] | None:
     return raw[raw.rindex(")") + 2:].split()  # the command name may hold spaces and parentheses
 
 
-def release_process(data: dict) -> None:
-    pid, start = data.get("pid"), data.get("start")
-    if not pid or start_time(pid) != start:
-        return  # never started, or gone (its pid may belong to another process now)
+def _children(pid: int) -> list[tuple[int, int]]:
+    """(pid, start time) of the process's children and their descendants."""
+    found = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                kids = [int(k) for k in f.read().split()]
+        except FileNotFoundError:
+            continue
+        for kid in kids:
+            start = start_time(kid)
+            if start is not None:
+                found += [(kid, start)] + _children(kid)
+    return found
+
+
+def _kill(pid: int, start: int) -> bool:
+    if start_time(pid) != start:
+        return False  # gone, and its pid may belong to another process now
     try:
         os.kill(pid, signal.SIGKILL)
+        return True
     except ProcessLookupError:
-        return
+        return False
+
+
+def release_process(data: dict) -> None:
+    """SIGKILL the process and whatever it forked, and wait until they are dead."""
+    pid, start = data.get("pid"), data.get("start")
+    if not pid or start_time(pid) != start:
+        return  # never started, or already gone
+    family = [(pid, start)] + _children(pid)  # a child it forked may not be in the journal yet
+    killed = [(p, s) for p, s in family if _kill(p, s)]
     try:
         os.waitpid(pid, 0)  # our own child: reap it
-        return
     except ChildProcessError:
         pass
     deadline = time.monotonic() + _WAIT_SECONDS
-    while (fields := _stat(pid)) and int(fields[19]) == start and fields[0] != "Z":
-        if time.monotonic() > deadline:
-            raise OSError(errno.ETIMEDOUT, f"process {pid} survives SIGKILL")
-        time.sleep(0.005)
+    for p, s in killed:
+        while (fields := _stat(p)) and int(fields[19]) == s and fields[0] != "Z":
+            if time.monotonic() > deadline:
+                raise OSError(errno.ETIMEDOUT, f"process {p} survives SIGKILL")
+            time.sleep(0.002)
 
 
 def release_scratch(data: dict) -> None:

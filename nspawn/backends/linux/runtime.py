@@ -7,6 +7,7 @@ releases them all afterwards, whatever happened.
 
 from __future__ import annotations
 
+import functools
 import os
 import select
 import signal
@@ -67,7 +68,7 @@ def _open_stdout(plan: LinuxPlan) -> int:
         raise LaunchError(f"{plan.stdout_file}: {e.strerror}" + (" (a symbolic link)" if os.path.islink(target) else "")) from None
 
 
-def _make_cgroups(plan: LinuxPlan, session: Session, fail_at, launcher_pid: int) -> tuple[cgroups.Layout | None, dict[str, str]]:
+def _make_cgroups(plan: LinuxPlan, session: Session, fail_at, signal_me) -> tuple[cgroups.Layout | None, dict[str, str]]:
     controllers = cgroups.needed(plan.limits)
     if not controllers:
         return None, {}
@@ -92,7 +93,7 @@ def _make_cgroups(plan: LinuxPlan, session: Session, fail_at, launcher_pid: int)
                     session.not_enforced(name, "the scratch and mapped directories are not on block devices")
     if not usable:
         return layout, {}
-    init.checkpoint(fail_at, "cgroups", launcher_pid)
+    init.checkpoint(fail_at, "cgroups", signal_me)
     groups = cgroups.directories(layout, usable, session.container_id)
     for path in groups.values():
         session.journal.record("cgroup", path=path)
@@ -143,38 +144,42 @@ def _signal(pid: int, signum: int) -> None:
         pass
 
 
-def _read_report(fd: int) -> tuple[int | None, str | None, int]:
-    """(init's pid, error message, exit code) from the report pipe, read to its end of file."""
-    data = b""
+def _read_report(fd: int, on_init) -> tuple[str | None, int]:
+    """(error message, exit code) from the report pipe, read to its end of file; `on_init`
+    gets init's pid as soon as it is known."""
+    pending, error, code = b"", None, exitcodes.LAUNCHER
     while chunk := os.read(fd, 4096):
-        data += chunk
-    init_pid, error, code = None, None, exitcodes.LAUNCHER
-    for line in data.decode(errors="replace").splitlines():
-        if line.startswith("P"):
-            init_pid = int(line[1:])
-        elif line.startswith("E") and error is None:
-            head, _, error = line[1:].partition(" ")
-            code = int(head)
-    return init_pid, error, code
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            text = line.decode(errors="replace")
+            if text.startswith("P"):
+                on_init(int(text[1:]))
+            elif text.startswith("S"):
+                os.kill(os.getpid(), int(text[1:]))
+            elif text.startswith("E") and error is None:
+                head, _, error = text[1:].partition(" ")
+                code = int(head)
+    return error, code
 
 
 def execute(plan: LinuxPlan, session: Session) -> None:
     journal = session.journal
     fail_at = _fail_at()
     me = os.getpid()
+    signal_me = functools.partial(os.kill, me)
     result = session.result
     with session.phase("setup"):
         binds = _binds(plan)
         stdout_fd = _open_stdout(plan) if plan.stdout_file else None
         try:
-            init.checkpoint(fail_at, "scratch", me)
+            init.checkpoint(fail_at, "scratch", signal_me)
             scratch = os.path.join(plan.scratch_parent, session.container_id)
             journal.record("scratch", path=scratch)
             os.makedirs(plan.scratch_parent, mode=0o700, exist_ok=True)
             os.mkdir(scratch, 0o700)
             for sub in ("upper", "work", "root"):
                 os.mkdir(os.path.join(scratch, sub), 0o700)
-            layout, groups = _make_cgroups(plan, session, fail_at, me)
+            layout, groups = _make_cgroups(plan, session, fail_at, signal_me)
             with open("/proc/sys/kernel/cap_last_cap") as f:
                 cap_last = int(f.read())
         except OSError as e:
@@ -192,17 +197,22 @@ def execute(plan: LinuxPlan, session: Session) -> None:
             umask=os.umask(0o022), cap_last=cap_last, max_fd=os.sysconf("SC_OPEN_MAX"), fail_at=fail_at,
         )
         os.umask(launch.umask)
-        init.checkpoint(fail_at, "fork", me)
+        init.checkpoint(fail_at, "fork", signal_me)
         a_entry = journal.record("process", what="container launcher child")
         b_entry = journal.record("process", what="container init")
         a_pid = init.start(launch)
         journal.update(a_entry, pid=a_pid, start=start_time(a_pid))
         for fd in (report_w, status_w, *(w for _, w in pump)):
             os.close(fd)
-        init_pid, error, code = _read_report(report_r)
+        init_pid = None
+
+        def on_init(pid: int) -> None:
+            nonlocal init_pid
+            init_pid = pid
+            journal.update(b_entry, pid=pid, start=start_time(pid))
+
+        error, code = _read_report(report_r, on_init)
         os.close(report_r)
-        if init_pid:
-            journal.update(b_entry, pid=init_pid, start=start_time(init_pid))
         if error:
             raise LaunchError(error, code)
         if init_pid is None:
