@@ -1,0 +1,87 @@
+"""`nspawn doctor` for Linux: what this host lets the backend isolate and enforce, and why not."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from nspawn.backends.linux import cgroups, libc
+
+
+def _in_child(action) -> str | None:
+    """Run `action` in a forked child (so namespaces and mounts it makes die with it);
+    None when it worked, else why not."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            action()
+            os._exit(0)
+        except BaseException as e:
+            os.write(w, str(e).encode()[:400])
+            os._exit(1)
+    os.close(w)
+    why = os.read(r, 500).decode(errors="replace")
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    return None if status == 0 else why or f"exit status {status}"
+
+
+def _overlay() -> str | None:
+    with open("/proc/filesystems") as f:
+        if "overlay" not in f.read().split():
+            return "overlay is not in /proc/filesystems (modprobe overlay)"
+    base = tempfile.mkdtemp(prefix="nspawn-doctor-", dir="/var/tmp")
+    try:
+        for sub in ("upper", "work", "root"):
+            os.mkdir(os.path.join(base, sub))
+
+        def mount() -> None:
+            libc.unshare(libc.CLONE_NEWNS)
+            libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
+            libc.mount("overlay", f"{base}/root", "overlay", 0, f"lowerdir=/,upperdir={base}/upper,workdir={base}/work")
+
+        return _in_child(mount)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def doctor() -> list[tuple[str, bool, str]]:
+    checks: list[tuple[str, bool, str]] = []
+    root = os.geteuid() == 0
+    checks.append(("root", root, "running as root" if root else "the Linux backend needs root (no user namespaces yet)"))
+    for name, flag in libc.NAMESPACE_FLAGS.items():
+        why = _in_child(lambda: libc.unshare(flag))
+        checks.append((f"{name} namespace", why is None, "usable" if why is None else why))
+    why = _overlay()
+    checks.append(("overlayfs", why is None, "an overlay on the host's / mounts" if why is None else why))
+
+    try:
+        layout = cgroups.detect()
+    except OSError as e:
+        return checks + [("cgroups", False, f"cannot read the cgroup layout: {e}")]
+    checks.append(("cgroup layout", True, layout.describe()))
+    swap = cgroups.swap_on()
+    for controller, fields in cgroups.FIELDS.items():
+        ok = layout.available(controller)
+        label = ", ".join(fields)
+        if not ok:
+            checks.append((f"{controller} controller", False, f"absent: {label} cannot be enforced"))
+            continue
+        detail = f"enforces {label}"
+        if controller == "memory":
+            base = os.path.join(layout.v2_mount, layout.v2_own.lstrip("/")) if layout.version == 2 else layout.v1["memory"]
+            probe = cgroups.swap_file(layout)
+            if os.path.exists(os.path.join(base, probe)):
+                detail += "; swap is limited too"
+            elif swap:
+                ok, detail = False, f"{probe} is missing and swap is on: a container could swap past max_ram_mb"
+            else:
+                detail += f"; {probe} is missing but there is no swap to escape to"
+        if controller == "io" and layout.version == 1:
+            detail += "; cgroup v1 blkio throttles reads and direct writes only, not buffered writes"
+        if controller == "cpuset":
+            detail += "; sched_setaffinity makes the payload see it"
+        checks.append((f"{controller} controller", ok, detail))
+    return checks
