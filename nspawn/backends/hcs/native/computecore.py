@@ -12,7 +12,7 @@ import itertools
 import json
 import logging
 import threading
-from ctypes import POINTER, Structure, byref, c_int32, c_uint32, c_uint64, c_void_p, c_wchar_p
+from ctypes import POINTER, Structure, c_int32, c_uint32, c_void_p, c_wchar_p
 from typing import Callable, NamedTuple
 
 from . import kernel32
