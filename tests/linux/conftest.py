@@ -48,11 +48,15 @@ def config(overrides: dict):
     return load_config(None, overrides, host=True)
 
 
+STARTED: list[str] = []  # container ids of the running test, for its leftover check
+
+
 def run(overrides: dict, container_id: str | None = None) -> Run:
     """Run a container in this process, its output captured."""
     out, err, events = io.BytesIO(), io.BytesIO(), []
+    STARTED.append(container_id or new_container_id())
     result = launch_run(config(overrides), listener=lambda e, d: events.append((e, d)),
-                        container_id=container_id or new_container_id(), stdout=out, stderr=err)
+                        container_id=STARTED[-1], stdout=out, stderr=err)
     return Run(result, out.getvalue(), err.getvalue(), events)
 
 
@@ -60,25 +64,33 @@ def sh(script: str, **overrides) -> dict:
     return {"process_executable": "/bin/sh", "process_arguments": ["-c", script], **overrides}
 
 
-def pid_namespaces() -> dict[str, str]:
-    """PID namespace -> a process in it, as "pid command"."""
-    found = {}
-    for ns in glob.glob("/proc/[0-9]*/ns/pid"):
+def container_processes(scratch_parent: str) -> list[str]:
+    """Processes in another mount namespace whose mounts come from our scratch dir: containers
+    of this test (other nspawn runs on the host use other scratch dirs)."""
+    mine = os.readlink("/proc/self/ns/mnt")
+    found = []
+    for ns in glob.glob("/proc/[0-9]*/ns/mnt"):
+        proc = os.path.dirname(os.path.dirname(ns))
         try:
-            found.setdefault(os.readlink(ns), ns.split("/")[2] + " " + open(ns.replace("ns/pid", "cmdline")).read().replace("\0", " "))
+            if os.readlink(ns) == mine:
+                continue
+            with open(f"{proc}/mountinfo") as f:
+                if scratch_parent in f.read():
+                    found.append(proc + " " + open(f"{proc}/cmdline").read().replace("\0", " "))
         except OSError:
             pass
     return found
 
 
-def leftovers(scratch_parent: str, pidns_before: dict[str, str]) -> list[str]:
-    """What of any container is still on the host."""
+def leftovers(scratch_parent: str, container_ids: list[str]) -> list[str]:
+    """What of this test's containers is still on the host."""
     found = []
     with open("/proc/self/mountinfo") as f:
-        found += [f"mount: {line.strip()}" for line in f if "nspawn-" in line or scratch_parent in line]
-    found += [f"cgroup: {p}" for p in glob.glob("/sys/fs/cgroup/**/nspawn-*", recursive=True)]
+        found += [f"mount: {line.strip()}" for line in f if scratch_parent in line]
+    for cid in container_ids:
+        found += [f"cgroup: {p}" for p in glob.glob(f"/sys/fs/cgroup/**/{cid}", recursive=True)]
     found += [f"scratch: {p}" for p in glob.glob(os.path.join(scratch_parent, "*"))]
-    found += [f"pid namespace: {ns} of {who}" for ns, who in pid_namespaces().items() if ns not in pidns_before]
+    found += [f"container process: {p}" for p in container_processes(scratch_parent)]
     for stat in glob.glob("/proc/[0-9]*/stat"):
         try:
             with open(stat) as f:
@@ -94,10 +106,10 @@ def leftovers(scratch_parent: str, pidns_before: dict[str, str]) -> list[str]:
 @pytest.fixture
 def clean(_scratch):
     """Asserts after the test that its containers left nothing behind; yields the check."""
-    before = pid_namespaces()
+    STARTED.clear()
 
     def check() -> list[str]:
-        return leftovers(str(_scratch), before)
+        return leftovers(str(_scratch), STARTED)
 
     yield check
     assert check() == []

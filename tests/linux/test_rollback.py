@@ -14,7 +14,8 @@ import time
 import pytest
 
 from nspawn.backends import linux
-from tests.linux.conftest import ROOT, needs_root, pid_namespaces, run, sh
+from nspawn.journal import read_journals
+from tests.linux.conftest import ROOT, STARTED, container_processes, needs_root, run, sh
 
 pytestmark = needs_root
 
@@ -102,7 +103,6 @@ def _python(code: str, *args: str, **kw) -> subprocess.Popen:
 
 @pytest.mark.parametrize("step", ["running", "cgroups", "mount-system", "exec"])
 def test_sigkill_of_the_launcher_then_cleanup_leaves_nothing(step, busy, monkeypatch, clean):
-    before = pid_namespaces()
     env = dict(os.environ)
     if step != "running":
         env["NSPAWN_FAIL_AT"] = f"{step}:SIGKILL"
@@ -115,9 +115,10 @@ def test_sigkill_of_the_launcher_then_cleanup_leaves_nothing(step, busy, monkeyp
         launcher.kill()
     assert launcher.wait(10) == -signal.SIGKILL
     # The container dies with its launcher (PR_SET_PDEATHSIG), before any cleanup.
-    while set(pid_namespaces()) - set(before):
+    while container_processes(os.environ["NSPAWN_SCRATCH_DIR"]):
         assert time.monotonic() < deadline, "the container outlived its launcher"
         time.sleep(0.01)
+    STARTED.extend(orphan.container_id for orphan in read_journals())
     cleanup = _python(CLEANUP, stdout=subprocess.PIPE, text=True)
     out, _ = cleanup.communicate(timeout=20)
     assert cleanup.returncode == 0 and out.strip() == "[]", out

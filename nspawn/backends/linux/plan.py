@@ -7,6 +7,7 @@ import dataclasses
 import os
 import posixpath
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from nspawn.config.host import DEFAULT_PATH
 from nspawn.config.model import Config, Limits
@@ -26,15 +27,13 @@ CAPABILITIES = {
 }
 
 
-@dataclass(frozen=True)
-class BindMount:
+class BindMount(NamedTuple):  # NamedTuple, not dataclass: cheaper to define at start-up
     source: str  # host path (symlinks are resolved at run time, before the container sees it)
     target: str  # container path
     read_only: bool
 
 
-@dataclass(frozen=True)
-class CgroupLimits:
+class CgroupLimits(NamedTuple):
     """The limits in the kernel's units; zero or empty means not asked."""
 
     memory_bytes: int = 0
@@ -44,10 +43,6 @@ class CgroupLimits:
     io_iops: int = 0
     io_bps: int = 0
     pids_max: int = 0
-
-    @property
-    def any(self) -> bool:
-        return any((self.memory_bytes, self.cpu_quota_us, self.cpus, self.io_iops, self.io_bps, self.pids_max))
 
 
 @dataclass(frozen=True)
@@ -78,6 +73,8 @@ class LinuxPlan:
     def to_json(self) -> dict:
         data = dataclasses.asdict(self)
         data["env"] = dict(self.env)
+        data["mounts"] = [m._asdict() for m in self.mounts]
+        data["limits"] = self.limits._asdict()
         data["asked"] = self.asked.asked()
         data["capability_mask"] = f"{self.capability_mask:016x}"
         return data
