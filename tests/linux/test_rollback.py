@@ -123,3 +123,11 @@ def test_sigkill_of_the_launcher_then_cleanup_leaves_nothing(step, busy, monkeyp
     out, _ = cleanup.communicate(timeout=20)
     assert cleanup.returncode == 0 and out.strip() == "[]", out
     assert os.listdir(os.environ["NSPAWN_STATE_DIR"]) == []
+
+
+def test_runs_leave_no_descriptor_open_in_the_launcher(busy, monkeypatch, clean):
+    before = sorted(os.listdir("/proc/self/fd"))
+    run(busy())
+    monkeypatch.setenv("NSPAWN_FAIL_AT", "mount-system")
+    run(busy())
+    assert sorted(os.listdir("/proc/self/fd")) == before

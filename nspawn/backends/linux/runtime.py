@@ -162,7 +162,34 @@ def _read_report(fd: int, on_init) -> tuple[str | None, int]:
     return error, code
 
 
+class _Fds:
+    """The launcher's own descriptors for one run, all closed when it ends, however it ends."""
+
+    def __init__(self) -> None:
+        self.open: list[int] = []
+
+    def add(self, *fds: int) -> tuple[int, ...]:
+        self.open += fds
+        return fds
+
+    def close(self, fd: int) -> None:
+        self.open.remove(fd)
+        os.close(fd)
+
+    def close_all(self) -> None:
+        while self.open:
+            self.close(self.open[-1])
+
+
 def execute(plan: LinuxPlan, session: Session) -> None:
+    fds = _Fds()
+    try:
+        _execute(plan, session, fds)
+    finally:
+        fds.close_all()
+
+
+def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
     journal = session.journal
     fail_at = _fail_at()
     me = os.getpid()
@@ -170,7 +197,7 @@ def execute(plan: LinuxPlan, session: Session) -> None:
     result = session.result
     with session.phase("setup"):
         binds = _binds(plan)
-        stdout_fd = _open_stdout(plan) if plan.stdout_file else None
+        stdout_fd = fds.add(_open_stdout(plan))[0] if plan.stdout_file else None
         try:
             init.checkpoint(fail_at, "scratch", signal_me)
             scratch = os.path.join(plan.scratch_parent, session.container_id)
@@ -184,10 +211,10 @@ def execute(plan: LinuxPlan, session: Session) -> None:
                 cap_last = int(f.read())
         except OSError as e:
             raise LaunchError(f"setting up the container failed: {e.strerror or e}") from None
-        report_r, report_w = os.pipe()
-        status_r, status_w = os.pipe()
+        report_r, report_w = fds.add(*os.pipe())
+        status_r, status_w = fds.add(*os.pipe())
         copying = stdout_fd is not None or session.stdout is not None or session.stderr is not None
-        pump = (os.pipe(), os.pipe()) if copying else ()
+        pump = (fds.add(*os.pipe()), fds.add(*os.pipe())) if copying else ()
         launch = init.Launch(
             plan=plan, launcher_pid=me,
             cgroup_procs=[os.path.join(p, "cgroup.procs") for p in groups.values()],
@@ -203,7 +230,7 @@ def execute(plan: LinuxPlan, session: Session) -> None:
         a_pid = init.start(launch)
         journal.update(a_entry, pid=a_pid, start=start_time(a_pid))
         for fd in (report_w, status_w, *(w for _, w in pump)):
-            os.close(fd)
+            fds.close(fd)  # the children hold them now; their closing is how the launcher hears
         init_pid = None
 
         def on_init(pid: int) -> None:
@@ -212,16 +239,14 @@ def execute(plan: LinuxPlan, session: Session) -> None:
             journal.update(b_entry, pid=pid, start=start_time(pid))
 
         error, code = _read_report(report_r, on_init)
-        os.close(report_r)
         if error:
             raise LaunchError(error, code)
         if init_pid is None:
             raise LaunchError("the container's first process died before starting its init")
 
     with session.phase("run"):
-        a_status, timed_out = _wait(plan, session, a_pid, init_pid, tuple(r for r, _ in pump), stdout_fd)
+        a_status, timed_out = _wait(plan, session, fds, a_pid, init_pid, tuple(r for r, _ in pump), stdout_fd)
     raw = os.read(status_r, 4)
-    os.close(status_r)
     if raw:
         code = os.waitstatus_to_exitcode(int.from_bytes(raw, "little"))
         exit_code, result.signal = (128 - code, -code) if code < 0 else (code, None)
@@ -240,9 +265,10 @@ def execute(plan: LinuxPlan, session: Session) -> None:
         session.warn(f"the container was stopped after its timeout of {plan.timeout_seconds:g} s")
 
 
-def _wait(plan: LinuxPlan, session: Session, a_pid: int, init_pid: int, outputs: tuple[int, ...], stdout_fd: int | None) -> tuple[int, bool]:
+def _wait(plan: LinuxPlan, session: Session, fds: _Fds, a_pid: int, init_pid: int, outputs: tuple[int, ...],
+          stdout_fd: int | None) -> tuple[int, bool]:
     """Wait for the container to end, copying its output; returns (A's wait status, timed out)."""
-    pidfd = os.pidfd_open(a_pid)
+    pidfd = fds.add(os.pidfd_open(a_pid))[0]
     poller = select.poll()
     poller.register(pidfd, select.POLLIN)
     for fd in outputs:
@@ -259,7 +285,6 @@ def _wait(plan: LinuxPlan, session: Session, a_pid: int, init_pid: int, outputs:
         if not data:
             poller.unregister(fd)
             open_outputs.discard(fd)
-            os.close(fd)
             return
         stream, std_fd = destinations[fd]
         if stream is not None:
@@ -296,11 +321,8 @@ def _wait(plan: LinuxPlan, session: Session, a_pid: int, init_pid: int, outputs:
                 else:
                     copy(fd)
     _, status = os.waitpid(a_pid, 0)
-    os.close(pidfd)
     while open_outputs:  # what the payload wrote just before it ended
         copy(next(iter(open_outputs)))
-    if stdout_fd is not None:
-        os.close(stdout_fd)
     return status, timed_out
 
 

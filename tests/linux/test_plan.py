@@ -1,0 +1,77 @@
+"""The Linux plan and the cgroup settings it turns into: pure, so these run anywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from nspawn.backends.linux.plan import CPU_PERIOD_US, LinuxPlan, plan
+from nspawn.config.build import build_config
+
+
+def make(**document) -> LinuxPlan:
+    config, findings = build_config({"process_executable": "/bin/true", "backend": "linux", **document}, "test", "/")
+    assert findings == []
+    return plan(config)
+
+
+def test_defaults(monkeypatch):
+    monkeypatch.setenv("TERM", "vt100")
+    p = make()
+    env = dict(p.env)
+    assert env == {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
+                   "TERM": "vt100", "container": "nspawn"}
+    assert p.cwd == "/" and p.lower_dir == "/" and p.mounts == ()
+    assert len(p.hostname) == 8 and int(p.hostname, 16) >= 0
+    assert p.namespaces == ("mount", "pid", "uts", "ipc", "net")
+    assert p.capability_mask == 0xA80425FB  # Docker's default set
+    assert json.loads(json.dumps(p.to_json()))["capability_mask"] == "00000000a80425fb"
+
+
+def test_environment_overrides_and_working_directory(monkeypatch):
+    monkeypatch.delenv("TERM", raising=False)
+    p = make(environment={"PATH": "/opt/bin", "A": "1"}, process_directory="/srv/app", mapped_directory="/app",
+             network="host", hostname="h")
+    assert dict(p.env) == {"PATH": "/opt/bin", "HOME": "/root", "container": "nspawn", "A": "1"}
+    assert p.cwd == "/app" and p.hostname == "h" and "net" not in p.namespaces
+    assert make(process_directory="/srv/app", working_directory="/tmp").cwd == "/tmp"
+
+
+def test_relative_executable_lives_in_the_mapped_directory():
+    p = make(process_executable="bin/tool", process_directory="/srv/app", mapped_directory="/app", process_arguments=["x"])
+    assert p.executable == "/app/bin/tool" and p.argv == ("/app/bin/tool", "x")
+    assert p.host_executable == "/srv/app/bin/tool"
+    assert make(process_executable="ls").host_executable is None
+
+
+def test_mounts_parents_first():
+    p = make(process_directory="/srv", mapped_directory="/data/deep/er",
+             mounts=[{"host_path": "/a", "container_path": "/data/x/y"}, {"host_path": "/b", "container_path": "/data", "read_only": True}])
+    assert [m.target for m in p.mounts] == ["/data", "/data/deep/er", "/data/x/y"]
+    assert p.mounts[0].read_only
+
+
+def test_limits_in_kernel_units():
+    p = make(max_ram_mb=64, max_cpu_percent=25, cpu_affinity_hex="0x6", cpus_count=1, max_storage_iops=10,
+             max_storage_bandwidth_bytes_per_sec=4096, max_processes=5)
+    cpus = os.cpu_count()
+    assert p.limits.memory_bytes == 64 * 2**20
+    assert p.limits.cpu_quota_us == round(0.25 * cpus * CPU_PERIOD_US)  # a share of the whole host
+    assert p.limits.cpus == (1,)  # the first CPU of the mask
+    assert make(cpus_count=2).limits.cpus == (0, 1)
+    assert p.limits.pids_max == 7  # the container's init and its parent are in the group too
+    assert (p.limits.io_iops, p.limits.io_bps) == (10, 4096)
+
+
+def test_cgroup_settings_for_both_layouts():
+    from nspawn.backends.linux import cgroups
+
+    limits = make(max_ram_mb=1, max_cpu_percent=50, cpus_count=1, max_storage_iops=7, max_processes=3).limits
+    every = ["memory", "cpu", "cpuset", "io", "pids"]
+    v2 = cgroups.settings(cgroups.Layout(2, "/sys/fs/cgroup"), limits, every, ["8:0"], None)
+    assert v2 == [("v2", "memory.max", "1048576"), ("v2", "cpu.max", f"{limits.cpu_quota_us} 100000"),
+                  ("v2", "cpuset.cpus", "0"), ("v2", "io.max", "8:0 riops=7 wiops=7"), ("v2", "pids.max", "5")]
+    v1 = cgroups.settings(cgroups.Layout(1), limits, every, ["8:0"], "0")
+    assert ("cpuset", "cpuset.mems", "0") in v1 and v1.index(("cpuset", "cpuset.mems", "0")) < v1.index(("cpuset", "cpuset.cpus", "0"))
+    assert ("cpu", "cpu.cfs_period_us", "100000") in v1 and ("blkio", "blkio.throttle.write_iops_device", "8:0 7") in v1
+    assert cgroups.settings(cgroups.Layout(1), limits, ["pids"], [], None) == [("pids", "pids.max", "5")]
