@@ -16,7 +16,7 @@ from ctypes import POINTER, Structure, c_int32, c_uint32, c_void_p, c_wchar_p
 from typing import Callable, NamedTuple
 
 from . import kernel32
-from .errors import E_NOTIMPL, E_OUTOFMEMORY, OPERATION_TIMEOUT, HcsError, is_already_stopped
+from .errors import E_NOTIMPL, E_OUTOFMEMORY, OPERATION_TIMEOUT, HcsError, fails, is_already_stopped
 from .loader import FUNCTYPE, Bindings, take_string
 
 INFINITE = 0xFFFFFFFF
@@ -113,14 +113,6 @@ def _fails_with_operation(op_index: int):
     return factory
 
 
-def _fails(export):
-    def check(hr, func, args):
-        if hr < 0:
-            raise HcsError(export, hr)
-        return hr
-    return check
-
-
 def _result_document(doc_index: int, raise_on_failure: bool = True):
     """Copies and LocalFrees the result document; returns it (or (hr, doc))."""
     def factory(export):
@@ -159,25 +151,25 @@ _cc = Bindings("computecore.dll", {
     "HcsWaitForOperationResultAndProcessInfo": (
         _HR, [_H, c_uint32, POINTER(HCS_PROCESS_INFORMATION), _OUT], _result_document(3)),
     "HcsGetOperationResult": (_HR, [_H, _OUT], _result_document(1, raise_on_failure=False)),
-    "HcsCancelOperation": (_HR, [_H], _fails),
+    "HcsCancelOperation": (_HR, [_H], fails),
     "HcsCreateComputeSystem": (_HR, [c_wchar_p, c_wchar_p, _H, c_void_p, _OUT], _fails_with_operation(2)),
-    "HcsOpenComputeSystem": (_HR, [c_wchar_p, c_uint32, _OUT], _fails),
+    "HcsOpenComputeSystem": (_HR, [c_wchar_p, c_uint32, _OUT], fails),
     "HcsStartComputeSystem": (_HR, [_H, _H, c_wchar_p], _fails_with_operation(1)),
     "HcsShutDownComputeSystem": (_HR, [_H, _H, c_wchar_p], _fails_with_operation(1)),
     "HcsTerminateComputeSystem": (_HR, [_H, _H, c_wchar_p], _fails_with_operation(1)),
     "HcsCloseComputeSystem": (None, [_H], _nothing_to_check),
     "HcsEnumerateComputeSystems": (_HR, [c_wchar_p, _H], _fails_with_operation(1)),
     "HcsGetComputeSystemProperties": (_HR, [_H, _H, c_wchar_p], _fails_with_operation(1)),
-    "HcsSetComputeSystemCallback": (_HR, [_H, c_uint32, c_void_p, EVENT_CALLBACK], _fails),
+    "HcsSetComputeSystemCallback": (_HR, [_H, c_uint32, c_void_p, EVENT_CALLBACK], fails),
     "HcsCreateProcess": (_HR, [_H, c_wchar_p, _H, c_void_p, _OUT], _fails_with_operation(2)),
-    "HcsOpenProcess": (_HR, [_H, c_uint32, c_uint32, _OUT], _fails),
+    "HcsOpenProcess": (_HR, [_H, c_uint32, c_uint32, _OUT], fails),
     "HcsCloseProcess": (None, [_H], _nothing_to_check),
     "HcsTerminateProcess": (_HR, [_H, _H, c_wchar_p], _fails_with_operation(1)),
     "HcsSignalProcess": (_HR, [_H, _H, c_wchar_p], _fails_with_operation(1)),
     "HcsGetProcessInfo": (_HR, [_H, _H], _fails_with_operation(1)),
     "HcsGetProcessProperties": (_HR, [_H, _H, c_wchar_p], _fails_with_operation(1)),
     "HcsModifyProcess": (_HR, [_H, _H, c_wchar_p], _fails_with_operation(1)),
-    "HcsSetProcessCallback": (_HR, [_H, c_uint32, c_void_p, EVENT_CALLBACK], _fails),
+    "HcsSetProcessCallback": (_HR, [_H, c_uint32, c_void_p, EVENT_CALLBACK], fails),
 })
 BINDINGS = (_cc,)
 

@@ -8,7 +8,7 @@ import uuid
 from ctypes import POINTER, c_int32, c_void_p, c_wchar_p
 
 from . import kernel32
-from .errors import E_FAIL, HcsError
+from .errors import E_FAIL, HcsError, fails
 from .loader import Bindings, take_string
 from .vmcompute import GUID
 
@@ -29,14 +29,6 @@ def _hcn(error_index: int, output_index: int | None = None):
     return factory
 
 
-def _fails(export):
-    def check(hr, func, args):
-        if hr < 0:
-            raise HcsError(export, hr)
-        return hr
-    return check
-
-
 _H = c_void_p
 _OUT = POINTER(c_void_p)
 _HR = c_int32
@@ -45,17 +37,17 @@ _hcn_dll = Bindings("computenetwork.dll", {
     "HcnEnumerateNetworks": (_HR, [c_wchar_p, _OUT, _OUT], _hcn(2, 1)),
     "HcnOpenNetwork": (_HR, [_ID, _OUT, _OUT], _hcn(2)),
     "HcnQueryNetworkProperties": (_HR, [_H, c_wchar_p, _OUT, _OUT], _hcn(3, 2)),
-    "HcnCloseNetwork": (_HR, [_H], _fails),
+    "HcnCloseNetwork": (_HR, [_H], fails),
     "HcnCreateEndpoint": (_HR, [_H, _ID, c_wchar_p, _OUT, _OUT], _hcn(4)),
     "HcnQueryEndpointProperties": (_HR, [_H, c_wchar_p, _OUT, _OUT], _hcn(3, 2)),
     "HcnDeleteEndpoint": (_HR, [_ID, _OUT], _hcn(1)),
-    "HcnCloseEndpoint": (_HR, [_H], _fails),
+    "HcnCloseEndpoint": (_HR, [_H], fails),
     "HcnCreateNamespace": (_HR, [_ID, c_wchar_p, _OUT, _OUT], _hcn(3)),
     "HcnOpenNamespace": (_HR, [_ID, _OUT, _OUT], _hcn(2)),
     "HcnModifyNamespace": (_HR, [_H, c_wchar_p, _OUT], _hcn(2)),
     "HcnQueryNamespaceProperties": (_HR, [_H, c_wchar_p, _OUT, _OUT], _hcn(3, 2)),
     "HcnDeleteNamespace": (_HR, [_ID, _OUT], _hcn(1)),
-    "HcnCloseNamespace": (_HR, [_H], _fails),
+    "HcnCloseNamespace": (_HR, [_H], fails),
 })
 BINDINGS = (_hcn_dll,)
 

@@ -162,3 +162,12 @@ def is_not_found(e: BaseException) -> bool:
 def is_process_gone(e: BaseException) -> bool:
     """Terminating an exited process: already-stopped codes or ERROR_ACCESS_DENIED (hcs.md 7.4)."""
     return is_already_stopped(e) or (isinstance(e, HcsError) and e.win32 == 5)
+
+
+def fails(export):
+    """errcheck for calls whose only result is the HRESULT."""
+    def check(hr, func, args):
+        if hr < 0:
+            raise HcsError(export, hr)
+        return hr
+    return check

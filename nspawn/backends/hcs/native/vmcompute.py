@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 
 from . import kernel32
 from .computecore import HCS_PROCESS_INFORMATION, registry, stdio_handle
-from .errors import E_FAIL, OPERATION_PENDING_V1, OPERATION_TIMEOUT, HcsError
+from .errors import E_FAIL, OPERATION_PENDING_V1, OPERATION_TIMEOUT, HcsError, fails
 from .loader import FUNCTYPE, Bindings, take_string
 
 NOTIFY_SYSTEM_EXITED = 0x00000001
@@ -86,14 +86,6 @@ def _hns(export):
     return check
 
 
-def _fails(export):
-    def check(hr, func, args):
-        if hr < 0:
-            raise HcsError(export, hr)
-        return hr
-    return check
-
-
 _H = c_void_p
 _OUT = POINTER(c_void_p)
 _HR = c_int32
@@ -103,32 +95,32 @@ _vm = Bindings("vmcompute.dll", {
     "HcsEnumerateComputeSystems": (_HR, [c_wchar_p, _OUT, _OUT], _v1(2, (1,))),
     "HcsCreateComputeSystem": (_HR, [c_wchar_p, c_wchar_p, _H, _OUT, _OUT], _v1(4, pending_ok=True)),
     "HcsOpenComputeSystem": (_HR, [c_wchar_p, _OUT, _OUT], _v1(2)),
-    "HcsCloseComputeSystem": (_HR, [_H], _fails),
+    "HcsCloseComputeSystem": (_HR, [_H], fails),
     "HcsStartComputeSystem": (_HR, [_H, c_wchar_p, _OUT], _v1(2, pending_ok=True)),
     "HcsShutdownComputeSystem": (_HR, [_H, c_wchar_p, _OUT], _v1(2, pending_ok=True)),
     "HcsTerminateComputeSystem": (_HR, [_H, c_wchar_p, _OUT], _v1(2, pending_ok=True)),
     "HcsGetComputeSystemProperties": (_HR, [_H, c_wchar_p, _OUT, _OUT], _v1(3, (2,))),
-    "HcsRegisterComputeSystemCallback": (_HR, [_H, NOTIFICATION_CALLBACK, c_void_p, _OUT], _fails),
-    "HcsUnregisterComputeSystemCallback": (_HR, [_H], _fails),
+    "HcsRegisterComputeSystemCallback": (_HR, [_H, NOTIFICATION_CALLBACK, c_void_p, _OUT], fails),
+    "HcsUnregisterComputeSystemCallback": (_HR, [_H], fails),
     "HcsCreateProcess": (_HR, [_H, c_wchar_p, POINTER(HCS_PROCESS_INFORMATION), _OUT, _OUT], _v1(4)),
     "HcsOpenProcess": (_HR, [_H, c_uint32, _OUT, _OUT], _v1(3)),
-    "HcsCloseProcess": (_HR, [_H], _fails),
+    "HcsCloseProcess": (_HR, [_H], fails),
     "HcsTerminateProcess": (_HR, [_H, _OUT], _v1(1)),
     "HcsSignalProcess": (_HR, [_H, c_wchar_p, _OUT], _v1(2)),
     "HcsGetProcessProperties": (_HR, [_H, _OUT, _OUT], _v1(2, (1,))),
     "HcsModifyProcess": (_HR, [_H, c_wchar_p, _OUT], _v1(2)),
-    "HcsRegisterProcessCallback": (_HR, [_H, NOTIFICATION_CALLBACK, c_void_p, _OUT], _fails),
-    "HcsUnregisterProcessCallback": (_HR, [_H], _fails),
+    "HcsRegisterProcessCallback": (_HR, [_H, NOTIFICATION_CALLBACK, c_void_p, _OUT], fails),
+    "HcsUnregisterProcessCallback": (_HR, [_H], fails),
     # The width of the layer count and mount-path length is unverified
     # (hcs.md 4.4): size_t satisfies both readings on x64.
-    "NameToGuid": (_HR, [c_wchar_p, POINTER(GUID)], _fails),
-    "CreateSandboxLayer": (_HR, [_DRIVER, c_wchar_p, c_wchar_p, _LAYERS, c_size_t], _fails),
-    "ActivateLayer": (_HR, [_DRIVER, c_wchar_p], _fails),
-    "PrepareLayer": (_HR, [_DRIVER, c_wchar_p, _LAYERS, c_size_t], _fails),
-    "GetLayerMountPath": (_HR, [_DRIVER, c_wchar_p, POINTER(c_size_t), POINTER(c_wchar)], _fails),
-    "UnprepareLayer": (_HR, [_DRIVER, c_wchar_p], _fails),
-    "DeactivateLayer": (_HR, [_DRIVER, c_wchar_p], _fails),
-    "DestroyLayer": (_HR, [_DRIVER, c_wchar_p], _fails),
+    "NameToGuid": (_HR, [c_wchar_p, POINTER(GUID)], fails),
+    "CreateSandboxLayer": (_HR, [_DRIVER, c_wchar_p, c_wchar_p, _LAYERS, c_size_t], fails),
+    "ActivateLayer": (_HR, [_DRIVER, c_wchar_p], fails),
+    "PrepareLayer": (_HR, [_DRIVER, c_wchar_p, _LAYERS, c_size_t], fails),
+    "GetLayerMountPath": (_HR, [_DRIVER, c_wchar_p, POINTER(c_size_t), POINTER(c_wchar)], fails),
+    "UnprepareLayer": (_HR, [_DRIVER, c_wchar_p], fails),
+    "DeactivateLayer": (_HR, [_DRIVER, c_wchar_p], fails),
+    "DestroyLayer": (_HR, [_DRIVER, c_wchar_p], fails),
     "HNSCall": (_HR, [c_wchar_p, c_wchar_p, c_wchar_p, _OUT], _hns),
 })
 BINDINGS = (_vm,)
