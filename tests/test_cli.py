@@ -92,10 +92,10 @@ def test_a_missing_config_file_is_a_config_error():
     assert result.returncode == 2 and "cannot read the config file" in result.stderr
 
 
-def test_hcs_run_on_linux_fails_clearly_with_125():
-    result = nspawn("run", "--backend", "hcs", "--", "C:/x.exe")
-    assert result.returncode in (2, 125)
-    assert "Traceback" not in result.stderr
+def test_hcs_run_on_linux_is_refused_before_anything_is_made():
+    result = nspawn("run", "--backend", "hcs", "--parent-layer", "C:/layers/base", "--", "C:/x.exe")
+    assert result.returncode == 2, result.stderr
+    assert "for a Windows host" in result.stderr and "--dry-run" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_completion_script():
