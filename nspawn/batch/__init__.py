@@ -1,0 +1,1 @@
+"""Many configs, one command: `nspawn batch`."""
