@@ -14,22 +14,22 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
 Releaser = Callable[[dict], None]
 
 
-def state_dir() -> Path:
+def state_dir() -> str:
     """Where journals live: NSPAWN_STATE_DIR, else a system or per-user runtime directory."""
+    # Plain strings rather than pathlib: pathlib's imports cost every launch a few milliseconds.
     explicit = os.environ.get("NSPAWN_STATE_DIR")
     if explicit:
-        return Path(explicit)
+        return explicit
     if sys.platform == "win32":
-        return Path(os.environ.get("ProgramData", r"C:\ProgramData")) / "nspawn"
+        return os.path.join(os.environ.get("ProgramData", r"C:\ProgramData"), "nspawn")
     if os.geteuid() == 0:
-        return Path("/run/nspawn")
-    return Path(os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/nspawn-{os.geteuid()}") / "nspawn"
+        return "/run/nspawn"
+    return os.path.join(os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/nspawn-{os.geteuid()}", "nspawn")
 
 
 def _lock(fd: int, blocking: bool) -> bool:
@@ -71,12 +71,12 @@ class ReleaseReport:
 class Journal:
     """One container's journal, open and locked by the launcher that owns it."""
 
-    def __init__(self, container_id: str, backend: str, directory: Path | None = None, **header):
+    def __init__(self, container_id: str, backend: str, directory: str | os.PathLike | None = None, **header):
         self.container_id = container_id
         self.backend = backend
-        self.directory = directory or state_dir()
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.path = self.directory / f"{container_id}.journal"
+        self.directory = os.fspath(directory or state_dir())
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        self.path = os.path.join(self.directory, f"{container_id}.journal")
         self.entries: list[Entry] = []
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         _lock(self._fd, blocking=True)
@@ -108,7 +108,7 @@ class Journal:
         if self._fd is None:
             return
         if remove:
-            self.path.unlink(missing_ok=True)
+            _unlink(self.path)
         os.close(self._fd)
         self._fd = None
 
@@ -134,21 +134,23 @@ def release(entries: list[Entry], releasers: Mapping[str, Releaser], write: Call
 class Orphan:
     """The journal of a launcher that is gone, as `ps` and `cleanup` see it."""
 
-    path: Path
+    path: str
     header: dict
     entries: list[Entry]
     alive: bool
 
     @property
     def container_id(self) -> str:
-        return self.header.get("journal", self.path.stem)
+        return self.header.get("journal", os.path.basename(self.path).rsplit(".", 1)[0])
 
 
-def read_journals(directory: Path | None = None) -> Iterator[Orphan]:
-    directory = directory or state_dir()
-    if not directory.is_dir():
+def read_journals(directory: str | os.PathLike | None = None) -> Iterator[Orphan]:
+    directory = os.fspath(directory or state_dir())
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.endswith(".journal"))
+    except (FileNotFoundError, NotADirectoryError):
         return
-    for path in sorted(directory.glob("*.journal")):
+    for path in (os.path.join(directory, n) for n in names):
         try:
             fd = os.open(path, os.O_RDWR)
         except FileNotFoundError:
@@ -161,10 +163,19 @@ def read_journals(directory: Path | None = None) -> Iterator[Orphan]:
         yield Orphan(path, header, entries, alive)
 
 
-def _parse(path: Path) -> tuple[dict, list[Entry]]:
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _parse(path: str) -> tuple[dict, list[Entry]]:
     header: dict = {}
     entries: list[Entry] = []
-    for raw in path.read_text().splitlines():
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    for raw in text.splitlines():
         try:
             line = json.loads(raw)
         except ValueError:
@@ -188,7 +199,7 @@ def finish(orphan: Orphan, releasers: Mapping[str, Releaser]) -> ReleaseReport:
             return ReleaseReport(failed=[f"{orphan.container_id}: its launcher is still running"])
         report = release(orphan.entries, releasers, lambda line: os.write(fd, (json.dumps(line) + "\n").encode()))
         if not report.failed:
-            orphan.path.unlink(missing_ok=True)
+            _unlink(orphan.path)
         return report
     finally:
         os.close(fd)
