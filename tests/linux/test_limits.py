@@ -117,3 +117,12 @@ def test_a_limit_the_host_cannot_enforce_is_reported(monkeypatch, clean):
     assert r.code == 0 and "max_processes" in r.result.limits_not_enforced
     assert "max_ram_mb" in r.result.limits_applied
     assert any("max_processes is not enforced" in w for w in r.warnings())
+
+
+def test_the_oom_killer_spares_init_where_the_launcher_may_say_so(clean):
+    own = open("/proc/self/oom_score_adj").read().strip()
+    effective = next(int(line.split()[1], 16) for line in open("/proc/self/status") if line.startswith("CapEff:"))
+    sys_resource = bool(effective >> 24 & 1)  # CAP_SYS_RESOURCE: needed to lower a score
+    r = run(sh("cat /proc/1/oom_score_adj /proc/self/oom_score_adj", max_ram_mb=64))
+    assert r.code == 0, r.err
+    assert r.out.split() == ["-1000" if sys_resource else own, own]

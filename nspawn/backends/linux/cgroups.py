@@ -99,6 +99,9 @@ def v2_parent(layout: Layout, controllers: list[str]) -> str:
     own = os.path.join(layout.v2_mount, layout.v2_own.lstrip("/"))
     names = [V2_NAMES[c] for c in controllers]
     candidates = [own] if layout.v2_own == "/" else [own, os.path.dirname(own)]
+    # Controllers enabled here stay enabled after the run, as runc and systemd leave them: that
+    # sets no limit, and turning them off again would fail or break while another container
+    # below still uses them. So this write is not a journaled resource.
     for base in candidates:
         enabled = _read(os.path.join(base, "cgroup.subtree_control")).split()
         missing = [n for n in names if n not in enabled]

@@ -43,6 +43,7 @@ class Launch:
     status_w: int
     output_w: tuple[int, int] | None  # payload's stdout and stderr pipes, when the launcher copies them
     umask: int
+    oom_score_adj: str  # the launcher's, given back to the payload
     cap_last: int
     max_fd: int
     fail_at: tuple[str, str] | None  # test seam: (step, "" to fail, or a signal name to send the launcher)
@@ -63,6 +64,15 @@ def checkpoint(fail_at: tuple[str, str] | None, step: str, signal_launcher) -> N
         if not fail_at[1]:
             raise OSError(errno.EIO, f"failure injected at {step}")
         signal_launcher(getattr(signal, fail_at[1]))
+
+
+def _set_oom_score_adj(value: str) -> None:
+    """Best effort: lowering it takes CAP_SYS_RESOURCE, which a confined root may lack."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(value)
+    except PermissionError:
+        pass
 
 
 def _exit_code(status: int) -> int:
@@ -94,6 +104,9 @@ def _stage_a(launch: Launch) -> None:
     libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != launch.launcher_pid:
         os._exit(125)  # the launcher died before PDEATHSIG was armed
+    # A and B are forks of the launcher, with its interpreter's pages resident: the memory
+    # limit's OOM killer could pick them over the payload and lose the payload's exit status.
+    _set_oom_score_adj("-1000")
     launch.at("join-cgroups")
     for procs in launch.cgroup_procs:
         with open(procs, "w") as f:
@@ -182,6 +195,7 @@ def _stage_c(launch: Launch) -> None:
     os.closerange(3, launch.report_w)
     os.closerange(launch.report_w + 1, launch.max_fd)
     os.umask(launch.umask)
+    _set_oom_score_adj(launch.oom_score_adj)
     if plan.limits.cpus:
         os.sched_setaffinity(0, plan.limits.cpus)
     try:

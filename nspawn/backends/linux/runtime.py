@@ -68,6 +68,11 @@ def _open_stdout(plan: LinuxPlan) -> int:
         raise LaunchError(f"{plan.stdout_file}: {e.strerror}" + (" (a symbolic link)" if os.path.islink(target) else "")) from None
 
 
+def _read_oom_score_adj() -> str:
+    with open("/proc/self/oom_score_adj") as f:
+        return f.read().strip()
+
+
 def _make_cgroups(plan: LinuxPlan, session: Session, fail_at, signal_me) -> tuple[cgroups.Layout | None, dict[str, str]]:
     controllers = cgroups.needed(plan.limits)
     if not controllers:
@@ -221,7 +226,7 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             lower=plan.lower_dir, upper=os.path.join(scratch, "upper"), work=os.path.join(scratch, "work"),
             root=os.path.join(scratch, "root"), binds=binds, report_w=report_w, status_w=status_w,
             output_w=(pump[0][1], pump[1][1]) if pump else None,
-            umask=os.umask(0o022), cap_last=cap_last, max_fd=os.sysconf("SC_OPEN_MAX"), fail_at=fail_at,
+            umask=os.umask(0o022), oom_score_adj=_read_oom_score_adj(), cap_last=cap_last, max_fd=os.sysconf("SC_OPEN_MAX"), fail_at=fail_at,
         )
         os.umask(launch.umask)
         init.checkpoint(fail_at, "fork", signal_me)
