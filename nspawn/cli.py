@@ -96,6 +96,19 @@ def _setenv(ctx, param, values):
 
 
 class _Group(click.Group):
+    # Commands whose module is imported only when that command runs (or --help lists it).
+    LAZY = {"batch": "nspawn.batch.command"}
+
+    def list_commands(self, ctx):
+        return sorted([*super().list_commands(ctx), *self.LAZY])
+
+    def get_command(self, ctx, name):
+        if name in self.LAZY:
+            import importlib
+
+            return getattr(importlib.import_module(self.LAZY[name]), name)
+        return super().get_command(ctx, name)
+
     def format_epilog(self, ctx, formatter):
         formatter.write("\n" + exitcodes.HELP + "\n")
 
