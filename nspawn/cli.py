@@ -261,10 +261,22 @@ def completion(shell):
     click.echo(completer.source())
 
 
+def _owned_elsewhere(known: set[str]):
+    """(backend name, system) for what a backend's host service runs for nspawn with no journal
+    here (its launcher was killed before it could write one, or the journal was removed)."""
+    from nspawn import backends
+
+    for name in backends.CAPABILITIES:
+        owned = getattr(backends.load(name), "owned_systems", None)
+        for system in owned() if owned else ():
+            if system["id"] not in known:
+                yield name, system
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per container.")
 def ps(as_json):
-    """List the containers nspawn has running, and journals left by killed launchers."""
+    """List the containers nspawn has running, and what killed launchers left."""
     from nspawn.journal import read_journals
 
     rows = [
@@ -273,25 +285,31 @@ def ps(as_json):
          "resources": [e.describe() for e in j.entries if not e.released]}
         for j in read_journals()
     ]
+    rows += [{"id": system["id"], "backend": name, "launcher_pid": None, "state": "unjournaled",
+              "source": None, "resources": [f"compute system ({system.get('state', 'unknown state')})"]}
+             for name, system in _owned_elsewhere({row["id"] for row in rows})]
     if as_json:
         for row in rows:
             click.echo(json.dumps(row))
         return
     for row in rows:
-        click.echo(f"{row['id']}  {row['state']:<8}  {row['backend']:<5}  pid {row['launcher_pid']}  {row['source']}")
+        click.echo(f"{row['id']}  {row['state']:<11}  {row['backend']:<5}  pid {row['launcher_pid']}  {row['source']}")
 
 
 @cli.command()
 @click.pass_context
 def cleanup(ctx):
-    """Finish the rollback of launchers that were killed: processes, mounts, cgroups, layers."""
+    """Finish the rollback of launchers that were killed: processes, mounts, cgroups, layers,
+    and compute systems nspawn owns that no live launcher holds."""
     from nspawn import backends
     from nspawn.journal import finish, read_journals
 
     reporter = _reporter(ctx)
     failed = False
+    live = set()
     for orphan in read_journals():
         if orphan.alive:
+            live.add(orphan.container_id)
             continue
         report = finish(orphan, backends.load(orphan.header["backend"]).RELEASERS)
         for what in report.released:
@@ -299,18 +317,39 @@ def cleanup(ctx):
         for what in report.failed:
             failed = True
             reporter.error(f"{orphan.container_id}: not released: {what}")
+    for name, system in _owned_elsewhere(live):
+        try:
+            backends.load(name).terminate_owned(system["id"])
+        except Exception as e:  # one that fails must not keep the others running
+            failed = True
+            reporter.error(f"{system['id']}: not terminated: {e}")
+        else:
+            click.echo(f"{system['id']}: terminated its compute system")
     ctx.exit(exitcodes.LAUNCHER if failed else exitcodes.OK)
 
 
 @cli.command()
 @click.option("--backend", type=click.Choice(["auto", "hcs", "linux"]), default="auto")
-def doctor(backend):
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+              help="Also judge this config against the host (its parent layer, its limits).")
+@click.pass_context
+def doctor(ctx, backend, config_path):
     """Report what this host can do: isolation, and which limits will be enforced."""
     from nspawn import backends
 
+    config = None
+    if config_path:
+        from nspawn.config.resolve import load_config
+        from nspawn.errors import ConfigError
+
+        try:
+            config = load_config(config_path, {"backend": backend} if backend != "auto" else {})
+        except ConfigError as e:
+            _fail_config(ctx, e)
+        backend = config.backend
     name = backends.choose(backend, "windows" if sys.platform == "win32" else "posix")
     ok_all = True
-    for check, ok, detail in backends.load(name).doctor():
+    for check, ok, detail in backends.load(name).doctor(config):
         ok_all &= ok
         click.echo(f"{'ok ' if ok else 'NO '} {check}: {detail}")
     sys.exit(exitcodes.OK if ok_all else 1)

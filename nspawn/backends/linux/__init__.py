@@ -16,7 +16,7 @@ def execute(the_plan: LinuxPlan, session) -> None:
     run(the_plan, session)
 
 
-def doctor() -> list[tuple[str, bool, str]]:
+def doctor(config=None) -> list[tuple[str, bool, str]]:
     from nspawn.backends.linux.doctor import doctor as check
 
-    return check()
+    return check(config)

@@ -28,7 +28,7 @@ def _in_child(action) -> str | None:
     return None if status == 0 else why or f"exit status {status}"
 
 
-def _overlay() -> str | None:
+def _overlay(lower: str) -> str | None:
     with open("/proc/filesystems") as f:
         if "overlay" not in f.read().split():
             return "overlay is not in /proc/filesystems (modprobe overlay)"
@@ -40,22 +40,24 @@ def _overlay() -> str | None:
         def mount() -> None:
             libc.unshare(libc.CLONE_NEWNS)
             libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
-            libc.mount("overlay", f"{base}/root", "overlay", 0, f"lowerdir=/,upperdir={base}/upper,workdir={base}/work")
+            libc.mount("overlay", f"{base}/root", "overlay", 0, f"lowerdir={lower},upperdir={base}/upper,workdir={base}/work")
 
         return _in_child(mount)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def doctor() -> list[tuple[str, bool, str]]:
+def doctor(config=None) -> list[tuple[str, bool, str]]:
+    """The host's abilities; with a config, judged for what that config asks (its root, its limits)."""
     checks: list[tuple[str, bool, str]] = []
     root = os.geteuid() == 0
     checks.append(("root", root, "running as root" if root else "the Linux backend needs root (no user namespaces yet)"))
     for name, flag in libc.NAMESPACE_FLAGS.items():
         why = _in_child(lambda: libc.unshare(flag))
         checks.append((f"{name} namespace", why is None, "usable" if why is None else why))
-    why = _overlay()
-    checks.append(("overlayfs", why is None, "an overlay on the host's / mounts" if why is None else why))
+    lower = config.parent_layer_directory if config and config.parent_layer_directory else "/"
+    why = _overlay(lower)
+    checks.append(("overlayfs", why is None, f"an overlay on {lower} mounts" if why is None else why))
 
     try:
         layout = cgroups.detect()
@@ -84,4 +86,12 @@ def doctor() -> list[tuple[str, bool, str]]:
         if controller == "cpuset":
             detail += "; sched_setaffinity makes the payload see it"
         checks.append((f"{controller} controller", ok, detail))
+    if config is not None:
+        asked = config.limits.asked()
+        for controller, fields in cgroups.FIELDS.items():
+            for name in fields:
+                if name in asked:
+                    enforced = layout.available(controller)
+                    checks.append((f"{name} (asked by {config.source})", enforced,
+                                   "will be enforced" if enforced else f"cannot be enforced: no {controller} controller"))
     return checks

@@ -1,0 +1,45 @@
+"""`nspawn doctor` on this host: what it can isolate and enforce, and for a given config."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import nspawn
+from tests.linux.conftest import needs_root
+
+pytestmark = needs_root
+
+
+def lines(result) -> dict[str, str]:
+    """check -> "ok ..." or "NO ..." line."""
+    return {line[4:].split(":", 1)[0]: line for line in result.stdout.splitlines()}
+
+
+def test_the_host_report_names_every_namespace_and_controller():
+    r = nspawn("doctor")
+    checks = lines(r)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for name in ("root", "mount namespace", "pid namespace", "net namespace", "overlayfs", "cgroup layout",
+                 "memory controller", "cpu controller", "cpuset controller", "io controller", "pids controller"):
+        assert checks[name].startswith("ok "), checks
+
+
+def test_a_config_is_judged_with_its_own_root_and_limits(tmp_path):
+    root = tmp_path / "rootfs"
+    root.mkdir()
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps({"process_executable": "/bin/true", "parent_layer_directory": str(root),
+                                "max_ram_mb": 64, "max_processes": 10}))
+    r = nspawn("doctor", "-c", str(path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"an overlay on {root} mounts" in r.stdout
+    checks = lines(r)
+    assert checks[f"max_ram_mb (asked by {path})"].startswith("ok ") and checks[f"max_processes (asked by {path})"].startswith("ok ")
+    assert not any("cpus_count" in k for k in checks)  # only what the config asks
+
+
+def test_a_bad_config_is_a_usage_error_not_a_report(tmp_path):
+    path = tmp_path / "job.json"
+    path.write_text('{"process_executable": "/bin/true", "max_ram_mb": "lots"}')
+    r = nspawn("doctor", "-c", str(path))
+    assert r.returncode == 2 and "max_ram_mb" in r.stderr and r.stdout == ""
