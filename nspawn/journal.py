@@ -13,7 +13,6 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping
 
 Releaser = Callable[[dict], None]
@@ -50,22 +49,20 @@ def _lock(fd: int, blocking: bool) -> bool:
         return False
 
 
-@dataclass
+# Plain classes, not dataclasses: defining dataclasses costs every launch milliseconds.
 class Entry:
-    index: int
-    kind: str
-    data: dict
-    released: bool = False
+    def __init__(self, index: int, kind: str, data: dict, released: bool = False):
+        self.index, self.kind, self.data, self.released = index, kind, data, released
 
     def describe(self) -> str:
         what = self.data.get("what") or next((str(v) for v in self.data.values()), "")
         return f"{self.kind} {what}".strip()
 
 
-@dataclass
 class ReleaseReport:
-    released: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)  # "what: why"
+    def __init__(self, released: list[str] | None = None, failed: list[str] | None = None):
+        self.released = released or []
+        self.failed = failed or []  # "what: why"
 
 
 class Journal:
@@ -130,14 +127,11 @@ def release(entries: list[Entry], releasers: Mapping[str, Releaser], write: Call
     return report
 
 
-@dataclass
 class Orphan:
     """The journal of a launcher that is gone, as `ps` and `cleanup` see it."""
 
-    path: str
-    header: dict
-    entries: list[Entry]
-    alive: bool
+    def __init__(self, path: str, header: dict, entries: list[Entry], alive: bool):
+        self.path, self.header, self.entries, self.alive = path, header, entries, alive
 
     @property
     def container_id(self) -> str:

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import importlib
 import sys
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Capabilities:
+class Capabilities(NamedTuple):
     module: str
     network_modes: frozenset
     isolations: tuple
-    missing: dict = field(default_factory=dict)  # mode -> why it is not offered yet
+    missing: dict = {}  # mode -> why it is not offered yet (never mutated: the default is shared)
     requires: tuple = ()  # config fields the backend cannot run without
 
     def why_not(self, mode: str) -> str:

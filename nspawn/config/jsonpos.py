@@ -10,7 +10,6 @@ from __future__ import annotations
 import bisect
 import json
 import re
-from dataclasses import dataclass, field
 
 Path = tuple  # of str (object keys) and int (array indices)
 
@@ -36,12 +35,12 @@ def _quote(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-@dataclass
 class Positions:
-    text: str
-    values: dict = field(default_factory=dict)  # path -> offset of the value
-    keys: dict = field(default_factory=dict)  # path -> [offsets of each occurrence of the key]
-    _lines: list = field(default_factory=list)
+    def __init__(self, text: str):
+        self.text = text
+        self.values: dict = {}  # path -> offset of the value
+        self.keys: dict = {}  # path -> [offsets of each occurrence of the key]
+        self._lines: list = []
 
     def line_column(self, offset: int) -> tuple[int, int]:
         if not self._lines:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from nspawn import __version__, exitcodes
 from nspawn.config.jsonpos import Positions, locate, path_text
@@ -154,8 +154,7 @@ def check_schema(document) -> list[Finding]:
     return findings
 
 
-@dataclass(frozen=True)
-class Finding:
+class Finding(NamedTuple):
     """A problem at a place in the document, before it is given a file, line and column."""
 
     path: tuple

@@ -7,23 +7,21 @@ absolute in the target's flavour (Windows for HCS, POSIX for Linux).
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 DEFAULT_GRACE_SECONDS = 10.0
 
 
-@dataclass(frozen=True)
-class Mount:
+# NamedTuples rather than frozen dataclasses: as immutable, and several milliseconds cheaper
+# to define, which every launch pays.
+class Mount(NamedTuple):
     host_path: str
     container_path: str
     read_only: bool = False
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(NamedTuple):
     """Zero means no limit, as in hostcompute_nspawn."""
 
     max_ram_mb: int = 0
@@ -36,11 +34,10 @@ class Limits:
 
     def asked(self) -> dict[str, int | float]:
         """The limits the config sets, by field name."""
-        return {f.name: v for f in dataclasses.fields(self) if (v := getattr(self, f.name))}
+        return {name: v for name, v in self._asdict().items() if v}
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     process_executable: str
     process_arguments: tuple[str, ...] = ()
     process_directory: str | None = None
@@ -48,7 +45,7 @@ class Config:
     mapped_directory_read_only: bool = False
     parent_layer_directory: str | None = None
     stdout_filename: str | None = None
-    environment: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    environment: Mapping[str, str] = MappingProxyType({})
     working_directory: str | None = None
     hostname: str | None = None
     mounts: tuple[Mount, ...] = ()
@@ -63,4 +60,4 @@ class Config:
     flavour: str = "posix"  # of the container paths: "posix" or "windows"
 
     def replace(self, **changes) -> "Config":
-        return dataclasses.replace(self, **changes)
+        return self._replace(**changes)
