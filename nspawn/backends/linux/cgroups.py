@@ -11,7 +11,7 @@ import errno
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from nspawn.backends.linux.plan import CgroupLimits
 
@@ -25,12 +25,11 @@ FIELDS = {"memory": ("max_ram_mb",), "cpu": ("max_cpu_percent",), "cpuset": ("cp
           "io": ("max_storage_iops", "max_storage_bandwidth_bytes_per_sec"), "pids": ("max_processes",)}
 
 
-@dataclass
-class Layout:
+class Layout(NamedTuple):
     version: int  # 2: unified hierarchy holding the controllers; 1: one hierarchy per controller
     v2_mount: str | None = None
     v2_own: str = "/"
-    v1: dict[str, str] = field(default_factory=dict)  # v1 controller -> its mountpoint joined with our own group
+    v1: dict[str, str] = {}  # v1 controller -> its mountpoint joined with our own group (never mutated)
 
     def available(self, controller: str) -> bool:
         if self.version == 1:

@@ -8,6 +8,13 @@
 Setup failures travel to the launcher on the report pipe as one line "E<exit code> <step>:
 <message>" ("S<signal>" asks the launcher to signal itself, for tests); the pipe is close-on-exec, so its end of file after A's "P<pid of B>" line means
 the payload was exec'd (as runc does). B writes C's raw wait status to the status pipe.
+
+A launcher may run containers from several threads at once (`nspawn batch`). The fork copies
+only the forking thread, so nothing here takes a lock another thread may hold: no imports, no
+logging, only os calls, ctypes functions bound at import and files opened afresh. A closes at
+once every descriptor that is not its own run's, since a copy of another run's pipe would hold
+that run's end of file back until this container ended. PR_SET_PDEATHSIG fires when the
+launcher *thread* that forked A ends, so that thread must wait for its run to finish (it does).
 """
 
 from __future__ import annotations
@@ -16,19 +23,20 @@ import errno
 import os
 import select
 import signal
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from nspawn.backends.linux import libc, mounts
 from nspawn.backends.linux.plan import LinuxPlan
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
              signal.SIGWINCH, signal.SIGCONT)
+_step = "fork"  # the setup step this forked process is at: each child has its own copy
+
 # Python ignores these at start-up and ignored signals survive execve; the payload gets defaults.
 _RESET = FORWARDED + (signal.SIGPIPE, signal.SIGXFSZ)
 
 
-@dataclass
-class Launch:
+class Launch(NamedTuple):
     """What the forked processes need, prepared by the launcher before forking."""
 
     plan: LinuxPlan
@@ -47,15 +55,15 @@ class Launch:
     cap_last: int
     max_fd: int
     fail_at: tuple[str, str] | None  # test seam: (step, "" to fail, or a signal name to send the launcher)
-    step: str = "fork"
 
     def at(self, step: str) -> None:
-        self.step = step
+        global _step
+        _step = step
         # From inside the new PID namespace the launcher cannot be signalled; it signals itself.
         checkpoint(self.fail_at, step, lambda signum: os.write(self.report_w, b"S%d\n" % signum))
 
     def report(self, code: int, message: str) -> None:
-        os.write(self.report_w, f"E{code} {self.step}: {message}\n".encode(errors="replace"))
+        os.write(self.report_w, f"E{code} {_step}: {message}\n".encode(errors="replace"))
 
 
 def checkpoint(fail_at: tuple[str, str] | None, step: str, signal_launcher) -> None:
@@ -80,6 +88,15 @@ def _exit_code(status: int) -> int:
     return 128 - code if code < 0 else code
 
 
+def _close_all_but(keep: tuple[int, ...], max_fd: int) -> None:
+    """Close every descriptor from 3 up except those in `keep`."""
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, max_fd)
+
+
 def _fail(launch: Launch, e: BaseException) -> None:
     try:
         launch.report(125, str(e.strerror if isinstance(e, OSError) and e.strerror else e) or type(e).__name__)
@@ -99,6 +116,7 @@ def start(launch: Launch) -> int:
 
 
 def _stage_a(launch: Launch) -> None:
+    _close_all_but((launch.report_w, launch.status_w, *(launch.output_w or ())), launch.max_fd)
     for s in FORWARDED:
         signal.signal(s, signal.SIG_IGN)  # the launcher, which stops the container, gets them too
     libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -192,8 +210,7 @@ def _stage_c(launch: Launch) -> None:
         os.dup2(launch.output_w[1], 2)
     # Only stdio and the report pipe cross into the container: an inherited descriptor of a
     # host directory would be a way out.
-    os.closerange(3, launch.report_w)
-    os.closerange(launch.report_w + 1, launch.max_fd)
+    _close_all_but((launch.report_w,), launch.max_fd)
     os.umask(launch.umask)
     _set_oom_score_adj(launch.oom_score_adj)
     if plan.limits.cpus:

@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import posixpath
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from nspawn.config.host import DEFAULT_PATH
@@ -45,8 +43,7 @@ class CgroupLimits(NamedTuple):
     pids_max: int = 0
 
 
-@dataclass(frozen=True)
-class LinuxPlan:
+class LinuxPlan(NamedTuple):
     argv: tuple[str, ...]
     executable: str  # container path, or a command name looked up in the container's PATH
     env: tuple[tuple[str, str], ...]
@@ -71,7 +68,7 @@ class LinuxPlan:
         return sum(1 << CAPABILITIES[name] for name in self.capabilities)
 
     def to_json(self) -> dict:
-        data = dataclasses.asdict(self)
+        data = self._asdict()
         data["env"] = dict(self.env)
         data["mounts"] = [m._asdict() for m in self.mounts]
         data["limits"] = self.limits._asdict()
