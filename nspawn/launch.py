@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from nspawn import backends, exitcodes
 from nspawn.config.model import Config
 from nspawn.errors import Interrupted, NspawnError
@@ -13,18 +15,21 @@ def plan(config: Config):
     return backends.load(config.backend).plan(config)
 
 
-def run(config: Config, *, listener=None, container_id: str | None = None, stdout=None, stderr=None) -> Result:
+def run(config: Config, *, listener=None, container_id: str | None = None, stdout=None, stderr=None,
+        stop=None) -> Result:
     """Run the container to completion. Never raises for a failed run: the Result says what
     happened, and everything acquired has been released (or is listed as not released).
-    `listener(event, details)` hears phases and warnings as they happen."""
+    `listener(event, details)` hears phases and warnings as they happen. Without `stop`, SIGINT
+    and SIGTERM stop the run when it is on the main thread; a caller that routes signals itself
+    (runs on worker threads) passes a `session.Stop` and calls its `ask(signum)` from anywhere."""
     from nspawn.session import Session, signals_to  # not needed by a dry run
 
     backend = backends.load(config.backend)
     the_plan = backend.plan(config)
-    session = Session(config, listener=listener, container_id=container_id, stdout=stdout, stderr=stderr)
+    session = Session(config, listener=listener, container_id=container_id, stdout=stdout, stderr=stderr, stop=stop)
     result = session.result
     try:
-        with signals_to(session.stop):
+        with signals_to(session.stop) if stop is None else contextlib.nullcontext():
             try:
                 session.open_journal()
                 backend.execute(the_plan, session)

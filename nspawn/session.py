@@ -20,28 +20,43 @@ Listener = Callable[[str, dict], None]  # (event name, details)
 
 class Stop:
     """A stop request (SIGINT/SIGTERM). While the container process runs, the backend stops
-    it politely and then firmly; during setup and teardown the request interrupts at once."""
+    it politely and then firmly; during setup and teardown the request interrupts at once when
+    it comes from a signal handler on the run's own thread (`request`), or at the next phase
+    when it comes from another thread (`ask`: a caller running many runs on worker threads)."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
         self.event = threading.Event()
         self.deferred = False  # true while the backend handles stops itself
+        self.handled = False  # raised as Interrupted, or seen by the backend's own handling
 
     def request(self, signum: int) -> None:
+        """From a signal handler on the thread that runs: raises Interrupted there."""
         first = self.signum is None
+        self.ask(signum)
+        if first and not self.deferred:
+            self.handled = True
+            raise Interrupted(signum)
+
+    def ask(self, signum: int) -> None:
+        """From any thread: never raises; the run acts on it at its next phase or wait tick."""
         self.signum = self.signum or signum
         self.event.set()
-        if first and not self.deferred:
-            raise Interrupted(signum)
+
+    def check(self) -> None:
+        """Raise a stop that was asked and not yet acted on, unless the backend handles stops now."""
+        if self.signum is not None and not self.deferred and not self.handled:
+            self.handled = True
+            raise Interrupted(self.signum)
 
 
 class Session:
     def __init__(self, config: Config, *, listener: Listener | None = None, container_id: str | None = None,
-                 stdout=None, stderr=None):
+                 stdout=None, stderr=None, stop: Stop | None = None):
         self.config = config
         self.container_id = container_id or new_container_id()
         self.listener = listener or (lambda event, details: None)
-        self.stop = Stop()
+        self.stop = stop or Stop()
         self.stdout = stdout  # binary streams the container's output is copied to (None: the launcher's)
         self.stderr = stderr
         self.result = Result(self.container_id, config.backend, exit_code=0)
@@ -53,6 +68,7 @@ class Session:
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
+        self.stop.check()  # where a stop asked from another thread takes effect
         self.listener("phase", {"phase": name})
         start = time.perf_counter()
         try:
@@ -68,6 +84,7 @@ class Session:
             yield self.stop
         finally:
             self.stop.deferred = False
+            self.stop.handled |= self.stop.signum is not None  # the backend has acted on it
 
     def applied(self, field: str, value: object) -> None:
         self.result.limits_applied[field] = value

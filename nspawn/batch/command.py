@@ -1,12 +1,82 @@
-"""The `nspawn batch` click command."""
+"""`nspawn batch PATH…`: many configs as jobs in one launcher process, with reports CI reads."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import sys
+import time
+
 import click
 
+from nspawn import exitcodes
+from nspawn.cli import Duration, Size
 
-@click.command()
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("paths", nargs=-1, required=True)
-def batch(paths):
-    """Run many configs as jobs."""
-    raise click.UsageError("not yet implemented")
+@click.option("-j", "--jobs", "slots", type=click.IntRange(1), default=os.cpu_count() or 1, show_default="CPUs",
+              help="Most jobs running at once.")
+@click.option("--logs", "logs_dir", type=click.Path(file_okay=False), help="Keep each job's stdout and stderr in DIR/<job>.stdout and .stderr.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write one JSON record per job to this file.")
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False), help="Write JUnit XML (a job is a test case) to this file.")
+@click.option("--fail-fast", is_flag=True, help="After the first failed job, stop the running ones and start no more.")
+@click.option("--timeout", "timeout_seconds", type=Duration(), default=0, help="Per-job timeout for configs that set none (30, 90s, 5m).")
+@click.option("--retries", type=click.IntRange(0), default=0, help="Run a job again after a launcher failure (exit 125), at most N times.")
+@click.option("--memory-budget", type=Size(1 << 20, "size"), help="Memory the running jobs' limits may add up to (MiB or 512M, 4G; default: MemAvailable).")
+@click.pass_context
+def batch(ctx, paths, slots, logs_dir, report_path, junit_path, fail_fast, timeout_seconds, retries, memory_budget):
+    """Run every config in PATHS (files, directories of *.json, globs) as a job, at most -j at once.
+
+    Exit 0 when every job succeeded, 1 otherwise, 2 on usage errors, 128+N when stopped by
+    signal N (the report and JUnit file are still written, with the jobs that did not run).
+    """
+    from nspawn.batch import admission, display, scheduler, sources
+    from nspawn.batch.executor import LocalExecutor
+    from nspawn.batch.jobs import Job, not_run
+    from nspawn.batch.runner import one_line
+    from nspawn.config.resolve import load_config
+    from nspawn.errors import ConfigError
+    from nspawn.ui import Reporter
+
+    reporter = Reporter(ctx.find_root().obj or 0)
+    files, problems = sources.expand(list(paths))
+    if problems:
+        for problem in problems:
+            reporter.error(str(problem))
+        ctx.exit(exitcodes.USAGE)
+    if logs_dir:
+        try:
+            os.makedirs(logs_dir, exist_ok=True)
+        except OSError as e:
+            raise click.UsageError(f"--logs {logs_dir}: {e.strerror}") from None
+    budget = memory_budget * admission.MIB if memory_budget else admission.memory_available()
+    started = time.time()
+    jobs, refused = [], {}
+    for path, name in zip(files, sources.job_names(files)):
+        job = Job(name, os.path.abspath(path), timeout_seconds=timeout_seconds, retries=retries,
+                  logs_dir=os.path.abspath(logs_dir) if logs_dir else None)
+        try:  # the file checks here, for admission; the host checks where the job runs
+            job = dataclasses.replace(job, demand=admission.demand_of(load_config(path)))
+        except ConfigError as e:
+            refused[name] = not_run(job, one_line(e), exit_code=e.exit_code)
+        jobs.append(job)
+    shown = display.make(len(jobs), sys.stderr)
+    executor = LocalExecutor(slots)
+    try:
+        outcome = scheduler.run_batch(jobs, refused, executor, admission.Admission(budget), slots, shown,
+                                      fail_fast=fail_fast)
+    finally:
+        executor.close()
+    shown.close(outcome, time.time() - started)
+    from nspawn.batch.junit import write_junit
+    from nspawn.batch.report import write_report
+
+    for path, write in ((report_path, write_report), (junit_path, write_junit)):
+        if path:
+            try:
+                write(path, outcome, started)
+            except OSError as e:
+                reporter.error(f"{path}: cannot write it: {e.strerror}")
+                ctx.exit(exitcodes.LAUNCHER)
+    ctx.exit(outcome.exit_code)

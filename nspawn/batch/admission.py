@@ -1,0 +1,63 @@
+"""Admission by resources: a job starts only when the memory limits of the running jobs plus
+its own fit in the memory budget, and none of its pinned CPUs is pinned by a running job.
+
+The budget is what the host had available (MemAvailable) when the batch started, or less when
+asked: counting the running jobs' limits against a fresh MemAvailable would count their memory
+twice. Jobs without a memory limit reserve nothing (nothing bounds them to reserve).
+"""
+
+from __future__ import annotations
+
+from nspawn.batch.jobs import Demand
+from nspawn.config.model import Config
+
+MIB = 1 << 20
+
+
+def demand_of(config: Config) -> Demand:
+    mask = config.limits.cpu_affinity
+    return Demand(config.limits.max_ram_mb * MIB, tuple(cpu for cpu in range(mask.bit_length()) if mask >> cpu & 1))
+
+
+def memory_available(meminfo: str = "/proc/meminfo") -> int | None:
+    """MemAvailable in bytes; None where the host does not say (not Linux)."""
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _mib(n: int) -> str:
+    return f"{n / MIB:.0f} MiB"
+
+
+class Admission:
+    def __init__(self, memory_budget: int | None):
+        self.memory_budget = memory_budget  # None: memory is not admitted by
+        self.memory_reserved = 0
+        self.cpus_taken: set[int] = set()
+
+    def never_fits(self, demand: Demand) -> str | None:
+        """Why the job could not start even alone, or None."""
+        if self.memory_budget is not None and demand.memory_bytes > self.memory_budget:
+            return (f"its memory limit of {_mib(demand.memory_bytes)} exceeds the {_mib(self.memory_budget)} "
+                    "this host has available for the batch; it can never start")
+        return None
+
+    def admit(self, demand: Demand) -> bool:
+        """Reserve what the job holds, if it fits now."""
+        if self.memory_budget is not None and self.memory_reserved + demand.memory_bytes > self.memory_budget:
+            return False
+        if self.cpus_taken.intersection(demand.cpus):
+            return False
+        self.memory_reserved += demand.memory_bytes
+        self.cpus_taken.update(demand.cpus)
+        return True
+
+    def release(self, demand: Demand) -> None:
+        self.memory_reserved -= demand.memory_bytes
+        self.cpus_taken.difference_update(demand.cpus)

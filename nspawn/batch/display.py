@@ -1,0 +1,131 @@
+"""What `nspawn batch` shows on stderr while it runs: on a terminal a live rich display (overall
+progress with ETA, a row per running job with its elapsed time and memory, a table per job at
+the end); otherwise one plain line per event, for CI logs."""
+
+from __future__ import annotations
+
+import collections
+import time
+
+from nspawn.batch.jobs import FAILED, INTERRUPTED, PASSED, Job, JobResult
+from nspawn.batch.scheduler import Listener, Outcome, counts
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def limits_hit(result: JobResult) -> str:
+    run = result.run or {}
+    hit = ["timeout"] * bool(run.get("timed_out")) + ["memory"] * bool(run.get("oom_killed"))
+    return ", ".join(hit + [f"{name} not enforced" for name in run.get("limits_not_enforced", {})]) or "-"
+
+
+def rolled_back(result: JobResult) -> str:
+    kinds = collections.Counter(what.split(" ", 1)[0] for what in (result.run or {}).get("rolled_back", []))
+    return ", ".join(f"{n} {kind}" if n > 1 else kind for kind, n in kinds.items()) or "-"
+
+
+def summary(outcome: Outcome, seconds: float) -> str:
+    found = counts(outcome.results)
+    parts = ", ".join(f"{n} {status}" for status, n in found.items() if n)
+    stopped = f"; stopped by signal {outcome.interrupted_by}" if outcome.interrupted_by else ""
+    stopped += "; stopped after the first failure (--fail-fast)" if outcome.fail_fast_stop else ""
+    return f"{len(outcome.results)} jobs in {seconds:.1f} s: {parts}{stopped}"
+
+
+class PlainDisplay(Listener):
+    def __init__(self, total: int, stream):
+        self.total, self.stream, self.done = total, stream, 0
+        self.width = len(str(total))
+
+    def _line(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def started(self, job: Job) -> None:
+        self._line(f"[{self.done:>{self.width}}/{self.total}] start       {job.name}")
+
+    def finished(self, result: JobResult) -> None:
+        self.done += 1
+        code = "" if result.exit_code is None else f" exit {result.exit_code}"
+        error = f": {result.error}" if result.error and result.status != PASSED else ""
+        self._line(f"[{self.done:>{self.width}}/{self.total}] {result.status:<11} {result.name}{code} "
+                   f"{result.duration:.2f}s{error}")
+
+    def close(self, outcome: Outcome, seconds: float) -> None:
+        self._line(summary(outcome, seconds))
+
+
+_STYLE = {PASSED: "green", FAILED: "bold red", INTERRUPTED: "yellow", "not run": "dim"}
+
+
+class LiveDisplay(Listener):
+    def __init__(self, total: int, console):
+        from rich.live import Live
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.console = console
+        self.progress = Progress(TextColumn("jobs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                 TextColumn("ETA"), TimeRemainingColumn(), console=console)
+        self.task = self.progress.add_task("jobs", total=total)
+        self.running: dict[str, float] = {}
+        self.memory: dict[str, int] = {}
+        self.live = Live(self._render(), console=console, refresh_per_second=8, transient=True)
+        self.live.start()
+
+    def _render(self):
+        from rich.console import Group
+        from rich.table import Table
+
+        table = Table(box=None, show_header=bool(self.running), pad_edge=False)
+        for column in ("running", "elapsed", "memory"):
+            table.add_column(column, justify="left" if column == "running" else "right")
+        now = time.monotonic()
+        for name, since in self.running.items():
+            table.add_row(name, f"{now - since:.1f}s", _size(self.memory.get(name)))
+        return Group(self.progress, table)
+
+    def started(self, job: Job) -> None:
+        self.running[job.name] = time.monotonic()
+        self.live.update(self._render())
+
+    def finished(self, result: JobResult) -> None:
+        self.running.pop(result.name, None)
+        self.progress.advance(self.task)
+        if result.status != PASSED and result.error:
+            from rich.markup import escape
+
+            self.live.console.print(f"[{_STYLE[result.status]}]{result.status}[/] {escape(result.name)}: {escape(result.error)}")
+        self.live.update(self._render())
+
+    def tick(self, memory: dict[str, int]) -> None:
+        self.memory = memory
+        self.live.update(self._render())
+
+    def close(self, outcome: Outcome, seconds: float) -> None:
+        from rich.markup import escape
+        from rich.table import Table
+
+        self.live.stop()
+        table = Table(title="nspawn batch")
+        for column in ("job", "status", "exit", "duration", "peak memory", "limits hit", "rolled back"):
+            table.add_column(column, justify="right" if column in ("exit", "duration", "peak memory") else "left")
+        for r in outcome.results:
+            table.add_row(escape(r.name), f"[{_STYLE[r.status]}]{r.status}[/]", "-" if r.exit_code is None else str(r.exit_code),
+                          f"{r.duration:.2f}s", _size(r.peak_memory_bytes), limits_hit(r), rolled_back(r))
+        self.console.print(table)
+        self.console.print(summary(outcome, seconds))
+
+
+def make(total: int, stream):
+    """The live display on a terminal (unless NO_COLOR or TERM=dumb), plain lines otherwise."""
+    from nspawn.ui import Reporter
+
+    console = Reporter(stream=stream).console
+    return LiveDisplay(total, console) if console is not None else PlainDisplay(total, stream)

@@ -1,0 +1,68 @@
+"""The batch's job model: a job and its result are plain data (strings, numbers, lists, dicts),
+so that an executor may run jobs in this process, in others, or on other machines.
+
+A job names its config by path: the executing host must see the same file (a checkout shared
+by the machines), because the config's relative host paths are relative to the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+PASSED, FAILED, INTERRUPTED, NOT_RUN = "passed", "failed", "interrupted", "not run"
+
+
+@dataclass(frozen=True)
+class Demand:
+    """What a job holds while it runs, for admission: its memory limit and its pinned CPUs."""
+
+    memory_bytes: int = 0  # 0: no limit, nothing to reserve
+    cpus: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str  # unique in the batch; its log files are <name>.stdout and <name>.stderr
+    config_path: str  # absolute
+    timeout_seconds: float = 0  # applies when the config sets none
+    retries: int = 0  # further attempts after a launcher failure (exit 125)
+    logs_dir: str | None = None  # where the executing host keeps the output; None: only its tail
+    demand: Demand = Demand()
+
+
+@dataclass
+class JobResult:
+    name: str
+    config_path: str
+    status: str  # PASSED, FAILED, INTERRUPTED or NOT_RUN
+    exit_code: int | None = None  # None: not run
+    error: str | None = None  # one line
+    attempts: int = 0
+    started: float | None = None  # seconds since the epoch, on the executing host
+    ended: float | None = None
+    run: dict | None = None  # nspawn.result.Result.to_dict() of the last attempt
+    peak_memory_bytes: int | None = None
+    stdout_log: str | None = None
+    stderr_log: str | None = None
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    demand: Demand = field(default_factory=Demand)
+
+    @property
+    def duration(self) -> float:
+        return round(self.ended - self.started, 6) if self.started is not None and self.ended is not None else 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def status_of(exit_code: int, interrupted_by: int | None) -> str:
+    if exit_code == 0:
+        return PASSED
+    return INTERRUPTED if interrupted_by else FAILED
+
+
+def not_run(job: Job, why: str | None = None, *, exit_code: int | None = None) -> JobResult:
+    """A job that never started: skipped after a stop, or refused (a bad config, too big to fit)."""
+    return JobResult(job.name, job.config_path, FAILED if exit_code else NOT_RUN, exit_code=exit_code,
+                     error=why, demand=job.demand)

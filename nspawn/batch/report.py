@@ -1,0 +1,68 @@
+"""--report FILE.json: one record per job, plus what the batch as a whole did."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from nspawn.batch.jobs import JobResult
+from nspawn.batch.scheduler import Outcome, counts
+
+VERSION = 1
+
+
+def record(result: JobResult) -> dict:
+    run = result.run or {}
+    errors = [e for e in [result.error, *run.get("rollback_failures", [])] if e]
+    return {
+        "name": result.name,
+        "config": result.config_path,
+        "status": result.status,
+        "exit_code": result.exit_code,
+        "attempts": result.attempts,
+        "started": result.started,
+        "ended": result.ended,
+        "duration_seconds": result.duration,
+        "timings": run.get("timings", {}),
+        "limits_applied": run.get("limits_applied", {}),
+        "limits_not_enforced": run.get("limits_not_enforced", {}),
+        "errors": list(dict.fromkeys(errors)),
+        "timed_out": run.get("timed_out", False),
+        "oom_killed": run.get("oom_killed", False),
+        "signal": run.get("signal"),
+        "interrupted_by": run.get("interrupted_by"),
+        "peak_memory_bytes": result.peak_memory_bytes,
+        "memory_reserved_bytes": result.demand.memory_bytes,
+        "pinned_cpus": list(result.demand.cpus),
+        "rolled_back": run.get("rolled_back", []),
+        "container_id": run.get("container_id"),
+        "stdout_log": result.stdout_log,
+        "stderr_log": result.stderr_log,
+    }
+
+
+def document(outcome: Outcome, started: float) -> dict:
+    return {
+        "version": VERSION,
+        "started": started,
+        "ended": time.time(),
+        "exit_code": outcome.exit_code,
+        "interrupted_by": outcome.interrupted_by,
+        "counts": counts(outcome.results),
+        "jobs": [record(r) for r in outcome.results],
+    }
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Readers (a CI step, a dashboard) see the old file or the whole new one, never half."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    with open(temporary, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(temporary, path)
+
+
+def write_report(path: str, outcome: Outcome, started: float) -> None:
+    write_atomically(path, json.dumps(document(outcome, started), indent=2, ensure_ascii=False) + "\n")

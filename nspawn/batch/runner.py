@@ -1,0 +1,99 @@
+"""One job, run on this host through the public API: what every executor calls where the job
+runs. Output goes to the job's log files (when it has a logs directory) and its tail is kept
+for the result."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import nspawn
+from nspawn import exitcodes
+from nspawn.batch.jobs import Job, JobResult, status_of
+from nspawn.config.resolve import load_config
+from nspawn.errors import ConfigError
+from nspawn.session import Stop
+
+TAIL_BYTES = 16 * 1024
+
+
+class Output:
+    """A binary stream the container's output is copied to: the log file (if any) and a tail."""
+
+    def __init__(self, path: str | None):
+        self.path = path
+        self._file = open(path, "wb", buffering=0) if path else None
+        self._tail = bytearray()
+
+    def write(self, data: bytes) -> int:
+        if self._file is not None:
+            self._file.write(data)
+        self._tail += data
+        if len(self._tail) > 2 * TAIL_BYTES:
+            del self._tail[:-TAIL_BYTES]
+        return len(data)
+
+    def flush(self) -> None:
+        pass  # the log file is unbuffered
+
+    def tail(self) -> str:
+        return self._tail[-TAIL_BYTES:].decode(errors="replace")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def one_line(error: ConfigError) -> str:
+    first = str(error.problems[0]) if error.problems else str(error)
+    more = len(error.problems) - 1
+    return first + (f" (and {more} more problem{'s' * (more > 1)})" if more > 0 else "")
+
+
+def run_job(job: Job, stop: Stop, listener=None) -> JobResult:
+    """Validate the config against this host and run it, again after a launcher failure while
+    retries are left; never raises for a failed job."""
+    result = JobResult(job.name, job.config_path, status="failed", demand=job.demand, started=time.time())
+    logs = (os.path.join(job.logs_dir, job.name + ".stdout"), os.path.join(job.logs_dir, job.name + ".stderr")) \
+        if job.logs_dir else (None, None)
+    result.stdout_log, result.stderr_log = logs
+    try:
+        config = load_config(job.config_path, host=True)
+    except ConfigError as e:
+        result.exit_code, result.error, result.ended = e.exit_code, one_line(e), time.time()
+        return result
+    if job.timeout_seconds and not config.timeout_seconds:
+        config = config.replace(timeout_seconds=job.timeout_seconds)
+    for attempt in range(1, job.retries + 2):
+        out, err = Output(logs[0]), Output(logs[1])
+        try:
+            ran = nspawn.run(config, stop=stop, stdout=out, stderr=err, listener=listener)
+        finally:
+            out.close()
+            err.close()
+        result.attempts = attempt
+        if ran.exit_code != exitcodes.LAUNCHER or stop.signum is not None:
+            break
+    result.ended = time.time()
+    result.run = ran.to_dict()
+    result.exit_code, result.error = ran.exit_code, _error(ran)
+    result.status = status_of(ran.exit_code, ran.interrupted_by)
+    result.peak_memory_bytes = ran.peak_memory_bytes
+    result.stdout_tail, result.stderr_tail = out.tail(), err.tail()
+    return result
+
+
+def _error(ran) -> str | None:
+    if ran.error:
+        return ran.error
+    if ran.rollback_failures:
+        return "not released: " + "; ".join(ran.rollback_failures)
+    if ran.timed_out:
+        return f"the timeout expired; the container was stopped (exit {ran.exit_code})"
+    if ran.oom_killed:
+        return "the memory limit was hit; the container was killed"
+    if ran.interrupted_by:
+        return f"stopped by signal {ran.interrupted_by}"
+    if ran.signal:
+        return f"killed by signal {ran.signal}"
+    return None

@@ -1,0 +1,134 @@
+"""The batch's loop on the main thread: admit and submit jobs, collect results, and turn
+SIGINT/SIGTERM (or --fail-fast) into a stop of every running job.
+
+The signal handler only notes the signal: stopping the jobs takes the executor's lock, which
+the main thread may hold at the moment the handler runs on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from nspawn.batch.admission import Admission
+from nspawn.batch.executor import Executor
+from nspawn.batch.jobs import FAILED, INTERRUPTED, PASSED, Job, JobResult, not_run
+
+TICK = 0.1  # how often the loop looks at signals and samples memory
+
+
+@dataclass
+class Outcome:
+    results: list[JobResult]
+    interrupted_by: int | None = None  # the signal that stopped the batch
+    fail_fast_stop: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted_by:
+            return 128 + self.interrupted_by
+        return 0 if all(r.status == PASSED for r in self.results) else 1
+
+
+@dataclass
+class _Caught:
+    signum: int | None = None
+    wake: threading.Event = field(default_factory=threading.Event)
+
+
+@contextlib.contextmanager
+def _signals() -> Iterator[_Caught]:
+    caught = _Caught()
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+
+    def note(signum, frame):
+        caught.signum = caught.signum or signum
+        caught.wake.set()
+
+    handled = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {s: signal.signal(s, note) for s in handled}
+    try:
+        yield caught
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+class Listener:
+    """What the display hears; every method is called on the main thread."""
+
+    def started(self, job: Job) -> None: ...
+
+    def finished(self, result: JobResult) -> None: ...
+
+    def tick(self, memory: dict[str, int]) -> None: ...
+
+
+def run_batch(jobs: list[Job], refused: dict[str, JobResult], executor: Executor, admission: Admission,
+              slots: int, listener: Listener, *, fail_fast: bool = False) -> Outcome:
+    """Run `jobs` at most `slots` at once as admission allows; `refused` holds results for jobs
+    that fail before running (a bad config). Returns a result per job, in the jobs' order."""
+    results: dict[str, JobResult] = {}
+    pending: list[Job] = []
+    for job in jobs:
+        why = admission.never_fits(job.demand)
+        if job.name in refused or why:
+            results[job.name] = refused.get(job.name) or not_run(job, why, exit_code=2)
+            listener.finished(results[job.name])
+        else:
+            pending.append(job)
+    outcome = Outcome([])
+    running: dict[Future, Job] = {}
+    peaks: dict[str, int] = {}
+    stopping = fail_fast and any(r.status == FAILED for r in results.values())
+    with _signals() as caught:
+        while pending or running:
+            if caught.signum and outcome.interrupted_by is None:
+                outcome.interrupted_by = caught.signum
+                stopping = True
+                executor.stop(caught.signum)
+            if not stopping:
+                for job in list(pending):
+                    if len(running) >= slots:
+                        break
+                    if admission.admit(job.demand):
+                        pending.remove(job)
+                        running[executor.submit(job)] = job
+                        listener.started(job)
+            else:
+                pending.clear()
+            done, _ = wait(list(running), timeout=TICK, return_when=FIRST_COMPLETED)
+            for future in done:
+                job = running.pop(future)
+                admission.release(job.demand)
+                result = future.result()
+                if result.peak_memory_bytes is None:
+                    result.peak_memory_bytes = peaks.get(job.name)
+                results[job.name] = result
+                listener.finished(result)
+                if fail_fast and result.status == FAILED and not stopping:
+                    stopping = outcome.fail_fast_stop = True
+                    executor.stop(signal.SIGTERM)
+            memory = executor.sample()
+            for name, rss in memory.items():
+                peaks[name] = max(rss, peaks.get(name, 0))
+            listener.tick(memory)
+    for job in jobs:
+        if job.name not in results:
+            results[job.name] = not_run(job, "not run: the batch was stopped")
+            listener.finished(results[job.name])
+    outcome.results = [results[job.name] for job in jobs]
+    return outcome
+
+
+def counts(results: list[JobResult]) -> dict[str, int]:
+    found = {PASSED: 0, FAILED: 0, INTERRUPTED: 0, "not run": 0}
+    for r in results:
+        found[r.status] += 1
+    return found
