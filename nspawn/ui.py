@@ -21,6 +21,11 @@ class Reporter:
 
             self._console = Console(file=self.stream, highlight=False, soft_wrap=True)
 
+    @property
+    def console(self):
+        """The rich console on a terminal, else None (plain lines)."""
+        return self._console
+
     def _emit(self, style: str, prefix: str, text: str) -> None:
         if self._console is not None:
             from rich.markup import escape

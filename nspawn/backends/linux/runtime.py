@@ -12,6 +12,7 @@ import os
 import select
 import signal
 import stat
+import threading
 import time
 
 from nspawn import exitcodes
@@ -71,6 +72,18 @@ def _open_stdout(plan: LinuxPlan) -> int:
 def _read_oom_score_adj() -> str:
     with open("/proc/self/oom_score_adj") as f:
         return f.read().strip()
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    """The process's umask, which can only be read by setting it: runs on other threads must
+    not see (or keep) the value set meanwhile."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
 
 
 def _make_cgroups(plan: LinuxPlan, session: Session, fail_at, signal_me) -> tuple[cgroups.Layout | None, dict[str, str]]:
@@ -226,9 +239,8 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             lower=plan.lower_dir, upper=os.path.join(scratch, "upper"), work=os.path.join(scratch, "work"),
             root=os.path.join(scratch, "root"), binds=binds, report_w=report_w, status_w=status_w,
             output_w=(pump[0][1], pump[1][1]) if pump else None,
-            umask=os.umask(0o022), oom_score_adj=_read_oom_score_adj(), cap_last=cap_last, max_fd=os.sysconf("SC_OPEN_MAX"), fail_at=fail_at,
+            umask=_umask(), oom_score_adj=_read_oom_score_adj(), cap_last=cap_last, max_fd=os.sysconf("SC_OPEN_MAX"), fail_at=fail_at,
         )
-        os.umask(launch.umask)
         init.checkpoint(fail_at, "fork", signal_me)
         a_entry = journal.record("process", what="container launcher child")
         b_entry = journal.record("process", what="container init")
@@ -242,6 +254,7 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             nonlocal init_pid
             init_pid = pid
             journal.update(b_entry, pid=pid, start=start_time(pid))
+            session.listener("process", {"what": "container init", "pid": pid})
 
         error, code = _read_report(report_r, on_init)
         if error:
