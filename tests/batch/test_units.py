@@ -1,0 +1,158 @@
+"""Source expansion, admission, and the report and JUnit files, without running containers."""
+
+from __future__ import annotations
+
+import json
+import os
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from nspawn.batch import sources
+from nspawn.batch.admission import MIB, Admission, demand_of, memory_available
+from nspawn.batch.jobs import FAILED, INTERRUPTED, NOT_RUN, PASSED, Demand, Job, JobResult, not_run
+from nspawn.batch.junit import write_junit
+from nspawn.batch.report import write_report
+from nspawn.batch.scheduler import Outcome
+from nspawn.config.resolve import load_config
+from tests.batch.junit_schema import violations
+
+
+def _touch(path, text="{}"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return str(path)
+
+
+def test_files_directories_and_globs_expand_in_order_each_once(tmp_path):
+    a = _touch(tmp_path / "d" / "b.json")
+    b = _touch(tmp_path / "d" / "a.json")
+    _touch(tmp_path / "d" / "notes.txt")
+    _touch(tmp_path / "d" / "sub" / "deep.json")
+    c = _touch(tmp_path / "g" / "x1.json")
+    d = _touch(tmp_path / "g" / "x2.json")
+    files, problems = sources.expand([str(tmp_path / "d"), str(tmp_path / "g" / "x*.json"), a, str(tmp_path / "g" / "x1.json")])
+    assert problems == []
+    assert files == [b, a, c, d]  # the directory sorted, not recursive; duplicates dropped
+
+
+def test_paths_that_name_nothing_are_problems(tmp_path):
+    (tmp_path / "empty").mkdir()
+    files, problems = sources.expand([str(tmp_path / "missing.json"), str(tmp_path / "empty"), str(tmp_path / "*.nope")])
+    assert files == []
+    assert [p.message for p in problems] == ["no such file", "the directory holds no *.json file", "the pattern matches no file"]
+
+
+def test_job_names_are_unique_and_safe_for_file_names(tmp_path):
+    files = [_touch(tmp_path / "a" / "x.json"), _touch(tmp_path / "b" / "x.json"), _touch(tmp_path / "a__x.json")]
+    names = sources.job_names(files)
+    assert names == ["a__x", "b__x", "a__x-2"]
+    assert all(os.sep not in n for n in names)
+
+
+def test_demand_is_the_memory_limit_and_the_pinned_cpus():
+    config = load_config(None, {"process_executable": "/bin/true", "max_ram_mb": 64, "cpu_affinity_hex": "0x5"})
+    assert demand_of(config) == Demand(64 * MIB, (0, 2))
+    assert demand_of(load_config(None, {"process_executable": "/bin/true"})) == Demand(0, ())
+
+
+def test_admission_holds_memory_and_cpus_until_released():
+    admission = Admission(memory_budget=200 * MIB)
+    big, small, pinned = Demand(120 * MIB), Demand(64 * MIB), Demand(0, (1,))
+    assert admission.admit(big) and admission.admit(small)
+    assert not admission.admit(small)  # 248 MiB > 200 MiB
+    assert admission.admit(Demand())  # no limit: nothing to reserve
+    assert admission.admit(pinned) and not admission.admit(Demand(0, (0, 1)))
+    admission.release(big)
+    assert admission.admit(small) and admission.admit(Demand(0, (0,)))
+    admission.release(pinned)
+    assert admission.memory_reserved == 128 * MIB and admission.cpus_taken == {0}
+
+
+def test_a_job_bigger_than_the_budget_never_fits_and_says_so():
+    admission = Admission(memory_budget=100 * MIB)
+    assert admission.never_fits(Demand(64 * MIB)) is None
+    assert "200 MiB exceeds the 100 MiB" in admission.never_fits(Demand(200 * MIB))
+    assert Admission(None).never_fits(Demand(1 << 50)) is None  # a host that does not say: not admitted by memory
+
+
+def test_memory_available_reads_meminfo(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:  1000 kB\nMemFree:  10 kB\nMemAvailable:  512 kB\n")
+    assert memory_available(str(meminfo)) == 512 * 1024
+    assert memory_available(str(tmp_path / "none")) is None
+
+
+def _results():
+    demand = Demand(64 * MIB, (1,))
+    run = {"container_id": "c1", "timings": {"setup": 0.01, "run": 0.2, "rollback": 0.003}, "limits_applied": {"max_ram_mb": "67108864 bytes"},
+           "limits_not_enforced": {"max_storage_iops": "no block device"}, "rolled_back": ["scratch /s/c1", "process 12"],
+           "rollback_failures": [], "timed_out": False, "oom_killed": False, "signal": None, "interrupted_by": None}
+    ok = JobResult("ok", "/c/ok.json", PASSED, 0, attempts=1, started=100.0, ended=100.25, run=run, demand=demand,
+                   stdout_tail="hello\n", peak_memory_bytes=1 << 20)
+    failed = JobResult("bad exit", "/c/f.json", FAILED, 3, attempts=1, started=100.0, ended=101.0, run={**run, "container_id": "c2"},
+                       stdout_tail="".join(f"line {i}\n" for i in range(500)), stderr_tail="oops \x00\x1b[31m\x07 done\n")
+    timeout = JobResult("slow", "/c/s.json", FAILED, 124, error="the timeout expired", attempts=1, started=100.0, ended=102.0,
+                        run={**run, "timed_out": True})
+    launcher = JobResult("broken", "/c/b.json", FAILED, 125, error="setting up failed", attempts=3, started=100.0, ended=100.1,
+                         run={**run, "rollback_failures": ["cgroup /x: busy"]})
+    refused = not_run(Job("config", "/c/c.json"), "/c/c.json:1:2: $.x: unknown key", exit_code=2)
+    stopped = JobResult("stopped", "/c/t.json", INTERRUPTED, 130, error="stopped by signal 2", attempts=1, started=100.0, ended=100.5,
+                        run={**run, "interrupted_by": 2})
+    skipped = not_run(Job("later", "/c/l.json"), "not run: the batch was stopped")
+    return [ok, failed, timeout, launcher, refused, stopped, skipped]
+
+
+def test_the_report_has_one_record_per_job_with_what_happened(tmp_path):
+    path = tmp_path / "out" / "report.json"
+    write_report(str(path), Outcome(_results(), interrupted_by=2), started=99.0)
+    doc = json.loads(path.read_text())
+    assert doc["exit_code"] == 130 and doc["interrupted_by"] == 2
+    assert doc["counts"] == {PASSED: 1, FAILED: 4, INTERRUPTED: 1, NOT_RUN: 1}
+    jobs = {j["name"]: j for j in doc["jobs"]}
+    assert list(jobs) == ["ok", "bad exit", "slow", "broken", "config", "stopped", "later"]
+    ok = jobs["ok"]
+    assert (ok["config"], ok["status"], ok["exit_code"], ok["duration_seconds"]) == ("/c/ok.json", PASSED, 0, 0.25)
+    assert ok["timings"]["run"] == 0.2 and ok["limits_applied"] == {"max_ram_mb": "67108864 bytes"}
+    assert ok["limits_not_enforced"] == {"max_storage_iops": "no block device"}
+    assert ok["memory_reserved_bytes"] == 64 * MIB and ok["pinned_cpus"] == [1] and ok["peak_memory_bytes"] == 1 << 20
+    assert jobs["broken"]["errors"] == ["setting up failed", "cgroup /x: busy"] and jobs["broken"]["attempts"] == 3
+    assert jobs["slow"]["timed_out"] is True
+    assert jobs["config"]["errors"] == ["/c/c.json:1:2: $.x: unknown key"] and jobs["config"]["started"] is None
+    assert jobs["later"]["status"] == NOT_RUN and jobs["later"]["exit_code"] is None
+
+
+def test_the_junit_file_is_valid_and_says_what_happened_job_by_job(tmp_path):
+    path = tmp_path / "junit.xml"
+    write_junit(str(path), Outcome(_results()), started=99.0)
+    text = path.read_text()
+    assert violations(text) == []
+    suite = ET.fromstring(text).find("testsuite")
+    cases = {c.get("name"): c for c in suite.findall("testcase")}
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors"), suite.get("skipped")) == ("7", "2", "3", "1")
+    assert [child.tag for child in cases["ok"]] == ["system-out"] and cases["ok"].find("system-out").text == "hello"
+    assert cases["ok"].get("time") == "0.250"
+    assert cases["bad exit"].find("failure").get("type") == "exit 3"
+    out = cases["bad exit"].find("system-out").text.splitlines()
+    assert out[-1] == "line 499" and len(out) == 200  # the log's tail
+    assert cases["bad exit"].find("system-err").text == "oops \ufffd\ufffd[31m\ufffd done"  # no bytes XML cannot hold
+    assert cases["slow"].find("failure").get("message") == "the timeout expired"
+    assert cases["broken"].find("error").get("type") == "exit 125"
+    assert cases["config"].find("error").get("message") == "/c/c.json:1:2: $.x: unknown key"
+    assert cases["stopped"].find("error").get("type") == "interrupted"
+    assert cases["later"].find("skipped") is not None
+
+
+@pytest.mark.parametrize("broken, complaint", [
+    ('<testsuite name="x" tests="1"/>', "the root is <testsuite>"),
+    ('<testsuites><testsuite tests="0"/></testsuites>', "missing attribute name"),
+    ('<testsuites><testsuite name="x" tests="1"><testcase name="a" time="1,5"/></testsuite></testsuites>', "time='1,5'"),
+    ('<testsuites><testsuite name="x" tests="2"><testcase name="a"/></testsuite></testsuites>', "tests=2 but 1"),
+    ('<testsuites><testsuite name="x" tests="1"><testcase name="a"><system-out/><failure/></testcase></testsuite></testsuites>', "out of order"),
+    ('<testsuites><testsuite name="x" tests="1"><testcase name="a" result="ok"/></testsuite></testsuites>', "result is not allowed"),
+    ('<testsuites><testsuite name="x" tests="1"><testcase name="a"><skipped/><skipped/></testcase></testsuite></testsuites>', "more than 1"),
+    ('<testsuites><testsuite name="x" tests="0"><case/></testsuite></testsuites>', "<case> is not allowed"),
+    ('<testsuites><testsuite name="x"', "not well-formed"),
+])
+def test_the_junit_check_rejects_what_the_schema_rejects(broken, complaint):
+    assert any(complaint in v for v in violations(broken))
