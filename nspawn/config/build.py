@@ -26,6 +26,14 @@ _PATH_KEYS = ("parent_layer_directory", "process_directory", "mapped_directory",
 _LINUX_RESERVED = ("/", "/proc", "/dev", "/sys")
 
 
+def simulated_hcs_host(flavour: str) -> bool:
+    """The test seam for running HCS configs on Linux against tests/hcs_sim (NSPAWN_HCS_LIBRARY):
+    the host side (layer, process and mount host paths) is then this host, with its own paths,
+    while container paths stay Windows paths. Users never set that variable; without it a
+    Windows config is refused here as before."""
+    return flavour == "windows" and sys.platform != "win32" and bool(os.environ.get("NSPAWN_HCS_LIBRARY"))
+
+
 def flavour(document: dict) -> str:
     backend = document.get("backend", "auto")
     if backend != "auto":
@@ -45,7 +53,8 @@ class _Paths:
         self.windows = flavour == "windows"
         self.mod = ntpath if self.windows else posixpath
         self.base_dir = base_dir
-        self.native = (sys.platform == "win32") == self.windows
+        self.simulated = simulated_hcs_host(flavour)
+        self.native = (sys.platform == "win32") == self.windows or self.simulated
 
     def normal(self, path: str) -> str:
         return self.mod.normpath(path.replace("/", "\\") if self.windows else path)
@@ -55,6 +64,8 @@ class _Paths:
 
     def host(self, path: str) -> str | None:
         """Absolute host path, or None when it cannot be made absolute here."""
+        if self.simulated:
+            return os.path.normpath(os.path.join(self.base_dir, path))
         path = self.normal(path)
         if self.is_absolute(path):
             return path
@@ -215,4 +226,6 @@ def _capabilities(config: Config) -> list[Finding]:
         findings.append(Finding(("network",), f"found {config.network!r}, which the {config.backend} backend does not offer{caps.why_not(config.network)}; expected one of " + ", ".join(repr(m) for m in sorted(caps.network_modes))))
     if config.isolation not in caps.isolations:
         findings.append(Finding(("isolation",), f"found {config.isolation!r}, which the {config.backend} backend does not offer; expected " + " or ".join(repr(i) for i in caps.isolations)))
+    if config.isolation == "hyperv" and config.hcs_api == "v2":
+        findings.append(Finding(("hcs_api",), "found 'v2' with isolation 'hyperv'; expected 'v1' or 'auto': Hyper-V containers run through vmcompute.dll (HvPartition)"))
     return findings

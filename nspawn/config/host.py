@@ -7,6 +7,7 @@ import stat
 import sys
 
 from nspawn import exitcodes
+from nspawn.config.build import simulated_hcs_host
 from nspawn.config.load import Finding
 from nspawn.config.model import Config
 
@@ -15,7 +16,7 @@ _MAX_LINKS = 40
 
 
 def host_findings(config: Config) -> list[Finding]:
-    if (config.flavour == "windows") != (sys.platform == "win32"):
+    if (config.flavour == "windows") != (sys.platform == "win32") and not simulated_hcs_host(config.flavour):
         system = "Windows" if config.flavour == "windows" else "Linux"
         return [Finding((), f"this config is for a {system} host; its host checks cannot run on {sys.platform} (--dry-run shows its plan)")]
     findings = _directories(config)

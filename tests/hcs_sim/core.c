@@ -177,7 +177,7 @@ void record(const char *call, int n, const wchar_t *const *args)
 
 /* ---------- faults ---------- */
 
-struct fault { char *name, *msg; HRESULT hr; int mode; struct fault *next; };
+struct fault { char *name, *msg; HRESULT hr; int mode, signum; struct fault *next; };
 static struct fault *g_faults;
 
 static void fault_add(const char *name, HRESULT hr, int mode, const char *msg)
@@ -198,8 +198,18 @@ int fault_for(const char *call, HRESULT *hr, char **msg)
     bare = bare ? bare + 1 : call;
     int mode = 0;
     pthread_mutex_lock(&g_rec_lock);
+    int signum = 0;
     for (struct fault *f = g_faults; f; f = f->next) {
         if (strcmp(f->name, call) && strcmp(f->name, bare))
+            continue;
+        if (f->signum) {
+            /* One shot, and the call itself goes on: the launcher hears the signal as
+             * soon as this call returns, so it lands in a known phase. */
+            signum = f->signum;
+            f->signum = 0;
+            continue;
+        }
+        if (f->mode == FAULT_SIGNAL)
             continue;
         *hr = f->hr;
         if (msg) {
@@ -211,10 +221,13 @@ int fault_for(const char *call, HRESULT *hr, char **msg)
         break;
     }
     pthread_mutex_unlock(&g_rec_lock);
+    if (signum)
+        kill(getpid(), signum);
     return mode;
 }
 
-/* NSPAWN_HCS_SIM_FAULTS="HcsStartComputeSystem=0x80370105;HcsCreateProcess=hang;X=0x80004005:async" */
+/* NSPAWN_HCS_SIM_FAULTS="HcsStartComputeSystem=0x80370105;HcsCreateProcess=hang;X=0x80004005:async;
+ * ActivateLayer=signal:2" (the last sends SIGINT to this process once, when ActivateLayer is entered) */
 static void faults_from_env(void)
 {
     const char *env = getenv("NSPAWN_HCS_SIM_FAULTS");
@@ -228,6 +241,11 @@ static void faults_from_env(void)
         *eq++ = 0;
         if (!strcmp(eq, "hang")) {
             fault_add(tok, 0, FAULT_HANG, NULL);
+            continue;
+        }
+        if (!strncmp(eq, "signal:", 7)) {
+            fault_add(tok, 0, FAULT_SIGNAL, NULL);
+            g_faults->signum = atoi(eq + 7);
             continue;
         }
         char *colon = strchr(eq, ':');
@@ -345,6 +363,7 @@ static void system_free(sim_system *s)
     free(s->id);
     free(s->owner);
     cJSON_Delete(s->mapped);
+    cJSON_Delete(s->groups);
     cJSON_Delete(s->backlog);
     free(s);
 }
@@ -697,6 +716,29 @@ SIM_API void SimReset(void)
     layers_reset();
     net_reset();
     pthread_mutex_unlock(&g_lock);
+}
+
+/* The simulated HCS lives inside the launcher's process, so a test that runs the CLI reads
+ * what was left alive from NSPAWN_HCS_SIM_LEDGER, written when that process exits.  The
+ * lock is only tried for a while: a thread that died holding it must not hang the exit. */
+__attribute__((destructor)) static void sim_dump_ledger(void)
+{
+    const char *path = getenv("NSPAWN_HCS_SIM_LEDGER");
+    if (!path)
+        return;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 2;
+    if (pthread_mutex_timedlock(&g_lock, &until))
+        return;
+    pthread_mutex_unlock(&g_lock);
+    char *json = SimLedgerJson();
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fputs(json, f);
+        fclose(f);
+    }
+    free(json);
 }
 
 __attribute__((constructor)) static void sim_init(void)

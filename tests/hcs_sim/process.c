@@ -198,6 +198,9 @@ static char **build_env(cJSON *env)
 static void child(char **argv, char **envp, const char *exe, int search, const char *cwd,
                   int in, int out, int err, uint64_t affinity, int report)
 {
+    /* Its own process group stands for the container's silo: a system stop kills the
+     * whole group, children included, as ending a silo ends all its processes. */
+    setpgid(0, 0);
     int null = open("/dev/null", O_RDWR);
     dup2(in >= 0 ? in : null, 0);
     dup2(out >= 0 ? out : null, 1);
@@ -281,6 +284,7 @@ HRESULT process_spawn(sim_system *s, const char *params, int api, sim_process **
     if (pid == 0)
         child(argv, envp, exe, search, cwd, pin[0], pout[1], console ? pout[1] : perr[1],
               s->affinity, rep[1]);
+    setpgid(pid, pid);  /* as the child does: whichever runs first */
     close(rep[1]);
     int e = 0;
     ssize_t got;
@@ -311,6 +315,7 @@ HRESULT process_spawn(sim_system *s, const char *params, int api, sim_process **
         p->fds[2] = perr[0];
         p->next = g_processes;
         g_processes = p;
+        cJSON_AddItemToArray(s->groups, cJSON_CreateNumber(pid));
         struct reaper_arg *r = malloc(sizeof *r);
         r->pid = pid;
         r->seq = p->seq;
@@ -336,9 +341,18 @@ void process_signal(sim_process *p, int sig)
         kill(p->pid, sig);
 }
 
+/* Called with g_lock held: every process the system ever ran, and what they forked. */
+void system_kill_groups(sim_system *s)
+{
+    cJSON *g;
+    cJSON_ArrayForEach(g, s->groups) kill(-(pid_t)g->valuedouble, SIGKILL);
+}
+
 /* Called with g_lock held by SimReset. */
 void processes_kill_all(void)
 {
+    for (sim_system *s = g_systems; s; s = s->next)
+        system_kill_groups(s);
     for (sim_process *p = g_processes; p; p = p->next)
         process_signal(p, SIGKILL);
     struct timespec until;

@@ -70,7 +70,7 @@ enum sim_kind { K_SYSTEM = 1, K_PROCESS, K_OPERATION, K_CALLBACK, K_NETWORK,
                 K_ENDPOINT, K_NAMESPACE, K_JOB, K_EVENT };
 enum sys_state { ST_CREATING, ST_CREATED, ST_RUNNING, ST_STOPPED };
 enum op_state { OP_NOT_STARTED, OP_PENDING, OP_DONE };
-enum fault_mode { FAULT_SYNC = 0, FAULT_ASYNC = 1, FAULT_HANG = 2 };
+enum fault_mode { FAULT_SYNC = 0, FAULT_ASYNC = 1, FAULT_HANG = 2, FAULT_SIGNAL = 3 };
 
 /* v1 notifications and v2 events that share a value (exit) use both fields. */
 #define EV_SYSTEM_EXITED 0x1u
@@ -87,6 +87,7 @@ struct sim_system {
     int api;                /* 1 = vmcompute.dll, 2 = computecore.dll */
     int state, stopping, terminate_on_close;
     cJSON *mapped;          /* [{"host":..., "container":...}] */
+    cJSON *groups;          /* process group of every process it started */
     uint64_t affinity;      /* 0 = not set through the silo job */
     cJSON *backlog;         /* events that arrived before any callback */
     sim_system *next;
@@ -178,6 +179,7 @@ char *process_status(sim_process *p);
 HRESULT process_spawn(sim_system *s, const char *params, int api, sim_process **out, char **err);
 char **cmdline_to_argv(const char *line);
 void process_signal(sim_process *p, int sig);
+void system_kill_groups(sim_system *s);
 void processes_kill_all(void);
 
 /* layers_net.c */

@@ -52,6 +52,7 @@ HRESULT system_new(const char *id, const char *doc, int api, sim_system **out, c
         cJSON_GetObjectItem(d, api == 1 ? "TerminateOnLastHandleClosed" : "ShouldTerminateOnLastHandleClosed"));
     cJSON *maps = api == 1 ? path_of(d, "MappedDirectories", NULL) : path_of(d, "Container", "MappedDirectories");
     s->mapped = cJSON_CreateArray();
+    s->groups = cJSON_CreateArray();
     cJSON *m;
     cJSON_ArrayForEach(m, maps)
     {
@@ -82,9 +83,7 @@ void system_stop(sim_system *s, int graceful)
     if (s->state == ST_STOPPED)
         return;
     s->stopping = 1;
-    for (sim_process *p = g_processes; p; p = p->next)
-        if (p->sys == s && !p->exited)
-            process_signal(p, SIGKILL);
+    system_kill_groups(s);
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += 5;

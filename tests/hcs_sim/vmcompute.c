@@ -3,8 +3,11 @@
  * the other networking code in computenetwork.c. */
 #include "sim.h"
 
+#include <errno.h>
+#include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -539,13 +542,16 @@ VM(NameToGuid)(const wchar_t *name, uint8_t *guid)
     return S_OK;
 }
 
-/* hcsshim passes HomeDir "" and a full path as id; Docker passes the root and a name. */
+/* hcsshim passes HomeDir "" and a full path as id; Docker passes the root and a name.  A
+ * HomeDir of this host's own (POSIX) flavour is joined with '/': the layer is then a real
+ * folder the tests can look at. */
 static char *layer_key(const struct driver_info *info, const wchar_t *id)
 {
     char *home = info ? w2u(info->home) : NULL, *name = w2u(id);
     char *key = malloc((home ? strlen(home) : 0) + (name ? strlen(name) : 0) + 2);
+    const char *sep = home && *home == '/' ? "/" : "\\";
     if (home && *home)
-        sprintf(key, "%s%s%s", home, home[strlen(home) - 1] == '\\' ? "" : "\\", name ? name : "");
+        sprintf(key, "%s%s%s", home, home[strlen(home) - 1] == *sep ? "" : sep, name ? name : "");
     else
         strcpy(key, name ? name : "");
     free(home);
@@ -613,6 +619,38 @@ static void layers_gc(void)
 
 enum { L_CREATE, L_ACTIVATE, L_PREPARE, L_UNPREPARE, L_DEACTIVATE, L_DESTROY };
 
+/* A POSIX layer path is a real folder: created with its sandbox.vhdx, removed by DestroyLayer. */
+static HRESULT folder_create(const char *key)
+{
+    if (*key != '/')
+        return S_OK;
+    if (mkdir(key, 0700) && errno != EEXIST)
+        return HRESULT_FROM_WIN32(errno == ENOENT ? 3 /* ERROR_PATH_NOT_FOUND */ : ERROR_ACCESS_DENIED);
+    char *vhd = malloc(strlen(key) + 16);
+    sprintf(vhd, "%s/sandbox.vhdx", key);
+    FILE *f = fopen(vhd, "w");
+    free(vhd);
+    if (!f)
+        return HRESULT_FROM_WIN32(ERROR_ACCESS_DENIED);
+    fputs("simulated scratch\n", f);
+    fclose(f);
+    return S_OK;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void folder_destroy(const char *key)
+{
+    if (*key == '/')
+        nftw(key, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 /* The state machine is strict on purpose (Unprepare before Deactivate before
  * Destroy) so an orchestration that tears down out of order is caught. */
 static HRESULT layer_call(const char *call, int op, const struct driver_info *info, const wchar_t *id,
@@ -632,7 +670,8 @@ static HRESULT layer_call(const char *call, int op, const struct driver_info *in
     case L_CREATE:
         if (l->created)
             hr = HRESULT_FROM_WIN32(ERROR_ALREADY_EXISTS);
-        l->created = 1;
+        else if ((hr = folder_create(key)) >= 0)
+            l->created = 1;
         break;
     case L_ACTIVATE:
         l->activated = 1;
@@ -658,8 +697,11 @@ static HRESULT layer_call(const char *call, int op, const struct driver_info *in
     case L_DESTROY:
         if (l && l->activated)
             hr = HRESULT_FROM_WIN32(ERROR_INVALID_STATE);
-        else if (l)
-            l->created = 0;
+        else {
+            if (l)
+                l->created = 0;
+            folder_destroy(key);
+        }
         break;
     }
     layers_gc();
@@ -715,7 +757,7 @@ VM(GetLayerMountPath)(const struct driver_info *info, const wchar_t *id, size_t 
     int active = l && l->activated;
     pthread_mutex_unlock(&g_lock);
     if (active) {
-        const char *base = strrchr(key, '\\');
+        const char *base = strrchr(key, *key == '/' ? '/' : '\\');
         uint8_t g[16];
         char gs[37];
         name_to_guid(base ? base + 1 : key, g);

@@ -10,11 +10,22 @@ import sys
 from dataclasses import dataclass
 
 from nspawn.backends.hcs import documents
+from nspawn.backends.hcs.release import RELEASERS  # noqa: F401 (the backend interface)
 from nspawn.config.model import Config
 from nspawn.errors import LaunchError
 from nspawn.identity import new_container_id
 
-RELEASERS: dict = {}
+
+def _known_chain(parent: str) -> list[str] | None:
+    """The parent's layer chain when this host can read it; a dry run reads, never writes."""
+    from nspawn.backends.hcs.layers import read_chain
+
+    if not os.path.isdir(parent):
+        return None
+    try:
+        return read_chain(parent)
+    except LaunchError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -25,24 +36,33 @@ class HcsPlan:
 
     def to_json(self) -> dict:
         config = self.config
-        storage = documents.placeholder_storage(config, self.container_id)
+        chain = _known_chain(config.parent_layer_directory)
+        storage = documents.placeholder_storage(config, self.container_id, chain)
+        hyperv = config.isolation == "hyperv"
+        utility_vm = None
+        if hyperv and chain:
+            from nspawn.backends.hcs.layers import utility_vm_image
+
+            utility_vm = utility_vm_image(chain)
         return {
             "backend": "hcs",
-            "api": config.hcs_api,
+            # Hyper-V isolation takes the v1 route (HvPartition) on every Windows version.
+            "api": "v1" if hyperv else config.hcs_api,
             "compute_system_id": self.container_id,
             "isolation": config.isolation,
-            "layers": {"parent": config.parent_layer_directory, "scratch": storage.scratch_folder},
+            "layers": {"parent": config.parent_layer_directory, "chain": chain, "scratch": storage.scratch_folder},
             "cpu_affinity": hex(config.limits.cpu_affinity) if config.limits.cpu_affinity else None,
-            "stdout_file": config.stdout_filename and f"{config.process_directory}\\{config.stdout_filename}",
+            "stdout_file": config.stdout_filename and documents.host_paths(config.process_directory).join(
+                config.process_directory, config.stdout_filename),
             "v2": {
-                "compute_system": documents.v2_compute_system(
+                "compute_system": None if hyperv else documents.v2_compute_system(
                     config, storage, self.hostname, "<HCN namespace at run time>" if config.network == "nat" else None),
                 "process": documents.process(config),
             },
             "v1": {
                 "compute_system": documents.v1_compute_system(
                     config, self.container_id, storage, self.hostname,
-                    ["<HNS endpoint at run time>"] if config.network == "nat" else []),
+                    ["<HNS endpoint at run time>"] if config.network == "nat" else [], utility_vm=utility_vm),
                 "process": documents.process(config),
             },
         }
@@ -56,9 +76,12 @@ def execute(plan: HcsPlan, session) -> None:
     if sys.platform != "win32" and not os.environ.get("NSPAWN_HCS_LIBRARY"):
         raise LaunchError("the hcs backend needs a Windows host with the Containers feature; "
                           "`nspawn run --dry-run` shows its documents here")
-    raise LaunchError("running HCS containers is not built yet; `--dry-run` shows the documents")
+    from nspawn.backends.hcs.runner import execute as run
+
+    run(plan, session)
 
 
-def doctor() -> list[tuple[str, bool, str]]:
-    windows = sys.platform == "win32"
-    return [("windows", windows, sys.getwindowsversion().build if windows else f"this host is {sys.platform}")]
+def doctor(config=None) -> list[tuple[str, bool, str]]:
+    from nspawn.backends.hcs.doctor import doctor as check
+
+    return check(config)

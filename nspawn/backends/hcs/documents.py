@@ -6,6 +6,7 @@ the layer GUIDs, the network namespace) are passed in, or shown as placeholders 
 from __future__ import annotations
 
 import ntpath
+import posixpath
 from dataclasses import dataclass
 
 from nspawn.backends.hcs.cmdline import command_line
@@ -24,12 +25,25 @@ class Storage:
     layers: tuple[tuple[str, str], ...]  # (GUID, folder), top-most first, base last
 
 
-def placeholder_storage(config: Config, container_id: str) -> Storage:
+def host_paths(path: str):
+    """Host paths are Windows paths, except under the simulator's test seam (see
+    nspawn/config/build.py) where they are this POSIX host's own."""
+    return posixpath if path.startswith("/") else ntpath
+
+
+def placeholder_storage(config: Config, container_id: str, chain: list[str] | None = None) -> Storage:
+    """The storage a dry run shows: the layer chain when it could be read here, the GUIDs
+    (NameToGuid is HCS's own algorithm) and the volume as placeholders."""
     parent = config.parent_layer_directory
+    paths = host_paths(parent)
+    if chain:
+        layers = tuple((f"<NameToGuid({paths.basename(p)})>", p) for p in chain)
+    else:
+        layers = ((f"<NameToGuid({paths.basename(parent)})>", parent), ("<…>", f"<the layers in {paths.join(parent, 'layerchain.json')}>"))
     return Storage(
-        scratch_folder=ntpath.join(ntpath.dirname(parent), container_id),
+        scratch_folder=paths.join(paths.dirname(parent), container_id),
         volume_path="\\\\?\\Volume{<GetLayerMountPath at run time>}\\",
-        layers=((f"<NameToGuid({ntpath.basename(parent)})>", parent), ("<…>", f"<the layers in {parent}\\layerchain.json>")),
+        layers=layers,
     )
 
 
@@ -81,7 +95,9 @@ def v2_compute_system(config: Config, storage: Storage, hostname: str, namespace
 
 
 def v1_compute_system(config: Config, container_id: str, storage: Storage, hostname: str,
-                      endpoints: list[str]) -> dict:
+                      endpoints: list[str], utility_vm: str | None = None) -> dict:
+    """utility_vm: the UtilityVM folder of the parent chain for Hyper-V isolation (the first
+    layer that has one, hcs.md 4.5); the base layer's when not given."""
     limits = config.limits
     hyperv = config.isolation == "hyperv"
     doc: dict = {
@@ -106,7 +122,8 @@ def v1_compute_system(config: Config, container_id: str, storage: Storage, hostn
     }
     if hyperv:
         # The utility VM image ships in the base layer; HCS attaches the scratch itself.
-        doc["HvRuntime"] = {"ImagePath": ntpath.join(storage.layers[-1][1] if storage.layers else config.parent_layer_directory, "UtilityVM")}
+        base = storage.layers[-1][1] if storage.layers else config.parent_layer_directory
+        doc["HvRuntime"] = {"ImagePath": utility_vm or ntpath.join(base, "UtilityVM")}
     else:
         doc["VolumePath"] = storage.volume_path.rstrip("\\")  # v1 wants no trailing backslash
     for key, value in (("MemoryMaximumInMB", limits.max_ram_mb), ("ProcessorCount", limits.cpus_count),

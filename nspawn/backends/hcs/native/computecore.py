@@ -339,12 +339,13 @@ def create_compute_system(id: str, document: dict | str, timeout_ms: int = CREAT
         try:
             op.wait("HcsCreateComputeSystem", timeout_ms)
         except HcsError:
-            _discard(system)
+            discard(system)
             raise
     return system
 
 
-def _discard(system: ComputeSystem) -> None:
+def discard(system: ComputeSystem) -> None:
+    """Terminates (without waiting) and closes a system that will not be used."""
     try:
         system.terminate()
     except HcsError as e:
@@ -375,13 +376,39 @@ def stdio_handle(handle) -> int | None:
     return None if handle in (None, 0, INVALID_HANDLE_VALUE) else handle
 
 
-class Process(_Callbacks):
-    """A process and its stdio pipe handles (ints for kernel32.read/write, or None)."""
+class StdioHandles:
+    """The stdio pipe handles of a process (ints for kernel32.read/write, or None), the same
+    in both API generations; the class using it supplies modify() (HcsModifyProcess)."""
 
-    pid: int = 0
     stdin: int | None = None
     stdout: int | None = None
     stderr: int | None = None
+
+    def close_stdin(self) -> None:
+        """End of input: tell HCS (only useful while the process runs), then close our end."""
+        try:
+            self.modify({"Operation": "CloseHandle", "CloseHandle": {"Handle": "StdIn"}})
+        except HcsError as e:
+            if not is_already_stopped(e):
+                raise
+        finally:
+            self._close_pipe("stdin")
+
+    def _close_pipe(self, name: str) -> None:
+        handle = getattr(self, name)
+        if handle is not None:
+            setattr(self, name, None)
+            kernel32.close_handle(handle)
+
+    def close_stdio(self) -> None:
+        for name in ("stdin", "stdout", "stderr"):
+            self._close_pipe(name)
+
+
+class Process(_Callbacks, StdioHandles):
+    """A process and its stdio pipe handles."""
+
+    pid: int = 0
 
     def __init__(self, handle: int):
         self.handle = handle
@@ -420,27 +447,10 @@ class Process(_Callbacks):
     def modify(self, request: dict) -> None:
         _run("HcsModifyProcess", _cc.HcsModifyProcess, self.handle, json.dumps(request))
 
-    def close_stdin(self) -> None:
-        """End of input: tell HCS (only useful while the process runs), then close our end."""
-        try:
-            self.modify({"Operation": "CloseHandle", "CloseHandle": {"Handle": "StdIn"}})
-        except HcsError as e:
-            if not is_already_stopped(e):
-                raise
-        finally:
-            self._close_pipe("stdin")
-
-    def _close_pipe(self, name: str) -> None:
-        handle = getattr(self, name)
-        if handle is not None:
-            setattr(self, name, None)
-            kernel32.close_handle(handle)
-
     def close(self) -> None:
         """Closes the stdio handles still held, then the process handle.
         Join threads reading the pipes first."""
-        for name in ("stdin", "stdout", "stderr"):
-            self._close_pipe(name)
+        self.close_stdio()
         if self.handle:
             _cc.HcsCloseProcess(self.handle)
             self.handle = None

@@ -18,7 +18,7 @@ from ctypes import POINTER, Structure, byref, c_int32, c_size_t, c_ubyte, c_uint
 from typing import Callable, Iterable
 
 from . import kernel32
-from .computecore import HCS_PROCESS_INFORMATION, registry, stdio_handle
+from .computecore import HCS_PROCESS_INFORMATION, StdioHandles, registry, stdio_handle
 from .errors import E_FAIL, OPERATION_PENDING_V1, OPERATION_TIMEOUT, HcsError, fails
 from .loader import FUNCTYPE, Bindings, take_string
 
@@ -293,13 +293,10 @@ def enumerate_compute_systems(query: dict | None = None) -> list[dict]:
 
 # ---- processes --------------------------------------------------------------------
 
-class V1Process(_Registered):
+class V1Process(_Registered, StdioHandles):
     _close_export = "HcsCloseProcess"
     _unregister_export = "HcsUnregisterProcessCallback"
     pid: int = 0
-    stdin: int | None = None
-    stdout: int | None = None
-    stderr: int | None = None
 
     def __init__(self, handle: int, listener=None):
         super().__init__(handle, listener)
@@ -325,11 +322,7 @@ class V1Process(_Registered):
 
     def close(self) -> None:
         """Closes stdio handles still held, unregisters, closes (hcs.md 4.3 order)."""
-        for name in ("stdin", "stdout", "stderr"):
-            handle = getattr(self, name)
-            if handle is not None:
-                setattr(self, name, None)
-                kernel32.close_handle(handle)
+        self.close_stdio()
         super().close()
 
 

@@ -1,0 +1,170 @@
+"""The seam between the two HCS API generations: v2 (computecore.dll, operations and events)
+and v1 (vmcompute.dll, pending results and notifications), behind the same few steps the
+runner takes. Each step blocks until HCS has finished it: no call is left running."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+from nspawn.backends.hcs import documents, layers
+from nspawn.backends.hcs.native.errors import HcsError, is_already_stopped, is_not_found, is_process_gone
+
+STOP_WAIT_SECONDS = 30  # hcsshim's wait after shutdown, then after terminate (hcs.md 11.6)
+
+
+def choose(hcs_api: str, isolation: str) -> str:
+    """`auto`: v2 where computecore.dll loads, v1 otherwise. Hyper-V isolation always takes the
+    v1 route (HvPartition), the one route that works on every Windows version."""
+    from nspawn.backends.hcs.native import loader
+    from nspawn.backends.hcs.native.errors import LibraryUnavailable
+
+    if isolation == "hyperv" or hcs_api == "v1":
+        return "v1"
+    if hcs_api == "v2":
+        return "v2"
+    try:
+        loader.load("computecore.dll")
+    except LibraryUnavailable:
+        return "v1"
+    return "v2"
+
+
+class Exit:
+    """An exit seen by a callback on an HCS thread, waited for by the runner."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.data: str | None = None
+
+    def set(self, data: str | None = None) -> None:
+        self.data = data
+        self.event.set()
+
+
+def process_exit_code(status: dict) -> int | None:
+    """ProcessStatus.ExitCode, valid only when Exited and LastWaitResult is 0 (hcs.md 7.3)."""
+    if status.get("Exited") and not status.get("LastWaitResult") and isinstance(status.get("ExitCode"), int):
+        return status["ExitCode"]
+    return None
+
+
+def _tolerate(check, action) -> None:
+    try:
+        action()
+    except HcsError as e:
+        if not check(e):
+            raise
+
+
+class V2:
+    api = "v2"
+
+    def __init__(self) -> None:
+        from nspawn.backends.hcs.native import computecore
+
+        self.cc = computecore
+
+    def document(self, plan, storage, network: str | None) -> dict:
+        return documents.v2_compute_system(plan.config, storage, plan.hostname, network)
+
+    def create(self, id: str, document: dict, exited: Exit):
+        system = self.cc.create_compute_system(id, document)
+        try:
+            system.set_callback(lambda ev: ev.type in (self.cc.EVENT_SYSTEM_EXITED, self.cc.EVENT_SERVICE_DISCONNECT)
+                                and exited.set(ev.data))
+        except BaseException:
+            self.cc.discard(system)
+            raise
+        return system
+
+    def start(self, system) -> None:
+        system.start()
+
+    def create_process(self, system, parameters: dict, exited: Exit):
+        process = system.create_process(parameters)
+        try:
+            process.set_callback(lambda ev: ev.type in (self.cc.EVENT_PROCESS_EXITED, self.cc.EVENT_SERVICE_DISCONNECT)
+                                 and exited.set(ev.data))
+        except BaseException:
+            _tolerate(is_process_gone, process.terminate)
+            process.close()
+            raise
+        return process
+
+    def exit_code(self, process, exited: Exit) -> int | None:
+        status = json.loads(exited.data) if exited.data else {}
+        code = process_exit_code(status)
+        return code if code is not None else process_exit_code(process.properties())
+
+    def open(self, id: str):
+        return self.cc.open_compute_system(id)
+
+    def stop(self, system, exited: Exit) -> None:
+        """Shutdown, then terminate if it does not end in time; both answered by the exit event."""
+        for stop in (system.shutdown, system.terminate):
+            if exited.event.is_set():
+                return
+            _tolerate(is_already_stopped, stop)
+            if exited.event.wait(STOP_WAIT_SECONDS):
+                return
+
+
+class V1:
+    api = "v1"
+
+    def __init__(self) -> None:
+        from nspawn.backends.hcs.native import vmcompute
+
+        self.vm = vmcompute
+
+    def document(self, plan, storage, network: str | None) -> dict:
+        config = plan.config
+        image = layers.utility_vm_image([path for _, path in storage.layers]) if config.isolation == "hyperv" else None
+        return documents.v1_compute_system(config, plan.container_id, storage, plan.hostname,
+                                           [network] if network else [], utility_vm=image)
+
+    def _on(self, kinds, exited: Exit):
+        return lambda kind, status, data: kind in kinds and exited.set(data)
+
+    def create(self, id: str, document: dict, exited: Exit):
+        return self.vm.create_compute_system(
+            id, document, listener=self._on((self.vm.NOTIFY_SYSTEM_EXITED, self.vm.NOTIFY_SERVICE_DISCONNECT), exited))
+
+    def start(self, system) -> None:
+        system.start()
+
+    def create_process(self, system, parameters: dict, exited: Exit):
+        return system.create_process(
+            parameters, listener=self._on((self.vm.NOTIFY_PROCESS_EXITED, self.vm.NOTIFY_SERVICE_DISCONNECT), exited))
+
+    def exit_code(self, process, exited: Exit) -> int | None:
+        return process_exit_code(process.properties())
+
+    def open(self, id: str):
+        return self.vm.open_compute_system(id)
+
+    def stop(self, system, exited: Exit) -> None:
+        """Pending from shutdown/terminate means accepted; SystemExited tells the end."""
+        for stop in (system.shutdown, system.terminate):
+            if exited.event.is_set():
+                return
+            _tolerate(lambda e: is_already_stopped(e) or is_not_found(e), stop)
+            if exited.event.wait(STOP_WAIT_SECONDS):
+                return
+
+
+GENERATIONS = {"v1": V1, "v2": V2}
+
+
+def kill(generation, system_id: str, pid: int) -> None:
+    """Terminates the process through fresh handles, so the kill cannot queue behind a signal
+    still running on the first handle (hcs.md 7.4); an exited process is not an error."""
+    def terminate() -> None:
+        with generation.open(system_id) as system:
+            process = system.open_process(pid)
+            try:
+                process.terminate()
+            finally:
+                process.close()
+    _tolerate(lambda e: is_process_gone(e) or is_not_found(e), terminate)

@@ -1,0 +1,120 @@
+"""The container's scratch layer (hcs.md 4.4–4.6, 12): a new sandbox layer beside the parent,
+activated and prepared over the parent's chain, then its volume path.
+
+Each state it goes through (created, activated, prepared) is its own journal entry, recorded
+before the call that makes it, so the reverse order of the journal is UnprepareLayer,
+DeactivateLayer, DestroyLayer whatever happened before; release.py holds their releasers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from nspawn.backends.hcs.documents import Storage, host_paths
+from nspawn.errors import LaunchError
+
+LAYERCHAIN = "layerchain.json"
+PREPARE_ATTEMPTS = 5  # hcsshim's retry of Activate+Prepare under load (hcs.md 4.6)
+PREPARE_RETRY_SECONDS = 0.1
+_RETRY_WIN32 = (21, 1167)  # ERROR_NOT_READY, ERROR_DEVICE_NOT_CONNECTED
+
+
+def folder_name(path: str) -> str:
+    return host_paths(path).basename(path.rstrip("\\/"))
+
+
+def read_chain(parent: str) -> list[str]:
+    """[parent] + its layerchain.json: top-most first, base last. A missing file is an empty
+    chain, as moby reads it."""
+    path = host_paths(parent).join(parent, LAYERCHAIN)
+    try:
+        with open(path, encoding="utf-8") as f:
+            listed = json.load(f)
+    except FileNotFoundError:
+        listed = None
+    except (OSError, ValueError) as e:
+        raise LaunchError(f"{path}: {getattr(e, 'strerror', None) or e}; expected a JSON array of layer folders") from None
+    if listed is None:
+        listed = []
+    if not isinstance(listed, list) or not all(isinstance(p, str) and p for p in listed):
+        raise LaunchError(f"{path}: expected a JSON array of layer folder paths")
+    return [parent, *listed]
+
+
+def utility_vm_image(chain: list[str]) -> str:
+    """<first layer of the chain with a UtilityVM folder>\\UtilityVM (hcs.md 4.5), else the base's."""
+    for layer in chain:
+        image = host_paths(layer).join(layer, "UtilityVM")
+        if os.path.isdir(image):
+            return image
+    return host_paths(chain[-1]).join(chain[-1], "UtilityVM")
+
+
+class Scratch:
+    """Where the scratch layer lives: HomeDir = the layers' root, id = the folder name (the
+    Docker way, hcs.md 4.4), beside the parent layer."""
+
+    def __init__(self, parent: str, container_id: str):
+        paths = host_paths(parent)
+        self.parent = parent
+        self.home = paths.dirname(parent.rstrip("\\/"))
+        self.id = container_id
+        self.folder = paths.join(self.home, container_id)
+
+    def journal_data(self) -> dict:
+        return {"what": self.folder, "home": self.home, "id": self.id, "folder": self.folder}
+
+
+def _step(journal, entry, call, *args) -> None:
+    """A call that acquires what `entry` stands for; when HCS answers that it failed, the
+    entry is marked so its release is skipped."""
+    from nspawn.backends.hcs.native.errors import HcsError
+
+    try:
+        call(*args)
+    except HcsError:
+        journal.update(entry, acquired=False)
+        raise
+    if entry.data.get("acquired") is False:
+        journal.update(entry, acquired=True)
+
+
+def mount(scratch: Scratch, chain: list[str], session, *, on_host: bool, checkpoint) -> Storage:
+    """Creates the scratch layer; with on_host (process isolation) also mounts it on the host
+    and returns its volume path. Hyper-V isolation leaves the mounting to HCS, which attaches
+    sandbox.vhdx to the utility VM itself (hcs.md 6.2)."""
+    from nspawn.backends.hcs.native import vmcompute as vm
+    from nspawn.backends.hcs.native.errors import HcsError
+
+    journal = session.journal
+    where = scratch.journal_data()
+    layers = tuple((str(vm.name_to_guid(folder_name(p))), p) for p in chain)
+    checkpoint()
+    journal.record("hcs-layer", **where)
+    vm.create_sandbox_layer(scratch.home, scratch.id, folder_name(scratch.parent), chain)
+    checkpoint()
+    if not on_host:
+        return Storage(scratch.folder, "", layers)
+    activation = journal.record("hcs-layer-activation", **where)
+    preparation = None
+    for attempt in range(1, PREPARE_ATTEMPTS + 1):
+        _step(journal, activation, vm.activate_layer, scratch.home, scratch.id)
+        checkpoint()
+        preparation = preparation or journal.record("hcs-layer-preparation", **where)
+        try:
+            _step(journal, preparation, vm.prepare_layer, scratch.home, scratch.id, chain)
+            break
+        except HcsError as e:
+            if e.win32 not in _RETRY_WIN32 or attempt == PREPARE_ATTEMPTS:
+                raise
+        vm.deactivate_layer(scratch.home, scratch.id)
+        journal.update(activation, acquired=False)
+        time.sleep(PREPARE_RETRY_SECONDS)
+    checkpoint()
+    volume = vm.get_layer_mount_path(scratch.home, scratch.id)
+    if not volume:
+        raise LaunchError(f"GetLayerMountPath gave no volume path for the scratch layer {scratch.folder}")
+    checkpoint()
+    return Storage(scratch.folder, volume if volume.endswith("\\") else volume + "\\", layers)

@@ -1,0 +1,58 @@
+"""network "nat": an endpoint on the host's NAT network (hcs.md 10). v2 hosts get an HCN
+endpoint inside an HCN namespace whose id goes into the document; v1 hosts an HNS endpoint
+whose id goes into the document's EndpointList.
+
+The HCN ids are chosen here, so that each journal entry names its object before HCN makes
+it; release.py removes them.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from nspawn.errors import LaunchError
+
+NAT_NETWORK = "nat"
+
+
+def _no_network() -> LaunchError:
+    return LaunchError(f"no NAT network named {NAT_NETWORK!r} on this host; "
+                       "create one (Docker for Windows and the Containers feature make it) or use network none")
+
+
+def attach_v2(session, name: str, checkpoint) -> str:
+    """The HCN namespace id holding a new endpoint on the NAT network."""
+    from nspawn.backends.hcs.native import computenetwork as hcn
+
+    journal = session.journal
+    networks = hcn.find_networks(NAT_NETWORK)
+    if not networks:
+        raise _no_network()
+    checkpoint()
+    endpoint_id, namespace_id = str(uuid.uuid4()), str(uuid.uuid4())
+    journal.record("hcn-endpoint", what=endpoint_id, id=endpoint_id)
+    with hcn.open_network(networks[0]) as network:
+        settings = {"Name": name, "HostComputeNetwork": networks[0], "SchemaVersion": hcn.SCHEMA}
+        network.create_endpoint(settings, id=endpoint_id).close()
+    checkpoint()
+    journal.record("hcn-namespace", what=namespace_id, id=namespace_id, endpoint=endpoint_id)
+    with hcn.create_namespace(id=namespace_id) as namespace:
+        namespace.add_endpoint(endpoint_id)
+    checkpoint()
+    return namespace_id
+
+
+def attach_v1(session, name: str, checkpoint) -> str:
+    """The id of a new HNS endpoint on the NAT network."""
+    from nspawn.backends.hcs.native.vmcompute import hns_call
+
+    networks = [n for n in hns_call("GET", "/networks/") or [] if n.get("Name") == NAT_NETWORK]
+    if not networks:
+        raise _no_network()
+    checkpoint()
+    # HNS v1 chooses the id: the entry gets it as soon as HNS answers.
+    entry = session.journal.record("hns-endpoint", what=name)
+    endpoint = hns_call("POST", "/endpoints/", {"VirtualNetwork": networks[0]["ID"], "Name": name})
+    session.journal.update(entry, what=endpoint["ID"], id=endpoint["ID"])
+    checkpoint()
+    return endpoint["ID"]

@@ -1,0 +1,107 @@
+"""One idempotent release function per journal kind of the HCS backend. Each works from the
+journal entry's JSON alone (objects are opened by id, layers named by folder), so `nspawn
+cleanup` can run them in a fresh process after the launcher was killed; "not found" means
+already released."""
+
+from __future__ import annotations
+
+import os
+
+from nspawn.backends.hcs.generations import GENERATIONS, STOP_WAIT_SECONDS
+from nspawn.backends.hcs.native.errors import HcsError, is_already_stopped, is_not_found
+
+
+def _unless_gone(action, *args) -> None:
+    try:
+        action(*args)
+    except HcsError as e:
+        if not is_not_found(e):
+            raise
+
+
+def release_system(data: dict) -> None:
+    """Terminates the compute system if it still exists, and waits for its end."""
+    generation = GENERATIONS[data.get("api", "v2")]()
+    try:
+        system = generation.open(data["id"])
+    except HcsError as e:
+        if is_not_found(e):
+            return
+        raise
+    with system:
+        try:
+            if generation.api == "v2":
+                system.terminate(STOP_WAIT_SECONDS * 1000)
+            else:
+                system.terminate()  # accepted; SystemExited tells the end
+                system.wait_exited(STOP_WAIT_SECONDS * 1000)
+        except HcsError as e:
+            if not (is_already_stopped(e) or is_not_found(e)):
+                raise
+
+
+def release_hcn_namespace(data: dict) -> None:
+    """Detaches the endpoint, then deletes the namespace (hcs.md 10.1 step 6)."""
+    from nspawn.backends.hcs.native import computenetwork as hcn
+
+    try:
+        namespace = hcn.open_namespace(data["id"])
+    except HcsError as e:
+        if is_not_found(e):
+            return
+        raise
+    with namespace:
+        if data.get("endpoint"):
+            _unless_gone(namespace.remove_endpoint, data["endpoint"])
+    _unless_gone(hcn.delete_namespace, data["id"])
+
+
+def release_hcn_endpoint(data: dict) -> None:
+    from nspawn.backends.hcs.native import computenetwork as hcn
+
+    _unless_gone(hcn.delete_endpoint, data["id"])
+
+
+def release_hns_endpoint(data: dict) -> None:
+    from nspawn.backends.hcs.native.vmcompute import hns_call
+
+    if data.get("id"):  # without one HNS never answered the create
+        _unless_gone(hns_call, "DELETE", f"/endpoints/{data['id']}")
+
+
+def _layer_step(data: dict, call) -> None:
+    """A state of the scratch layer is undone unless HCS said it never happened or the folder
+    (and with it every state) is gone."""
+    if data.get("acquired") is False or not os.path.isdir(data["folder"]):
+        return
+    call(data["home"], data["id"])
+
+
+def release_layer_preparation(data: dict) -> None:
+    from nspawn.backends.hcs.native import vmcompute as vm
+
+    _layer_step(data, vm.unprepare_layer)
+
+
+def release_layer_activation(data: dict) -> None:
+    from nspawn.backends.hcs.native import vmcompute as vm
+
+    _layer_step(data, vm.deactivate_layer)
+
+
+def release_layer(data: dict) -> None:
+    """DestroyLayer removes the scratch folder and its sandbox.vhdx."""
+    from nspawn.backends.hcs.native import vmcompute as vm
+
+    _layer_step(data, vm.destroy_layer)
+
+
+RELEASERS = {
+    "hcs-system": release_system,
+    "hcn-namespace": release_hcn_namespace,
+    "hcn-endpoint": release_hcn_endpoint,
+    "hns-endpoint": release_hns_endpoint,
+    "hcs-layer-preparation": release_layer_preparation,
+    "hcs-layer-activation": release_layer_activation,
+    "hcs-layer": release_layer,
+}

@@ -1,0 +1,225 @@
+"""execute(plan, session) for HCS (hcs.md 12): the scratch layer, the network, the compute
+system, the process; then the teardown of what only this launcher holds (its handles).
+
+Every resource outside this process is in the journal before it exists (layers.py,
+network.py, the "hcs-system" entry here) and is released by the launcher afterwards, or by
+`nspawn cleanup` if the launcher was killed (release.py).
+
+Stops: HCS calls block and must never be abandoned while running (hcs.md 11.1), so stop
+requests are held back for the whole run and acted on between calls: during setup and
+teardown by raising Interrupted at the next checkpoint, while the process runs by stopping it
+politely and then firmly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import threading
+import time
+
+from nspawn import exitcodes
+from nspawn.backends.hcs import documents, layers, network, stdio
+from nspawn.backends.hcs.generations import GENERATIONS, Exit, choose, kill
+from nspawn.backends.hcs.native.errors import HcsError, LibraryUnavailable, is_process_gone
+from nspawn.errors import Interrupted, LaunchError
+
+_TICK = 0.05
+OUTPUT_AFTER_EXIT_SECONDS = 1.0  # hcsshim copies output for 1 s after exit (hcs.md 7.2)
+OUTPUT_AFTER_STOP_SECONDS = 5.0
+KILL_WAIT_SECONDS = 30
+_MASK64 = (1 << 64) - 1
+
+
+def execute(plan, session) -> None:
+    # The session names this run (journal, ps, cleanup): the system and its scratch take its id.
+    plan = dataclasses.replace(plan, container_id=session.container_id)
+    try:
+        with session.stops_deferred() as stop:
+            _execute(plan, session, stop)
+    except HcsError as e:
+        raise LaunchError(e.message) from None
+    except LibraryUnavailable as e:
+        raise LaunchError(str(e)) from None
+
+
+def _execute(plan, session, stop) -> None:
+    config = plan.config
+
+    def checkpoint() -> None:
+        if stop.signum:
+            raise Interrupted(stop.signum)
+
+    generation = GENERATIONS[choose(config.hcs_api, config.isolation)]()
+    with session.phase("layers"):
+        chain = layers.read_chain(config.parent_layer_directory)
+        scratch = layers.Scratch(config.parent_layer_directory, plan.container_id)
+        storage = layers.mount(scratch, chain, session, on_host=config.isolation == "process", checkpoint=checkpoint)
+    attached = None
+    if config.network == "nat":
+        with session.phase("network"):
+            attach = network.attach_v2 if generation.api == "v2" else network.attach_v1
+            attached = attach(session, plan.container_id, checkpoint)
+    document = generation.document(plan, storage, attached)
+    system_exit = Exit()
+    with session.phase("create"):
+        session.journal.record("hcs-system", what=plan.container_id, id=plan.container_id, api=generation.api)
+        system = generation.create(plan.container_id, document, system_exit)
+    try:
+        checkpoint()
+        _limits(plan, session, system.id)
+        checkpoint()
+        with session.phase("start"):
+            generation.start(system)
+        checkpoint()
+        with session.phase("run"):
+            _run(plan, session, generation, system, system_exit, stop)
+    except BaseException:
+        _teardown(session, generation, system, system_exit, quiet=True)
+        raise
+    _teardown(session, generation, system, system_exit)
+    checkpoint()
+
+
+def _teardown(session, generation, system, system_exit: Exit, quiet: bool = False) -> None:
+    """Stops the system (hcs.md 11.6) and closes its handle; a failure here must not hide the
+    one that caused the teardown."""
+    with session.phase("teardown"):
+        try:
+            generation.stop(system, system_exit)
+        except HcsError as e:
+            if not quiet:
+                raise
+            session.warn(e.message)
+        finally:
+            system.close()
+
+
+def affinity_groups(mask: int) -> dict[int, int]:
+    """{processor group: 64-bit mask} of a CPU mask of any width (Windows groups hold 64 CPUs)."""
+    groups = {}
+    for group in range((mask.bit_length() + 63) // 64):
+        part = mask >> (64 * group) & _MASK64
+        if part:
+            groups[group] = part
+    return groups
+
+
+def _limits(plan, session, system_id: str) -> None:
+    """Applies what goes on the silo and says, limit by limit, what Windows enforces."""
+    limits = plan.config.limits
+    hyperv = plan.config.isolation == "hyperv"
+    if limits.max_ram_mb:
+        session.applied("max_ram_mb", f"{limits.max_ram_mb} MB")
+    if limits.max_cpu_percent:
+        session.applied("max_cpu_percent", f"{documents.cpu_maximum(limits.max_cpu_percent)} of 10000 processor cycles")
+    if limits.cpus_count:
+        if hyperv:
+            session.applied("cpus_count", f"{limits.cpus_count} processors in the utility VM")
+        else:
+            session.not_enforced("cpus_count", "a process-isolated container runs on all the host's processors; "
+                                               "HCS takes Processor.Count as a share of their cycles, not as a CPU count")
+    if limits.max_storage_iops:
+        session.applied("max_storage_iops", limits.max_storage_iops)
+    if limits.max_storage_bandwidth_bytes_per_sec:
+        session.applied("max_storage_bandwidth_bytes_per_sec", limits.max_storage_bandwidth_bytes_per_sec)
+    if limits.max_processes:
+        session.not_enforced("max_processes", "HCS has no limit on the number of a container's processes")
+    if limits.cpu_affinity:
+        if hyperv:
+            session.not_enforced("cpu_affinity", "under Hyper-V isolation the container's silo is inside the utility VM, "
+                                                 "out of the host's reach")
+        else:
+            from nspawn.backends.hcs.native import kernel32
+
+            # After create, before start: every process of the silo inherits it (hcs.md 8).
+            kernel32.set_silo_affinity(system_id, affinity_groups(limits.cpu_affinity))
+            session.applied("cpu_affinity", hex(limits.cpu_affinity))
+
+
+def _stdout_path(config) -> str | None:
+    if not config.stdout_filename:
+        return None
+    return os.path.join(config.process_directory, *re.split(r"[\\/]", config.stdout_filename))
+
+
+class _Stopper:
+    """The polite stop (CtrlC) on a thread of its own, as some images block in the signal call
+    until the process ends (hcs.md 7.4); `failed` when it could not be delivered."""
+
+    def __init__(self, process):
+        self.failed = False
+        self._thread = threading.Thread(target=self._signal, args=(process,), daemon=True, name="hcs-signal")
+        self._thread.start()
+
+    def _signal(self, process) -> None:
+        try:
+            process.signal("CtrlC")
+        except HcsError as e:
+            self.failed = not is_process_gone(e)
+
+    def join(self) -> None:
+        self._thread.join()  # never abandon a running HCS call: the process has ended by now
+
+
+def _run(plan, session, generation, system, system_exit: Exit, stop) -> None:
+    config = plan.config
+    exited = Exit()
+    output = stdio.Output(session, _stdout_path(config))
+    process = forwarder = pumps = stopper = None
+    try:
+        process = generation.create_process(system, documents.process(config), exited)
+        if process.stdin is not None:
+            if stdio.stdin_has_input():
+                forwarder = stdio.StdinForwarder(process)
+            else:
+                process.close_stdin()
+        pumps = stdio.Pumps(process, output)
+        deadline = time.monotonic() + config.timeout_seconds if config.timeout_seconds else None
+        kill_at = killed_at = None
+        timed_out = False
+        while not exited.event.wait(_TICK):
+            now = time.monotonic()
+            if stopper is None and (stop.event.is_set() or (deadline is not None and now >= deadline)):
+                timed_out = not stop.event.is_set()
+                stopper = _Stopper(process)
+                kill_at = now + config.stop_grace_seconds
+            if stopper is not None and stopper.failed and kill_at is not None:
+                kill_at = now
+            if kill_at is not None and now >= kill_at:
+                kill(generation, system.id, process.pid)
+                kill_at, killed_at = None, now
+            if killed_at is not None and now - killed_at > KILL_WAIT_SECONDS:
+                raise LaunchError(f"the container process {process.pid} did not end after HcsTerminateProcess")
+        code = generation.exit_code(process, exited)
+        if code is None:
+            raise LaunchError("HCS did not report the container process's exit code")
+        session.result.exit_code = code
+        if timed_out:
+            session.result.timed_out = True
+            session.result.exit_code = exitcodes.TIMEOUT
+            session.warn(f"the container was stopped after its timeout of {config.timeout_seconds:g} s")
+    finally:
+        if stopper is not None:
+            stopper.join()
+        if forwarder is not None:
+            forwarder.stop()
+        if process is not None:
+            _close_process(session, generation, system, system_exit, process, exited, pumps)
+        output.close()
+
+
+def _close_process(session, generation, system, system_exit: Exit, process, exited: Exit, pumps) -> None:
+    """Readers joined before the handles they read close (hcs.md 7.2, 11.6)."""
+    try:
+        if not exited.event.is_set():
+            kill(generation, system.id, process.pid)  # a setup failure or an error while waiting
+        if pumps is not None and not pumps.join(OUTPUT_AFTER_EXIT_SECONDS):
+            # HCS kept an output pipe open after the exit: ending the silo closes it.
+            generation.stop(system, system_exit)
+            if not pumps.join(OUTPUT_AFTER_STOP_SECONDS):
+                session.warn("an output pipe of the container stayed open; its handle is left to the launcher's exit")
+                process.stdout = process.stderr = None  # never close a handle under a blocked reader
+    finally:
+        process.close()

@@ -1,0 +1,142 @@
+"""The container process's stdio: its output pipes copied live to the launcher's streams (and
+to stdout_filename), and the launcher's stdin forwarded when there is input to forward."""
+
+from __future__ import annotations
+
+import os
+import select
+import sys
+import threading
+
+from nspawn.backends.hcs.native import kernel32
+from nspawn.backends.hcs.native.errors import HcsError
+
+_POLL_SECONDS = 0.05
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
+
+
+class Output:
+    """Where the process's output goes: the session's streams or the launcher's own fds 1 and
+    2, and both streams into one file when stdout_filename is set (hostcompute_nspawn's
+    `>> file 2>&1`, and the Linux backend's)."""
+
+    def __init__(self, session, file_path: str | None):
+        self._streams = (session.stdout, session.stderr)
+        self._file = os.open(file_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o644) \
+            if file_path else None
+        self._file_lock = threading.Lock()
+
+    def sink(self, n: int):
+        stream = self._streams[n - 1]
+
+        def write(data: bytes) -> None:
+            try:
+                if stream is not None:
+                    stream.write(data)
+                    stream.flush()
+                else:
+                    _write_all(n, data)
+            except OSError:
+                pass  # the launcher's stream is gone; the file still gets it
+            if self._file is not None:
+                with self._file_lock:
+                    _write_all(self._file, data)
+        return write
+
+    def close(self) -> None:
+        if self._file is not None:
+            os.close(self._file)
+            self._file = None
+
+
+def _copy(handle: int, write) -> None:
+    try:
+        while data := kernel32.read(handle):
+            write(data)
+    except (HcsError, OSError):
+        pass  # the pipe broke: there is nothing more to copy
+
+
+class Pumps:
+    """One thread per output pipe, reading until the writer is gone."""
+
+    def __init__(self, process, output: Output):
+        self._threads = [threading.Thread(target=_copy, args=(handle, output.sink(n)), daemon=True,
+                                          name=f"hcs-output-{n}")
+                         for n, handle in ((1, process.stdout), (2, process.stderr)) if handle is not None]
+        for t in self._threads:
+            t.start()
+
+    def join(self, timeout: float) -> bool:
+        """True once every pipe reached its end; HCS does not always close them (hcs.md 7.2)."""
+        for t in self._threads:
+            t.join(timeout)
+        return not any(t.is_alive() for t in self._threads)
+
+
+def stdin_has_input() -> bool:
+    """The launcher's stdin is forwarded when it is neither a terminal nor the null device: a
+    pipe or a file was given on purpose. A terminal would need a console (EmulateConsole),
+    which this launcher does not ask for, and the null device is no input at all."""
+    try:
+        st = os.fstat(0)
+    except OSError:
+        return False
+    if os.isatty(0):
+        return False
+    try:
+        null = os.stat(os.devnull)
+    except OSError:
+        return True
+    return (st.st_dev, st.st_ino) != (null.st_dev, null.st_ino)
+
+
+class StdinForwarder:
+    """Copies the launcher's stdin to the process, and closes the process's stdin at its end."""
+
+    def __init__(self, process):
+        self._process = process
+        self._lock = threading.Lock()
+        self._open = True
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="hcs-stdin")
+        self._thread.start()
+
+    def _read(self) -> bytes | None:
+        if sys.platform == "win32":
+            return os.read(0, 65536)  # pipes cannot be polled there; stop() does not wait for this
+        while not self._stopping.is_set():
+            if select.select([0], [], [], _POLL_SECONDS)[0]:
+                return os.read(0, 65536)
+        return None
+
+    def _run(self) -> None:
+        while True:
+            try:
+                data = self._read()
+            except OSError:
+                data = b""
+            with self._lock:
+                if data is None or not self._open:
+                    return
+                try:
+                    if not data:
+                        self._open = False
+                        self._process.close_stdin()
+                        return
+                    kernel32.write(self._process.stdin, data)
+                except (BrokenPipeError, HcsError):
+                    self._open = False
+                    return
+
+    def stop(self) -> None:
+        """Before the process handle closes: no write may reach a closed handle."""
+        self._stopping.set()
+        with self._lock:
+            self._open = False
+        if sys.platform != "win32":
+            self._thread.join()
