@@ -92,8 +92,10 @@ def fill_placeholders(document, key: str | None = None):
 
 
 def plan_documents(plan_json: dict) -> dict[str, dict]:
+    """The documents a plan offers (a generation it will not take shows None)."""
     filled = fill_placeholders(plan_json)
-    return {f"{api}_{what}": filled[api][what] for api in ("v2", "v1") for what in ("compute_system", "process")}
+    return {f"{api}_{what}": filled[api][what] for api in ("v2", "v1") for what in ("compute_system", "process")
+            if filled[api][what] is not None}
 
 
 def assert_valid(docs: dict[str, dict]) -> None:
@@ -268,10 +270,10 @@ def windows_configs(draw) -> dict:
                                                st.text(max_size=8).filter(lambda s: "\x00" not in s), max_size=3)),
            "network": draw(st.sampled_from(["none", "nat"])),
            "isolation": draw(st.sampled_from(["process", "hyperv"])),
-           "hcs_api": draw(st.sampled_from(["auto", "v1", "v2"])),
            "max_ram_mb": draw(_big), "cpus_count": draw(st.integers(0, 65535)),
            "max_cpu_percent": draw(st.one_of(st.integers(0, 100), st.floats(0, 100))),
            "max_storage_iops": draw(_big), "max_storage_bandwidth_bytes_per_sec": draw(_big)}
+    doc["hcs_api"] = draw(st.sampled_from(["auto", "v1"] + (["v2"] if doc["isolation"] == "process" else [])))
     if draw(st.booleans()):
         doc["process_directory"] = draw(_windows_dir)
         doc["mapped_directory_read_only"] = draw(st.booleans())
