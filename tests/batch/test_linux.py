@@ -1,0 +1,183 @@
+"""`nspawn batch` with real containers, as root: what the report and the JUnit file say matches
+what each job did, admission holds, Ctrl-C half-way leaves nothing behind, and runs on worker
+threads do not hold each other's descriptors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from nspawn.batch.admission import MIB
+from nspawn.config.resolve import load_config
+from nspawn.launch import run as launch_run
+from nspawn.session import Stop
+from tests.batch.junit_schema import violations
+from tests.linux.conftest import _scratch, ROOT, container_processes, leftovers, needs_root  # noqa: F401 (_scratch: the fixture)
+
+pytestmark = needs_root
+
+BUDGET_MIB = 200
+
+
+def _sh(script: str, **more) -> dict:
+    return {"process_executable": "/bin/sh", "process_arguments": ["-c", script], **more}
+
+
+def _write(directory, name: str, config: dict | str) -> None:
+    (directory / f"{name}.json").write_text(config if isinstance(config, str) else json.dumps(config))
+
+
+def _batch(*args, **popen):
+    return subprocess.Popen([sys.executable, "-m", "nspawn", "batch", *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+def _container_ids(report: dict) -> list[str]:
+    return [j["container_id"] for j in report["jobs"] if j["container_id"]]
+
+
+@pytest.fixture
+def fifty(tmp_path):
+    """50 configs and what each should end as: (status, exit code, text in its stdout log)."""
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    expected = {}
+    for i in range(30):
+        more = {"max_ram_mb": 64} if i % 3 == 0 else {"cpu_affinity_hex": "0x1"} if i % 5 == 1 else {}
+        _write(configs, f"ok{i:02}", _sh(f"echo ok {i}", **more))
+        expected[f"ok{i:02}"] = ("passed", 0, f"ok {i}\n")
+    for i in range(1, 16):
+        _write(configs, f"exit{i:02}", _sh(f"echo failing {i}; echo to stderr >&2; exit {i}", max_ram_mb=64))
+        expected[f"exit{i:02}"] = ("failed", i, f"failing {i}\n")
+    _write(configs, "timeout-own", _sh("echo before; sleep 30", timeout_seconds=0.3, stop_grace_seconds=0.5))
+    expected["timeout-own"] = ("failed", 124, "before\n")
+    _write(configs, "timeout-batch", _sh("sleep 30", stop_grace_seconds=0.5))  # the batch's --timeout applies
+    expected["timeout-batch"] = ("failed", 124, "")
+    _write(configs, "oom", {"process_executable": sys.executable, "max_ram_mb": 32,
+                            "process_arguments": ["-c", "b = bytearray(200 * 2**20); print('survived')"]})
+    expected["oom"] = ("failed", 137, "")
+    _write(configs, "bad-config", '{"process_executable": "/bin/true", "netwrk": "none"}')
+    expected["bad-config"] = ("failed", 2, None)
+    _write(configs, "too-big", _sh("true", max_ram_mb=BUDGET_MIB * 2))
+    expected["too-big"] = ("failed", 2, None)
+    assert len(expected) == 50
+    return configs, expected
+
+
+def test_fifty_jobs_report_what_happened_job_by_job_and_leave_nothing(fifty, tmp_path, _scratch):
+    configs, expected = fifty
+    report_path, junit_path, logs = tmp_path / "report.json", tmp_path / "junit.xml", tmp_path / "logs"
+    batch = _batch(str(configs), "-j", "4", "--logs", str(logs), "--report", str(report_path), "--junit", str(junit_path),
+                   "--timeout", "1", "--memory-budget", f"{BUDGET_MIB}M")
+    out, err = batch.communicate(timeout=120)
+    assert batch.returncode == 1, err
+    report = json.loads(report_path.read_text())
+    jobs = {j["name"]: j for j in report["jobs"]}
+    assert sorted(jobs) == sorted(expected)
+    for name, (status, code, stdout) in expected.items():
+        job = jobs[name]
+        assert (job["status"], job["exit_code"]) == (status, code), (name, job)
+        if stdout is not None:
+            assert (logs / f"{name}.stdout").read_text() == stdout, name
+            assert job["rolled_back"], name  # it ran, and what it made was released
+        if status == "passed" or name.startswith("exit"):
+            assert job["errors"] == [], name
+    assert (logs / "exit03.stderr").read_text() == "to stderr\n"
+    assert jobs["timeout-own"]["timed_out"] and jobs["timeout-batch"]["timed_out"]
+    assert jobs["oom"]["oom_killed"] and any("memory limit" in e for e in jobs["oom"]["errors"])
+    assert jobs["ok00"]["limits_applied"]["max_ram_mb"].startswith(str(64 * MIB))
+    assert "netwrk" in jobs["bad-config"]["errors"][0] and "can never start" in jobs["too-big"]["errors"][0]
+    assert report["counts"] == {"passed": 30, "failed": 20, "interrupted": 0, "not run": 0}
+
+    junit = junit_path.read_text()
+    assert violations(junit) == []
+    cases = {c.get("name"): c for c in ET.fromstring(junit).iter("testcase")}
+    assert sorted(cases) == sorted(expected)
+    for name, (status, code, stdout) in expected.items():
+        case = cases[name]
+        verdicts = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
+        assert verdicts == ([] if code == 0 else ["error"] if name in ("bad-config", "too-big") else ["failure"]), name
+        if stdout:
+            assert case.find("system-out").text == stdout.rstrip("\n")
+
+    _assert_admission_held(report["jobs"])
+    assert leftovers(str(_scratch), _container_ids(report)) == []
+
+
+def _assert_admission_held(jobs: list[dict]) -> None:
+    """At every job's start, the running jobs' memory limits fit the budget and no CPU is pinned twice."""
+    ran = [j for j in jobs if j["started"] is not None]
+    for job in ran:
+        at = job["started"]
+        running = [j for j in ran if j["started"] <= at < j["ended"]]
+        assert sum(j["memory_reserved_bytes"] for j in running) <= BUDGET_MIB * MIB, [j["name"] for j in running]
+        pinned = [cpu for j in running for cpu in j["pinned_cpus"]]
+        assert len(pinned) == len(set(pinned)), [j["name"] for j in running]
+    assert max(sum(1 for j in ran if j["started"] <= k["started"] < j["ended"]) for k in ran) > 1  # it did run jobs at once
+
+
+def test_ctrl_c_half_way_stops_the_running_jobs_and_still_writes_the_reports(tmp_path, _scratch):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    for i in range(4):
+        _write(configs, f"a-quick{i}", _sh(f"echo quick {i}"))
+    for i in range(6):
+        _write(configs, f"b-slow{i}", _sh("echo started; sleep 30", stop_grace_seconds=1))
+    report_path, junit_path = tmp_path / "report.json", tmp_path / "junit.xml"
+    batch = _batch(str(configs), "-j", "2", "--report", str(report_path), "--junit", str(junit_path))
+    seen = []
+    for line in batch.stderr:  # plain lines: the batch's stderr is not a terminal
+        seen.append(line)
+        if sum("start       b-slow" in s for s in seen) == 2:
+            break
+    batch.send_signal(signal.SIGINT)
+    out, err = batch.communicate(timeout=30)
+    assert batch.returncode == 128 + signal.SIGINT, "".join(seen) + err
+    report = json.loads(report_path.read_text())
+    statuses = {j["name"]: j["status"] for j in report["jobs"]}
+    assert [statuses[f"a-quick{i}"] for i in range(4)] == ["passed"] * 4
+    assert [statuses[f"b-slow{i}"] for i in range(2)] == ["interrupted"] * 2
+    assert [statuses[f"b-slow{i}"] for i in range(2, 6)] == ["not run"] * 4
+    assert report["interrupted_by"] == signal.SIGINT
+    junit = junit_path.read_text()
+    assert violations(junit) == []
+    assert sum(c.find("skipped") is not None for c in ET.fromstring(junit).iter("testcase")) == 4
+    assert leftovers(str(_scratch), _container_ids(report)) == []
+
+
+def test_runs_on_worker_threads_hold_only_their_own_descriptors(_scratch):
+    """A container forked on one thread must not keep another run's pipes open (its launcher
+    would wait for their end of file until this container ended)."""
+    config = load_config(None, _sh("sleep 30"), host=True)
+    stop, pids, results = Stop(), [], []
+    ready = threading.Event()
+
+    def listener(event, details):
+        if event == "process":
+            pids.append(details["pid"])
+            ready.set()
+
+    read_end, write_end = os.pipe()  # as another run's pipe would be, when this one forks
+    try:
+        worker = threading.Thread(target=lambda: results.append(launch_run(config, listener=listener, stop=stop)))
+        worker.start()
+        assert ready.wait(10)
+        ours = {os.readlink(f"/proc/self/fd/{fd}") for fd in (read_end, write_end)}
+        theirs = set()
+        for pid in [pids[0], *map(int, open(f"/proc/{pids[0]}/task/{pids[0]}/children").read().split())]:
+            theirs |= {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        assert ours and not ours & theirs
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+        stop.ask(signal.SIGTERM)  # from this thread: it must not raise here, and must stop the run there
+        worker.join(20)
+    assert results[0].interrupted_by == signal.SIGTERM and results[0].exit_code == 128 + signal.SIGTERM
+    assert container_processes(str(_scratch)) == []
