@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Jobs per second of `nspawn batch` over N no-op configs (/bin/true, host root) at -j 2, beside
+a shell loop of `nspawn run -c` over the same configs and, where installed, a shell loop of
+`bwrap`; prints figures and ratios, asserts nothing.
+
+    sudo python3 scripts/bench_batch.py [--jobs 200] [-j 2] [--profile]
+
+--profile runs the batch in this process under cProfile and prints the top functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+BWRAP = "bwrap --ro-bind / / --proc /proc --dev /dev --unshare-all /bin/true"
+
+
+def timed(argv: list[str], env: dict) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def shell_loop(body: str, configs: list[str], env: dict) -> float:
+    script = f"for c in {' '.join(map(shlex.quote, configs))}; do {body} || exit 1; done"
+    return timed(["sh", "-c", script], env)
+
+
+def profile(configs_dir: str, slots: int) -> None:
+    import cProfile
+    import pstats
+
+    from nspawn.cli import cli
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        cli(["-q", "batch", configs_dir, "-j", str(slots)], prog_name="nspawn", standalone_mode=False)
+    finally:
+        profiler.disable()
+    pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("-j", type=int, default=2, dest="slots")
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("needs root", file=sys.stderr)
+        return 2
+    work = tempfile.mkdtemp(prefix="nspawn-bench-batch-")
+    configs_dir = os.path.join(work, "configs")
+    os.mkdir(configs_dir)
+    configs = []
+    for i in range(args.jobs):
+        configs.append(os.path.join(configs_dir, f"noop{i:04}.json"))
+        with open(configs[-1], "w") as f:
+            json.dump({"process_executable": "/bin/true"}, f)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(NSPAWN_STATE_DIR=os.path.join(work, "state"), NSPAWN_CACHE_DIR=os.path.join(work, "cache"))
+    os.environ.update(NSPAWN_STATE_DIR=env["NSPAWN_STATE_DIR"], NSPAWN_CACHE_DIR=env["NSPAWN_CACHE_DIR"])
+    nspawn = [sys.executable, "-m", "nspawn", "-q"]
+    try:
+        subprocess.run(nspawn + ["run", "-c", configs[0]], env=env, cwd=ROOT, check=True)  # warm caches, bytecode
+        if args.profile:
+            profile(configs_dir, args.slots)
+            return 0
+        rows = [("nspawn batch -j %d" % args.slots,
+                 timed(nspawn + ["batch", configs_dir, "-j", str(args.slots), "--report", os.path.join(work, "r.json")], env))]
+        rows.append(("shell loop of nspawn run -c", shell_loop(f"{shlex.join(nspawn)} run -c \"$c\"", configs, env)))
+        if shutil.which("bwrap"):
+            rows.append(("shell loop of bwrap", shell_loop(BWRAP, configs, env)))
+        with open(os.path.join(work, "r.json")) as f:
+            report = json.load(f)
+        assert report["counts"]["passed"] == args.jobs, report["counts"]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"{args.jobs} no-op jobs (/bin/true) on {os.cpu_count()} CPUs, {sys.executable}")
+    for name, seconds in rows:
+        print(f"  {name:<30} {args.jobs / seconds:7.1f} jobs/s  ({seconds:.2f} s)")
+    if not shutil.which("bwrap"):
+        print("  shell loop of bwrap            skipped: bwrap (bubblewrap) is not installed")
+    batch = rows[0][1]
+    print(f"batch vs the shell loop of nspawn run: {rows[1][1] / batch:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
