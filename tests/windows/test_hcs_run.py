@@ -1,0 +1,112 @@
+"""`nspawn run` and `nspawn doctor` on a real Windows Server 2022 host (the windows workflow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.windows.hcs_host import CMD, PARENT, PYTHON, launcher, nspawn_run, with_python
+
+pytestmark = pytest.mark.windows
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_output_and_exit_code_of_cmd(api):
+    result = nspawn_run("--hcs-api", api, "--", CMD, "/c", "echo hello from nanoserver")
+    assert result.returncode == 0, result.stderr
+    assert "hello from nanoserver" in result.stdout
+
+    result = nspawn_run("--hcs-api", api, "--", CMD, "/c", "exit 3")
+    assert result.returncode == 3, result.stderr
+
+
+def test_the_mapped_directory_is_read_and_written(tmp_path):
+    (tmp_path / "in.txt").write_text("from the host\n")
+    result = nspawn_run("-D", str(tmp_path), "--mapped-directory", "C:\\work", "--",
+                        CMD, "/c", "type C:\\work\\in.txt & echo from the container> C:\\work\\out.txt")
+    assert result.returncode == 0, result.stderr
+    assert "from the host" in result.stdout
+    assert (tmp_path / "out.txt").read_text().strip() == "from the container"
+
+
+def test_a_read_only_mapping_refuses_writes(tmp_path):
+    (tmp_path / "in.txt").write_text("kept\n")
+    result = nspawn_run("-D", str(tmp_path), "--mapped-directory", "C:\\work", "--read-only", "--",
+                        CMD, "/c", "type C:\\work\\in.txt & echo x> C:\\work\\new.txt")
+    assert result.returncode != 0
+    assert "kept" in result.stdout
+    assert not (tmp_path / "new.txt").exists()
+
+
+def test_stdout_filename_receives_the_output_too(tmp_path):
+    result = nspawn_run("-D", str(tmp_path), "--mapped-directory", "C:\\work", "--stdout-file", "out.log", "--",
+                        CMD, "/c", "echo logged")
+    assert result.returncode == 0, result.stderr
+    assert "logged" in result.stdout
+    assert "logged" in (tmp_path / "out.log").read_text()
+
+
+def test_the_memory_limit_holds():
+    allocate = "bytearray(512 * 2**20); print('allocated')"
+    limited = nspawn_run(*with_python("--memory", "128M", "--json", "--", PYTHON, "-I", "-c", allocate))
+    assert limited.returncode == 1 and "MemoryError" in limited.stderr, limited.stderr
+    assert "max_ram_mb" in json.loads(limited.stdout.splitlines()[-1])["limits_applied"]
+
+    free = nspawn_run(*with_python("--", PYTHON, "-I", "-c", allocate))
+    assert free.returncode == 0 and "allocated" in free.stdout, free.stderr
+
+
+def test_the_timeout_stops_the_container_with_124():
+    result = nspawn_run(*with_python("--timeout", "5s", "--grace", "2s", "--", PYTHON, "-I", "-c",
+                                     "import time; time.sleep(600)"), timeout=120)
+    assert result.returncode == 124, result.stderr
+
+
+def test_ctrl_break_stops_and_rolls_back():
+    """Ctrl-C cannot be sent to another process group on Windows; Ctrl-Break is its
+    equivalent there and reaches the launcher as SIGBREAK."""
+    process = subprocess.Popen(
+        launcher(*with_python("--", PYTHON, "-I", "-u", "-c", "import time; print('ready'); time.sleep(600)")),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, creationflags=subprocess.CREATE_NEW_PROCESS_GROUP)
+    try:
+        assert process.stdout.readline().strip() == "ready"
+        process.send_signal(signal.CTRL_BREAK_EVENT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + signal.SIGBREAK, stderr
+
+
+@pytest.mark.parametrize("network,reaches", [("none", False), ("nat", True)])
+def test_network_none_has_no_route_and_nat_has_one(network, reaches):
+    connect = "import socket; socket.create_connection(('1.1.1.1', 53), timeout=10); print('connected')"
+    result = nspawn_run(*with_python("--network", network, "--", PYTHON, "-I", "-c", connect))
+    assert (result.returncode == 0 and "connected" in result.stdout) is reaches, result.stderr
+
+
+def test_doctor_judges_the_parent_layer_against_the_host(tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"parent_layer_directory": PARENT, "process_executable": CMD}))
+    result = subprocess.run([sys.executable, "-m", "nspawn", "doctor", "--backend", "hcs", "-c", str(config)],
+                            capture_output=True, text=True, timeout=120)
+    lines = result.stdout.splitlines()
+    for check in ("windows", "v2 API (computecore.dll)", "v1 API (vmcompute.dll)", "HCS service", "parent layer",
+                  "image vs host (process isolation)"):
+        assert any(line.startswith(f"ok  {check}: ") for line in lines), result.stdout
+    assert result.returncode == 0, result.stdout
+
+
+def test_dry_run_of_the_original_config():
+    result = subprocess.run([sys.executable, "-m", "nspawn", "run", "--dry-run", "-c",
+                             os.path.join(ROOT, "configs", "hostcompute_nspawn.json")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["backend"] == "hcs" and plan["v1"]["compute_system"]["MemoryMaximumInMB"] == 512
