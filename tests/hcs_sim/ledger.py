@@ -13,6 +13,17 @@ import pathlib
 import time
 
 MODES = {"sync": 0, "async": 1}
+LEDGER_ENV = "NSPAWN_HCS_SIM_LEDGER"  # the simulator writes its ledger there when its process exits
+FAULTS_ENV = "NSPAWN_HCS_SIM_FAULTS"  # faults for a simulator loaded by another process
+
+
+def live(led: dict) -> dict:
+    """What a ledger shows still alive or leaked; empty after a correct teardown."""
+    found = {key: led[key] for key in ("systems", "processes", "handles", "pipes", "layers",
+                                        "endpoints", "namespaces", "free_errors") if led[key]}
+    if led["strings"]:
+        found["strings"] = led["strings"]
+    return found
 
 
 class Simulator:
@@ -41,12 +52,7 @@ class Simulator:
 
     def live(self) -> dict:
         """Everything still alive or leaked; empty after a correct teardown."""
-        led = self.ledger()
-        found = {key: led[key] for key in ("systems", "processes", "handles", "pipes", "layers",
-                                            "endpoints", "namespaces", "free_errors") if led[key]}
-        if led["strings"]:
-            found["strings"] = led["strings"]
-        return found
+        return live(self.ledger())
 
     def wait_clean(self, timeout: float = 5.0) -> dict:
         """live() once it is empty, or what is still alive after `timeout`

@@ -79,6 +79,19 @@ VM(HcsEnumerateComputeSystems)(const wchar_t *query, wchar_t **systems, wchar_t 
     return S_OK;
 }
 
+/* A failed completion carries a ResultError document as its notification data. */
+static void deliver_v1(uint64_t seq, uint32_t type, HRESULT hr, const char *call)
+{
+    char *doc = NULL;
+    if (hr < 0) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "%s failed (simulated fault)", call);
+        doc = result_error(hr, msg);
+    }
+    deliver(seq, 0, 0, type, hr, doc);
+    free(doc);
+}
+
 static void job_v1_create(sim_job *j)
 {
     pthread_mutex_lock(&g_lock);
@@ -89,7 +102,7 @@ static void job_v1_create(sim_job *j)
     else if (s && hr < 0)
         s->state = ST_STOPPED;
     pthread_mutex_unlock(&g_lock);
-    deliver(j->a, 0, 0, V1_CREATE_COMPLETED, hr, NULL);
+    deliver_v1(j->a, V1_CREATE_COMPLETED, hr, "HcsCreateComputeSystem");
 }
 
 VM(HcsCreateComputeSystem)(const wchar_t *id, const wchar_t *config, HANDLE identity, HANDLE *out,
@@ -183,7 +196,7 @@ static void job_v1_start(sim_job *j)
         hr = S_OK;
     }
     pthread_mutex_unlock(&g_lock);
-    deliver(j->a, 0, 0, V1_START_COMPLETED, j->hr < 0 ? j->hr : hr, NULL);
+    deliver_v1(j->a, V1_START_COMPLETED, j->hr < 0 ? j->hr : hr, "HcsStartComputeSystem");
 }
 
 VM(HcsStartComputeSystem)(HANDLE h, const wchar_t *options, wchar_t **result)
