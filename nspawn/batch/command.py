@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
 
 import click
@@ -61,7 +60,7 @@ def batch(ctx, paths, slots, logs_dir, report_path, junit_path, fail_fast, timeo
         except ConfigError as e:
             refused[name] = not_run(job, one_line(e), exit_code=e.exit_code)
         jobs.append(job)
-    shown = display.make(len(jobs), sys.stderr)
+    shown = display.make(len(jobs), reporter)
     executor = LocalExecutor(slots)
     try:
         outcome = scheduler.run_batch(jobs, refused, executor, admission.Admission(budget), slots, shown,

@@ -41,18 +41,21 @@ def summary(outcome: Outcome, seconds: float) -> str:
 
 
 class PlainDisplay(Listener):
-    def __init__(self, total: int, stream):
-        self.total, self.stream, self.done = total, stream, 0
+    def __init__(self, total: int, stream, quiet: bool = False):
+        self.total, self.stream, self.done, self.quiet = total, stream, 0, quiet
         self.width = len(str(total))
 
     def _line(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
     def started(self, job: Job) -> None:
-        self._line(f"[{self.done:>{self.width}}/{self.total}] start       {job.name}")
+        if not self.quiet:
+            self._line(f"[{self.done:>{self.width}}/{self.total}] start       {job.name}")
 
     def finished(self, result: JobResult) -> None:
         self.done += 1
+        if self.quiet and result.status == PASSED:
+            return
         code = "" if result.exit_code is None else f" exit {result.exit_code}"
         error = f": {result.error}" if result.error and result.status != PASSED else ""
         self._line(f"[{self.done:>{self.width}}/{self.total}] {result.status:<11} {result.name}{code} "
@@ -123,9 +126,11 @@ class LiveDisplay(Listener):
         self.console.print(summary(outcome, seconds))
 
 
-def make(total: int, stream):
-    """The live display on a terminal (unless NO_COLOR or TERM=dumb), plain lines otherwise."""
-    from nspawn.ui import Reporter
+def make(total: int, reporter):
+    """The live display on the reporter's terminal, plain lines otherwise (at -q only the jobs
+    that did not pass, and the summary)."""
+    from nspawn.ui import QUIET
 
-    console = Reporter(stream=stream).console
-    return LiveDisplay(total, console) if console is not None else PlainDisplay(total, stream)
+    if reporter.console is not None:
+        return LiveDisplay(total, reporter.console)
+    return PlainDisplay(total, reporter.stream, quiet=reporter.verbosity <= QUIET)
