@@ -547,6 +547,9 @@ static void name_to_guid(const char *name, uint8_t g[16])
 VM(NameToGuid)(const wchar_t *name, uint8_t *guid)
 {
     record2("vmcompute!NameToGuid", name, NULL);
+    HRESULT hr;
+    if (v1_fault("vmcompute!NameToGuid", 0, NULL, &hr))
+        return hr;
     if (!name || !guid)
         return E_INVALIDARG;
     char *n = w2u(name);

@@ -119,6 +119,8 @@ def v1_compute_system(config: Config, container_id: str, storage: Storage, hostn
         "EndpointList": endpoints,
         "AllowUnqualifiedDNSQuery": True,
         "Servicing": False,
+        # As in the v2 document: the container dies with the launcher's last handle.
+        "TerminateOnLastHandleClosed": True,
     }
     if hyperv:
         # The utility VM image ships in the base layer; HCS attaches the scratch itself.

@@ -12,6 +12,7 @@ import json
 import os
 import time
 
+from nspawn.backends.hcs.acquire import acquire
 from nspawn.backends.hcs.documents import Storage, host_paths
 from nspawn.errors import LaunchError
 
@@ -67,20 +68,6 @@ class Scratch:
         return {"what": self.folder, "home": self.home, "id": self.id, "folder": self.folder}
 
 
-def _step(journal, entry, call, *args) -> None:
-    """A call that acquires what `entry` stands for; when HCS answers that it failed, the
-    entry is marked so its release is skipped."""
-    from nspawn.backends.hcs.native.errors import HcsError
-
-    try:
-        call(*args)
-    except HcsError:
-        journal.update(entry, acquired=False)
-        raise
-    if entry.data.get("acquired") is False:
-        journal.update(entry, acquired=True)
-
-
 def mount(scratch: Scratch, chain: list[str], session, *, on_host: bool, checkpoint) -> Storage:
     """Creates the scratch layer; with on_host (process isolation) also mounts it on the host
     and returns its volume path. Hyper-V isolation leaves the mounting to HCS, which attaches
@@ -100,11 +87,11 @@ def mount(scratch: Scratch, chain: list[str], session, *, on_host: bool, checkpo
     activation = journal.record("hcs-layer-activation", **where)
     preparation = None
     for attempt in range(1, PREPARE_ATTEMPTS + 1):
-        _step(journal, activation, vm.activate_layer, scratch.home, scratch.id)
+        acquire(journal, activation, vm.activate_layer, scratch.home, scratch.id)
         checkpoint()
         preparation = preparation or journal.record("hcs-layer-preparation", **where)
         try:
-            _step(journal, preparation, vm.prepare_layer, scratch.home, scratch.id, chain)
+            acquire(journal, preparation, vm.prepare_layer, scratch.home, scratch.id, chain)
             break
         except HcsError as e:
             if e.win32 not in _RETRY_WIN32 or attempt == PREPARE_ATTEMPTS:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 
+from nspawn.backends.hcs.acquire import acquire
 from nspawn.errors import LaunchError
 
 NAT_NETWORK = "nat"
@@ -35,9 +36,12 @@ def attach_v2(session, name: str, checkpoint) -> str:
         settings = {"Name": name, "HostComputeNetwork": networks[0], "SchemaVersion": hcn.SCHEMA}
         network.create_endpoint(settings, id=endpoint_id).close()
     checkpoint()
-    journal.record("hcn-namespace", what=namespace_id, id=namespace_id, endpoint=endpoint_id)
+    journal.record("hcn-namespace", what=namespace_id, id=namespace_id)
     with hcn.create_namespace(id=namespace_id) as namespace:
-        namespace.add_endpoint(endpoint_id)
+        checkpoint()
+        attachment = journal.record("hcn-attachment", what=f"{endpoint_id} in {namespace_id}",
+                                    namespace=namespace_id, endpoint=endpoint_id)
+        acquire(journal, attachment, namespace.add_endpoint, endpoint_id)
     checkpoint()
     return namespace_id
 

@@ -40,19 +40,25 @@ def release_system(data: dict) -> None:
                 raise
 
 
-def release_hcn_namespace(data: dict) -> None:
-    """Detaches the endpoint, then deletes the namespace (hcs.md 10.1 step 6)."""
+def release_hcn_attachment(data: dict) -> None:
+    """Detaches the endpoint from the namespace (hcs.md 10.1 step 6), so both can go."""
     from nspawn.backends.hcs.native import computenetwork as hcn
 
+    if data.get("acquired") is False:
+        return
     try:
-        namespace = hcn.open_namespace(data["id"])
+        namespace = hcn.open_namespace(data["namespace"])
     except HcsError as e:
         if is_not_found(e):
             return
         raise
     with namespace:
-        if data.get("endpoint"):
-            _unless_gone(namespace.remove_endpoint, data["endpoint"])
+        _unless_gone(namespace.remove_endpoint, data["endpoint"])
+
+
+def release_hcn_namespace(data: dict) -> None:
+    from nspawn.backends.hcs.native import computenetwork as hcn
+
     _unless_gone(hcn.delete_namespace, data["id"])
 
 
@@ -98,6 +104,7 @@ def release_layer(data: dict) -> None:
 
 RELEASERS = {
     "hcs-system": release_system,
+    "hcn-attachment": release_hcn_attachment,
     "hcn-namespace": release_hcn_namespace,
     "hcn-endpoint": release_hcn_endpoint,
     "hns-endpoint": release_hns_endpoint,

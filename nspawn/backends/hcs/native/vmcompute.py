@@ -178,13 +178,23 @@ class _Registered:
         self._callback = None
 
     def _register(self, export: str) -> None:
+        """A handle whose callback cannot be registered is of no use: it is stopped (when
+        `_stop` names how) and closed before the error propagates."""
         callback = c_void_p()
         try:
             getattr(_vm, export)(self.handle, _on_notification, self._key, callback)
         except BaseException:
-            registry.remove(self._key)
+            try:
+                self._stop()
+            except HcsError:
+                pass  # already stopped or gone
+            finally:
+                self.close()
             raise
         self._callback = callback.value
+
+    def _stop(self) -> None:
+        pass
 
     def __enter__(self):
         return self
@@ -209,10 +219,16 @@ class V1ComputeSystem(_Registered):
     _close_export = "HcsCloseComputeSystem"
     _unregister_export = "HcsUnregisterComputeSystemCallback"
 
-    def __init__(self, handle: int, id: str, listener=None):
+    def __init__(self, handle: int, id: str, listener=None, owned: bool = False):
+        """owned: this call created the system, so a failure to watch it terminates it."""
         super().__init__(handle, listener)
         self.id = id
+        self._owned = owned
         self._register("HcsRegisterComputeSystemCallback")
+
+    def _stop(self) -> None:
+        if self._owned:
+            self.terminate()
 
     def start(self, timeout_ms: int = CREATE_TIMEOUT_MS) -> None:
         if _vm.HcsStartComputeSystem(self.handle, None, c_void_p()):
@@ -237,11 +253,7 @@ class V1ComputeSystem(_Registered):
         handle = c_void_p()
         params = parameters if isinstance(parameters, str) else json.dumps(parameters)
         _vm.HcsCreateProcess(self.handle, params, info, handle, c_void_p())
-        process = V1Process(handle.value, listener)
-        process.pid = info.ProcessId
-        process.stdin, process.stdout, process.stderr = (
-            map(stdio_handle, (info.StdInput, info.StdOutput, info.StdError)))
-        return process
+        return V1Process(handle.value, listener, info)
 
     def open_process(self, pid: int, listener=None) -> V1Process:
         handle = c_void_p()
@@ -261,7 +273,7 @@ def create_compute_system(id: str, document: dict | str, timeout_ms: int = CREAT
     failure after HCS handed out a handle, terminates and closes it first."""
     handle = c_void_p()
     pending = _vm.HcsCreateComputeSystem(id, _json(document), None, handle, c_void_p())
-    system = V1ComputeSystem(handle.value, id, listener)
+    system = V1ComputeSystem(handle.value, id, listener, owned=True)
     if pending:
         try:
             system.notifications.wait("HcsCreateComputeSystem", NOTIFY_CREATE_COMPLETED, timeout_ms)
@@ -298,9 +310,18 @@ class V1Process(_Registered, StdioHandles):
     _unregister_export = "HcsUnregisterProcessCallback"
     pid: int = 0
 
-    def __init__(self, handle: int, listener=None):
+    def __init__(self, handle: int, listener=None, info: HCS_PROCESS_INFORMATION | None = None):
+        """info: what HcsCreateProcess handed out (pid and stdio), owned from here on."""
         super().__init__(handle, listener)
+        if info is not None:
+            self.pid = info.ProcessId
+            self.stdin, self.stdout, self.stderr = map(stdio_handle, (info.StdInput, info.StdOutput, info.StdError))
+        self._created = info is not None
         self._register("HcsRegisterProcessCallback")
+
+    def _stop(self) -> None:
+        if self._created:
+            self.terminate()
 
     def wait_exited(self, timeout_ms: int | None = None) -> int:
         """Waits for ProcessExited, then reads the exit code as hcsshim does."""
