@@ -17,6 +17,6 @@ def execute(the_plan: LinuxPlan, session) -> None:
 
 
 def doctor(config=None) -> list[tuple[str, bool, str]]:
-    from nspawn.backends.linux.doctor import doctor as check
+    from nspawn.backends.linux.diagnosis import doctor as check
 
     return check(config)
