@@ -103,7 +103,8 @@ def signals_to(stop: Stop) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    handled = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    # SIGBREAK: Ctrl-Break on a Windows console, which would otherwise end the launcher unrolled.
+    handled = [signal.SIGINT, signal.SIGTERM] + [getattr(signal, s) for s in ("SIGHUP", "SIGBREAK") if hasattr(signal, s)]
     previous = {s: signal.signal(s, lambda signum, frame: stop.request(signum)) for s in handled}
     try:
         yield
