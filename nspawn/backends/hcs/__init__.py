@@ -81,6 +81,39 @@ def execute(plan: HcsPlan, session) -> None:
     run(plan, session)
 
 
+def owned_systems() -> list[dict]:
+    """The compute systems nspawn made (Owner "nspawn"), running or not: [{"id", "state", "api"}];
+    [] where no HCS library loads. Both API generations see the same systems; the one a run
+    would take is asked."""
+    from nspawn.backends.hcs.generations import choose
+    from nspawn.backends.hcs.native.errors import HcsError, LibraryUnavailable
+
+    api = choose("auto", "process")
+    try:
+        if api == "v2":
+            from nspawn.backends.hcs.native.computecore import enumerate_compute_systems
+        else:
+            from nspawn.backends.hcs.native.vmcompute import enumerate_compute_systems
+        systems = enumerate_compute_systems({"Owners": [documents.OWNER]})
+    except LibraryUnavailable:
+        return []
+    except HcsError as e:
+        raise LaunchError(e.message) from None
+    return [{"id": s["Id"], "state": s.get("State"), "api": api} for s in systems if s.get("Owner") == documents.OWNER]
+
+
+def terminate_owned(id: str) -> None:
+    """Terminates one of them and waits for its end; a system already gone is no error."""
+    from nspawn.backends.hcs.generations import choose
+    from nspawn.backends.hcs.native.errors import HcsError
+    from nspawn.backends.hcs.release import release_system
+
+    try:
+        release_system({"id": id, "api": choose("auto", "process")})
+    except HcsError as e:
+        raise LaunchError(e.message) from None
+
+
 def doctor(config=None) -> list[tuple[str, bool, str]]:
     from nspawn.backends.hcs.doctor import doctor as check
 
