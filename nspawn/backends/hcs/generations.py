@@ -57,7 +57,28 @@ def _tolerate(check, action) -> None:
             raise
 
 
-class V2:
+def _gone(e: HcsError) -> bool:
+    return is_already_stopped(e) or is_not_found(e)
+
+
+class _Generation:
+    api: str
+
+    def start(self, system) -> None:
+        system.start()
+
+    def stop(self, system, exited: Exit) -> None:
+        """Shutdown, then terminate if it does not end in time; the exit notification (or
+        event) tells the end, as both submit the request and return (hcs.md 2.7, 4.3)."""
+        for stop in (system.shutdown, system.terminate):
+            if exited.event.is_set():
+                return
+            _tolerate(_gone, stop)
+            if exited.event.wait(STOP_WAIT_SECONDS):
+                return
+
+
+class V2(_Generation):
     api = "v2"
 
     def __init__(self) -> None:
@@ -78,9 +99,6 @@ class V2:
             raise
         return system
 
-    def start(self, system) -> None:
-        system.start()
-
     def create_process(self, system, parameters: dict, exited: Exit):
         process = system.create_process(parameters)
         try:
@@ -100,17 +118,9 @@ class V2:
     def open(self, id: str):
         return self.cc.open_compute_system(id)
 
-    def stop(self, system, exited: Exit) -> None:
-        """Shutdown, then terminate if it does not end in time; both answered by the exit event."""
-        for stop in (system.shutdown, system.terminate):
-            if exited.event.is_set():
-                return
-            _tolerate(is_already_stopped, stop)
-            if exited.event.wait(STOP_WAIT_SECONDS):
-                return
 
 
-class V1:
+class V1(_Generation):
     api = "v1"
 
     def __init__(self) -> None:
@@ -131,9 +141,6 @@ class V1:
         return self.vm.create_compute_system(
             id, document, listener=self._on((self.vm.NOTIFY_SYSTEM_EXITED, self.vm.NOTIFY_SERVICE_DISCONNECT), exited))
 
-    def start(self, system) -> None:
-        system.start()
-
     def create_process(self, system, parameters: dict, exited: Exit):
         return system.create_process(
             parameters, listener=self._on((self.vm.NOTIFY_PROCESS_EXITED, self.vm.NOTIFY_SERVICE_DISCONNECT), exited))
@@ -144,14 +151,6 @@ class V1:
     def open(self, id: str):
         return self.vm.open_compute_system(id)
 
-    def stop(self, system, exited: Exit) -> None:
-        """Pending from shutdown/terminate means accepted; SystemExited tells the end."""
-        for stop in (system.shutdown, system.terminate):
-            if exited.event.is_set():
-                return
-            _tolerate(lambda e: is_already_stopped(e) or is_not_found(e), stop)
-            if exited.event.wait(STOP_WAIT_SECONDS):
-                return
 
 
 GENERATIONS = {"v1": V1, "v2": V2}

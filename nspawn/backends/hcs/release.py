@@ -19,15 +19,22 @@ def _unless_gone(action, *args) -> None:
             raise
 
 
+def _opened(open_, *args):
+    """The object opened by id, or None when it no longer exists."""
+    try:
+        return open_(*args)
+    except HcsError as e:
+        if is_not_found(e):
+            return None
+        raise
+
+
 def release_system(data: dict) -> None:
     """Terminates the compute system if it still exists, and waits for its end."""
     generation = GENERATIONS[data.get("api", "v2")]()
-    try:
-        system = generation.open(data["id"])
-    except HcsError as e:
-        if is_not_found(e):
-            return
-        raise
+    system = _opened(generation.open, data["id"])
+    if system is None:
+        return
     with system:
         try:
             if generation.api == "v2":
@@ -44,14 +51,9 @@ def release_hcn_attachment(data: dict) -> None:
     """Detaches the endpoint from the namespace (hcs.md 10.1 step 6), so both can go."""
     from nspawn.backends.hcs.native import computenetwork as hcn
 
-    if data.get("acquired") is False:
+    namespace = None if data.get("acquired") is False else _opened(hcn.open_namespace, data["namespace"])
+    if namespace is None:
         return
-    try:
-        namespace = hcn.open_namespace(data["namespace"])
-    except HcsError as e:
-        if is_not_found(e):
-            return
-        raise
     with namespace:
         _unless_gone(namespace.remove_endpoint, data["endpoint"])
 
