@@ -97,15 +97,18 @@ class Session:
         self.listener("warning", {"message": message})
 
 
+# The signals that ask a run to stop. SIGBREAK: Ctrl-Break on a Windows console, which would
+# otherwise end the launcher without its rollback.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK") if hasattr(signal, name))
+
+
 @contextlib.contextmanager
 def signals_to(stop: Stop) -> Iterator[None]:
     """Route SIGINT and SIGTERM to `stop` (main thread only; elsewhere the caller routes them)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    # SIGBREAK: Ctrl-Break on a Windows console, which would otherwise end the launcher unrolled.
-    handled = [signal.SIGINT, signal.SIGTERM] + [getattr(signal, s) for s in ("SIGHUP", "SIGBREAK") if hasattr(signal, s)]
-    previous = {s: signal.signal(s, lambda signum, frame: stop.request(signum)) for s in handled}
+    previous = {s: signal.signal(s, lambda signum, frame: stop.request(signum)) for s in STOP_SIGNALS}
     try:
         yield
     finally:

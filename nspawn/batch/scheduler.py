@@ -17,6 +17,7 @@ from typing import Iterator
 from nspawn.batch.admission import Admission
 from nspawn.batch.executor import Executor
 from nspawn.batch.jobs import FAILED, INTERRUPTED, PASSED, Job, JobResult, not_run
+from nspawn.session import STOP_SIGNALS
 
 TICK = 0.1  # how often the loop looks at signals and samples memory
 
@@ -51,8 +52,7 @@ def _signals() -> Iterator[_Caught]:
         caught.signum = caught.signum or signum
         caught.wake.set()
 
-    handled = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
-    previous = {s: signal.signal(s, note) for s in handled}
+    previous = {s: signal.signal(s, note) for s in STOP_SIGNALS}
     try:
         yield caught
     finally:
