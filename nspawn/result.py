@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import copy
 
 
-@dataclass
 class Result:
-    container_id: str
-    backend: str
-    exit_code: int
-    timings: dict[str, float] = field(default_factory=dict)  # phase -> seconds
-    limits_applied: dict[str, object] = field(default_factory=dict)  # field -> value as applied
-    limits_not_enforced: dict[str, str] = field(default_factory=dict)  # field -> why
-    rolled_back: list[str] = field(default_factory=list)
-    rollback_failures: list[str] = field(default_factory=list)
-    error: str | None = None
-    timed_out: bool = False
-    oom_killed: bool = False
-    signal: int | None = None  # that killed the container process
-    interrupted_by: int | None = None  # signal the launcher received
-    peak_memory_bytes: int | None = None
+    # A plain class rather than a dataclass: defining one costs every launch about a millisecond.
+    def __init__(self, container_id: str, backend: str, exit_code: int = 0):
+        self.container_id = container_id
+        self.backend = backend
+        self.exit_code = exit_code
+        self.timings: dict[str, float] = {}  # phase -> seconds
+        self.limits_applied: dict[str, object] = {}  # field -> value as applied
+        self.limits_not_enforced: dict[str, str] = {}  # field -> why
+        self.rolled_back: list[str] = []
+        self.rollback_failures: list[str] = []
+        self.error: str | None = None
+        self.timed_out = False
+        self.oom_killed = False
+        self.signal: int | None = None  # that killed the container process
+        self.interrupted_by: int | None = None  # signal the launcher received
+        self.peak_memory_bytes: int | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return copy.deepcopy(vars(self))
+
+    def __repr__(self) -> str:
+        return f"Result({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
