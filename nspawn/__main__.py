@@ -1,3 +1,3 @@
-from nspawn.cli import main
+from nspawn.entry import main
 
 main()

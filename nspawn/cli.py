@@ -173,9 +173,6 @@ def run(ctx, config_path, dry_run, as_json, command, **options):
 
     Options override the config file; without a file they describe the run alone.
     """
-    from nspawn.config.resolve import load_config
-    from nspawn.errors import ConfigError
-
     overrides = {k: v for k, v in options.items() if v not in (None, (), {})}
     for key in ("process_directory", "parent_layer_directory"):
         if key in overrides:
@@ -186,37 +183,9 @@ def run(ctx, config_path, dry_run, as_json, command, **options):
         overrides["process_executable"], overrides["process_arguments"] = command[0], list(command[1:])
     if config_path is None and "process_executable" not in overrides:
         raise click.UsageError("give a config file with -c, or a command after --")
-    try:
-        config = load_config(config_path, overrides, host=not dry_run)
-    except ConfigError as e:
-        _fail_config(ctx, e)
-    from nspawn import launch
+    from nspawn.entry import run_and_report
 
-    if dry_run:
-        click.echo(json.dumps(launch.plan(config).to_json(), indent=2, ensure_ascii=False))
-        return
-    reporter = _reporter(ctx)
-    result = launch.run(config, listener=reporter.event)
-    _report(reporter, result)
-    if as_json:
-        sys.stdout.flush()
-        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
-    ctx.exit(result.exit_code)
-
-
-def _report(reporter, result) -> None:
-    if result.error:
-        reporter.error(result.error)
-    for failure in result.rollback_failures:
-        reporter.error(f"not released: {failure}")
-    if result.timed_out:
-        reporter.error("the timeout expired; the container was stopped")
-    if result.interrupted_by:
-        reporter.warning(f"stopped by signal {result.interrupted_by}; everything made was rolled back")
-    for field, value in result.limits_applied.items():
-        reporter.info(f"limit {field} = {value}")
-    for phase, seconds in result.timings.items():
-        reporter.debug(f"{phase}: {seconds * 1000:.1f} ms")
+    ctx.exit(run_and_report(config_path, overrides, verbosity=ctx.find_root().obj or 0, dry_run=dry_run, as_json=as_json))
 
 
 @cli.command()
@@ -353,15 +322,3 @@ def doctor(ctx, backend, config_path):
         ok_all &= ok
         click.echo(f"{'ok ' if ok else 'NO '} {check}: {detail}")
     sys.exit(exitcodes.OK if ok_all else 1)
-
-
-def main() -> None:
-    """The console script: a launcher failure is one line and exit 125, never a traceback
-    (unless -vv asks for it)."""
-    try:
-        cli(prog_name="nspawn")
-    except Exception as e:  # the last guard; everything expected is handled below it
-        if "-vv" in sys.argv or sys.argv.count("-v") >= 2:
-            raise
-        print(f"nspawn: internal error: {type(e).__name__}: {e} (run with -vv for the traceback)", file=sys.stderr)
-        sys.exit(exitcodes.LAUNCHER)

@@ -100,3 +100,32 @@ def test_hcs_run_on_linux_is_refused_before_anything_is_made():
 
 def test_completion_script():
     assert "_NSPAWN_COMPLETE" in nspawn("completion", "bash").stdout
+
+
+def _entry(*argv):
+    """Run the console entry point in a fresh interpreter; report its exit code and whether
+    click was imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from nspawn.entry import main; sys.argv = ['nspawn', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    print('exit', e.code, 'click' in sys.modules)")
+    return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
+
+
+def test_plain_run_forms_skip_click_and_report_like_the_cli(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"process_executable": "x",\n "max_ram_mb": "lots"}')
+    fast = _entry("run", "-c", str(bad))
+    assert fast.stdout.split() == ["exit", "2", "False"]
+    slow = _entry("-v", "run", "-c", str(bad))  # any other option: click parses
+    assert slow.stdout.split() == ["exit", "2", "True"]
+    assert fast.stderr == slow.stderr == f'error: {bad}:2:16: $.max_ram_mb: found "lots"; expected a whole number\n'
+    command = _entry("run", "--", "", "arg")
+    assert command.stdout.split() == ["exit", "2", "False"] and "process_executable" in command.stderr
+
+
+def test_forms_that_are_not_plain_go_through_click(tmp_path):
+    assert _entry("run", "-c", str(tmp_path)).stdout.split() == ["exit", "2", "True"]  # a directory: click says so
+    assert "is a directory" in _entry("run", "-c", str(tmp_path)).stderr
+    assert _entry("run", "--").stdout.split() == ["exit", "2", "True"]

@@ -1,0 +1,86 @@
+"""The console entry point, and the body of `nspawn run` that both ways in share.
+
+`nspawn run -c FILE` and `nspawn run -- EXECUTABLE [ARG]...`, the forms scripts, CI steps and
+batch files use, are recognised here and run without importing click: click's import alone
+costs more than the rest of a launch. Every other command line, and any extra option, goes
+through the click CLI (nspawn.cli), whose `run` calls the same `run_and_report`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from nspawn import exitcodes
+
+
+def run_and_report(config_path: str | None, overrides: dict, *, verbosity: int = 0, dry_run: bool = False,
+                   as_json: bool = False) -> int:
+    """Load the config, run it (or print its plan), report; returns the launcher's exit code."""
+    from nspawn import launch
+    from nspawn.config.resolve import load_config
+    from nspawn.errors import ConfigError
+    from nspawn.ui import Reporter
+
+    try:
+        config = load_config(config_path, overrides, host=not dry_run)
+    except ConfigError as e:
+        reporter = Reporter(verbosity)
+        for problem in e.problems:
+            reporter.error(str(problem))
+        return e.exit_code
+    if dry_run:
+        print(json.dumps(launch.plan(config).to_json(), indent=2, ensure_ascii=False))
+        return exitcodes.OK
+    reporter = Reporter(verbosity)
+    result = launch.run(config, listener=reporter.event)
+    _report(reporter, result)
+    if as_json:
+        sys.stdout.flush()
+        print(json.dumps(result.to_dict(), ensure_ascii=False), flush=True)
+    return result.exit_code
+
+
+def _report(reporter, result) -> None:
+    if result.error:
+        reporter.error(result.error)
+    for failure in result.rollback_failures:
+        reporter.error(f"not released: {failure}")
+    if result.timed_out:
+        reporter.error("the timeout expired; the container was stopped")
+    if result.interrupted_by:
+        reporter.warning(f"stopped by signal {result.interrupted_by}; everything made was rolled back")
+    for field, value in result.limits_applied.items():
+        reporter.info(f"limit {field} = {value}")
+    for phase, seconds in result.timings.items():
+        reporter.debug(f"{phase}: {seconds * 1000:.1f} ms")
+
+
+def plain_run(argv: list[str]) -> tuple[str | None, dict] | None:
+    """(config path, overrides) when argv is exactly `run -c FILE` (or --config) or
+    `run -- EXECUTABLE [ARG]...`; None for anything else, which click parses."""
+    if len(argv) < 3 or argv[0] != "run":
+        return None
+    if argv[1] == "--":
+        return None, {"process_executable": argv[2], "process_arguments": argv[3:]}
+    if len(argv) == 3 and argv[1] in ("-c", "--config") and os.path.isfile(argv[2]):
+        return argv[2], {}
+    return None
+
+
+def main() -> None:
+    """The console script: a launcher failure is one line and exit 125, never a traceback
+    (unless -vv asks for it)."""
+    try:
+        plain = plain_run(sys.argv[1:])
+        if plain is not None:
+            sys.exit(run_and_report(*plain))
+        from nspawn.cli import cli
+
+        cli(prog_name="nspawn")
+    except Exception as e:  # the last guard; everything expected is handled below it
+        if "-vv" in sys.argv or sys.argv.count("-v") >= 2:
+            raise
+        print(f"nspawn: internal error: {type(e).__name__}: {e} (run with -vv for the traceback)", file=sys.stderr)
+        sys.exit(exitcodes.LAUNCHER)

@@ -1,0 +1,28 @@
+"""`nspawn run` from the command line: the plain forms (no click) and the click forms run the
+same container the same way."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import nspawn
+from tests.linux.conftest import needs_root
+
+pytestmark = needs_root
+
+SCRIPT = "echo out; echo err >&2; exit 3"
+
+
+def test_plain_and_click_forms_give_the_same_run(tmp_path):
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps({"process_executable": "/bin/sh", "process_arguments": ["-c", SCRIPT]}))
+    runs = [nspawn("run", "-c", str(path)), nspawn("-q", "run", "-c", str(path)),
+            nspawn("run", "--", "/bin/sh", "-c", SCRIPT), nspawn("run", "--hostname", "x", "--", "/bin/sh", "-c", SCRIPT)]
+    for r in runs:
+        assert (r.returncode, r.stdout, r.stderr) == (3, "out\n", "err\n")
+
+
+def test_json_result_after_the_output(tmp_path):
+    r = nspawn("run", "--json", "--", "/bin/sh", "-c", "echo hi")
+    out, result = r.stdout.splitlines()
+    assert r.returncode == 0 and out == "hi" and json.loads(result)["exit_code"] == 0
