@@ -174,3 +174,11 @@ def test_symlinks_pointing_out_at_run_time_are_refused(tmp_path, work, clean):
     tool.symlink_to("/bin/true")
     r = launch_run(c)
     assert r.exit_code == 127 and "outside the process directory" in r.error
+
+
+def test_what_the_payload_leaves_in_its_root_goes_with_the_scratch(clean):
+    marker = "/nspawn-scratch-probe"
+    r = run(sh(f"mkdir -p {marker}/a/b && echo x > {marker}/a/f && ln -s / {marker}/root-link && rm -r /srv; echo done"))
+    assert r.out.strip() == "done", r.err
+    assert not os.path.exists(marker) and os.path.isdir("/srv")  # on the host: nothing made, nothing removed
+    # clean() checks that the scratch dir, with the files, symlink and whiteout above, is gone

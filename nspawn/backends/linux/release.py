@@ -78,10 +78,25 @@ def release_process(data: dict) -> None:
             time.sleep(0.002)
 
 
+def _remove_tree(path: str) -> None:
+    # Most runs write nothing outside their mapped directories, which leaves only empty
+    # directories here: those go without importing shutil, whose compression imports cost
+    # each launch about 3 ms. Anything else (a file, a symlink) falls back to rmtree.
+    try:
+        for top, dirs, files in os.walk(path, topdown=False):
+            if files:
+                raise OSError("not only empty directories")
+            for name in dirs:
+                os.rmdir(os.path.join(top, name))
+        os.rmdir(path)
+    except OSError:
+        import shutil
+
+        shutil.rmtree(path)
+
+
 def release_scratch(data: dict) -> None:
     """Unmount whatever is still mounted below the scratch dir, then delete it."""
-    import shutil
-
     from nspawn.backends.linux import libc, mounts
 
     path = data["path"]
@@ -92,7 +107,7 @@ def release_scratch(data: dict) -> None:
             if e.errno not in (errno.EINVAL, errno.ENOENT):
                 raise
     if os.path.lexists(path):
-        shutil.rmtree(path)
+        _remove_tree(path)
 
 
 RELEASERS = {
