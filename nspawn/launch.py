@@ -43,12 +43,17 @@ def run(config: Config, *, listener=None, container_id: str | None = None, stdou
             finally:
                 # A second Ctrl-C must not cut the rollback short.
                 session.stop.deferred = True
+                stopped_before_rollback = session.stop.signum is not None
                 if session.journal is not None:
                     with session.phase("rollback"):
                         report = session.journal.release_all(backend.RELEASERS)
                     result.rolled_back, result.rollback_failures = report.released, report.failed
                     if report.failed and result.exit_code == exitcodes.OK:
                         result.exit_code = exitcodes.LAUNCHER
+                if session.stop.signum and not stopped_before_rollback and result.interrupted_by is None:
+                    # The container had ended; a stop that came during the rollback still ends
+                    # the launcher as a signal would, so that scripts around it stop too.
+                    result.exit_code = exitcodes.from_signal(session.stop.signum)
     except Interrupted as e:  # arrived between handler install and the inner try
         result.interrupted_by, result.exit_code = e.signum, exitcodes.from_signal(e.signum)
     if session.stop.signum and result.interrupted_by is None:

@@ -68,4 +68,5 @@ def test_a_signal_during_the_rollback_does_not_cut_it_short(host):
     host.script("ok.sh", "echo ran\n")
     run = host.run(process_executable="ok.sh", faults="UnprepareLayer=signal:2")
     assert run.calls("DeactivateLayer") and run.calls("DestroyLayer")
+    assert run.returncode == 130 and run.stdout == "ran\n"  # the container ended well; the launcher was stopped
     _released(run, host)
