@@ -72,14 +72,16 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env.update(NSPAWN_STATE_DIR=os.path.join(work, "state"), NSPAWN_CACHE_DIR=os.path.join(work, "cache"))
     os.environ.update(NSPAWN_STATE_DIR=env["NSPAWN_STATE_DIR"], NSPAWN_CACHE_DIR=env["NSPAWN_CACHE_DIR"])
-    nspawn = [sys.executable, "-m", "nspawn", "-q"]
+    # The console script beside this interpreter, as a user's loop would call it.
+    script = os.path.join(os.path.dirname(sys.executable), "nspawn")
+    nspawn = [script] if os.path.exists(script) else [sys.executable, "-m", "nspawn"]
     try:
         subprocess.run(nspawn + ["run", "-c", configs[0]], env=env, cwd=ROOT, check=True)  # warm caches, bytecode
         if args.profile:
             profile(configs_dir, args.slots)
             return 0
         rows = [("nspawn batch -j %d" % args.slots,
-                 timed(nspawn + ["batch", configs_dir, "-j", str(args.slots), "--report", os.path.join(work, "r.json")], env))]
+                 timed(nspawn + ["-q", "batch", configs_dir, "-j", str(args.slots), "--report", os.path.join(work, "r.json")], env))]
         rows.append(("shell loop of nspawn run -c", shell_loop(f"{shlex.join(nspawn)} run -c \"$c\"", configs, env)))
         if shutil.which("bwrap"):
             rows.append(("shell loop of bwrap", shell_loop(BWRAP, configs, env)))
