@@ -8,11 +8,11 @@ import struct
 
 import pytest
 
-from nspawn.backends.hcs.doctor import (
+from nspawn.backends.hcs.diagnosis import (
     ENFORCEMENT, Version, doctor, file_version, hyperv_verdict, layer_version, limit_checks,
     process_isolation_verdict,
 )
-from nspawn.backends.hcs import doctor as hcs_doctor_module
+from nspawn.backends.hcs import diagnosis
 from nspawn.backends.hcs.native.loader import SIMULATOR_ENV
 from nspawn.config.model import Config, Limits
 from tests.conftest import nspawn
@@ -206,11 +206,11 @@ def test_a_parent_layer_is_checked_against_the_host(sim, tmp_path, monkeypatch):
     assert found["parent layer"] == (True, f"Windows 10.0.20348.2227 (from {base}/Files/Windows/System32/ntdll.dll)")
     assert found["image vs host (process isolation)"] == (False, "the host is not Windows")
 
-    monkeypatch.setattr(hcs_doctor_module, "host_version", lambda: Version(10, 0, 17763, 1))
+    monkeypatch.setattr(diagnosis, "host_version", lambda: Version(10, 0, 17763, 1))
     ok, why = checks_by_name(doctor(parent))["image vs host (process isolation)"]
     assert not ok and "20348" in why and "17763" in why
 
-    monkeypatch.setattr(hcs_doctor_module, "host_version", lambda: Version(10, 0, 20348, 1))
+    monkeypatch.setattr(diagnosis, "host_version", lambda: Version(10, 0, 20348, 1))
     hyperv = Config("x", parent_layer_directory=parent, isolation="hyperv", flavour="windows")
     found = checks_by_name(doctor(hyperv))
     assert found["image vs host (hyperv isolation)"][0] is True
@@ -232,3 +232,13 @@ def test_the_doctor_command_reports_hcs_in_one_line_per_check():
     assert lines[0].startswith("NO  windows: this host is")
     assert any(line.startswith("NO  v2 API (computecore.dll): ") for line in lines)
     assert any(line.startswith("ok  max_ram_mb (process isolation): enforced") for line in lines)
+
+
+def test_the_backend_doctor_answers_twice_in_one_process(sim):
+    """The backend's doctor() imports its module on first call; a module named like the
+    function would then shadow it on the package and the second call would fail."""
+    from nspawn.backends import hcs
+
+    first, second = hcs.doctor(), hcs.doctor()
+    assert callable(hcs.doctor) and first == second
+    assert checks_by_name(second)["HCS service"][0] is True

@@ -115,6 +115,6 @@ def terminate_owned(id: str) -> None:
 
 
 def doctor(config=None) -> list[tuple[str, bool, str]]:
-    from nspawn.backends.hcs.doctor import doctor as check
+    from nspawn.backends.hcs.diagnosis import doctor as check
 
     return check(config)
