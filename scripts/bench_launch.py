@@ -57,14 +57,27 @@ def time_in_process(runs: int) -> list[float]:
     return times
 
 
-def others() -> dict[str, list[str] | str]:
+def _usr_root(work: str) -> str:
+    root = os.path.join(work, "usr-root")
+    os.makedirs(os.path.join(root, "usr"))
+    os.makedirs(os.path.join(root, "etc"))
+    for name in ("bin", "sbin", "lib", "lib64"):
+        os.symlink(f"usr/{name}", os.path.join(root, name))
+    shutil.copy("/etc/os-release", os.path.join(root, "etc"))
+    return root
+
+
+def others(work: str) -> dict[str, list[str] | str]:
     """Name -> argv, or why it is skipped."""
     found: dict[str, list[str] | str] = {}
     found["unshare -mpfu --mount-proc"] = ["unshare", "-mpfu", "--mount-proc", "/bin/true"] if shutil.which("unshare") else "unshare is not installed"
     found["bwrap"] = (["bwrap", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--unshare-all", "/bin/true"]
                       if shutil.which("bwrap") else "bwrap (bubblewrap) is not installed")
     found["runc"] = "runc is not installed" if not shutil.which("runc") else "runc needs an OCI bundle; not built by this script"
-    found["systemd-nspawn"] = (["systemd-nspawn", "-q", "-D", "/", "--volatile=overlay", "--register=no", "--pipe", "/bin/true"]
+    # systemd-nspawn refuses the host's / as a root: a root of its own with the host's /usr
+    # (merged-usr symlinks) is the closest to nspawn's default.
+    found["systemd-nspawn"] = (["systemd-nspawn", "-q", "-D", _usr_root(work), "--bind-ro=/usr", "--register=no",
+                                "--keep-unit", "--pipe", "/bin/true"]
                                if shutil.which("systemd-nspawn") else "systemd-nspawn is not installed")
     return found
 
@@ -103,7 +116,7 @@ def main() -> int:
     record("python -c pass (interpreter start)", time_command([sys.executable, "-c", "pass"], args.runs, env))
     os.environ["NSPAWN_STATE_DIR"] = state
     record("nspawn.launch.run (in process)", time_in_process(args.runs))
-    for name, argv in others().items():
+    for name, argv in others(state).items():
         if isinstance(argv, str):
             rows.append((name, f"skipped: {argv}"))
             continue
