@@ -203,8 +203,10 @@ static void job_create(sim_job *j)
     sim_system *s = system_by_seq(j->b);
     sim_handle *op = handle_get((HANDLE)(uintptr_t)j->a, K_OPERATION);
     HRESULT hr = S_OK;
-    if (s && s->state == ST_CREATING)
+    if (s && s->state == ST_CREATING) {
         s->state = ST_CREATED;
+        system_publish(s);
+    }
     else
         hr = HCS_E_TERMINATED;
     if (op && op->op_state == OP_PENDING) {
@@ -252,6 +254,8 @@ CC(HcsCreateComputeSystem)(const wchar_t *id, const wchar_t *config, HANDLE oph,
     *out = handle_value(h);
     if (mode == FAULT_ASYNC + 1) {
         s->state = ST_STOPPED;
+        guardian_disarm(s);
+        system_publish(s);
         char *rd = result_error(fhr, fmsg);
         complete_later(op, fhr, rd);
         free(rd);
@@ -311,6 +315,7 @@ static void job_start(sim_job *j)
     HRESULT hr = HCS_E_INVALID_STATE;
     if (s && s->state == ST_CREATED && !s->stopping) {
         s->state = ST_RUNNING;
+        system_publish(s);
         hr = S_OK;
     }
     if (op && op->op_state == OP_PENDING) {

@@ -33,11 +33,58 @@ void net_reset(void)
     g_next_id = 0;
 }
 
-cJSON *net_ledger(void)
+static cJSON *net_json(void)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddItemToObject(o, "endpoints", cJSON_Duplicate(g_endpoints, 1));
     cJSON_AddItemToObject(o, "namespaces", cJSON_Duplicate(g_namespaces, 1));
+    cJSON_AddNumberToObject(o, "next_id", g_next_id);
+    return o;
+}
+
+/* With a state directory (state.c) endpoints and namespaces are the service's, shared by
+ * every process: read under its lock before a call, written back after. */
+static int g_net_lock = -1;
+
+static void net_load(void)
+{
+    g_net_lock = state_lock();
+    cJSON *saved = g_net_lock >= 0 ? state_load("net.json") : NULL;
+    if (!saved)
+        return;
+    cJSON_Delete(g_endpoints);
+    cJSON_Delete(g_namespaces);
+    g_endpoints = cJSON_DetachItemFromObject(saved, "endpoints");
+    g_namespaces = cJSON_DetachItemFromObject(saved, "namespaces");
+    g_next_id = (unsigned)cJSON_GetNumberValue(cJSON_GetObjectItem(saved, "next_id"));
+    cJSON_Delete(saved);
+}
+
+static void net_begin(void)
+{
+    pthread_mutex_lock(&g_lock);
+    net_load();
+}
+
+static void net_end(void)
+{
+    if (g_net_lock >= 0) {
+        cJSON *o = net_json();
+        state_save("net.json", o);
+        cJSON_Delete(o);
+        state_unlock(g_net_lock);
+        g_net_lock = -1;
+    }
+    pthread_mutex_unlock(&g_lock);
+}
+
+/* Called with g_lock held. */
+cJSON *net_ledger(void)
+{
+    net_load();
+    cJSON *o = net_json();
+    state_unlock(g_net_lock);
+    g_net_lock = -1;
     return o;
 }
 
@@ -140,21 +187,21 @@ static HANDLE new_handle(int kind, const char *id)
 
 static HRESULT close_kind(HANDLE h, int kind)
 {
-    pthread_mutex_lock(&g_lock);
+    net_begin();
     sim_handle *sh = handle_get(h, kind);
     if (sh)
         handle_close(sh);
-    pthread_mutex_unlock(&g_lock);
+    net_end();
     return sh ? S_OK : HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE);
 }
 
 static HRESULT query(HANDLE h, int kind, cJSON *arr, wchar_t **props, wchar_t **err)
 {
-    pthread_mutex_lock(&g_lock);
+    net_begin();
     sim_handle *sh = handle_get(h, kind);
     cJSON *o = sh ? by_id(arr, sh->obj_id) : NULL;
     char *s = o ? cJSON_PrintUnformatted(o) : NULL;
-    pthread_mutex_unlock(&g_lock);
+    net_end();
     if (!s)
         return hcn_error(err, sh ? NOT_FOUND_HR : HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE), "Element not found.");
     if (props)
@@ -177,14 +224,14 @@ HCN(HcnEnumerateNetworks)(const wchar_t *q, wchar_t **networks, wchar_t **err)
         filter = cJSON_Parse(f->valuestring);
     cJSON *want = cJSON_GetObjectItem(filter, "Name");
     cJSON *ids = cJSON_CreateArray(), *n;
-    pthread_mutex_lock(&g_lock);
+    net_begin();
     cJSON_ArrayForEach(n, g_networks)
     {
         if (cJSON_IsString(want) && strcmp(want->valuestring, cJSON_GetObjectItem(n, "Name")->valuestring))
             continue;
         cJSON_AddItemToArray(ids, cJSON_CreateString(cJSON_GetObjectItem(n, "ID")->valuestring));
     }
-    pthread_mutex_unlock(&g_lock);
+    net_end();
     char *s = cJSON_PrintUnformatted(ids);
     if (networks)
         *networks = out_cotask(s);
@@ -205,9 +252,9 @@ HCN(HcnOpenNetwork)(const GUID *id, HANDLE *net, wchar_t **err)
         return E_INVALIDARG;
     char g[37];
     guid_text(id, g);
-    pthread_mutex_lock(&g_lock);
+    net_begin();
     *net = by_id(g_networks, g) ? new_handle(K_NETWORK, g) : NULL;
-    pthread_mutex_unlock(&g_lock);
+    net_end();
     return *net ? S_OK : hcn_error(err, NOT_FOUND_HR, "Network not found.");
 }
 
@@ -259,14 +306,14 @@ HCN(HcnCreateEndpoint)(HANDLE net, const GUID *id, const wchar_t *settings, HAND
         cJSON_Delete(doc);
         return hcn_error(err, E_INVALIDARG, "The endpoint settings are not a JSON object");
     }
-    pthread_mutex_lock(&g_lock);
+    net_begin();
     sim_handle *nh = handle_get(net, K_NETWORK);
     if (nh) {
         new_id(id, eid);
         cJSON_AddItemToArray(g_endpoints, endpoint_new(eid, nh->obj_id, doc));
         *ep = new_handle(K_ENDPOINT, eid);
     }
-    pthread_mutex_unlock(&g_lock);
+    net_end();
     cJSON_Delete(doc);
     return nh ? S_OK : hcn_error(err, HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE), "Invalid network handle");
 }
@@ -316,9 +363,9 @@ HCN(HcnDeleteEndpoint)(const GUID *id, wchar_t **err)
         return E_INVALIDARG;
     char g[37], *why = NULL;
     guid_text(id, g);
-    pthread_mutex_lock(&g_lock);
+    net_begin();
     hr = endpoint_delete(g, &why);
-    pthread_mutex_unlock(&g_lock);
+    net_end();
     return hr < 0 ? hcn_error(err, hr, why) : S_OK;
 }
 
@@ -334,7 +381,7 @@ HCN(HcnCreateNamespace)(const GUID *id, const wchar_t *settings, HANDLE *ns, wch
     if (!ns)
         return E_INVALIDARG;
     char nid[37];
-    pthread_mutex_lock(&g_lock);
+    net_begin();
     new_id(id, nid);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "ID", nid);
@@ -342,7 +389,7 @@ HCN(HcnCreateNamespace)(const GUID *id, const wchar_t *settings, HANDLE *ns, wch
     cJSON_AddArrayToObject(o, "Resources");
     cJSON_AddItemToArray(g_namespaces, o);
     *ns = new_handle(K_NAMESPACE, nid);
-    pthread_mutex_unlock(&g_lock);
+    net_end();
     return S_OK;
 }
 
@@ -355,9 +402,9 @@ HCN(HcnOpenNamespace)(const GUID *id, HANDLE *ns, wchar_t **err)
         return E_INVALIDARG;
     char g[37];
     guid_text(id, g);
-    pthread_mutex_lock(&g_lock);
+    net_begin();
     *ns = by_id(g_namespaces, g) ? new_handle(K_NAMESPACE, g) : NULL;
-    pthread_mutex_unlock(&g_lock);
+    net_end();
     return *ns ? S_OK : hcn_error(err, NOT_FOUND_HR, "Element not found.");
 }
 
@@ -374,7 +421,7 @@ HCN(HcnModifyNamespace)(HANDLE ns, const wchar_t *settings, wchar_t **err)
     cJSON *eid = cJSON_GetObjectItem(cJSON_GetObjectItem(req, "Settings"), "EndpointId");
     const char *why = NULL;
     hr = S_OK;
-    pthread_mutex_lock(&g_lock);
+    net_begin();
     sim_handle *h = handle_get(ns, K_NAMESPACE);
     cJSON *nso = h ? by_id(g_namespaces, h->obj_id) : NULL;
     cJSON *res = cJSON_GetObjectItem(nso, "Resources");
@@ -415,7 +462,7 @@ HCN(HcnModifyNamespace)(HANDLE ns, const wchar_t *settings, wchar_t **err)
             why = "Element not found.";
         }
     }
-    pthread_mutex_unlock(&g_lock);
+    net_end();
     cJSON_Delete(req);
     return hr < 0 ? hcn_error(err, hr, why) : S_OK;
 }
@@ -437,10 +484,10 @@ HCN(HcnDeleteNamespace)(const GUID *id, wchar_t **err)
         return E_INVALIDARG;
     char g[37];
     guid_text(id, g);
-    pthread_mutex_lock(&g_lock);
+    net_begin();
     int found = by_id(g_namespaces, g) != NULL;
     detach_by_id(g_namespaces, g);
-    pthread_mutex_unlock(&g_lock);
+    net_end();
     return found ? S_OK : hcn_error(err, NOT_FOUND_HR, "Element not found.");
 }
 
@@ -507,9 +554,9 @@ SIM_API HRESULT vmcompute_HNSCall(const wchar_t *method, const wchar_t *path, co
     if (!method || !path || !response)
         return E_INVALIDARG;
     char *m = w2u(method), *p = w2u(path), *r = w2u(request);
-    pthread_mutex_lock(&g_lock);
+    net_begin();
     char *reply = hns(m, p, r);
-    pthread_mutex_unlock(&g_lock);
+    net_end();
     *response = out_cotask(reply);
     free(reply);
     free(m);

@@ -360,6 +360,7 @@ static void process_free(sim_process *p)
 
 static void system_free(sim_system *s)
 {
+    guardian_disarm(s);
     free(s->id);
     free(s->owner);
     cJSON_Delete(s->mapped);
@@ -382,7 +383,7 @@ void gc_objects(void)
     }
     for (sim_system **sp = &g_systems; *sp;) {
         sim_system *s = *sp;
-        if (s->state == ST_STOPPED && !referenced(s, NULL)) {
+        if ((s->state == ST_STOPPED || s->foreign) && !referenced(s, NULL)) {
             *sp = s->next;
             system_free(s);
         } else {

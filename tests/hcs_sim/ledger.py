@@ -15,6 +15,7 @@ import time
 MODES = {"sync": 0, "async": 1}
 LEDGER_ENV = "NSPAWN_HCS_SIM_LEDGER"  # the simulator writes its ledger there when its process exits
 FAULTS_ENV = "NSPAWN_HCS_SIM_FAULTS"  # faults for a simulator loaded by another process
+STATE_ENV = "NSPAWN_HCS_SIM_STATE"  # where the simulated service keeps what outlives a process (state.c)
 
 
 def live(led: dict) -> dict:
@@ -24,6 +25,23 @@ def live(led: dict) -> dict:
     if led["strings"]:
         found["strings"] = led["strings"]
     return found
+
+
+def persisted(state: pathlib.Path) -> dict:
+    """What the simulated service in the state directory `state` still holds: compute
+    systems, layers in any state, endpoints, namespaces; empty when nothing is left."""
+    def load(name: str):
+        path = state / name
+        return json.loads(path.read_text()) if path.exists() else None
+
+    net = load("net.json") or {}
+    found = {
+        "systems": [json.loads(p.read_text()) for p in sorted(state.glob("systems/*.json"))],
+        "layers": [layer for layer in load("layers.json") or [] if layer["created"] or layer["activated"] or layer["prepared"]],
+        "endpoints": net.get("endpoints"),
+        "namespaces": net.get("namespaces"),
+    }
+    return {key: value for key, value in found.items() if value}
 
 
 class Simulator:

@@ -316,6 +316,8 @@ HRESULT process_spawn(sim_system *s, const char *params, int api, sim_process **
         p->next = g_processes;
         g_processes = p;
         cJSON_AddItemToArray(s->groups, cJSON_CreateNumber(pid));
+        guardian_guard(s, pid);
+        system_publish(s);
         struct reaper_arg *r = malloc(sizeof *r);
         r->pid = pid;
         r->seq = p->seq;

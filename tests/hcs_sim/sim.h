@@ -86,6 +86,8 @@ struct sim_system {
     char *id, *owner;
     int api;                /* 1 = vmcompute.dll, 2 = computecore.dll */
     int state, stopping, terminate_on_close;
+    int foreign;            /* created by another process (state.c) */
+    int guard_fd;           /* write end of the TerminateOnLastHandleClosed guardian, or -1 */
     cJSON *mapped;          /* [{"host":..., "container":...}] */
     cJSON *groups;          /* process group of every process it started */
     uint64_t affinity;      /* 0 = not set through the silo job */
@@ -182,7 +184,20 @@ void process_signal(sim_process *p, int sig);
 void system_kill_groups(sim_system *s);
 void processes_kill_all(void);
 
-/* layers_net.c */
+/* state.c */
+const char *state_dir(void);
+cJSON *state_load(const char *name);
+void state_save(const char *name, cJSON *v);
+int state_lock(void);
+void state_unlock(int fd);
+void system_publish(sim_system *s);
+sim_system *system_adopt(const char *id);
+void systems_foreign(cJSON *out, cJSON *(*summary)(sim_system *), int (*keep)(sim_system *, void *), void *arg);
+void guardian_start(sim_system *s);
+void guardian_guard(sim_system *s, pid_t group);
+void guardian_disarm(sim_system *s);
+
+/* vmcompute.c, computenetwork.c */
 void layers_reset(void);
 void net_reset(void);
 cJSON *layers_ledger(void);

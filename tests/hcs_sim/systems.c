@@ -13,7 +13,7 @@ sim_system *system_find(const char *id)
     for (sim_system *s = g_systems; s; s = s->next)
         if (s->state != ST_STOPPED && !strcasecmp(s->id, id))
             return s;
-    return NULL;
+    return system_adopt(id);
 }
 
 static cJSON *path_of(cJSON *o, const char *a, const char *b)
@@ -67,6 +67,8 @@ HRESULT system_new(const char *id, const char *doc, int api, sim_system **out, c
     cJSON_Delete(d);
     s->next = g_systems;
     g_systems = s;
+    guardian_start(s);
+    system_publish(s);
     *out = s;
     return S_OK;
 }
@@ -84,6 +86,7 @@ void system_stop(sim_system *s, int graceful)
         return;
     s->stopping = 1;
     system_kill_groups(s);
+    guardian_disarm(s);
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += 5;
@@ -95,6 +98,7 @@ void system_stop(sim_system *s, int graceful)
             break;
     }
     s->state = ST_STOPPED;
+    system_publish(s);
     release_hangs(s->seq, HCS_E_TERMINATED);
     for (sim_process *p = g_processes; p; p = p->next)
         if (p->sys == s)
@@ -159,15 +163,21 @@ static int listed(cJSON *filter, const char *value)
     return 0;
 }
 
-/* Called with g_lock held.  Honours the SystemQuery "Ids" and "Owners" filters. */
+static int query_lists(sim_system *s, void *query)
+{
+    return listed(cJSON_GetObjectItem(query, "Ids"), s->id) && listed(cJSON_GetObjectItem(query, "Owners"), s->owner);
+}
+
+/* Called with g_lock held.  Honours the SystemQuery "Ids" and "Owners" filters, over this
+ * process's systems and those other processes left with the service (state.c). */
 char *systems_enumerate(const char *query)
 {
     cJSON *q = cJSON_Parse(query ? query : "{}");
-    cJSON *ids = cJSON_GetObjectItem(q, "Ids"), *owners = cJSON_GetObjectItem(q, "Owners");
     cJSON *arr = cJSON_CreateArray();
     for (sim_system *s = g_systems; s; s = s->next)
-        if (listed(ids, s->id) && listed(owners, s->owner))
+        if (query_lists(s, q))
             cJSON_AddItemToArray(arr, summary(s));
+    systems_foreign(arr, summary, query_lists, q);
     char *r = cJSON_PrintUnformatted(arr);
     cJSON_Delete(arr);
     cJSON_Delete(q);

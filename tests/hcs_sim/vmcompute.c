@@ -97,10 +97,14 @@ static void job_v1_create(sim_job *j)
     pthread_mutex_lock(&g_lock);
     sim_system *s = system_by_seq(j->a);
     HRESULT hr = j->hr;
-    if (s && hr >= 0 && s->state == ST_CREATING)
+    if (s && hr >= 0 && s->state == ST_CREATING) {
         s->state = ST_CREATED;
-    else if (s && hr < 0)
+        system_publish(s);
+    } else if (s && hr < 0) {
         s->state = ST_STOPPED;
+        guardian_disarm(s);
+        system_publish(s);
+    }
     pthread_mutex_unlock(&g_lock);
     deliver_v1(j->a, V1_CREATE_COMPLETED, hr, "HcsCreateComputeSystem");
 }
@@ -193,6 +197,7 @@ static void job_v1_start(sim_job *j)
     HRESULT hr = VMCOMPUTE_INVALID_STATE;
     if (s && s->state == ST_CREATED && !s->stopping) {
         s->state = ST_RUNNING;
+        system_publish(s);
         hr = S_OK;
     }
     pthread_mutex_unlock(&g_lock);
@@ -515,6 +520,8 @@ struct layer_desc { uint8_t id[16]; uint32_t flags; const wchar_t *path; };
 
 typedef struct layer { char *key; int created, activated, prepared; struct layer *next; } layer;
 static layer *g_layers;
+static int layers_load(void);
+static void layers_save(int lock);
 
 #define ERROR_ALREADY_EXISTS 183
 #define ERROR_INVALID_STATE 5023
@@ -680,6 +687,7 @@ static HRESULT layer_call(const char *call, int op, const struct driver_info *in
         return hr;
     char *key = layer_key(info, id);
     pthread_mutex_lock(&g_lock);
+    int shared = layers_load();
     layer *l = layer_find(key, op == L_CREATE || op == L_ACTIVATE);
     hr = S_OK;
     switch (op) {
@@ -721,6 +729,7 @@ static HRESULT layer_call(const char *call, int op, const struct driver_info *in
         break;
     }
     layers_gc();
+    layers_save(shared);
     pthread_mutex_unlock(&g_lock);
     free(key);
     return hr;
@@ -769,8 +778,10 @@ VM(GetLayerMountPath)(const struct driver_info *info, const wchar_t *id, size_t 
         return hr;
     char *key = layer_key(info, id), path[600];
     pthread_mutex_lock(&g_lock);
+    int shared = layers_load();
     layer *l = layer_find(key, 0);
     int active = l && l->activated;
+    state_unlock(shared);
     pthread_mutex_unlock(&g_lock);
     if (active) {
         const char *base = strrchr(key, *key == '/' ? '/' : '\\');
@@ -805,7 +816,7 @@ void layers_reset(void)
     g_layers = NULL;
 }
 
-cJSON *layers_ledger(void)
+static cJSON *layers_json(void)
 {
     cJSON *arr = cJSON_CreateArray();
     for (layer *l = g_layers; l; l = l->next) {
@@ -816,5 +827,43 @@ cJSON *layers_ledger(void)
         cJSON_AddBoolToObject(o, "prepared", l->prepared);
         cJSON_AddItemToArray(arr, o);
     }
+    return arr;
+}
+
+/* With a state directory (state.c) the layer states are the service's, shared by every
+ * process: read before a call under the returned lock, written back by layers_save. */
+static int layers_load(void)
+{
+    int lock = state_lock();
+    cJSON *saved = lock >= 0 ? state_load("layers.json") : NULL, *o;
+    if (lock < 0)
+        return lock;
+    layers_reset();
+    cJSON_ArrayForEach(o, saved)
+    {
+        layer *l = layer_find(cJSON_GetStringValue(cJSON_GetObjectItem(o, "id")), 1);
+        l->created = cJSON_IsTrue(cJSON_GetObjectItem(o, "created"));
+        l->activated = cJSON_IsTrue(cJSON_GetObjectItem(o, "activated"));
+        l->prepared = cJSON_IsTrue(cJSON_GetObjectItem(o, "prepared"));
+    }
+    cJSON_Delete(saved);
+    return lock;
+}
+
+static void layers_save(int lock)
+{
+    if (lock < 0)
+        return;
+    cJSON *arr = layers_json();
+    state_save("layers.json", arr);
+    cJSON_Delete(arr);
+    state_unlock(lock);
+}
+
+cJSON *layers_ledger(void)
+{
+    int lock = layers_load();
+    cJSON *arr = layers_json();
+    state_unlock(lock);
     return arr;
 }
