@@ -307,11 +307,31 @@ def test_documents_of_generated_configs_validate_and_carry_theLimits(tmp_path, d
     assert (v2["Storage"].get("QoS", {}).get("BandwidthMaximum", 0) == v1.get("StorageBandwidthMaximum", 0)
             == document["max_storage_bandwidth_bytes_per_sec"])
     if limits.max_cpu_percent:
-        assert v2["Processor"] == {"Maximum": v1["ProcessorMaximum"]}
+        assert v2["Processor"] == {"Maximum": v1["ProcessorMaximum"]} and "ProcessorCount" not in v1
         assert abs(v1["ProcessorMaximum"] - limits.max_cpu_percent * 100) <= 0.5 or v1["ProcessorMaximum"] == 1
     else:
         assert v2.get("Processor") == ({"Count": limits.cpus_count} if limits.cpus_count else None)
+        assert v1.get("ProcessorCount") == (limits.cpus_count or None) and "ProcessorMaximum" not in v1
     assert (v1["HvPartition"], "HvRuntime" in v1, "VolumePath" in v1) == (
         (True, True, False) if document["isolation"] == "hyperv" else (False, False, True))
     assert len(v2["MappedDirectories"]) == len(v1["MappedDirectories"]) == len(document["mounts"]) + ("process_directory" in document)
     assert ("Networking" in v2, bool(v1["EndpointList"])) == ((True, True) if document["network"] == "nat" else (False, False))
+
+
+def test_one_processor_limit_per_document_in_both_schemas():
+    """With both cpus_count and max_cpu_percent, v1 carries only ProcessorMaximum, as v2 carries
+    only Processor.Maximum; the count is reported not enforced from the one table."""
+    from nspawn.backends.hcs.enforcement import verdict
+
+    config = original(limits=Limits(cpus_count=2, max_cpu_percent=50))
+    docs = built(config)
+    assert_valid(docs)
+    assert docs["v2_compute_system"]["Container"]["Processor"] == {"Maximum": 5000}
+    assert (docs["v1_compute_system"].get("ProcessorCount"), docs["v1_compute_system"]["ProcessorMaximum"]) == (None, 5000)
+    assert errors("v1_compute_system", {**docs["v1_compute_system"], "ProcessorCount": 2})
+    asked = config.limits.asked()
+    for isolation in ("process", "hyperv"):
+        enforced, why = verdict("cpus_count", isolation, asked)
+        assert not enforced and "max_cpu_percent" in why
+        assert verdict("max_cpu_percent", isolation, asked)[0]
+    assert verdict("cpus_count", "hyperv", {"cpus_count": 2}) == (True, "the utility VM's virtual processors")

@@ -166,6 +166,25 @@ def test_the_json_result_says_which_limits_hold(host, isolation):
     clean(run, host)
 
 
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_a_run_reports_its_limits_from_the_table_doctor_prints(host, api):
+    """What the runner reports applied or not enforced is, field by field, what doctor says."""
+    from nspawn.backends.hcs.enforcement import verdict
+
+    host.script("ok.sh", "exit 0\n")
+    limits = {"max_ram_mb": 64, "cpus_count": 2, "max_cpu_percent": 25, "cpu_affinity_hex": "0x1", "max_processes": 5}
+    run = host.run("--json", process_executable="ok.sh", hcs_api=api, **limits)
+    result = json.loads(run.stdout.splitlines()[-1])
+    asked = {"max_ram_mb": 64, "cpus_count": 2, "max_cpu_percent": 25, "cpu_affinity": 1, "max_processes": 5}
+    for field in asked:
+        enforced, why = verdict(field, "process", asked)
+        assert (field in result["limits_applied"]) == enforced
+        assert result["limits_not_enforced"].get(field) == (None if enforced else why)
+    [document] = run.documents("HcsCreateComputeSystem", 1 if api == "v2" else -1)
+    assert "ProcessorCount" not in document and "Count" not in document.get("Container", {}).get("Processor", {})
+    clean(run, host)
+
+
 def test_nat_on_v2_puts_an_hcn_endpoint_in_a_namespace_and_removes_both(host):
     host.script("ok.sh", "exit 0\n")
     run = host.run(process_executable="ok.sh", network="nat", hcs_api="v2")

@@ -13,6 +13,7 @@ import sys
 from typing import NamedTuple
 
 from nspawn.backends.hcs import generations, layers
+from nspawn.backends.hcs.enforcement import ENFORCEMENT, verdict
 from nspawn.backends.hcs.native import computecore, computenetwork, loader, vmcompute
 from nspawn.backends.hcs.native.errors import HcsError, LibraryUnavailable
 from nspawn.config.model import Config
@@ -154,47 +155,14 @@ def hyperv_verdict(host: Version, image: Version) -> tuple[bool, str]:
 
 # ---- which limits are enforced ------------------------------------------------------------
 
-# field -> {isolation: (enforced, how or why not)}
-ENFORCEMENT: dict[str, dict[str, tuple[bool, str]]] = {
-    "max_ram_mb": {
-        "process": (True, "the container's job object memory limit"),
-        "hyperv": (True, "the utility VM's memory"),
-    },
-    "cpus_count": {
-        "process": (False, "process isolation turns a CPU count into a cycle share without pinning or hiding CPUs; use max_cpu_percent or cpu_affinity_hex"),
-        "hyperv": (True, "the utility VM's virtual processors"),
-    },
-    "max_cpu_percent": {
-        "process": (True, "the job object's CPU rate hard cap"),
-        "hyperv": (True, "the utility VM's processor limit"),
-    },
-    "cpu_affinity": {
-        "process": (True, "on the container's silo job object (opening it needs SYSTEM; more than one processor group needs Windows Server 2022)"),
-        "hyperv": (False, "affinity of a utility VM is a CPU-group matter nspawn does not set"),
-    },
-    "max_storage_iops": {
-        "process": (True, "the job object's I/O rate control on the container's drive"),
-        "hyperv": (True, "passed to HCS for the utility VM's storage"),
-    },
-    "max_storage_bandwidth_bytes_per_sec": {
-        "process": (True, "the job object's I/O rate control on the container's drive"),
-        "hyperv": (True, "passed to HCS for the utility VM's storage"),
-    },
-    "max_processes": {
-        "process": (False, "HCS has no process-count limit"),
-        "hyperv": (False, "HCS has no process-count limit"),
-    },
-}
-
-
 def limit_checks(isolation: str, asked: dict | None) -> list[Check]:
     """One line per limit: all of them (as information) without a config, else the ones
     the config asks for, failing those this isolation cannot enforce."""
     checks = []
-    for field, modes in ENFORCEMENT.items():
+    for field in ENFORCEMENT:
         if asked is not None and field not in asked:
             continue
-        enforced, why = modes[isolation]
+        enforced, why = verdict(field, isolation, asked or {})
         checks.append((f"{field} ({isolation} isolation)", enforced or asked is None,
                        ("enforced: " if enforced else "not enforced: ") + why))
     return checks

@@ -67,6 +67,17 @@ def cpu_maximum(percent: float) -> int:
     return max(1, min(10000, round(percent * 100)))
 
 
+def _processor(config: Config) -> tuple[str, int] | None:
+    """The one processor limit a document carries, as (v2 name, value): Count, Maximum and
+    Weight exclude each other, and Maximum is the one Windows enforces (enforcement.py)."""
+    limits = config.limits
+    if limits.max_cpu_percent:
+        return "Maximum", cpu_maximum(limits.max_cpu_percent)
+    if limits.cpus_count:
+        return "Count", limits.cpus_count
+    return None
+
+
 def v2_compute_system(config: Config, storage: Storage, hostname: str, namespace: str | None) -> dict:
     limits = config.limits
     container: dict = {
@@ -80,11 +91,9 @@ def v2_compute_system(config: Config, storage: Storage, hostname: str, namespace
         container["Storage"]["QoS"] = qos
     if limits.max_ram_mb:
         container["Memory"] = {"SizeInMB": limits.max_ram_mb}
-    # Count, Maximum and Weight are mutually exclusive; Maximum is the one Windows enforces.
-    if limits.max_cpu_percent:
-        container["Processor"] = {"Maximum": cpu_maximum(limits.max_cpu_percent)}
-    elif limits.cpus_count:
-        container["Processor"] = {"Count": limits.cpus_count}
+    processor = _processor(config)
+    if processor:
+        container["Processor"] = dict([processor])
     if namespace:
         container["Networking"] = {"Namespace": namespace, "AllowUnqualifiedDnsQuery": True}
     container["RegistryChanges"] = {"AddValues": [{
@@ -128,9 +137,10 @@ def v1_compute_system(config: Config, container_id: str, storage: Storage, hostn
         doc["HvRuntime"] = {"ImagePath": utility_vm or ntpath.join(base, "UtilityVM")}
     else:
         doc["VolumePath"] = storage.volume_path.rstrip("\\")  # v1 wants no trailing backslash
-    for key, value in (("MemoryMaximumInMB", limits.max_ram_mb), ("ProcessorCount", limits.cpus_count),
-                       ("ProcessorMaximum", cpu_maximum(limits.max_cpu_percent) if limits.max_cpu_percent else 0),
-                       ("StorageIOPSMaximum", limits.max_storage_iops),
+    processor = _processor(config)
+    if processor:
+        doc["Processor" + processor[0]] = processor[1]
+    for key, value in (("MemoryMaximumInMB", limits.max_ram_mb), ("StorageIOPSMaximum", limits.max_storage_iops),
                        ("StorageBandwidthMaximum", limits.max_storage_bandwidth_bytes_per_sec)):
         if value:
             doc[key] = value

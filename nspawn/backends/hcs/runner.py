@@ -21,6 +21,7 @@ import time
 
 from nspawn import exitcodes
 from nspawn.backends.hcs import documents, layers, network, stdio
+from nspawn.backends.hcs.enforcement import verdict
 from nspawn.backends.hcs.generations import GENERATIONS, Exit, choose, kill
 from nspawn.backends.hcs.native.errors import HcsError, LibraryUnavailable, is_process_gone
 from nspawn.errors import Interrupted, LaunchError
@@ -106,36 +107,29 @@ def affinity_groups(mask: int) -> dict[int, int]:
     return groups
 
 
+_SHOWN = {
+    "max_ram_mb": lambda mb: f"{mb} MB",
+    "max_cpu_percent": lambda percent: f"{documents.cpu_maximum(percent)} of 10000 processor cycles",
+    "cpu_affinity": hex,
+}
+
+
 def _limits(plan, session, system_id: str) -> None:
-    """Applies what goes on the silo and says, limit by limit, what Windows enforces."""
-    limits = plan.config.limits
-    hyperv = plan.config.isolation == "hyperv"
-    if limits.max_ram_mb:
-        session.applied("max_ram_mb", f"{limits.max_ram_mb} MB")
-    if limits.max_cpu_percent:
-        session.applied("max_cpu_percent", f"{documents.cpu_maximum(limits.max_cpu_percent)} of 10000 processor cycles")
-    if limits.cpus_count:
-        if hyperv:
-            session.applied("cpus_count", f"{limits.cpus_count} processors in the utility VM")
-        else:
-            session.not_enforced("cpus_count", "a process-isolated container runs on all the host's processors; "
-                                               "HCS takes Processor.Count as a share of their cycles, not as a CPU count")
-    if limits.max_storage_iops:
-        session.applied("max_storage_iops", limits.max_storage_iops)
-    if limits.max_storage_bandwidth_bytes_per_sec:
-        session.applied("max_storage_bandwidth_bytes_per_sec", limits.max_storage_bandwidth_bytes_per_sec)
-    if limits.max_processes:
-        session.not_enforced("max_processes", "HCS has no limit on the number of a container's processes")
-    if limits.cpu_affinity:
-        if hyperv:
-            session.not_enforced("cpu_affinity", "under Hyper-V isolation the container's silo is inside the utility VM, "
-                                                 "out of the host's reach")
-        else:
+    """Applies what goes on the silo and says, limit by limit, what Windows enforces (the
+    table in enforcement.py)."""
+    config = plan.config
+    asked = config.limits.asked()
+    for field, value in asked.items():
+        enforced, why = verdict(field, config.isolation, asked)
+        if not enforced:
+            session.not_enforced(field, why)
+            continue
+        if field == "cpu_affinity":
             from nspawn.backends.hcs.native import kernel32
 
             # After create, before start: every process of the silo inherits it (hcs.md 8).
-            kernel32.set_silo_affinity(system_id, affinity_groups(limits.cpu_affinity))
-            session.applied("cpu_affinity", hex(limits.cpu_affinity))
+            kernel32.set_silo_affinity(system_id, affinity_groups(value))
+        session.applied(field, _SHOWN.get(field, lambda v: v)(value))
 
 
 def _stdout_path(config) -> str | None:
