@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import ROOT, nspawn
 from tests.hcs.conftest import gone, host  # noqa: F401 (fixture)
+from tests.hcs_sim.fixtures import sim, sim_library  # noqa: F401 (fixtures)
 from tests.hcs_sim.ledger import STATE_ENV, persisted
 
 MATRIX = pytest.mark.parametrize("api,network", [("v1", "none"), ("v1", "nat"), ("v2", "none"), ("v2", "nat")])
@@ -126,3 +127,17 @@ def test_cleanup_leaves_a_running_launcher_alone(host):
     launcher.send_signal(signal.SIGINT)
     launcher.communicate(timeout=60)
     assert gone(payload) and service.left() == {} and service.ps() == []
+
+
+def test_an_hns_endpoint_whose_id_never_reached_the_journal_is_found_by_name(sim):
+    """A v1 launcher killed between HNS's answer and the journal update left an entry with only
+    the endpoint's Name (the container id); the releaser finds it by that name."""
+    from nspawn.backends.hcs.native.vmcompute import hns_call
+    from nspawn.backends.hcs.release import release_hns_endpoint
+
+    nat = [n["ID"] for n in hns_call("GET", "/networks/") if n["Name"] == "nat"][0]
+    hns_call("POST", "/endpoints/", {"VirtualNetwork": nat, "Name": "nspawn-killed"})
+    other = hns_call("POST", "/endpoints/", {"VirtualNetwork": nat, "Name": "someone-else"})["ID"]
+    release_hns_endpoint({"what": "nspawn-killed", "name": "nspawn-killed"})
+    release_hns_endpoint({"what": "nspawn-killed", "name": "nspawn-killed"})
+    assert [e["ID"] for e in sim.ledger()["endpoints"]] == [other]

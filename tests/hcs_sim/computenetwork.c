@@ -508,7 +508,7 @@ static char *hns_reply(int ok, const char *error, cJSON *output)
     return s;
 }
 
-/* Networks: GET /networks/; endpoints: POST /endpoints/, GET and DELETE /endpoints/<id>. */
+/* Networks: GET /networks/; endpoints: GET and POST /endpoints/, GET and DELETE /endpoints/<id>. */
 static char *hns(const char *method, const char *path, const char *request)
 {
     const char *tail = NULL;
@@ -516,6 +516,8 @@ static char *hns(const char *method, const char *path, const char *request)
         return hns_reply(1, NULL, cJSON_Duplicate(g_networks, 1));
     if (!strncasecmp(path, "/endpoints/", 11))
         tail = path + 11;
+    if (tail && !*tail && !strcasecmp(method, "GET"))
+        return hns_reply(1, NULL, cJSON_Duplicate(g_endpoints, 1));
     if (tail && !*tail && !strcasecmp(method, "POST")) {
         cJSON *req = cJSON_Parse(request ? request : "");
         cJSON *net = cJSON_GetObjectItem(req, "VirtualNetwork");

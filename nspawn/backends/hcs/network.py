@@ -54,8 +54,9 @@ def attach_v1(session, name: str, checkpoint) -> str:
     if not networks:
         raise _no_network()
     checkpoint()
-    # HNS v1 chooses the id: the entry gets it as soon as HNS answers.
-    entry = session.journal.record("hns-endpoint", what=name)
+    # HNS v1 chooses the id: the entry gets it as soon as HNS answers, and until then names
+    # the endpoint by its Name (the container id), which the releaser looks up.
+    entry = session.journal.record("hns-endpoint", what=name, name=name)
     endpoint = hns_call("POST", "/endpoints/", {"VirtualNetwork": networks[0]["ID"], "Name": name})
     session.journal.update(entry, what=endpoint["ID"], id=endpoint["ID"])
     checkpoint()

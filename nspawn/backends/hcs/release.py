@@ -73,8 +73,10 @@ def release_hcn_endpoint(data: dict) -> None:
 def release_hns_endpoint(data: dict) -> None:
     from nspawn.backends.hcs.native.vmcompute import hns_call
 
-    if data.get("id"):  # without one HNS never answered the create
-        _unless_gone(hns_call, "DELETE", f"/endpoints/{data['id']}")
+    ids = [data["id"]] if data.get("id") else [
+        e["ID"] for e in hns_call("GET", "/endpoints/") or [] if data.get("name") and e.get("Name") == data["name"]]
+    for id in ids:  # none when HNS never made it
+        _unless_gone(hns_call, "DELETE", f"/endpoints/{id}")
 
 
 def _layer_step(data: dict, call) -> None:
