@@ -125,7 +125,8 @@ def test_cleanup_leaves_a_running_launcher_alone(host):
     assert service.left() == before and [r["state"] for r in service.ps()] == ["running"]
 
     launcher.send_signal(signal.SIGINT)
-    launcher.communicate(timeout=60)
+    out, err = launcher.communicate(timeout=60)
+    assert launcher.returncode == 128 + signal.SIGINT, err
     assert gone(payload) and service.left() == {} and service.ps() == []
 
 
