@@ -60,7 +60,8 @@ def fifty(tmp_path):
     expected["timeout-own"] = ("failed", 124, "before\n")
     _write(configs, "timeout-batch", _sh("sleep 30", stop_grace_seconds=0.5))  # the batch's --timeout applies
     expected["timeout-batch"] = ("failed", 124, "")
-    _write(configs, "oom", {"process_executable": sys.executable, "max_ram_mb": 32,
+    # Debian's python3: the test's own interpreter may live under /tmp, which the container does not see.
+    _write(configs, "oom", {"process_executable": "/usr/bin/python3", "max_ram_mb": 32,
                             "process_arguments": ["-c", "b = bytearray(200 * 2**20); print('survived')"]})
     expected["oom"] = ("failed", 137, "")
     _write(configs, "bad-config", '{"process_executable": "/bin/true", "netwrk": "none"}')
