@@ -1,5 +1,7 @@
 """Admission by resources: a job starts only when the memory limits of the running jobs plus
-its own fit in the memory budget, and none of its pinned CPUs is pinned by a running job.
+its own fit in the memory budget, and none of its pinned CPUs is pinned by a running job. A job
+that asks for a number of CPUs without naming them is given free ones, so that two such jobs do
+not share the same first CPUs.
 
 The budget is what the host had available (MemAvailable) when the batch started, or less when
 asked: counting the running jobs' limits against a fresh MemAvailable would count their memory
@@ -8,7 +10,10 @@ twice. Jobs without a memory limit reserve nothing (nothing bounds them to reser
 
 from __future__ import annotations
 
+import dataclasses
+
 from nspawn.batch.jobs import Demand
+from nspawn.config.host import allowed_cpus
 from nspawn.config.model import Config
 
 MIB = 1 << 20
@@ -16,7 +21,10 @@ MIB = 1 << 20
 
 def demand_of(config: Config) -> Demand:
     mask = config.limits.cpu_affinity
-    return Demand(config.limits.max_ram_mb * MIB, tuple(cpu for cpu in range(mask.bit_length()) if mask >> cpu & 1))
+    cpus = tuple(cpu for cpu in range(mask.bit_length()) if mask >> cpu & 1)
+    if cpus and config.limits.cpus_count:
+        cpus = cpus[:config.limits.cpus_count]
+    return Demand(config.limits.max_ram_mb * MIB, cpus, 0 if cpus else config.limits.cpus_count)
 
 
 def memory_available(meminfo: str = "/proc/meminfo") -> int | None:
@@ -36,9 +44,10 @@ def _mib(n: int) -> str:
 
 
 class Admission:
-    def __init__(self, memory_budget: int | None):
+    def __init__(self, memory_budget: int | None, cpus: list[int] | None = None):
         self.memory_budget = memory_budget  # None: memory is not admitted by
         self.memory_reserved = 0
+        self.cpus = allowed_cpus() if cpus is None else cpus  # the CPUs jobs may be given
         self.cpus_taken: set[int] = set()
 
     def never_fits(self, demand: Demand) -> str | None:
@@ -48,15 +57,21 @@ class Admission:
                     "this host has available for the batch; it can never start")
         return None
 
-    def admit(self, demand: Demand) -> bool:
-        """Reserve what the job holds, if it fits now."""
+    def admit(self, demand: Demand) -> Demand | None:
+        """Reserve what the job holds, if it fits now: the demand held (with the CPUs given to a
+        job that asked for a count), or None."""
         if self.memory_budget is not None and self.memory_reserved + demand.memory_bytes > self.memory_budget:
-            return False
+            return None
         if self.cpus_taken.intersection(demand.cpus):
-            return False
+            return None
+        if demand.cpu_count:
+            free = [cpu for cpu in self.cpus if cpu not in self.cpus_taken]
+            if len(free) < demand.cpu_count:
+                return None
+            demand = dataclasses.replace(demand, cpus=tuple(free[:demand.cpu_count]))
         self.memory_reserved += demand.memory_bytes
         self.cpus_taken.update(demand.cpus)
-        return True
+        return demand
 
     def release(self, demand: Demand) -> None:
         self.memory_reserved -= demand.memory_bytes

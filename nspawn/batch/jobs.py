@@ -17,7 +17,8 @@ class Demand:
     """What a job holds while it runs, for admission: its memory limit and its pinned CPUs."""
 
     memory_bytes: int = 0  # 0: no limit, nothing to reserve
-    cpus: tuple[int, ...] = ()
+    cpus: tuple[int, ...] = ()  # pinned by the config, or chosen by the admission for cpu_count
+    cpu_count: int = 0  # CPUs the config asks for without naming them
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,8 @@ def run_job(job: Job, stop: Stop, listener=None) -> JobResult:
         return result
     if job.timeout_seconds and not config.timeout_seconds:
         config = config.replace(timeout_seconds=job.timeout_seconds)
+    if job.demand.cpu_count and job.demand.cpus:  # the CPUs the admission gave it
+        config = config.replace(limits=config.limits._replace(cpu_affinity=sum(1 << cpu for cpu in job.demand.cpus)))
     for attempt in range(1, job.retries + 2):
         out, err = Output(logs[0]), Output(logs[1])
         try:

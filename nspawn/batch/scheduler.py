@@ -8,6 +8,7 @@ the main thread may hold at the moment the handler runs on it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -97,8 +98,10 @@ def run_batch(jobs: list[Job], refused: dict[str, JobResult], executor: Executor
                 for job in list(pending):
                     if len(running) >= slots:
                         break
-                    if admission.admit(job.demand):
+                    held = admission.admit(job.demand)
+                    if held is not None:
                         pending.remove(job)
+                        job = dataclasses.replace(job, demand=held)
                         running[executor.submit(job)] = job
                         listener.started(job)
             else:

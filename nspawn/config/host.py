@@ -158,6 +158,14 @@ def _stdout(config: Config) -> list[Finding]:
     return []
 
 
+def allowed_cpus() -> list[int]:
+    """The CPUs this launcher may run on (and so may give a container), lowest first."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not on Windows
+        return list(range(os.cpu_count() or 1))
+
+
 def _cpus(config: Config) -> list[Finding]:
     cpus = os.cpu_count() or 1
     findings = []

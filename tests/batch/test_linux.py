@@ -182,3 +182,18 @@ def test_runs_on_worker_threads_hold_only_their_own_descriptors(_scratch):
         worker.join(20)
     assert results[0].interrupted_by == signal.SIGTERM and results[0].exit_code == 128 + signal.SIGTERM
     assert container_processes(str(_scratch)) == []
+
+
+def test_jobs_asking_for_one_cpu_each_get_different_ones(tmp_path):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    for name in ("a", "b"):
+        _write(configs, name, _sh("grep Cpus_allowed_list /proc/self/status; sleep 0.5", cpus_count=1))
+    batch = _batch(str(configs), "-j", "2", "--logs", str(tmp_path / "logs"), "--report", str(tmp_path / "r.json"))
+    out, err = batch.communicate(timeout=60)
+    assert batch.returncode == 0, out + err
+    seen = {(tmp_path / "logs" / f"{n}.stdout").read_text().split()[-1] for n in ("a", "b")}
+    jobs = json.loads((tmp_path / "r.json").read_text())["jobs"]
+    assert seen == {"0", "1"} and sorted(j["pinned_cpus"] for j in jobs) == [[0], [1]]
+    a, b = jobs
+    assert a["started"] < b["ended"] and b["started"] < a["ended"]  # they ran side by side

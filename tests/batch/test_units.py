@@ -69,6 +69,19 @@ def test_admission_holds_memory_and_cpus_until_released():
     assert admission.memory_reserved == 128 * MIB and admission.cpus_taken == {0}
 
 
+def test_jobs_asking_for_a_number_of_cpus_are_given_free_ones():
+    count_only = load_config(None, {"process_executable": "/bin/true", "cpus_count": 2})
+    assert demand_of(count_only) == Demand(0, (), 2)
+    both = load_config(None, {"process_executable": "/bin/true", "cpus_count": 1, "cpu_affinity_hex": "0x3"})
+    assert demand_of(both) == Demand(0, (0,))  # the count taken from the named CPUs, as the backend does
+    admission = Admission(None, cpus=[0, 1, 2])
+    first = admission.admit(Demand(0, (), 2))
+    assert first.cpus == (0, 1) and admission.admit(Demand(0, (), 2)) is None
+    assert admission.admit(Demand(0, (), 1)).cpus == (2,)
+    admission.release(first)
+    assert admission.admit(Demand(0, (0,))) is not None and admission.cpus_taken == {0, 2}
+
+
 def test_a_job_bigger_than_the_budget_never_fits_and_says_so():
     admission = Admission(memory_budget=100 * MIB)
     assert admission.never_fits(Demand(64 * MIB)) is None

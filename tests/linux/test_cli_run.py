@@ -26,3 +26,15 @@ def test_json_result_after_the_output(tmp_path):
     r = nspawn("run", "--json", "--", "/bin/sh", "-c", "echo hi")
     out, result = r.stdout.splitlines()
     assert r.returncode == 0 and out == "hi" and json.loads(result)["exit_code"] == 0
+
+
+def test_a_cpu_count_is_taken_from_the_cpus_the_launcher_may_use():
+    import os
+    import subprocess
+    import sys
+
+    last = max(os.sched_getaffinity(0))
+    r = subprocess.run(["taskset", "-c", str(last), sys.executable, "-m", "nspawn", "run", "--cpus", "1", "--",
+                        "/bin/grep", "Cpus_allowed_list", "/proc/self/status"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["Cpus_allowed_list:", str(last)]

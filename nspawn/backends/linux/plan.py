@@ -7,7 +7,7 @@ import os
 import posixpath
 from typing import NamedTuple
 
-from nspawn.config.host import DEFAULT_PATH
+from nspawn.config.host import DEFAULT_PATH, allowed_cpus
 from nspawn.config.model import Config, Limits
 
 DEFAULT_SCRATCH_PARENT = "/var/tmp/nspawn"  # on disk, not tmpfs: a container's writes must not eat RAM
@@ -124,7 +124,7 @@ def cgroup_limits(limits: Limits) -> CgroupLimits:
     if limits.cpu_affinity:
         cpus = tuple(i for i in range(limits.cpu_affinity.bit_length()) if limits.cpu_affinity >> i & 1)
     if limits.cpus_count:
-        cpus = (cpus or tuple(range(limits.cpus_count)))[:limits.cpus_count]
+        cpus = (cpus or tuple(allowed_cpus()))[:limits.cpus_count]
     return CgroupLimits(
         memory_bytes=limits.max_ram_mb * 1024 * 1024,
         cpu_quota_us=quota,
