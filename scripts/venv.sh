@@ -18,6 +18,6 @@ fi
 venv=${NSPAWN_VENV:-.venv}
 python3 -m venv --clear "$venv"
 "$venv/bin/pip" install -q --upgrade pip
-# compat mode: a path entry instead of setuptools' import hook, which costs every
-# `nspawn` start-up some 20 ms of imports.
-"$venv/bin/pip" install -q -e ".${extras:-}" --config-settings editable_mode=compat
+# A regular install, as users get it (an editable one adds setuptools' import hook, some 20 ms to
+# every start-up). The scripts reinstall on every call; the tests import the checkout itself.
+"$venv/bin/pip" install -q ".${extras:-}"
