@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import subprocess
+import sys
 import threading
 import time
 
@@ -13,6 +15,8 @@ import pytest
 from nspawn.backends.hcs.native import computecore as cc
 from nspawn.backends.hcs.native import kernel32
 from nspawn.backends.hcs.native.errors import HcsError, is_already_stopped, is_not_found
+from nspawn.backends.hcs.native.loader import SIMULATOR_ENV
+from tests.conftest import ROOT
 from tests.hcs_sim.fixtures import sim, sim_library  # noqa: F401 (fixtures)
 
 HELLO = "#!/bin/sh\necho \"hello $1 from $PWD\"\necho \"to stderr\" >&2\nexit 7\n"
@@ -281,3 +285,53 @@ def test_every_returned_string_was_freed_with_local_free(running, sim):
     cc.enumerate_compute_systems()
     led = sim.ledger()
     assert led["strings"] == 0 and led["free_errors"] == []
+
+
+def close_during_callback(library: str, workdir: str) -> None:
+    """Closes a process handle while its exit callback runs: the close waits for the callback,
+    and the handle is freed once (a second free aborts this process)."""
+    from tests.hcs_sim.ledger import Simulator
+
+    sim = Simulator(library)
+    entered, release = threading.Event(), threading.Event()
+
+    def handler(event):
+        entered.set()
+        release.wait()
+
+    with cc.create_compute_system("c1", document(workdir)) as system:
+        system.start()
+        process = system.create_process(params("true"))
+        process.set_callback(handler)
+        assert entered.wait(5)
+        closer = threading.Thread(target=process.close)
+        closer.start()
+        while sim.ledger()["handles"].get("process"):  # unlinked: the closer waits for the callback
+            time.sleep(0.01)
+        release.set()
+        closer.join()
+        system.terminate(wait_ms=5000)
+    assert sim.wait_clean() == {}
+
+
+def address_sanitizer() -> str | None:
+    """The compiler's AddressSanitizer runtime: preloaded, it catches a double free that glibc
+    may let pass."""
+    from tests.hcs_sim.build import compiler
+
+    path = subprocess.run([compiler() or "cc", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+    return path if os.path.isabs(path) and os.path.exists(path) else None
+
+
+def test_a_handle_closed_during_its_callback_is_freed_once(sim_library, workdir):
+    asan = address_sanitizer()
+    if not asan:
+        if os.environ.get("CI"):
+            pytest.fail("no AddressSanitizer runtime beside the C compiler")
+        pytest.skip("no AddressSanitizer runtime beside the C compiler")
+    code = ("import sys; from tests.hcs.test_native_computecore import close_during_callback; "
+            "close_during_callback(*sys.argv[1:])")
+    env = {**os.environ, SIMULATOR_ENV: str(sim_library), "LD_PRELOAD": asan, "ASAN_OPTIONS": "detect_leaks=0"}
+    result = subprocess.run([sys.executable, "-c", code, str(sim_library), str(workdir)],
+                            capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -296,12 +296,12 @@ void handle_close(sim_handle *h)
             *pp = h->next;
             break;
         }
-    h->closed = 1;
     if (!on_worker())
         while (h->in_flight)
             pthread_cond_wait(&g_cond, &g_lock);
+    h->closed = h->in_flight ? CLOSED_BY_DELIVERY : CLOSED_BY_CLOSER;
     sim_system *s = h->kind == K_SYSTEM ? h->sys : NULL;
-    if (!h->in_flight)
+    if (h->closed == CLOSED_BY_CLOSER)
         handle_free(h);
     if (s && s->state != ST_STOPPED && !s->stopping) {
         for (sim_handle *o = g_handles; o; o = o->next)
@@ -546,7 +546,7 @@ void deliver(uint64_t sys_seq, uint64_t proc_seq, uint32_t v2type, uint32_t v1ty
     free(w);
     pthread_mutex_lock(&g_lock);
     for (int i = 0; i < n; i++)
-        if (!--t[i]->in_flight && t[i]->closed)
+        if (!--t[i]->in_flight && t[i]->closed == CLOSED_BY_DELIVERY)
             handle_free(t[i]);
     g_delivering--;
     pthread_cond_broadcast(&g_cond);
@@ -678,7 +678,7 @@ SIM_API void SimReset(void)
     for (sim_handle *h = g_handles, *n; h; h = n) {
         n = h->next;
         if (h->in_flight)
-            h->closed = 1;  /* the running delivery frees it */
+            h->closed = CLOSED_BY_DELIVERY;
         else
             handle_free(h);
     }

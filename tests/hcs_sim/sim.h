@@ -69,6 +69,9 @@ typedef void *HANDLE;
 enum sim_kind { K_SYSTEM = 1, K_PROCESS, K_OPERATION, K_CALLBACK, K_NETWORK,
                 K_ENDPOINT, K_NAMESPACE, K_JOB, K_EVENT };
 enum sys_state { ST_CREATING, ST_CREATED, ST_RUNNING, ST_STOPPED };
+/* Exactly one party frees a closed handle: the closer once no delivery uses it, or, when
+ * nobody can wait (closed inside a callback, or by SimReset), the last delivery. */
+enum { CLOSED_BY_CLOSER = 1, CLOSED_BY_DELIVERY = 2 };
 enum op_state { OP_NOT_STARTED, OP_PENDING, OP_DONE };
 enum fault_mode { FAULT_SYNC = 0, FAULT_ASYNC = 1, FAULT_HANG = 2, FAULT_SIGNAL = 3 };
 
@@ -114,7 +117,8 @@ struct sim_handle {
     sim_system *sys;
     sim_process *proc;
     void *cb, *ctx;         /* v2 event callback or v1 notification callback */
-    int in_flight, closed;
+    int in_flight;
+    int closed;             /* 0 open; CLOSED_BY_CLOSER or CLOSED_BY_DELIVERY: who frees it */
     char *obj_id;           /* network/endpoint/namespace id */
     /* K_OPERATION */
     int op_state, op_type;
