@@ -153,6 +153,7 @@ def test_host_paths_are_relative_to_the_config_file(tmp_path):
     ({"process_executable": "x.exe", "process_directory": "C:/w", "mapped_directory": "C:/"}, "drive root"),
     ({"process_executable": "x.exe", "process_directory": "C:/w", "environment": {"Path": "a", "PATH": "b"}}, "Windows ignores case"),
     ({"mapped_directory": "/m", "process_executable": "x"}, 'expected "process_directory" too'),
+    ({"process_executable": "C:/x.exe", "parent_layer_directory": "C:/l/base", "max_ram_mb": 6}, "expected at least 8 with the hcs backend"),
 ])
 def test_file_checks_a_schema_cannot_express(tmp_path, document, expected):
     found, error = problems(tmp_path, document)

@@ -16,6 +16,7 @@ class Capabilities(NamedTuple):
     isolations: tuple
     missing: dict = {}  # mode -> why it is not offered yet (never mutated: the default is shared)
     requires: tuple = ()  # config fields the backend cannot run without
+    min_ram_mb: tuple = (0, "")  # the smallest memory limit it takes, and why
 
     def why_not(self, mode: str) -> str:
         reason = self.missing.get(mode)
@@ -35,6 +36,9 @@ CAPABILITIES = {
         ("process", "hyperv"),
         {"host": "Windows containers cannot share the host's network stack"},
         ("parent_layer_directory",),
+        # microsoft/Windows-Containers#482: below 8 MB the silo's system processes never finish
+        # starting and the container cannot be stopped.
+        (8, "below 8 MB a Windows container hangs while starting and cannot be stopped"),
     ),
 }
 

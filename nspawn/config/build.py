@@ -226,6 +226,9 @@ def _capabilities(config: Config) -> list[Finding]:
         findings.append(Finding(("network",), f"found {config.network!r}, which the {config.backend} backend does not offer{caps.why_not(config.network)}; expected one of " + ", ".join(repr(m) for m in sorted(caps.network_modes))))
     if config.isolation not in caps.isolations:
         findings.append(Finding(("isolation",), f"found {config.isolation!r}, which the {config.backend} backend does not offer; expected " + " or ".join(repr(i) for i in caps.isolations)))
+    least, why = caps.min_ram_mb
+    if 0 < config.limits.max_ram_mb < least:
+        findings.append(Finding(("max_ram_mb",), f"found {config.limits.max_ram_mb}; expected at least {least} with the {config.backend} backend: {why}"))
     if config.isolation == "hyperv" and config.hcs_api == "v2":
         findings.append(Finding(("hcs_api",), "found 'v2' with isolation 'hyperv'; expected 'v1' or 'auto': Hyper-V containers run through vmcompute.dll (HvPartition)"))
     return findings

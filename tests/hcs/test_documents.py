@@ -270,7 +270,8 @@ def windows_configs(draw) -> dict:
                                                st.text(max_size=8).filter(lambda s: "\x00" not in s), max_size=3)),
            "network": draw(st.sampled_from(["none", "nat"])),
            "isolation": draw(st.sampled_from(["process", "hyperv"])),
-           "max_ram_mb": draw(_big), "cpus_count": draw(st.integers(0, 65535)),
+           "max_ram_mb": draw(st.one_of(st.just(0), st.integers(8, 2**32 - 1))),  # HCS takes no less than 8
+           "cpus_count": draw(st.integers(0, 65535)),
            "max_cpu_percent": draw(st.one_of(st.integers(0, 100), st.floats(0, 100))),
            "max_storage_iops": draw(_big), "max_storage_bandwidth_bytes_per_sec": draw(_big)}
     doc["hcs_api"] = draw(st.sampled_from(["auto", "v1"] + (["v2"] if doc["isolation"] == "process" else [])))
