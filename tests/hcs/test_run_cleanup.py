@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import ROOT, nspawn
 from tests.hcs.conftest import gone, host  # noqa: F401 (fixture)
 from tests.hcs_sim.fixtures import sim, sim_library  # noqa: F401 (fixtures)
-from tests.hcs_sim.ledger import STATE_ENV, persisted
+from tests.hcs_sim.ledger import FAULTS_ENV, STATE_ENV, persisted
 
 MATRIX = pytest.mark.parametrize("api,network", [("v1", "none"), ("v1", "nat"), ("v2", "none"), ("v2", "nat")])
 
@@ -49,12 +49,31 @@ class Service:
         assert result.returncode == 0, result.stderr
         return [json.loads(line) for line in result.stdout.splitlines()]
 
+    def sweep(self, live: set[str] = frozenset(), faults: str = "") -> list[str]:
+        """The backend's sweep(live) run as `nspawn cleanup` runs it, in a process of its own;
+        SweepError's message and what it removed when it raises."""
+        code = ("import json, sys\nfrom nspawn.backends import hcs\nfrom nspawn.backends.hcs.leftovers import SweepError\n"
+                "try:\n    print(json.dumps(hcs.sweep(set(sys.argv[1:]))))\n"
+                "except SweepError as e:\n    sys.exit(json.dumps([str(e), e.removed]))\n")
+        result = subprocess.run([sys.executable, "-c", code, *live], capture_output=True, text=True,
+                                env={**os.environ, **self.env, FAULTS_ENV: faults}, cwd=ROOT, timeout=60)
+        if result.returncode == 1 and result.stderr.startswith("["):
+            raise SweepFailed(*json.loads(result.stderr))
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
     def left(self) -> dict:
         """What the service still holds, and the scratch folders beside the parent layer."""
         found = persisted(self.state)
         if self.host.scratch_folders():
             found["scratch folders"] = self.host.scratch_folders()
         return found
+
+
+class SweepFailed(Exception):
+    def __init__(self, message: str, removed: list[str]):
+        super().__init__(message)
+        self.message, self.removed = message, removed
 
 
 def kill(launcher) -> None:
@@ -85,7 +104,7 @@ def test_cleanup_removes_what_a_killed_launcher_left(host, api, network):
     assert result.returncode == 0, result.stderr
     assert service.left() == {}
     assert service.ps() == []
-    assert not list(service.journals.glob("*"))
+    assert not list(service.journals.glob("*.journal"))
 
 
 @MATRIX
@@ -96,7 +115,7 @@ def test_cleanup_terminates_a_system_whose_journal_is_gone(host, api, network):
     launcher, payload = service.launch(api, network)
     launcher.send_signal(signal.SIGSTOP)
     try:
-        for journal in service.journals.glob("*"):
+        for journal in service.journals.glob("*.journal"):
             journal.unlink()
         [row] = service.ps()
         assert row["state"] == "unjournaled" and row["launcher_pid"] is None
@@ -109,10 +128,78 @@ def test_cleanup_terminates_a_system_whose_journal_is_gone(host, api, network):
         assert "systems" not in service.left() and service.ps() == []
     finally:
         kill(launcher)
-    # Without a journal nothing names the layers home nor the network objects to cleanup.
+    # Without a journal, the system's end leaves the layers and the network objects to sweep.
     left = service.left()
     assert left["scratch folders"] == [row["id"]] and left["layers"][0]["id"].endswith(row["id"])
     assert ("endpoints" in left) == (network == "nat")
+    expected = swept(row["id"], api, service)
+    assert sorted(service.sweep()) == expected
+    assert service.left() == {}
+
+
+def swept(container_id: str, api: str, service: Service) -> list[str]:
+    """What sweep should report removing for one container, from what the service holds."""
+    from nspawn.backends.hcs.network import hcn_ids
+
+    endpoint, namespace = hcn_ids(container_id)
+    left = service.left()
+    found = [f"{container_id}: scratch layer {service.host.layers / container_id}"]
+    if api == "v2" and left.get("namespaces"):
+        found += [f"{container_id}: HCN endpoint {endpoint}", f"{container_id}: HCN namespace {namespace}"]
+    if api == "v1":
+        found += [f"{container_id}: HNS endpoint {e['ID']}" for e in left.get("endpoints", [])]
+    return sorted(found)
+
+
+@MATRIX
+def test_sweep_removes_what_a_killed_launcher_left_when_its_journal_is_gone(host, api, network):
+    service = Service(host)
+    launcher, payload = service.launch(api, network)
+    kill(launcher)
+    [journal] = service.journals.glob("*.journal")
+    journal.unlink()
+    assert service.ps() == [] and ("endpoints" in service.left()) == (network == "nat")
+
+    expected = swept(journal.stem, api, service)
+    assert sorted(service.sweep()) == expected
+    assert service.left() == {}
+    assert service.sweep() == []
+
+
+def test_a_layer_sweep_cannot_destroy_is_named_and_the_rest_still_goes(host):
+    service = Service(host)
+    launcher, _ = service.launch("v1", "nat")
+    kill(launcher)
+    [journal] = service.journals.glob("*.journal")
+    journal.unlink()
+    with pytest.raises(SweepFailed) as failed:
+        service.sweep(faults="DestroyLayer=0x80370105")
+    assert failed.value.message == (f"not removed: {journal.stem}: DestroyLayer failed: 0x80370105 HCS_E_INVALID_STATE")
+    [endpoint] = failed.value.removed
+    assert endpoint.startswith(f"{journal.stem}: HNS endpoint ")
+    assert set(service.left()) == {"layers", "scratch folders"}
+    assert sorted(service.sweep()) == [f"{journal.stem}: scratch layer {host.layers / journal.stem}"]
+    assert service.left() == {}
+
+
+def test_sweep_never_touches_what_a_live_launcher_or_a_journal_names(host):
+    service = Service(host)
+    alive, alive_payload = service.launch("v2", "nat")
+    held = service.left()
+    killed, _ = service.launch("v1", "nat")
+    kill(killed)  # its journal stays: cleanup's to finish, not sweep's
+    before = service.left()
+    assert service.sweep() == [] and service.left() == before
+    ids = {row["id"] for row in service.ps()}
+    assert service.sweep(live=ids) == [] and service.left() == before
+
+    result = service.nspawn("cleanup")
+    assert result.returncode == 0, result.stderr
+    assert service.left() == held and not gone(alive_payload, timeout=0.2)
+    alive.send_signal(signal.SIGINT)
+    alive.communicate(timeout=60)
+    assert alive.returncode == 128 + signal.SIGINT
+    assert service.left() == {}
 
 
 def test_cleanup_leaves_a_running_launcher_alone(host):

@@ -114,6 +114,16 @@ def terminate_owned(id: str) -> None:
         raise LaunchError(e.message) from None
 
 
+def sweep(live_ids: set[str]) -> list[str]:
+    """Removes what containers left with HCS that neither a live launcher (`live_ids`) nor any
+    journal names: scratch layers, HCN namespaces and endpoints, HNS endpoints. Returns one
+    line per object removed; raises leftovers.SweepError (a LaunchError, with `.removed`) naming
+    what it could not remove. Call it after terminate_owned."""
+    from nspawn.backends.hcs.leftovers import sweep as run
+
+    return run(live_ids)
+
+
 def doctor(config=None) -> list[tuple[str, bool, str]]:
     from nspawn.backends.hcs.diagnosis import doctor as check
 

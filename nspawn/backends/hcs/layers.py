@@ -53,6 +53,28 @@ def utility_vm_image(chain: list[str]) -> str:
     return host_paths(chain[-1]).join(chain[-1], "UtilityVM")
 
 
+HOMES_RECORD = "hcs-layer-homes"
+
+
+def used_homes(directory: str) -> list[str]:
+    """The layer homes recorded in `directory` (the journals' state directory), once each."""
+    try:
+        with open(os.path.join(directory, HOMES_RECORD), encoding="utf-8") as f:
+            return list(dict.fromkeys(line.rstrip("\n") for line in f if line.strip()))
+    except FileNotFoundError:
+        return []
+
+
+def remember_home(directory: str, home: str) -> None:
+    """Adds a layer home to the record before a scratch layer is made there: a scratch layer
+    whose journal is lost is found by its folder name there (leftovers.py). One short appended
+    line per home, so launchers starting together cannot tear the file."""
+    if home in used_homes(directory):
+        return
+    with open(os.path.join(directory, HOMES_RECORD), "a", encoding="utf-8") as f:
+        f.write(home + "\n")
+
+
 class Scratch:
     """Where the scratch layer lives: HomeDir = the layers' root, id = the folder name (the
     Docker way, hcs.md 4.4), beside the parent layer."""
@@ -79,6 +101,7 @@ def mount(scratch: Scratch, chain: list[str], session, *, on_host: bool, checkpo
     where = scratch.journal_data()
     layers = tuple((str(vm.name_to_guid(folder_name(p))), p) for p in chain)
     checkpoint()
+    remember_home(journal.directory, scratch.home)
     journal.record("hcs-layer", **where)
     vm.create_sandbox_layer(scratch.home, scratch.id, folder_name(scratch.parent), chain)
     checkpoint()

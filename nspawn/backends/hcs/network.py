@@ -2,8 +2,9 @@
 endpoint inside an HCN namespace whose id goes into the document; v1 hosts an HNS endpoint
 whose id goes into the document's EndpointList.
 
-The HCN ids are chosen here, so that each journal entry names its object before HCN makes
-it; release.py removes them.
+The HCN ids are chosen here (derived from the container id), so that each journal entry
+names its object before HCN makes it; release.py removes them, and leftovers.py finds them
+without a journal.
 """
 
 from __future__ import annotations
@@ -14,6 +15,15 @@ from nspawn.backends.hcs.acquire import acquire
 from nspawn.errors import LaunchError
 
 NAT_NETWORK = "nat"
+# uuid5 namespace of the HCN ids nspawn derives from container ids.
+_HCN_IDS = uuid.UUID("6e737061-776e-4863-8e00-6e6574776b00")
+
+
+def hcn_ids(container_id: str) -> tuple[str, str]:
+    """(endpoint id, namespace id) of a container: derived from its id rather than random, so
+    a container whose journal is lost still names them (leftovers.py); an HCN namespace has no
+    name of its own to be found by."""
+    return tuple(str(uuid.uuid5(_HCN_IDS, f"{container_id}/{kind}")) for kind in ("endpoint", "namespace"))
 
 
 def _no_network() -> LaunchError:
@@ -30,7 +40,7 @@ def attach_v2(session, name: str, checkpoint) -> str:
     if not networks:
         raise _no_network()
     checkpoint()
-    endpoint_id, namespace_id = str(uuid.uuid4()), str(uuid.uuid4())
+    endpoint_id, namespace_id = hcn_ids(name)
     journal.record("hcn-endpoint", what=endpoint_id, id=endpoint_id)
     with hcn.open_network(networks[0]) as network:
         settings = {"Name": name, "HostComputeNetwork": networks[0], "SchemaVersion": hcn.SCHEMA}

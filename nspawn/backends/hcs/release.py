@@ -1,7 +1,8 @@
 """One idempotent release function per journal kind of the HCS backend. Each works from the
 journal entry's JSON alone (objects are opened by id, layers named by folder), so `nspawn
 cleanup` can run them in a fresh process after the launcher was killed; "not found" means
-already released."""
+already released. Those of objects HCS may not hold any more say whether they removed one,
+for the report of leftovers.py."""
 
 from __future__ import annotations
 
@@ -11,15 +12,18 @@ from nspawn.backends.hcs.generations import GENERATIONS, STOP_WAIT_SECONDS
 from nspawn.backends.hcs.native.errors import HcsError, is_already_stopped, is_not_found
 
 
-def _unless_gone(action, *args) -> None:
+def unless_gone(action, *args) -> bool:
+    """Runs a removal; False when HCS says there was nothing to remove."""
     try:
         action(*args)
     except HcsError as e:
         if not is_not_found(e):
             raise
+        return False
+    return True
 
 
-def _opened(open_, *args):
+def opened(open_, *args):
     """The object opened by id, or None when it no longer exists."""
     try:
         return open_(*args)
@@ -32,7 +36,7 @@ def _opened(open_, *args):
 def release_system(data: dict) -> None:
     """Terminates the compute system if it still exists, and waits for its end."""
     generation = GENERATIONS[data.get("api", "v2")]()
-    system = _opened(generation.open, data["id"])
+    system = opened(generation.open, data["id"])
     if system is None:
         return
     with system:
@@ -51,32 +55,39 @@ def release_hcn_attachment(data: dict) -> None:
     """Detaches the endpoint from the namespace (hcs.md 10.1 step 6), so both can go."""
     from nspawn.backends.hcs.native import computenetwork as hcn
 
-    namespace = None if data.get("acquired") is False else _opened(hcn.open_namespace, data["namespace"])
+    namespace = None if data.get("acquired") is False else opened(hcn.open_namespace, data["namespace"])
     if namespace is None:
         return
     with namespace:
-        _unless_gone(namespace.remove_endpoint, data["endpoint"])
+        unless_gone(namespace.remove_endpoint, data["endpoint"])
 
 
-def release_hcn_namespace(data: dict) -> None:
+def release_hcn_namespace(data: dict) -> bool:
     from nspawn.backends.hcs.native import computenetwork as hcn
 
-    _unless_gone(hcn.delete_namespace, data["id"])
+    return unless_gone(hcn.delete_namespace, data["id"])
 
 
-def release_hcn_endpoint(data: dict) -> None:
+def release_hcn_endpoint(data: dict) -> bool:
     from nspawn.backends.hcs.native import computenetwork as hcn
 
-    _unless_gone(hcn.delete_endpoint, data["id"])
+    return unless_gone(hcn.delete_endpoint, data["id"])
 
 
-def release_hns_endpoint(data: dict) -> None:
+def hns_endpoints_named(name: str) -> list[str]:
+    """Ids of the endpoints HNS knows by this Name."""
     from nspawn.backends.hcs.native.vmcompute import hns_call
 
-    ids = [data["id"]] if data.get("id") else [
-        e["ID"] for e in hns_call("GET", "/endpoints/") or [] if data.get("name") and e.get("Name") == data["name"]]
-    for id in ids:  # none when HNS never made it
-        _unless_gone(hns_call, "DELETE", f"/endpoints/{id}")
+    return [e["ID"] for e in hns_call("GET", "/endpoints/") or [] if e.get("Name") == name]
+
+
+def release_hns_endpoint(data: dict) -> list[str]:
+    """The ids it deleted."""
+    from nspawn.backends.hcs.native.vmcompute import hns_call
+
+    ids = [data["id"]] if data.get("id") else hns_endpoints_named(data["name"]) if data.get("name") else []
+    # none when HNS never made it
+    return [id for id in ids if unless_gone(hns_call, "DELETE", f"/endpoints/{id}")]
 
 
 def _layer_step(data: dict, call) -> None:

@@ -1,0 +1,109 @@
+"""What nspawn runs left with HCS that no journal names (the journal was deleted): scratch
+layers in the layer homes nspawn has used (layers.py records them beside the journals),
+the HCN namespace and endpoint whose ids derive from the container id (network.py), and HNS
+endpoints named after the container. The journal's own releasers remove them.
+
+Anything a live launcher or any journal names is left alone. A journal is written before
+anything is acquired and the journals are read after the leftovers are listed, so a
+launcher starting meanwhile is always seen. Run it after the compute systems are gone
+(terminate_owned): HCS keeps a layer that a running system uses.
+"""
+
+from __future__ import annotations
+
+import os
+
+from nspawn.backends.hcs import release
+from nspawn.backends.hcs.documents import host_paths
+from nspawn.backends.hcs.layers import used_homes
+from nspawn.backends.hcs.native.errors import HcsError, LibraryUnavailable
+from nspawn.backends.hcs.network import hcn_ids
+from nspawn.errors import LaunchError
+from nspawn.identity import PREFIX
+
+
+class SweepError(LaunchError):
+    """Leftovers that could not be removed; `removed` lists those that were."""
+
+    def __init__(self, failures: list[str], removed: list[str]):
+        super().__init__("not removed: " + "; ".join(failures))
+        self.removed = removed
+
+
+def sweep(live_ids: set[str]) -> list[str]:
+    """Removes the leftovers of nspawn containers that are neither in `live_ids` nor named by
+    a journal; returns what it removed, one description each ([] where HCS does not exist).
+    Raises SweepError naming what it could not remove, after trying everything else."""
+    from nspawn.journal import read_journals, state_dir
+
+    homes = used_homes(state_dir())
+    try:
+        candidates = _scratch_folders(homes) | _hns_endpoint_names()
+    except LibraryUnavailable:
+        return []
+    except HcsError as e:
+        raise SweepError([e.message], []) from None
+    journaled = {journal.container_id for journal in read_journals()}
+    removed: list[str] = []
+    failures: list[str] = []
+    for container_id in sorted(candidates - set(live_ids) - journaled):
+        # Each step on its own, as the journal releases: a network that stays must not keep
+        # the layer.
+        for step in (lambda: _network(container_id), lambda: _layers(container_id, homes)):
+            try:
+                removed += step()
+            except HcsError as e:
+                failures.append(f"{container_id}: {e.message}")
+    if failures:
+        raise SweepError(failures, removed)
+    return removed
+
+
+def _ours(name) -> bool:
+    return isinstance(name, str) and name.startswith(PREFIX)
+
+
+def _scratch_folders(homes: list[str]) -> set[str]:
+    return {name for home in homes if os.path.isdir(home)
+            for name in os.listdir(home) if _ours(name) and os.path.isdir(os.path.join(home, name))}
+
+
+def _hns_endpoint_names() -> set[str]:
+    from nspawn.backends.hcs.native.vmcompute import hns_call
+
+    return {e.get("Name") for e in hns_call("GET", "/endpoints/") or [] if _ours(e.get("Name"))}
+
+
+def _network(container_id: str) -> list[str]:
+    """In the journal's order: the HCN namespace (its endpoint detached first), the HCN
+    endpoint, then HNS endpoints by name (v1)."""
+    removed = []
+    endpoint, namespace = hcn_ids(container_id)
+    try:
+        release.release_hcn_attachment({"namespace": namespace, "endpoint": endpoint})
+        if release.release_hcn_namespace({"id": namespace}):
+            removed.append(f"{container_id}: HCN namespace {namespace}")
+        if release.release_hcn_endpoint({"id": endpoint}):
+            removed.append(f"{container_id}: HCN endpoint {endpoint}")
+    except LibraryUnavailable:
+        pass  # no HCN on this host (WS2016): its containers have HNS endpoints only
+    removed += [f"{container_id}: HNS endpoint {id}" for id in release.release_hns_endpoint({"name": container_id})]
+    return removed
+
+
+def _layers(container_id: str, homes: list[str]) -> list[str]:
+    """Unprepare and deactivate whatever state the layer is in (HCS refuses those a killed
+    launcher never reached), then DestroyLayer, which must succeed."""
+    removed = []
+    for home in homes:
+        data = {"home": home, "id": container_id, "folder": host_paths(home).join(home, container_id)}
+        if not os.path.isdir(data["folder"]):
+            continue
+        for undo in (release.release_layer_preparation, release.release_layer_activation):
+            try:
+                undo(data)
+            except HcsError:
+                pass
+        release.release_layer(data)
+        removed.append(f"{container_id}: scratch layer {data['folder']}")
+    return removed
