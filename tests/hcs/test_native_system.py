@@ -20,18 +20,18 @@ from tests.hcs_sim.fixtures import sim, sim_library  # noqa: F401 (fixtures)
 def test_nat_endpoint_in_a_namespace_and_teardown(sim):
     (network_id,) = hcn.find_networks("nat")
     assert hcn.find_networks("missing") == []
+    endpoint_id, namespace_id = "0e1d0000-0000-4000-8000-0000000000e1", "0e1d0000-0000-4000-8000-0000000000a5"
     with hcn.open_network(network_id) as network:
-        assert network.properties()["Type"] == "NAT"
         settings = {"Name": "c1", "HostComputeNetwork": network_id, "SchemaVersion": hcn.SCHEMA,
                     "Policies": [{"Type": "PortMapping", "Settings": {"Protocol": 6, "InternalPort": 80,
                                                                       "ExternalPort": 8080}}]}
-        with network.create_endpoint(settings) as endpoint:
-            endpoint_id = endpoint.id
-            assert endpoint.properties()["IpConfigurations"][0]["IpAddress"].startswith("172.20.")
-    with hcn.create_namespace() as namespace:
-        namespace_id = namespace.id
+        network.create_endpoint(settings, id=endpoint_id).close()
+    [endpoint] = sim.ledger()["endpoints"]
+    assert endpoint["ID"] == endpoint_id and endpoint["IpConfigurations"][0]["IpAddress"].startswith("172.20.")
+    with hcn.create_namespace(id=namespace_id) as namespace:
         namespace.add_endpoint(endpoint_id)
-        assert namespace.properties()["Resources"][0]["Data"]["Id"] == endpoint_id
+    [namespace] = sim.ledger()["namespaces"]
+    assert namespace["ID"] == namespace_id and namespace["Resources"][0]["Data"]["Id"] == endpoint_id
     with pytest.raises(HcsError) as info:
         hcn.delete_endpoint(endpoint_id)  # still attached
     assert info.value.call == "HcnDeleteEndpoint" and "attached" in info.value.message

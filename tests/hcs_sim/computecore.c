@@ -10,7 +10,7 @@
 #define CC(name) SIM_API HRESULT computecore_##name
 
 enum { OT_ENUMERATE = 0, OT_CREATE = 1, OT_START = 2, OT_SHUTDOWN = 3, OT_TERMINATE = 7,
-       OT_GETPROPS = 9, OT_CREATEPROC = 10, OT_SIGNAL = 11, OT_PROCINFO = 12,
+       OT_CREATEPROC = 10, OT_SIGNAL = 11, OT_PROCINFO = 12,
        OT_PROCPROPS = 13, OT_MODIFYPROC = 14 };
 
 struct process_information { uint32_t pid, reserved; HANDLE in, out, err; };
@@ -83,6 +83,7 @@ static void record2(const char *call, const wchar_t *a, const wchar_t *b)
 
 SIM_API HANDLE computecore_HcsCreateOperation(void *context, void *callback)
 {
+    record("computecore!HcsCreateOperation", 0, NULL);
     HRESULT hr;
     /* Per-operation completion callbacks are not simulated; the bindings
      * never pass one, so passing one looks like an allocation failure. */
@@ -98,6 +99,7 @@ SIM_API HANDLE computecore_HcsCreateOperation(void *context, void *callback)
 
 SIM_API void computecore_HcsCloseOperation(HANDLE h)
 {
+    record("computecore!HcsCloseOperation", 0, NULL);
     pthread_mutex_lock(&g_lock);
     sim_handle *op = handle_get(h, K_OPERATION);
     if (op)
@@ -129,9 +131,10 @@ static HRESULT wait_op(sim_handle *op, uint32_t timeout_ms)
     return op->op_hr;
 }
 
-static HRESULT result_of(HANDLE h, uint32_t timeout_ms, int wait, struct process_information *pi,
+static HRESULT result_of(const char *call, HANDLE h, uint32_t timeout_ms, int wait, struct process_information *pi,
                          wchar_t **doc)
 {
+    record(call, 0, NULL);
     if (doc)
         *doc = NULL;
     pthread_mutex_lock(&g_lock);
@@ -177,21 +180,25 @@ static HRESULT result_of(HANDLE h, uint32_t timeout_ms, int wait, struct process
 
 CC(HcsWaitForOperationResult)(HANDLE op, uint32_t timeout_ms, wchar_t **doc)
 {
-    return result_of(op, timeout_ms, 1, NULL, doc);
+    return result_of("computecore!HcsWaitForOperationResult", op, timeout_ms, 1, NULL, doc);
 }
 
 CC(HcsWaitForOperationResultAndProcessInfo)(HANDLE op, uint32_t timeout_ms,
                                             struct process_information *pi, wchar_t **doc)
 {
     struct process_information scratch;
-    return result_of(op, timeout_ms, 1, pi ? pi : &scratch, doc);
+    return result_of("computecore!HcsWaitForOperationResultAndProcessInfo", op, timeout_ms, 1, pi ? pi : &scratch, doc);
 }
 
-CC(HcsGetOperationResult)(HANDLE op, wchar_t **doc) { return result_of(op, 0, 0, NULL, doc); }
+CC(HcsGetOperationResult)(HANDLE op, wchar_t **doc)
+{
+    return result_of("computecore!HcsGetOperationResult", op, 0, 0, NULL, doc);
+}
 
 CC(HcsCancelOperation)(HANDLE op)
 {
     (void)op;
+    record("computecore!HcsCancelOperation", 0, NULL);
     return E_NOTIMPL; /* as documented */
 }
 
@@ -300,6 +307,7 @@ CC(HcsOpenComputeSystem)(const wchar_t *id, uint32_t access, HANDLE *out)
 
 SIM_API void computecore_HcsCloseComputeSystem(HANDLE h)
 {
+    record("computecore!HcsCloseComputeSystem", 0, NULL);
     pthread_mutex_lock(&g_lock);
     sim_handle *sh = handle_get(h, K_SYSTEM);
     if (sh)
@@ -400,9 +408,6 @@ static void job_document(sim_job *j)
     char *doc = NULL;
     if (j->type == OT_ENUMERATE) {
         doc = systems_enumerate(j->text);
-    } else if (j->type == OT_GETPROPS) {
-        sim_system *s = system_by_seq(j->b);
-        doc = s ? system_properties(s, j->text) : NULL;
     } else {
         sim_process *p = process_by_seq(j->b);
         doc = p ? process_status(p) : NULL;
@@ -431,23 +436,6 @@ CC(HcsEnumerateComputeSystems)(const wchar_t *query, HANDLE oph)
     return hr;
 }
 
-CC(HcsGetComputeSystemProperties)(HANDLE h, HANDLE oph, const wchar_t *query)
-{
-    record2("computecore!HcsGetComputeSystemProperties", query, NULL);
-    HRESULT hr;
-    sim_handle *op;
-    char *q = w2u(query);
-    pthread_mutex_lock(&g_lock);
-    sim_handle *sh = handle_get(h, K_SYSTEM);
-    if (!sh)
-        hr = HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE);
-    else if (!begin("computecore!HcsGetComputeSystemProperties", oph, OT_GETPROPS, sh->sys->seq, &hr, &op))
-        job_post(job_document, op->value, sh->sys->seq, S_OK, OT_GETPROPS, q);
-    pthread_mutex_unlock(&g_lock);
-    free(q);
-    return hr;
-}
-
 static void job_flush(sim_job *j) { flush_backlog(j->a, j->b); }
 
 static HRESULT set_callback(HANDLE h, int kind, void *ctx, void *cb)
@@ -471,6 +459,7 @@ static HRESULT set_callback(HANDLE h, int kind, void *ctx, void *cb)
 CC(HcsSetComputeSystemCallback)(HANDLE h, uint32_t options, void *ctx, void *cb)
 {
     (void)options;
+    record("computecore!HcsSetComputeSystemCallback", 0, NULL);
     HRESULT hr;
     if (fault_for("computecore!HcsSetComputeSystemCallback", &hr, NULL))
         return hr;
@@ -564,6 +553,7 @@ CC(HcsOpenProcess)(HANDLE h, uint32_t pid, uint32_t access, HANDLE *out)
 
 SIM_API void computecore_HcsCloseProcess(HANDLE h)
 {
+    record("computecore!HcsCloseProcess", 0, NULL);
     pthread_mutex_lock(&g_lock);
     sim_handle *ph = handle_get(h, K_PROCESS);
     if (ph)
@@ -661,6 +651,7 @@ CC(HcsModifyProcess)(HANDLE h, HANDLE op, const wchar_t *settings)
 CC(HcsSetProcessCallback)(HANDLE h, uint32_t options, void *ctx, void *cb)
 {
     (void)options;
+    record("computecore!HcsSetProcessCallback", 0, NULL);
     HRESULT hr;
     if (fault_for("computecore!HcsSetProcessCallback", &hr, NULL))
         return hr;

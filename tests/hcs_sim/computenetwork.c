@@ -185,29 +185,15 @@ static HANDLE new_handle(int kind, const char *id)
     return handle_value(h);
 }
 
-static HRESULT close_kind(HANDLE h, int kind)
+static HRESULT close_kind(const char *call, HANDLE h, int kind)
 {
+    record(call, 0, NULL);
     net_begin();
     sim_handle *sh = handle_get(h, kind);
     if (sh)
         handle_close(sh);
     net_end();
     return sh ? S_OK : HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE);
-}
-
-static HRESULT query(HANDLE h, int kind, cJSON *arr, wchar_t **props, wchar_t **err)
-{
-    net_begin();
-    sim_handle *sh = handle_get(h, kind);
-    cJSON *o = sh ? by_id(arr, sh->obj_id) : NULL;
-    char *s = o ? cJSON_PrintUnformatted(o) : NULL;
-    net_end();
-    if (!s)
-        return hcn_error(err, sh ? NOT_FOUND_HR : HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE), "Element not found.");
-    if (props)
-        *props = out_cotask(s);
-    free(s);
-    return S_OK;
 }
 
 /* ---------- networks ---------- */
@@ -258,15 +244,7 @@ HCN(HcnOpenNetwork)(const GUID *id, HANDLE *net, wchar_t **err)
     return *net ? S_OK : hcn_error(err, NOT_FOUND_HR, "Network not found.");
 }
 
-HCN(HcnQueryNetworkProperties)(HANDLE net, const wchar_t *q, wchar_t **props, wchar_t **err)
-{
-    HRESULT hr;
-    if (hcn_begin("computenetwork!HcnQueryNetworkProperties", q, NULL, props, err, &hr))
-        return hr;
-    return query(net, K_NETWORK, g_networks, props, err);
-}
-
-HCN(HcnCloseNetwork)(HANDLE net) { return close_kind(net, K_NETWORK); }
+HCN(HcnCloseNetwork)(HANDLE net) { return close_kind("computenetwork!HcnCloseNetwork", net, K_NETWORK); }
 
 /* ---------- endpoints ---------- */
 
@@ -318,14 +296,6 @@ HCN(HcnCreateEndpoint)(HANDLE net, const GUID *id, const wchar_t *settings, HAND
     return nh ? S_OK : hcn_error(err, HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE), "Invalid network handle");
 }
 
-HCN(HcnQueryEndpointProperties)(HANDLE ep, const wchar_t *q, wchar_t **props, wchar_t **err)
-{
-    HRESULT hr;
-    if (hcn_begin("computenetwork!HcnQueryEndpointProperties", q, NULL, props, err, &hr))
-        return hr;
-    return query(ep, K_ENDPOINT, g_endpoints, props, err);
-}
-
 static int attached(const char *eid)
 {
     cJSON *ns, *r;
@@ -369,7 +339,7 @@ HCN(HcnDeleteEndpoint)(const GUID *id, wchar_t **err)
     return hr < 0 ? hcn_error(err, hr, why) : S_OK;
 }
 
-HCN(HcnCloseEndpoint)(HANDLE ep) { return close_kind(ep, K_ENDPOINT); }
+HCN(HcnCloseEndpoint)(HANDLE ep) { return close_kind("computenetwork!HcnCloseEndpoint", ep, K_ENDPOINT); }
 
 /* ---------- namespaces ---------- */
 
@@ -467,14 +437,6 @@ HCN(HcnModifyNamespace)(HANDLE ns, const wchar_t *settings, wchar_t **err)
     return hr < 0 ? hcn_error(err, hr, why) : S_OK;
 }
 
-HCN(HcnQueryNamespaceProperties)(HANDLE ns, const wchar_t *q, wchar_t **props, wchar_t **err)
-{
-    HRESULT hr;
-    if (hcn_begin("computenetwork!HcnQueryNamespaceProperties", q, NULL, props, err, &hr))
-        return hr;
-    return query(ns, K_NAMESPACE, g_namespaces, props, err);
-}
-
 HCN(HcnDeleteNamespace)(const GUID *id, wchar_t **err)
 {
     HRESULT hr;
@@ -491,7 +453,7 @@ HCN(HcnDeleteNamespace)(const GUID *id, wchar_t **err)
     return found ? S_OK : hcn_error(err, NOT_FOUND_HR, "Element not found.");
 }
 
-HCN(HcnCloseNamespace)(HANDLE ns) { return close_kind(ns, K_NAMESPACE); }
+HCN(HcnCloseNamespace)(HANDLE ns) { return close_kind("computenetwork!HcnCloseNamespace", ns, K_NAMESPACE); }
 
 /* ---------- HNS v1 ---------- */
 

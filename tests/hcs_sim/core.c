@@ -765,14 +765,20 @@ SIM_API uint32_t kernel32_GetLastError(void) { return t_last_error; }
 
 SIM_API void *kernel32_LocalFree(void *p)
 {
+    record("kernel32!LocalFree", 0, NULL);
     free_out(p, ALLOC_LOCAL, "LocalFree");
     return NULL;
 }
 
-SIM_API void ole32_CoTaskMemFree(void *p) { free_out(p, ALLOC_COTASK, "CoTaskMemFree"); }
+SIM_API void ole32_CoTaskMemFree(void *p)
+{
+    record("ole32!CoTaskMemFree", 0, NULL);
+    free_out(p, ALLOC_COTASK, "CoTaskMemFree");
+}
 
 SIM_API int32_t kernel32_CloseHandle(HANDLE h)
 {
+    record("kernel32!CloseHandle", 0, NULL);
     int fd = pipe_fd(h);
     pthread_mutex_lock(&g_lock);
     if (fd >= 0) {
@@ -844,11 +850,13 @@ static int32_t start_io(HANDLE h, int write_, void *buf, uint32_t len, uint32_t 
 
 SIM_API int32_t kernel32_ReadFile(HANDLE h, void *buf, uint32_t len, uint32_t *done, void *ov)
 {
+    record("kernel32!ReadFile", 0, NULL);
     return start_io(h, 0, buf, len, done, ov);
 }
 
 SIM_API int32_t kernel32_WriteFile(HANDLE h, const void *buf, uint32_t len, uint32_t *done, void *ov)
 {
+    record("kernel32!WriteFile", 0, NULL);
     return start_io(h, 1, (void *)buf, len, done, ov);
 }
 
@@ -856,6 +864,7 @@ SIM_API int32_t kernel32_GetOverlappedResult(HANDLE h, void *ov, uint32_t *done,
 {
     (void)h;
     (void)wait;
+    record("kernel32!GetOverlappedResult", 0, NULL);
     int fd = -1, write_ = 0;
     void *buf = NULL;
     uint32_t len = 0;
@@ -883,6 +892,7 @@ SIM_API HANDLE kernel32_CreateEventW(void *sa, int32_t manual, int32_t initial, 
     (void)manual;
     (void)initial;
     (void)name;
+    record("kernel32!CreateEventW", 0, NULL);
     pthread_mutex_lock(&g_lock);
     HANDLE v = handle_value(handle_new(K_EVENT, 0));
     pthread_mutex_unlock(&g_lock);
@@ -930,6 +940,7 @@ SIM_API int32_t ntdll_NtOpenJobObject(HANDLE *job, uint32_t access, struct objec
 
 SIM_API uint32_t ntdll_RtlNtStatusToDosError(int32_t status)
 {
+    record("ntdll!RtlNtStatusToDosError", 0, NULL);
     switch ((uint32_t)status) {
     case 0: return 0;
     case 0xC0000034: return ERROR_FILE_NOT_FOUND;

@@ -134,9 +134,20 @@ static char *map_path(sim_system *s, const char *path, int *mapped)
 
 struct reaper_arg { pid_t pid; uint64_t seq; };
 
+/* A fault on "HcsEventProcessExited" puts its HRESULT in the event's LastWaitResult, which
+ * voids the ExitCode there (hcs.md 7.3); HcsGetProcessProperties still reports it. */
 static void job_process_exited(sim_job *j)
 {
-    deliver(j->b, j->a, EV_PROCESS_EXITED, EV_PROCESS_EXITED, S_OK, j->text);
+    HRESULT wait_hr;
+    char *text = NULL;
+    if (fault_for("computecore!HcsEventProcessExited", &wait_hr, NULL)) {
+        cJSON *status = cJSON_Parse(j->text);
+        cJSON_ReplaceItemInObject(status, "LastWaitResult", cJSON_CreateNumber(wait_hr));
+        text = cJSON_PrintUnformatted(status);
+        cJSON_Delete(status);
+    }
+    deliver(j->b, j->a, EV_PROCESS_EXITED, EV_PROCESS_EXITED, S_OK, text ? text : j->text);
+    free(text);
 }
 
 static void *reaper_main(void *arg)

@@ -177,7 +177,6 @@ uint64_t next_seq(void);
 sim_system *system_find(const char *id);
 HRESULT system_new(const char *id, const char *doc, int api, sim_system **out, char **err);
 void system_stop(sim_system *s, int graceful);
-char *system_properties(sim_system *s, const char *query);
 char *systems_enumerate(const char *query);
 char *process_status(sim_process *p);
 

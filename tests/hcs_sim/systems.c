@@ -135,25 +135,6 @@ static cJSON *summary(sim_system *s)
     return o;
 }
 
-/* Called with g_lock held.  Supports the ProcessList property type. */
-char *system_properties(sim_system *s, const char *query)
-{
-    cJSON *o = summary(s);
-    if (query && strstr(query, "ProcessList")) {
-        cJSON *list = cJSON_AddArrayToObject(o, "ProcessList");
-        for (sim_process *p = g_processes; p; p = p->next)
-            if (p->sys == s && !p->exited) {
-                cJSON *e = cJSON_CreateObject();
-                cJSON_AddNumberToObject(e, "ProcessId", p->pid);
-                cJSON_AddStringToObject(e, "ImageName", p->image ? p->image : "");
-                cJSON_AddItemToArray(list, e);
-            }
-    }
-    char *r = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    return r;
-}
-
 static int listed(cJSON *filter, const char *value)
 {
     if (!cJSON_IsArray(filter))

@@ -178,8 +178,9 @@ VM(HcsOpenComputeSystem)(const wchar_t *id, HANDLE *out, wchar_t **result)
     return hr;
 }
 
-static HRESULT close_v1(HANDLE h, int kind)
+static HRESULT close_v1(const char *call, HANDLE h, int kind)
 {
+    record(call, 0, NULL);
     pthread_mutex_lock(&g_lock);
     sim_handle *sh = v1_handle(h, kind);
     if (sh)
@@ -188,7 +189,7 @@ static HRESULT close_v1(HANDLE h, int kind)
     return sh ? S_OK : HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE);
 }
 
-VM(HcsCloseComputeSystem)(HANDLE h) { return close_v1(h, K_SYSTEM); }
+VM(HcsCloseComputeSystem)(HANDLE h) { return close_v1("vmcompute!HcsCloseComputeSystem", h, K_SYSTEM); }
 
 static void job_v1_start(sim_job *j)
 {
@@ -278,35 +279,11 @@ VM(HcsTerminateComputeSystem)(HANDLE h, const wchar_t *options, wchar_t **result
     return v1_stop("vmcompute!HcsTerminateComputeSystem", h, options, result, 0);
 }
 
-VM(HcsGetComputeSystemProperties)(HANDLE h, const wchar_t *query, wchar_t **props, wchar_t **result)
-{
-    record2("vmcompute!HcsGetComputeSystemProperties", query, NULL);
-    if (result)
-        *result = NULL;
-    if (props)
-        *props = NULL;
-    HRESULT hr;
-    if (v1_fault("vmcompute!HcsGetComputeSystemProperties", 0, result, &hr))
-        return hr;
-    char *q = w2u(query), *doc = NULL;
-    pthread_mutex_lock(&g_lock);
-    sim_handle *sh = v1_handle(h, K_SYSTEM);
-    if (sh)
-        doc = system_properties(sh->sys, q);
-    pthread_mutex_unlock(&g_lock);
-    free(q);
-    if (!sh)
-        return HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE);
-    if (props)
-        *props = out_cotask(doc);
-    free(doc);
-    return S_OK;
-}
-
 static void job_flush(sim_job *j) { flush_backlog(j->a, j->b); }
 
 static HRESULT v1_register(const char *call, HANDLE h, int kind, void *cb, void *ctx, HANDLE *out)
 {
+    record(call, 0, NULL);
     HRESULT hr;
     if (fault_for(call, &hr, NULL))
         return hr;
@@ -333,7 +310,10 @@ VM(HcsRegisterComputeSystemCallback)(HANDLE h, void *cb, void *ctx, HANDLE *out)
 }
 
 /* Like the real one, returns only after callbacks already running have finished. */
-VM(HcsUnregisterComputeSystemCallback)(HANDLE cbh) { return close_v1(cbh, K_CALLBACK); }
+VM(HcsUnregisterComputeSystemCallback)(HANDLE cbh)
+{
+    return close_v1("vmcompute!HcsUnregisterComputeSystemCallback", cbh, K_CALLBACK);
+}
 
 /* ---------- processes ---------- */
 
@@ -416,7 +396,7 @@ VM(HcsOpenProcess)(HANDLE h, uint32_t pid, HANDLE *out, wchar_t **result)
     return hr;
 }
 
-VM(HcsCloseProcess)(HANDLE h) { return close_v1(h, K_PROCESS); }
+VM(HcsCloseProcess)(HANDLE h) { return close_v1("vmcompute!HcsCloseProcess", h, K_PROCESS); }
 
 /* Looks up a live v1 process for terminate/signal/modify; an exited one gives
  * the code hcsshim reports for that call. */
@@ -511,7 +491,10 @@ VM(HcsRegisterProcessCallback)(HANDLE h, void *cb, void *ctx, HANDLE *out)
     return v1_register("vmcompute!HcsRegisterProcessCallback", h, K_PROCESS, cb, ctx, out);
 }
 
-VM(HcsUnregisterProcessCallback)(HANDLE cbh) { return close_v1(cbh, K_CALLBACK); }
+VM(HcsUnregisterProcessCallback)(HANDLE cbh)
+{
+    return close_v1("vmcompute!HcsUnregisterProcessCallback", cbh, K_CALLBACK);
+}
 
 /* ---------- layers ---------- */
 

@@ -159,7 +159,6 @@ _cc = Bindings("computecore.dll", {
     "HcsTerminateComputeSystem": (_HR, [_H, _H, c_wchar_p], _fails_with_operation(1)),
     "HcsCloseComputeSystem": (None, [_H], _nothing_to_check),
     "HcsEnumerateComputeSystems": (_HR, [c_wchar_p, _H], _fails_with_operation(1)),
-    "HcsGetComputeSystemProperties": (_HR, [_H, _H, c_wchar_p], _fails_with_operation(1)),
     "HcsSetComputeSystemCallback": (_HR, [_H, c_uint32, c_void_p, EVENT_CALLBACK], fails),
     "HcsCreateProcess": (_HR, [_H, c_wchar_p, _H, c_void_p, _OUT], _fails_with_operation(2)),
     "HcsOpenProcess": (_HR, [_H, c_uint32, c_uint32, _OUT], fails),
@@ -288,11 +287,6 @@ class ComputeSystem(_Callbacks):
             _submit(fn, self.handle, None)
         else:
             _run(call, fn, self.handle, None, timeout_ms=wait_ms)
-
-    def properties(self, query: dict | None = None) -> dict:
-        doc = _run("HcsGetComputeSystemProperties", _cc.HcsGetComputeSystemProperties, self.handle,
-                   json.dumps(query) if query is not None else None)
-        return json.loads(doc) if doc else {}
 
     def create_process(self, parameters: dict | str, timeout_ms: int = INFINITE) -> Process:
         params = parameters if isinstance(parameters, str) else json.dumps(parameters)

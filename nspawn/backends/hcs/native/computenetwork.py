@@ -36,16 +36,13 @@ _ID = POINTER(GUID)
 _hcn_dll = Bindings("computenetwork.dll", {
     "HcnEnumerateNetworks": (_HR, [c_wchar_p, _OUT, _OUT], _hcn(2, 1)),
     "HcnOpenNetwork": (_HR, [_ID, _OUT, _OUT], _hcn(2)),
-    "HcnQueryNetworkProperties": (_HR, [_H, c_wchar_p, _OUT, _OUT], _hcn(3, 2)),
     "HcnCloseNetwork": (_HR, [_H], fails),
     "HcnCreateEndpoint": (_HR, [_H, _ID, c_wchar_p, _OUT, _OUT], _hcn(4)),
-    "HcnQueryEndpointProperties": (_HR, [_H, c_wchar_p, _OUT, _OUT], _hcn(3, 2)),
     "HcnDeleteEndpoint": (_HR, [_ID, _OUT], _hcn(1)),
     "HcnCloseEndpoint": (_HR, [_H], fails),
     "HcnCreateNamespace": (_HR, [_ID, c_wchar_p, _OUT, _OUT], _hcn(3)),
     "HcnOpenNamespace": (_HR, [_ID, _OUT, _OUT], _hcn(2)),
     "HcnModifyNamespace": (_HR, [_H, c_wchar_p, _OUT], _hcn(2)),
-    "HcnQueryNamespaceProperties": (_HR, [_H, c_wchar_p, _OUT, _OUT], _hcn(3, 2)),
     "HcnDeleteNamespace": (_HR, [_ID, _OUT], _hcn(1)),
     "HcnCloseNamespace": (_HR, [_H], fails),
 })
@@ -63,7 +60,6 @@ def _query(query: dict | None) -> str:
 
 class _HcnObject:
     _close: str
-    _properties: str
 
     def __init__(self, handle: int):
         self.handle = handle
@@ -74,13 +70,6 @@ class _HcnObject:
     def __exit__(self, *exc):
         self.close()
 
-    def properties(self, query: dict | None = None) -> dict:
-        return json.loads(getattr(_hcn_dll, self._properties)(self.handle, _query(query), c_void_p(), c_void_p()))
-
-    @property
-    def id(self) -> str:
-        return self.properties()["ID"]
-
     def close(self) -> None:
         if self.handle:
             getattr(_hcn_dll, self._close)(self.handle)
@@ -89,7 +78,6 @@ class _HcnObject:
 
 class Network(_HcnObject):
     _close = "HcnCloseNetwork"
-    _properties = "HcnQueryNetworkProperties"
 
     def create_endpoint(self, settings: dict, id: uuid.UUID | str | None = None) -> Endpoint:
         """settings: HostComputeEndpoint (Name, HostComputeNetwork, Policies, SchemaVersion)."""
@@ -100,12 +88,10 @@ class Network(_HcnObject):
 
 class Endpoint(_HcnObject):
     _close = "HcnCloseEndpoint"
-    _properties = "HcnQueryEndpointProperties"
 
 
 class Namespace(_HcnObject):
     _close = "HcnCloseNamespace"
-    _properties = "HcnQueryNamespaceProperties"
 
     def _endpoint(self, request: str, endpoint_id: str) -> None:
         _hcn_dll.HcnModifyNamespace(self.handle, json.dumps(

@@ -99,7 +99,6 @@ _vm = Bindings("vmcompute.dll", {
     "HcsStartComputeSystem": (_HR, [_H, c_wchar_p, _OUT], _v1(2, pending_ok=True)),
     "HcsShutdownComputeSystem": (_HR, [_H, c_wchar_p, _OUT], _v1(2, pending_ok=True)),
     "HcsTerminateComputeSystem": (_HR, [_H, c_wchar_p, _OUT], _v1(2, pending_ok=True)),
-    "HcsGetComputeSystemProperties": (_HR, [_H, c_wchar_p, _OUT, _OUT], _v1(3, (2,))),
     "HcsRegisterComputeSystemCallback": (_HR, [_H, NOTIFICATION_CALLBACK, c_void_p, _OUT], fails),
     "HcsUnregisterComputeSystemCallback": (_HR, [_H], fails),
     "HcsCreateProcess": (_HR, [_H, c_wchar_p, POINTER(HCS_PROCESS_INFORMATION), _OUT, _OUT], _v1(4)),
@@ -243,10 +242,6 @@ class V1ComputeSystem(_Registered):
 
     def wait_exited(self, timeout_ms: int | None = None) -> str | None:
         return self.notifications.wait("HcsWaitForSystemExit", NOTIFY_SYSTEM_EXITED, timeout_ms)
-
-    def properties(self, query: dict | None = None) -> dict:
-        doc = _vm.HcsGetComputeSystemProperties(self.handle, _json(query), c_void_p(), c_void_p())
-        return json.loads(doc) if doc else {}
 
     def create_process(self, parameters: dict | str, listener=None) -> V1Process:
         info = HCS_PROCESS_INFORMATION()
