@@ -7,9 +7,13 @@ for the report of leftovers.py."""
 from __future__ import annotations
 
 import os
+import time
 
 from nspawn.backends.hcs.generations import GENERATIONS, STOP_WAIT_SECONDS
-from nspawn.backends.hcs.native.errors import HcsError, is_already_stopped, is_not_found
+from nspawn.backends.hcs.native.errors import HcsError, is_already_stopped, is_invalid_state, is_not_found
+
+SETTLE_ATTEMPTS = 20
+SETTLE_SECONDS = 0.05
 
 
 def unless_gone(action, *args) -> bool:
@@ -33,10 +37,24 @@ def opened(open_, *args):
         raise
 
 
+def _opened_system(generation, id: str):
+    """The system opened by id, or None when it no longer exists. A system being torn down
+    can refuse to be watched for a moment (invalid state, as moby saw enumerations fail,
+    hcs.md 11.18), as one its launcher terminated just before this rollback does: asked
+    again until it answers or is gone."""
+    for attempt in range(1, SETTLE_ATTEMPTS + 1):
+        try:
+            return opened(generation.open, id)
+        except HcsError as e:
+            if not is_invalid_state(e) or attempt == SETTLE_ATTEMPTS:
+                raise
+        time.sleep(SETTLE_SECONDS)
+
+
 def release_system(data: dict) -> None:
     """Terminates the compute system if it still exists, and waits for its end."""
     generation = GENERATIONS[data.get("api", "v2")]()
-    system = opened(generation.open, data["id"])
+    system = _opened_system(generation, data["id"])
     if system is None:
         return
     with system:

@@ -159,6 +159,12 @@ def is_not_found(e: BaseException) -> bool:
     return e.hresult in _NOT_FOUND or "element not found" in (e.detail or "").lower()
 
 
+def is_invalid_state(e: BaseException) -> bool:
+    """HCS refused the request in the object's current state, which a system being torn
+    down passes through (hcs.md 11.18)."""
+    return isinstance(e, HcsError) and e.hresult in (0x80370105, 0xC0370105)
+
+
 def is_process_gone(e: BaseException) -> bool:
     """Terminating an exited process: already-stopped codes or ERROR_ACCESS_DENIED (hcs.md 7.4)."""
     return is_already_stopped(e) or (isinstance(e, HcsError) and e.win32 == 5)
