@@ -268,9 +268,11 @@ def ps(as_json):
 @cli.command()
 @click.pass_context
 def cleanup(ctx):
-    """Finish the rollback of launchers that were killed: processes, mounts, cgroups, layers,
-    and compute systems nspawn owns that no live launcher holds."""
+    """Finish the rollback of launchers that were killed: processes, mounts, cgroups, layers;
+    terminate compute systems nspawn owns that no live launcher holds; remove what such
+    containers left with HCS that no journal names any more."""
     from nspawn import backends
+    from nspawn.errors import LaunchError
     from nspawn.journal import finish, read_journals
 
     reporter = _reporter(ctx)
@@ -294,6 +296,19 @@ def cleanup(ctx):
             reporter.error(f"{system['id']}: not terminated: {e}")
         else:
             click.echo(f"{system['id']}: terminated its compute system")
+    for name in backends.CAPABILITIES:
+        # What containers left with a backend's host service that no journal names any more.
+        sweep = getattr(backends.load(name), "sweep", None)
+        if sweep is None:
+            continue
+        try:
+            removed = sweep(live)
+        except LaunchError as e:
+            failed = True
+            removed = getattr(e, "removed", [])
+            reporter.error(str(e))
+        for what in removed:
+            click.echo(f"removed {what}")
     ctx.exit(exitcodes.LAUNCHER if failed else exitcodes.OK)
 
 

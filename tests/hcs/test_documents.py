@@ -79,7 +79,8 @@ def fill_placeholders(document, key: str | None = None):
     """The document with each placeholder replaced by a value of its kind; fails on a
     placeholder where no run-time value belongs."""
     if isinstance(document, dict):
-        return {k: fill_placeholders(v, k) for k, v in document.items()}
+        # The command line and environment are the user's text, where "<…>" may stand as is.
+        return {k: v if k in ("CommandLine", "Environment") else fill_placeholders(v, k) for k, v in document.items()}
     if isinstance(document, list):
         return [fill_placeholders(v, key) for v in document]
     if not isinstance(document, str) or not _PLACEHOLDER.search(document):
@@ -194,6 +195,12 @@ def test_the_dry_run_of_an_example_config_validates(path, extra):
     result = nspawn("run", "--dry-run", "-c", path, *extra)
     assert result.returncode == 0, result.stderr
     assert_valid(plan_documents(json.loads(result.stdout)))
+
+
+def test_angle_brackets_in_the_users_command_are_text_not_placeholders():
+    docs = plan_documents(hcs.plan(original(process_arguments=("<>", "<x>"), environment={"A": "<b>"})).to_json())
+    assert_valid(docs)
+    assert docs["v2_process"]["CommandLine"].endswith(" <> <x>") and docs["v1_process"]["Environment"] == {"A": "<b>"}
 
 
 # --- the values carry the right units ---------------------------------------------------------

@@ -124,8 +124,9 @@ def test_cleanup_terminates_a_system_whose_journal_is_gone(host, api, network):
         result = service.nspawn("cleanup")
         assert result.returncode == 0, result.stderr
         assert f"{row['id']}: terminated its compute system" in result.stdout
+        assert f"removed {row['id']}: scratch layer" in result.stdout  # then swept what it left
         assert gone(payload)
-        assert "systems" not in service.left() and service.ps() == []
+        assert service.left() == {} and service.ps() == []
     finally:
         kill(launcher)
 
@@ -157,6 +158,19 @@ def test_sweep_removes_what_a_killed_launcher_left_when_its_journal_is_gone(host
     assert sorted(service.sweep()) == expected
     assert service.left() == {}
     assert service.sweep() == []
+
+
+def test_nspawn_cleanup_sweeps_what_a_journal_no_longer_names(host):
+    service = Service(host)
+    launcher, _ = service.launch("v2", "nat")
+    kill(launcher)
+    [journal] = service.journals.glob("*.journal")
+    journal.unlink()
+    expected = swept(journal.stem, "v2", service)
+    result = service.nspawn("cleanup")
+    assert result.returncode == 0, result.stderr
+    assert sorted(line.removeprefix("removed ") for line in result.stdout.splitlines()) == expected
+    assert service.left() == {}
 
 
 def test_a_layer_sweep_cannot_destroy_is_named_and_the_rest_still_goes(host):
