@@ -17,7 +17,7 @@ from typing import Callable, NamedTuple
 
 from . import kernel32
 from .errors import E_NOTIMPL, E_OUTOFMEMORY, OPERATION_TIMEOUT, HcsError, fails, is_already_stopped
-from .loader import FUNCTYPE, Bindings, take_string
+from .loader import FUNCTYPE, Bindings, Closing, take_string
 
 INFINITE = 0xFFFFFFFF
 GENERIC_ALL = 0x10000000
@@ -179,17 +179,11 @@ def _operation_document(op) -> str | None:
 
 # ---- operations --------------------------------------------------------------
 
-class Operation:
+class Operation(Closing):
     """One HCS_OPERATION, closed on exit from the with-block."""
 
     def __init__(self):
         self.handle = _cc.HcsCreateOperation(None, None)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def close(self) -> None:
         if self.handle:
@@ -258,16 +252,10 @@ class _Callbacks:
         self._key = None
 
 
-class ComputeSystem(_Callbacks):
+class ComputeSystem(_Callbacks, Closing):
     def __init__(self, handle: int, id: str):
         self.handle = handle
         self.id = id
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def _set_callback(self, options, key, thunk):
         _cc.HcsSetComputeSystemCallback(self.handle, options, key, thunk)
@@ -399,19 +387,13 @@ class StdioHandles:
             self._close_pipe(name)
 
 
-class Process(_Callbacks, StdioHandles):
+class Process(_Callbacks, StdioHandles, Closing):
     """A process and its stdio pipe handles."""
 
     pid: int = 0
 
     def __init__(self, handle: int):
         self.handle = handle
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def _adopt(self, info: HCS_PROCESS_INFORMATION) -> None:
         self.pid = info.ProcessId

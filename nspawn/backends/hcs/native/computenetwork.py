@@ -9,7 +9,7 @@ from ctypes import POINTER, c_int32, c_void_p, c_wchar_p
 
 from . import kernel32
 from .errors import E_FAIL, HcsError, fails
-from .loader import Bindings, take_string
+from .loader import Bindings, Closing, take_string
 from .vmcompute import GUID
 
 SCHEMA = {"Major": 2, "Minor": 0}
@@ -58,17 +58,11 @@ def _query(query: dict | None) -> str:
     return json.dumps(query if query is not None else {"SchemaVersion": SCHEMA})
 
 
-class _HcnObject:
+class _HcnObject(Closing):
     _close: str
 
     def __init__(self, handle: int):
         self.handle = handle
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def close(self) -> None:
         if self.handle:

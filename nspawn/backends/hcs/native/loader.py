@@ -44,6 +44,16 @@ class Library:
             raise LibraryUnavailable(self.name, f"it has no export {export}") from e
 
 
+class Closing:
+    """An owner of native handles usable in a with-block: close() on the way out."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 _cache: dict[tuple[str, str | None], Library] = {}
 _lock = threading.Lock()
 

@@ -20,7 +20,7 @@ from typing import Callable, Iterable
 from . import kernel32
 from .computecore import HCS_PROCESS_INFORMATION, StdioHandles, registry, stdio_handle
 from .errors import E_FAIL, OPERATION_PENDING_V1, OPERATION_TIMEOUT, HcsError, fails
-from .loader import FUNCTYPE, Bindings, take_string
+from .loader import FUNCTYPE, Bindings, Closing, take_string
 
 NOTIFY_SYSTEM_EXITED = 0x00000001
 NOTIFY_CREATE_COMPLETED = 0x00000002
@@ -164,7 +164,7 @@ class Notifications:
                 self._cond.wait(remaining)
 
 
-class _Registered:
+class _Registered(Closing):
     """A handle with one v1 callback, unregistered before the handle closes."""
 
     _close_export: str
@@ -194,12 +194,6 @@ class _Registered:
 
     def _stop(self) -> None:
         pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def close(self) -> None:
         """Unregister (waits for callbacks in flight; hold no lock they need), then close."""
