@@ -22,10 +22,12 @@ def run(config: Config, *, listener=None, container_id: str | None = None, stdou
     `listener(event, details)` hears phases and warnings as they happen. Without `stop`, SIGINT
     and SIGTERM stop the run when it is on the main thread; a caller that routes signals itself
     (runs on worker threads) passes a `session.Stop` and calls its `ask(signum)` from anywhere."""
-    from nspawn.session import Session, signals_to  # not needed by a dry run
-
     backend = backends.load(config.backend)
     the_plan = backend.plan(config)
+    prepare = getattr(backend, "prepare", None)  # slow host work that may start ahead of execute
+    if prepare is not None:
+        prepare(the_plan)
+    from nspawn.session import Session, signals_to  # not needed by a dry run
     session = Session(config, listener=listener, container_id=container_id, stdout=stdout, stderr=stderr, stop=stop)
     result = session.result
     try:

@@ -126,3 +126,11 @@ def test_the_oom_killer_spares_init_where_the_launcher_may_say_so(clean):
     r = run(sh("cat /proc/1/oom_score_adj /proc/self/oom_score_adj", max_ram_mb=64))
     assert r.code == 0, r.err
     assert r.out.split() == ["-1000" if sys_resource else own, own]
+
+
+def test_taking_the_cgroup_grace_period_early_moves_the_launcher_nowhere():
+    from nspawn.backends.linux import cgroups
+
+    before = open("/proc/self/cgroup").read()
+    cgroups.take_attach_grace_period()
+    assert open("/proc/self/cgroup").read() == before

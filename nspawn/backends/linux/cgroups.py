@@ -85,6 +85,23 @@ def detect() -> Layout:
     return Layout(1, v2_mount, "/", {k: v for k, v in v1.items() if k in controllers})
 
 
+def take_attach_grace_period() -> None:
+    """Move the launcher into the groups it is already in: nothing changes, but the kernel takes
+    the grace period its first cgroup move after a quiet spell costs (an RCU synchronisation,
+    10-20 ms on a cgroup v1 host). Done on a thread while the launcher still sets up, the
+    container's own move soon after finds it taken. Best effort: a failure costs only the time."""
+    try:
+        layout = detect()
+        if layout.version == 2:
+            own = os.path.join(layout.v2_mount, layout.v2_own.lstrip("/"))
+        else:
+            own = next(iter(layout.v1.values()), None)  # any hierarchy: the lock is one for all
+        if own is not None:
+            write(os.path.join(own, "cgroup.procs"), str(os.getpid()))
+    except OSError:
+        pass
+
+
 def needed(limits: CgroupLimits) -> list[str]:
     wanted = {"memory": limits.memory_bytes, "cpu": limits.cpu_quota_us, "cpuset": limits.cpus,
               "io": limits.io_iops or limits.io_bps, "pids": limits.pids_max}
