@@ -41,6 +41,14 @@ class Service:
         assert line.strip().isdigit(), f"no payload pid: {line!r} {launcher.stderr.read() if not line else ''}"
         return launcher, int(line)
 
+    def killed_and_unjournaled(self, api: str, network: str) -> str:
+        """A launcher SIGKILLed mid-run whose journal is then deleted; its container id."""
+        launcher, _ = self.launch(api, network)
+        kill(launcher)
+        [journal] = self.journals.glob("*.journal")
+        journal.unlink()
+        return journal.stem
+
     def nspawn(self, *args):
         return nspawn(*args, env=self.env)
 
@@ -148,13 +156,10 @@ def swept(container_id: str, api: str, service: Service) -> list[str]:
 @MATRIX
 def test_sweep_removes_what_a_killed_launcher_left_when_its_journal_is_gone(host, api, network):
     service = Service(host)
-    launcher, payload = service.launch(api, network)
-    kill(launcher)
-    [journal] = service.journals.glob("*.journal")
-    journal.unlink()
+    container_id = service.killed_and_unjournaled(api, network)
     assert service.ps() == [] and ("endpoints" in service.left()) == (network == "nat")
 
-    expected = swept(journal.stem, api, service)
+    expected = swept(container_id, api, service)
     assert sorted(service.sweep()) == expected
     assert service.left() == {}
     assert service.sweep() == []
@@ -162,11 +167,7 @@ def test_sweep_removes_what_a_killed_launcher_left_when_its_journal_is_gone(host
 
 def test_nspawn_cleanup_sweeps_what_a_journal_no_longer_names(host):
     service = Service(host)
-    launcher, _ = service.launch("v2", "nat")
-    kill(launcher)
-    [journal] = service.journals.glob("*.journal")
-    journal.unlink()
-    expected = swept(journal.stem, "v2", service)
+    expected = swept(service.killed_and_unjournaled("v2", "nat"), "v2", service)
     result = service.nspawn("cleanup")
     assert result.returncode == 0, result.stderr
     assert sorted(line.removeprefix("removed ") for line in result.stdout.splitlines()) == expected
@@ -175,17 +176,14 @@ def test_nspawn_cleanup_sweeps_what_a_journal_no_longer_names(host):
 
 def test_a_layer_sweep_cannot_destroy_is_named_and_the_rest_still_goes(host):
     service = Service(host)
-    launcher, _ = service.launch("v1", "nat")
-    kill(launcher)
-    [journal] = service.journals.glob("*.journal")
-    journal.unlink()
+    container_id = service.killed_and_unjournaled("v1", "nat")
     with pytest.raises(SweepFailed) as failed:
         service.sweep(faults="DestroyLayer=0x80370105")
-    assert failed.value.message == (f"not removed: {journal.stem}: DestroyLayer failed: 0x80370105 HCS_E_INVALID_STATE")
+    assert failed.value.message == (f"not removed: {container_id}: DestroyLayer failed: 0x80370105 HCS_E_INVALID_STATE")
     [endpoint] = failed.value.removed
-    assert endpoint.startswith(f"{journal.stem}: HNS endpoint ")
+    assert endpoint.startswith(f"{container_id}: HNS endpoint ")
     assert set(service.left()) == {"layers", "scratch folders"}
-    assert sorted(service.sweep()) == [f"{journal.stem}: scratch layer {host.layers / journal.stem}"]
+    assert sorted(service.sweep()) == [f"{container_id}: scratch layer {host.layers / container_id}"]
     assert service.left() == {}
 
 
