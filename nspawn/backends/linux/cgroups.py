@@ -34,7 +34,15 @@ class Layout(NamedTuple):
     def available(self, controller: str) -> bool:
         if self.version == 1:
             return all(h in self.v1 for h in V1_HIERARCHIES[controller][:1])
-        return V2_NAMES[controller] in _read(os.path.join(self.v2_mount, self.v2_own.lstrip("/"), "cgroup.controllers")).split()
+        return V2_NAMES[controller] in _read(os.path.join(self.v2_base(), "cgroup.controllers")).split()
+
+    def v2_base(self) -> str:
+        """The v2 group the container's group is made in: our own at the root, else its parent.
+        A group other than the root that holds processes (ours holds the launcher) can hand down
+        no domain controller (memory, cpu, io), and handing down a threaded one (cpuset, pids)
+        makes it a thread root, whose new children refuse processes (EOPNOTSUPP)."""
+        own = os.path.join(self.v2_mount, self.v2_own.lstrip("/"))
+        return own if self.v2_own == "/" else os.path.dirname(own)
 
     def describe(self) -> str:
         if self.version == 2:
@@ -109,25 +117,16 @@ def needed(limits: CgroupLimits) -> list[str]:
 
 
 def v2_parent(layout: Layout, controllers: list[str]) -> str:
-    """The v2 group to make the container's group in: our own if it can hand the controllers
-    down, else its parent (our group holds the launcher, and v2 forbids enabling controllers
-    for children of a group with processes in it, except at the root)."""
-    own = os.path.join(layout.v2_mount, layout.v2_own.lstrip("/"))
-    names = [V2_NAMES[c] for c in controllers]
-    candidates = [own] if layout.v2_own == "/" else [own, os.path.dirname(own)]
+    """The layout's v2 base, with the controllers enabled for its children."""
+    base = layout.v2_base()
+    enabled = _read(os.path.join(base, "cgroup.subtree_control")).split()
+    missing = [V2_NAMES[c] for c in controllers if V2_NAMES[c] not in enabled]
     # Controllers enabled here stay enabled after the run, as runc and systemd leave them: that
     # sets no limit, and turning them off again would fail or break while another container
     # below still uses them. So this write is not a journaled resource.
-    for base in candidates:
-        enabled = _read(os.path.join(base, "cgroup.subtree_control")).split()
-        missing = [n for n in names if n not in enabled]
-        try:
-            if missing:
-                write(os.path.join(base, "cgroup.subtree_control"), " ".join("+" + n for n in missing))
-            return base
-        except OSError:
-            continue
-    raise OSError(errno.EBUSY, f"cannot enable the {', '.join(names)} controllers below {own} or its parent")
+    if missing:
+        write(os.path.join(base, "cgroup.subtree_control"), " ".join("+" + n for n in missing))
+    return base
 
 
 def directories(layout: Layout, controllers: list[str], name: str) -> dict[str, str]:
