@@ -197,6 +197,8 @@ def memory_stats(layout: Layout, groups: dict[str, str]) -> tuple[int, int | Non
         return 0, None
     if layout.version == 2:
         events, peak_file = "memory.events", "memory.peak"
+        if not os.path.exists(os.path.join(path, events)):
+            return 0, None  # the run's group holds no memory controller, only others
     else:
         events, peak_file = "memory.oom_control", "memory.max_usage_in_bytes"
     kills = 0
