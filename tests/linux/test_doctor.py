@@ -43,3 +43,10 @@ def test_a_bad_config_is_a_usage_error_not_a_report(tmp_path):
     path.write_text('{"process_executable": "/bin/true", "max_ram_mb": "lots"}')
     r = nspawn("doctor", "-c", str(path))
     assert r.returncode == 2 and "max_ram_mb" in r.stderr and r.stdout == ""
+
+
+def test_what_doctor_says_of_swap_is_what_a_run_with_a_memory_limit_gets():
+    memory = lines(nspawn("doctor"))["memory controller"]
+    run = nspawn("run", "--json", "--memory", "64M", "--", "/bin/true")
+    applied = json.loads(run.stdout.splitlines()[-1])["limits_applied"]["max_ram_mb"]
+    assert ("swap is limited too" in memory) == ("swap included" in applied), (memory, applied)

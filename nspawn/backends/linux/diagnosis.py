@@ -47,6 +47,22 @@ def _overlay(lower: str) -> str | None:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def _swap_limit_file(layout) -> bool:
+    """Whether a container's memory group would have the file that limits its swap. On v2 only
+    a group whose parent hands memory down has it, so a group like a run's is made to look."""
+    if layout.version == 1:
+        return os.path.exists(os.path.join(layout.v1["memory"], cgroups.swap_file(layout)))
+    try:
+        probe = os.path.join(cgroups.v2_parent(layout, ["memory"]), f"nspawn-doctor-{os.getpid()}")
+        os.mkdir(probe)
+    except OSError:
+        return False
+    try:
+        return os.path.exists(os.path.join(probe, cgroups.swap_file(layout)))
+    finally:
+        os.rmdir(probe)
+
+
 def doctor(config=None) -> list[tuple[str, bool, str]]:
     """The host's abilities; with a config, judged for what that config asks (its root, its limits)."""
     checks: list[tuple[str, bool, str]] = []
@@ -73,9 +89,8 @@ def doctor(config=None) -> list[tuple[str, bool, str]]:
             continue
         detail = f"enforces {label}"
         if controller == "memory":
-            base = os.path.join(layout.v2_mount, layout.v2_own.lstrip("/")) if layout.version == 2 else layout.v1["memory"]
             probe = cgroups.swap_file(layout)
-            if os.path.exists(os.path.join(base, probe)):
+            if _swap_limit_file(layout):
                 detail += "; swap is limited too"
             elif swap:
                 ok, detail = False, f"{probe} is missing and swap is on: a container could swap past max_ram_mb"
