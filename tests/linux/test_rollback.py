@@ -54,22 +54,30 @@ def test_a_signal_at_each_setup_step_leaves_nothing(step, busy, monkeypatch, cle
     assert r.result.timings.get("run", 0) < 4
 
 
-def _signal_me_later(seconds: float, signum: int = signal.SIGTERM) -> None:
-    threading.Timer(seconds, os.kill, (os.getpid(), signum)).start()
+def _signal_me_when(ready, signum: int) -> None:
+    """Signal this process once the payload has made `ready` (its trap is set by then),
+    however long the container took to start."""
+    def wait() -> None:
+        deadline = time.monotonic() + 30
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signum)
+
+    threading.Thread(target=wait, daemon=True).start()
 
 
 def test_a_signal_while_running_stops_the_payload_politely(busy, clean):
-    _signal_me_later(0.5)
-    r = run(busy("trap 'echo polite; exit 9' TERM; sleep 30 & wait"))
+    _signal_me_when(busy.work / "ready", signal.SIGTERM)
+    r = run(busy("trap 'echo polite; exit 9' TERM; touch /work/ready; sleep 30 & wait"))
     assert r.code == 9 and r.out == "polite\n" and r.result.interrupted_by == signal.SIGTERM
     assert r.result.timings["run"] < 3
 
 
 def test_a_payload_deaf_to_sigterm_is_killed_after_the_grace(busy, clean):
-    _signal_me_later(0.3, signal.SIGINT)
-    r = run(busy("trap '' TERM INT; sleep 30", stop_grace_seconds=0.5))
+    _signal_me_when(busy.work / "ready", signal.SIGINT)
+    r = run(busy("trap '' TERM INT; touch /work/ready; sleep 30", stop_grace_seconds=0.5))
     assert r.code == 137 and r.result.signal == 9 and r.result.interrupted_by == signal.SIGINT
-    assert 0.7 < r.result.timings["run"] < 3
+    assert 0.5 <= r.result.timings["run"] < 3
 
 
 def test_a_signal_during_rollback_does_not_cut_it_short(busy, monkeypatch, clean):
