@@ -38,3 +38,18 @@ def test_a_cpu_count_is_taken_from_the_cpus_the_launcher_may_use():
                         "/bin/grep", "Cpus_allowed_list", "/proc/self/status"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["Cpus_allowed_list:", str(last)]
+
+
+def test_a_reader_that_goes_away_ends_neither_the_run_nor_the_output_file(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    launcher = subprocess.Popen([sys.executable, "-m", "nspawn", "run", "-D", str(tmp_path), "--stdout-file", "log.txt",
+                                 "--", "/bin/sh", "-c", "echo first; sleep 0.3; seq 1 100000"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    assert launcher.stdout.readline() == b"first\n"
+    launcher.stdout.close()  # as `| head -1` does
+    assert launcher.wait(timeout=60) == 0, launcher.stderr.read()
+    assert len((tmp_path / "log.txt").read_text().splitlines()) == 100001

@@ -10,13 +10,9 @@ import threading
 
 from nspawn.backends.hcs.native import kernel32
 from nspawn.backends.hcs.native.errors import HcsError
+from nspawn.output import to_launcher, write_all
 
 _POLL_SECONDS = 0.05
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    while data:
-        data = data[os.write(fd, data):]
 
 
 class Output:
@@ -34,17 +30,10 @@ class Output:
         stream = self._streams[n - 1]
 
         def write(data: bytes) -> None:
-            try:
-                if stream is not None:
-                    stream.write(data)
-                    stream.flush()
-                else:
-                    _write_all(n, data)
-            except OSError:
-                pass  # the launcher's stream is gone; the file still gets it
+            to_launcher(stream, n, data)
             if self._file is not None:
                 with self._file_lock:
-                    _write_all(self._file, data)
+                    write_all(self._file, data)
         return write
 
     def close(self) -> None:

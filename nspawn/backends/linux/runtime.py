@@ -20,6 +20,7 @@ from nspawn.backends.linux import cgroups, init
 from nspawn.backends.linux.plan import LinuxPlan
 from nspawn.backends.linux.release import start_time
 from nspawn.errors import LaunchError
+from nspawn.output import to_launcher, write_all
 from nspawn.session import Session
 
 _TICK = 0.05  # how often the wait looks at stop requests, which cannot wake poll()
@@ -304,14 +305,9 @@ def _wait(plan: LinuxPlan, session: Session, fds: _Fds, a_pid: int, init_pid: in
             poller.unregister(fd)
             open_outputs.discard(fd)
             return
-        stream, std_fd = destinations[fd]
-        if stream is not None:
-            stream.write(data)
-            stream.flush()
-        else:
-            _write_all(std_fd, data)
+        to_launcher(*destinations[fd], data)
         if stdout_fd is not None:
-            _write_all(stdout_fd, data)
+            write_all(stdout_fd, data)
 
     def stop_politely(now: float) -> None:
         nonlocal kill_at, stopping
@@ -344,6 +340,3 @@ def _wait(plan: LinuxPlan, session: Session, fds: _Fds, a_pid: int, init_pid: in
     return status, timed_out
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    while data:
-        data = data[os.write(fd, data):]
