@@ -291,7 +291,7 @@ def cleanup(ctx):
     for name, system in _owned_elsewhere(live):
         try:
             backends.load(name).terminate_owned(system["id"])
-        except Exception as e:  # one that fails must not keep the others running
+        except LaunchError as e:  # one that fails must not keep the others running
             failed = True
             reporter.error(f"{system['id']}: not terminated: {e}")
         else:

@@ -37,7 +37,6 @@ def run_and_report(config_path: str | None, overrides: dict, *, verbosity: int =
     result = launch.run(config, listener=reporter.event)
     _report(reporter, result)
     if as_json:
-        sys.stdout.flush()
         print(json.dumps(result.to_dict(), ensure_ascii=False), flush=True)
     return result.exit_code
 

@@ -19,7 +19,7 @@ Listener = Callable[[str, dict], None]  # (event name, details)
 
 
 class Stop:
-    """A stop request (SIGINT/SIGTERM). While the container process runs, the backend stops
+    """A stop request (one of STOP_SIGNALS). While the container process runs, the backend stops
     it politely and then firmly; during setup and teardown the request interrupts at once when
     it comes from a signal handler on the run's own thread (`request`), or at the next phase
     when it comes from another thread (`ask`: a caller running many runs on worker threads)."""
@@ -104,7 +104,7 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SI
 
 @contextlib.contextmanager
 def signals_to(stop: Stop) -> Iterator[None]:
-    """Route SIGINT and SIGTERM to `stop` (main thread only; elsewhere the caller routes them)."""
+    """Route STOP_SIGNALS to `stop` (main thread only; elsewhere the caller routes them)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -10,11 +10,12 @@ import click
 
 from nspawn import exitcodes
 from nspawn.cli import Duration, Size
+from nspawn.config.host import allowed_cpus
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("paths", nargs=-1, required=True)
-@click.option("-j", "--jobs", "slots", type=click.IntRange(1), default=os.cpu_count() or 1, show_default="CPUs",
+@click.option("-j", "--jobs", "slots", type=click.IntRange(1), default=lambda: len(allowed_cpus()), show_default="the CPUs this launcher may use",
               help="Most jobs running at once.")
 @click.option("--logs", "logs_dir", type=click.Path(file_okay=False), help="Keep each job's stdout and stderr in DIR/<job>.stdout and .stderr.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write one JSON record per job to this file.")

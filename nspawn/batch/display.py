@@ -7,7 +7,7 @@ from __future__ import annotations
 import collections
 import time
 
-from nspawn.batch.jobs import FAILED, INTERRUPTED, PASSED, Job, JobResult
+from nspawn.batch.jobs import FAILED, INTERRUPTED, NOT_RUN, PASSED, Job, JobResult
 from nspawn.batch.scheduler import Listener, Outcome, counts
 
 
@@ -65,7 +65,7 @@ class PlainDisplay(Listener):
         self._line(summary(outcome, seconds))
 
 
-_STYLE = {PASSED: "green", FAILED: "bold red", INTERRUPTED: "yellow", "not run": "dim"}
+_STYLE = {PASSED: "green", FAILED: "bold red", INTERRUPTED: "yellow", NOT_RUN: "dim"}
 
 
 class LiveDisplay(Listener):

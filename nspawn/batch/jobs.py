@@ -7,7 +7,7 @@ by the machines), because the config's relative host paths are relative to the f
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 PASSED, FAILED, INTERRUPTED, NOT_RUN = "passed", "failed", "interrupted", "not run"
 
@@ -52,9 +52,6 @@ class JobResult:
     @property
     def duration(self) -> float:
         return round(self.ended - self.started, 6) if self.started is not None and self.ended is not None else 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def status_of(exit_code: int, interrupted_by: int | None) -> str:

@@ -9,7 +9,7 @@ import time
 
 import nspawn
 from nspawn import exitcodes
-from nspawn.batch.jobs import Job, JobResult, status_of
+from nspawn.batch.jobs import FAILED, Job, JobResult, status_of
 from nspawn.config.resolve import load_config
 from nspawn.errors import ConfigError
 from nspawn.session import Stop
@@ -53,7 +53,7 @@ def one_line(error: ConfigError) -> str:
 def run_job(job: Job, stop: Stop, listener=None) -> JobResult:
     """Validate the config against this host and run it, again after a launcher failure while
     retries are left; never raises for a failed job."""
-    result = JobResult(job.name, job.config_path, status="failed", demand=job.demand, started=time.time())
+    result = JobResult(job.name, job.config_path, status=FAILED, demand=job.demand, started=time.time())
     logs = (os.path.join(job.logs_dir, job.name + ".stdout"), os.path.join(job.logs_dir, job.name + ".stderr")) \
         if job.logs_dir else (None, None)
     result.stdout_log, result.stderr_log = logs

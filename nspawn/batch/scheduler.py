@@ -15,9 +15,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from nspawn import exitcodes
 from nspawn.batch.admission import Admission
 from nspawn.batch.executor import Executor
-from nspawn.batch.jobs import FAILED, INTERRUPTED, PASSED, Job, JobResult, not_run
+from nspawn.batch.jobs import FAILED, INTERRUPTED, NOT_RUN, PASSED, Job, JobResult, not_run
 from nspawn.session import STOP_SIGNALS
 
 TICK = 0.1  # how often the loop looks at signals and samples memory
@@ -32,7 +33,7 @@ class Outcome:
     @property
     def exit_code(self) -> int:
         if self.interrupted_by:
-            return 128 + self.interrupted_by
+            return exitcodes.from_signal(self.interrupted_by)
         return 0 if all(r.status == PASSED for r in self.results) else 1
 
 
@@ -80,14 +81,14 @@ def run_batch(jobs: list[Job], refused: dict[str, JobResult], executor: Executor
     for job in jobs:
         why = admission.never_fits(job.demand)
         if job.name in refused or why:
-            results[job.name] = refused.get(job.name) or not_run(job, why, exit_code=2)
+            results[job.name] = refused.get(job.name) or not_run(job, why, exit_code=exitcodes.USAGE)
             listener.finished(results[job.name])
         else:
             pending.append(job)
     outcome = Outcome([])
     running: dict[Future, Job] = {}
     peaks: dict[str, int] = {}
-    stopping = fail_fast and any(r.status == FAILED for r in results.values())
+    stopping = outcome.fail_fast_stop = fail_fast and any(r.status == FAILED for r in results.values())
     with _signals() as caught:
         while pending or running:
             if caught.signum and outcome.interrupted_by is None:
@@ -131,7 +132,7 @@ def run_batch(jobs: list[Job], refused: dict[str, JobResult], executor: Executor
 
 
 def counts(results: list[JobResult]) -> dict[str, int]:
-    found = {PASSED: 0, FAILED: 0, INTERRUPTED: 0, "not run": 0}
+    found = {PASSED: 0, FAILED: 0, INTERRUPTED: 0, NOT_RUN: 0}
     for r in results:
         found[r.status] += 1
     return found

@@ -126,9 +126,12 @@ def _cache_dir() -> str | None:
 
 def _digest(document) -> str:
     try:  # the builtin module skips OpenSSL's import, which costs more than the hash
-        from _sha256 import sha256
+        from _sha2 import sha256  # Python 3.12 and later
     except ImportError:
-        from hashlib import sha256
+        try:
+            from _sha256 import sha256
+        except ImportError:
+            from hashlib import sha256
     h = sha256(__version__.encode())
     h.update(schema_bytes())
     h.update(json.dumps(document, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass"))
