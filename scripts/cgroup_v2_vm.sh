@@ -15,8 +15,12 @@ kver=${V2VM_KERNEL:-6.1.0-47-amd64}
 tests=${V2VM_TESTS:-tests/linux tests/batch/test_linux.py}
 mkdir -p "$work" && cd "$work"
 
-command -v qemu-system-x86_64 >/dev/null && [ -x /bin/busybox ] && command -v depmod cpio mke2fs >/dev/null ||
-    apt-get install -y -qq qemu-system-x86 busybox-static cpio kmod e2fsprogs >/dev/null
+missing=0
+for tool in qemu-system-x86_64 depmod cpio mke2fs; do command -v "$tool" >/dev/null || missing=1; done
+[ -x /bin/busybox ] || missing=1
+if [ "$missing" = 1 ]; then
+    apt-get update -qq && apt-get install -y -qq qemu-system-x86 busybox-static cpio kmod e2fsprogs >/dev/null
+fi
 if [ ! -f "kernel/boot/vmlinuz-$kver" ]; then
     apt-get download "linux-image-$kver"
     dpkg-deb -x linux-image-"$kver"_*.deb kernel

@@ -77,7 +77,8 @@ def resolve_in_root(root: str, path: str) -> str | None:
     return os.path.join(root, *done)
 
 
-def _within(path: str, parent: str) -> bool:
+def within(path: str, parent: str) -> bool:
+    """Whether host path `path` is `parent` or below it (both as given, not resolved)."""
     parent = parent.rstrip(os.sep) or os.sep
     return path == parent or path.startswith(parent.rstrip(os.sep) + os.sep)
 
@@ -120,10 +121,10 @@ def _is_windows_absolute(path: str) -> bool:
 
 def _map(config: Config, container_path: str) -> str | None:
     for inside, host in _roots(config):
-        if _within(container_path, inside):
+        if within(container_path, inside):
             rest = container_path[len(inside.rstrip("/")):]
             found = resolve_in_root(host, rest)
-            if found is not None and host != "/" and not _within(os.path.realpath(found), os.path.realpath(host)):
+            if found is not None and host != "/" and not within(os.path.realpath(found), os.path.realpath(host)):
                 return None
             return found
     return None
@@ -134,7 +135,7 @@ def _executable(config: Config) -> list[Finding]:
     exe = config.process_executable
     if config.process_directory and not exe.startswith(("/", "\\")) and not _is_windows_absolute(exe):
         real = os.path.realpath(os.path.join(config.process_directory, exe))
-        if not _within(real, os.path.realpath(config.process_directory)):
+        if not within(real, os.path.realpath(config.process_directory)):
             return [Finding(where, f"{exe} resolves to {real}, outside the process directory; expected a file inside it", exit_code=exitcodes.NOT_FOUND)]
     host, wanted = locate_executable(config)
     if host is None or not os.path.exists(host):
@@ -151,7 +152,7 @@ def _stdout(config: Config) -> list[Finding]:
         return []
     target = os.path.join(config.process_directory, config.stdout_filename)
     parent = os.path.realpath(os.path.dirname(target))
-    if not _within(parent, os.path.realpath(config.process_directory)):
+    if not within(parent, os.path.realpath(config.process_directory)):
         return [Finding(("stdout_filename",), f"{config.stdout_filename} resolves to {parent}, outside the process directory; expected a path inside it")]
     if not os.path.isdir(parent):
         return [Finding(("stdout_filename",), f"the folder {os.path.dirname(target)} does not exist; expected an existing folder")]

@@ -128,9 +128,14 @@ def test_the_oom_killer_spares_init_where_the_launcher_may_say_so(clean):
     assert r.out.split() == ["-1000" if sys_resource else own, own]
 
 
-def test_taking_the_cgroup_grace_period_early_moves_the_launcher_nowhere():
+def test_taking_the_cgroup_grace_period_early_moves_the_launcher_nowhere(monkeypatch):
     from nspawn.backends.linux import cgroups
 
+    writes = []
+    real_write = cgroups.write
+    monkeypatch.setattr(cgroups, "write", lambda path, value: (writes.append((path, value)), real_write(path, value)))
     before = open("/proc/self/cgroup").read()
     cgroups.take_attach_grace_period()
     assert open("/proc/self/cgroup").read() == before
+    [(path, value)] = writes  # the move did happen: into the group it was already in
+    assert path.endswith("/cgroup.procs") and value == str(os.getpid())

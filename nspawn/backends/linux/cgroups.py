@@ -2,7 +2,8 @@
 reading what they measured, and removing them.
 
 Only the groups a run's limits need are made (a run without limits makes none), named after
-the container, below the launcher's own group so that limits set on the launcher still hold.
+the container, so that limits set on the launcher still hold above them: on v1 below the
+launcher's own group; on v2 below its parent (Layout.v2_base says why).
 """
 
 from __future__ import annotations

@@ -50,7 +50,6 @@ class Launch(NamedTuple):
     report_w: int
     status_w: int
     output_w: tuple[int, int] | None  # payload's stdout and stderr pipes, when the launcher copies them
-    umask: int
     oom_score_adj: str  # the launcher's, given back to the payload
     cap_last: int
     max_fd: int
@@ -211,7 +210,6 @@ def _stage_c(launch: Launch) -> None:
     # Only stdio and the report pipe cross into the container: an inherited descriptor of a
     # host directory would be a way out.
     _close_all_but((launch.report_w,), launch.max_fd)
-    os.umask(launch.umask)
     _set_oom_score_adj(launch.oom_score_adj)
     if plan.limits.cpus:
         os.sched_setaffinity(0, plan.limits.cpus)

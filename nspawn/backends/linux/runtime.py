@@ -12,22 +12,18 @@ import os
 import select
 import signal
 import stat
-import threading
 import time
 
 from nspawn import exitcodes
 from nspawn.backends.linux import cgroups, init
 from nspawn.backends.linux.plan import LinuxPlan
 from nspawn.backends.linux.release import start_time
+from nspawn.config.host import within
 from nspawn.errors import LaunchError
 from nspawn.output import to_launcher, write_all
 from nspawn.session import Session
 
 _TICK = 0.05  # how often the wait looks at stop requests, which cannot wake poll()
-
-
-def _within(path: str, parent: str) -> bool:
-    return path == parent or path.startswith(parent.rstrip("/") + "/")
 
 
 def _fail_at() -> tuple[str, str] | None:
@@ -53,7 +49,7 @@ def _binds(plan: LinuxPlan) -> list[tuple[str, str, bool, bool]]:
         binds.append((real, m.target, m.read_only, stat.S_ISREG(mode)))
     if plan.host_executable:
         real, base = os.path.realpath(plan.host_executable), os.path.realpath(plan.process_directory)
-        if not _within(real, base):
+        if not within(real, base):
             raise LaunchError(f"{plan.host_executable} resolves to {real}, outside the process directory {base}", exitcodes.NOT_FOUND)
     return binds
 
@@ -61,7 +57,7 @@ def _binds(plan: LinuxPlan) -> list[tuple[str, str, bool, bool]]:
 def _open_stdout(plan: LinuxPlan) -> int:
     base = os.path.realpath(plan.process_directory)
     parent = os.path.realpath(os.path.dirname(plan.stdout_file))
-    if not _within(parent, base):
+    if not within(parent, base):
         raise LaunchError(f"{plan.stdout_file} resolves to {parent}, outside the process directory {base}")
     target = os.path.join(parent, os.path.basename(plan.stdout_file))
     try:
@@ -73,18 +69,6 @@ def _open_stdout(plan: LinuxPlan) -> int:
 def _read_oom_score_adj() -> str:
     with open("/proc/self/oom_score_adj") as f:
         return f.read().strip()
-
-
-_UMASK_LOCK = threading.Lock()
-
-
-def _umask() -> int:
-    """The process's umask, which can only be read by setting it: runs on other threads must
-    not see (or keep) the value set meanwhile."""
-    with _UMASK_LOCK:
-        mask = os.umask(0o022)
-        os.umask(mask)
-        return mask
 
 
 def _make_cgroups(plan: LinuxPlan, session: Session, fail_at, signal_me) -> tuple[cgroups.Layout | None, dict[str, str]]:
@@ -140,12 +124,10 @@ def _report(plan: LinuxPlan, session: Session, layout: cgroups.Layout, groups: d
             session.applied("max_ram_mb", f"{limits.memory_bytes} bytes (no swap on this host)")
     if "cpu" in usable:
         session.applied("max_cpu_percent", f"{limits.cpu_quota_us}us per {limits.cpu_period_us}us")
-    for name in ("cpus_count", "cpu_affinity"):
-        if name in asked:
-            if "cpuset" in usable:
+    if "cpuset" in usable:
+        for name in ("cpus_count", "cpu_affinity"):
+            if name in asked:
                 session.applied(name, "CPUs " + ",".join(map(str, limits.cpus)))
-            else:
-                session.not_enforced(name, "without the cpuset controller only sched_setaffinity holds it, which the payload may undo")
     if "io" in usable:
         for name, value in (("max_storage_iops", limits.io_iops), ("max_storage_bandwidth_bytes_per_sec", limits.io_bps)):
             if value:
@@ -240,7 +222,7 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             lower=plan.lower_dir, upper=os.path.join(scratch, "upper"), work=os.path.join(scratch, "work"),
             root=os.path.join(scratch, "root"), binds=binds, report_w=report_w, status_w=status_w,
             output_w=(pump[0][1], pump[1][1]) if pump else None,
-            umask=_umask(), oom_score_adj=_read_oom_score_adj(), cap_last=cap_last, max_fd=os.sysconf("SC_OPEN_MAX"), fail_at=fail_at,
+            oom_score_adj=_read_oom_score_adj(), cap_last=cap_last, max_fd=os.sysconf("SC_OPEN_MAX"), fail_at=fail_at,
         )
         init.checkpoint(fail_at, "fork", signal_me)
         a_entry = journal.record("process", what="container launcher child")
