@@ -13,6 +13,7 @@ import time
 import pytest
 
 from nspawn.backends.hcs.native import computecore as cc
+from tests.conftest import skip_unless_ci
 from nspawn.backends.hcs.native import kernel32
 from nspawn.backends.hcs.native.errors import HcsError, is_already_stopped, is_not_found
 from nspawn.backends.hcs.native.loader import SIMULATOR_ENV
@@ -325,9 +326,7 @@ def address_sanitizer() -> str | None:
 def test_a_handle_closed_during_its_callback_is_freed_once(sim_library, workdir):
     asan = address_sanitizer()
     if not asan:
-        if os.environ.get("CI"):
-            pytest.fail("no AddressSanitizer runtime beside the C compiler")
-        pytest.skip("no AddressSanitizer runtime beside the C compiler")
+        skip_unless_ci("no AddressSanitizer runtime beside the C compiler")
     code = ("import sys; from tests.hcs.test_native_computecore import close_during_callback; "
             "close_during_callback(*sys.argv[1:])")
     env = {**os.environ, SIMULATOR_ENV: str(sim_library), "LD_PRELOAD": asan, "ASAN_OPTIONS": "detect_leaks=0"}

@@ -52,8 +52,7 @@ class HcsPlan:
             "isolation": config.isolation,
             "layers": {"parent": config.parent_layer_directory, "chain": chain, "scratch": storage.scratch_folder},
             "cpu_affinity": hex(config.limits.cpu_affinity) if config.limits.cpu_affinity else None,
-            "stdout_file": config.stdout_filename and documents.host_paths(config.process_directory).join(
-                config.process_directory, config.stdout_filename),
+            "stdout_file": documents.stdout_path(config),
             "v2": {
                 "compute_system": None if hyperv else documents.v2_compute_system(
                     config, storage, self.hostname, "<HCN namespace at run time>" if config.network == "nat" else None),

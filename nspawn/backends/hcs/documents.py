@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ntpath
 import posixpath
+import re
 from dataclasses import dataclass
 
 from nspawn.backends.hcs.cmdline import command_line
@@ -29,6 +30,13 @@ def host_paths(path: str):
     """Host paths are Windows paths, except under the simulator's test seam (see
     nspawn/config/build.py) where they are this POSIX host's own."""
     return posixpath if path.startswith("/") else ntpath
+
+
+def stdout_path(config: Config) -> str | None:
+    """The host file stdout_filename names in the process directory, whichever separators it uses."""
+    if not config.stdout_filename:
+        return None
+    return host_paths(config.process_directory).join(config.process_directory, *re.split(r"[\\/]", config.stdout_filename))
 
 
 def placeholder_storage(config: Config, container_id: str, chain: list[str] | None = None) -> Storage:

@@ -14,8 +14,6 @@ politely and then firmly.
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
 import threading
 import time
 
@@ -132,12 +130,6 @@ def _limits(plan, session, system_id: str) -> None:
         session.applied(field, _SHOWN.get(field, lambda v: v)(value))
 
 
-def _stdout_path(config) -> str | None:
-    if not config.stdout_filename:
-        return None
-    return os.path.join(config.process_directory, *re.split(r"[\\/]", config.stdout_filename))
-
-
 class _Stopper:
     """The polite stop (CtrlC) on a thread of its own, as some images block in the signal call
     until the process ends (hcs.md 7.4); `failed` when it could not be delivered."""
@@ -160,7 +152,7 @@ class _Stopper:
 def _run(plan, session, generation, system, system_exit: Exit, stop) -> None:
     config = plan.config
     exited = Exit()
-    output = stdio.Output(session, _stdout_path(config))
+    output = stdio.Output(session, documents.stdout_path(config))
     process = forwarder = pumps = stopper = None
     try:
         process = generation.create_process(system, documents.process(config), exited)
