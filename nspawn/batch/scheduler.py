@@ -7,19 +7,16 @@ the main thread may hold at the moment the handler runs on it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import signal
-import threading
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass, field
-from typing import Iterator
+from dataclasses import dataclass
 
 from nspawn import exitcodes
 from nspawn.batch.admission import Admission
 from nspawn.batch.executor import Executor
 from nspawn.batch.jobs import FAILED, INTERRUPTED, NOT_RUN, PASSED, Job, JobResult, not_run
-from nspawn.session import STOP_SIGNALS
+from nspawn.session import Stop, signals_to
 
 TICK = 0.1  # how often the loop looks at signals and samples memory
 
@@ -35,31 +32,6 @@ class Outcome:
         if self.interrupted_by:
             return exitcodes.from_signal(self.interrupted_by)
         return 0 if all(r.status == PASSED for r in self.results) else 1
-
-
-@dataclass
-class _Caught:
-    signum: int | None = None
-    wake: threading.Event = field(default_factory=threading.Event)
-
-
-@contextlib.contextmanager
-def _signals() -> Iterator[_Caught]:
-    caught = _Caught()
-    if threading.current_thread() is not threading.main_thread():
-        yield caught
-        return
-
-    def note(signum, frame):
-        caught.signum = caught.signum or signum
-        caught.wake.set()
-
-    previous = {s: signal.signal(s, note) for s in STOP_SIGNALS}
-    try:
-        yield caught
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 class Listener:
@@ -89,7 +61,9 @@ def run_batch(jobs: list[Job], refused: dict[str, JobResult], executor: Executor
     running: dict[Future, Job] = {}
     peaks: dict[str, int] = {}
     stopping = outcome.fail_fast_stop = fail_fast and any(r.status == FAILED for r in results.values())
-    with _signals() as caught:
+    caught = Stop()
+    caught.deferred = True  # the handler only notes the signal (see above)
+    with signals_to(caught):
         while pending or running:
             if caught.signum and outcome.interrupted_by is None:
                 outcome.interrupted_by = caught.signum
