@@ -24,9 +24,6 @@ def run(config: Config, *, listener=None, container_id: str | None = None, stdou
     (runs on worker threads) passes a `session.Stop` and calls its `ask(signum)` from anywhere."""
     backend = backends.load(config.backend)
     the_plan = backend.plan(config)
-    prepare = getattr(backend, "prepare", None)  # slow host work that may start ahead of execute
-    if prepare is not None:
-        prepare(the_plan)
     from nspawn.session import Session, signals_to  # not needed by a dry run
     session = Session(config, listener=listener, container_id=container_id, stdout=stdout, stderr=stderr, stop=stop)
     result = session.result

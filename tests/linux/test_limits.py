@@ -128,14 +128,20 @@ def test_the_oom_killer_spares_init_where_the_launcher_may_say_so(clean):
     assert r.out.split() == ["-1000" if sys_resource else own, own]
 
 
-def test_taking_the_cgroup_grace_period_early_moves_the_launcher_nowhere(monkeypatch):
-    from nspawn.backends.linux import cgroups
-
-    writes = []
-    real_write = cgroups.write
-    monkeypatch.setattr(cgroups, "write", lambda path, value: (writes.append((path, value)), real_write(path, value)))
-    before = open("/proc/self/cgroup").read()
-    cgroups.take_attach_grace_period()
-    assert open("/proc/self/cgroup").read() == before
-    [(path, value)] = writes  # the move did happen: into the group it was already in
-    assert path.endswith("/cgroup.procs") and value == str(os.getpid())
+def test_init_and_payload_are_in_every_group_the_run_made(clean):
+    """A joins by moving its one thread (cgroups.join_file); its children must follow it into
+    every hierarchy, as a whole-process move would have taken them."""
+    every = {"max_ram_mb": 256, "max_cpu_percent": 50, "cpus_count": 1, "max_processes": 64}
+    r = run(sh("cat /proc/1/cgroup; echo --; sh -c 'cat /proc/self/cgroup'", **every))
+    assert r.code == 0, r.err
+    made = {x.split(" ", 1)[1] for x in r.result.rolled_back if x.startswith("cgroup ")}
+    layout = cgroups.detect()
+    for listing in r.out.split("--"):
+        joined = {line.split(":", 2)[1]: line.split(":", 2)[2] for line in listing.split()}
+        for path in made:
+            if layout.version == 2:
+                assert joined[""].endswith("/" + os.path.basename(path)), (path, listing)
+            else:
+                hierarchy = next(h for h, own in layout.v1.items() if os.path.dirname(path) == own.rstrip("/"))
+                names = next(k for k in joined if hierarchy in k.split(","))
+                assert joined[names].endswith("/" + os.path.basename(path)), (path, listing)

@@ -7,17 +7,7 @@ doctor are imported when called.
 from nspawn.backends.linux.plan import LinuxPlan, plan
 from nspawn.backends.linux.release import RELEASERS
 
-__all__ = ["LinuxPlan", "plan", "prepare", "execute", "doctor", "RELEASERS"]
-
-
-def prepare(the_plan: LinuxPlan) -> None:
-    """Started by the launcher before execute, while it still imports and sets up."""
-    from nspawn.backends.linux import cgroups
-
-    if cgroups.needed(the_plan.limits):
-        import threading
-
-        threading.Thread(target=cgroups.take_attach_grace_period, daemon=True, name="cgroup-grace").start()
+__all__ = ["LinuxPlan", "plan", "execute", "doctor", "RELEASERS"]
 
 
 def execute(the_plan: LinuxPlan, session) -> None:

@@ -94,21 +94,12 @@ def detect() -> Layout:
     return Layout(1, v2_mount, "/", {k: v for k, v in v1.items() if k in controllers})
 
 
-def take_attach_grace_period() -> None:
-    """Move the launcher into the groups it is already in: nothing changes, but the kernel takes
-    the grace period its first cgroup move after a quiet spell costs (an RCU synchronisation,
-    10-20 ms on a cgroup v1 host). Done on a thread while the launcher still sets up, the
-    container's own move soon after finds it taken. Best effort: a failure costs only the time."""
-    try:
-        layout = detect()
-        if layout.version == 2:
-            own = os.path.join(layout.v2_mount, layout.v2_own.lstrip("/"))
-        else:
-            own = next(iter(layout.v1.values()), None)  # any hierarchy: the lock is one for all
-        if own is not None:
-            write(os.path.join(own, "cgroup.procs"), str(os.getpid()))
-    except OSError:
-        pass
+def join_file(layout: Layout) -> str:
+    """The file of a group that a single-threaded process writes "0" to, to move itself there.
+    On v1 it is `tasks`: moving one thread spares the kernel's thread-group lock, whose first
+    taking after a quiet spell waits out an RCU grace period (5-15 ms, holding the cgroup
+    mutex), as any write to cgroup.procs does. v2 moves only whole processes."""
+    return "cgroup.procs" if layout.version == 2 else "tasks"
 
 
 def needed(limits: CgroupLimits) -> list[str]:

@@ -41,7 +41,7 @@ class Launch(NamedTuple):
 
     plan: LinuxPlan
     launcher_pid: int
-    cgroup_procs: list[str]  # cgroup.procs files A joins
+    cgroup_joins: list[str]  # the files A writes "0" to, to join its groups (cgroups.join_file)
     lower: str
     upper: str
     work: str
@@ -125,9 +125,9 @@ def _stage_a(launch: Launch) -> None:
     # limit's OOM killer could pick them over the payload and lose the payload's exit status.
     _set_oom_score_adj("-1000")
     launch.at("join-cgroups")
-    for procs in launch.cgroup_procs:
-        with open(procs, "w") as f:
-            f.write(str(os.getpid()))
+    for path in launch.cgroup_joins:
+        with open(path, "w") as f:
+            f.write("0")
     launch.at("unshare")
     flags = 0
     for name in launch.plan.namespaces:

@@ -218,7 +218,7 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
         pump = (fds.add(*os.pipe()), fds.add(*os.pipe())) if copying else ()
         launch = init.Launch(
             plan=plan, launcher_pid=me,
-            cgroup_procs=[os.path.join(p, "cgroup.procs") for p in groups.values()],
+            cgroup_joins=[os.path.join(p, cgroups.join_file(layout)) for p in groups.values()],
             lower=plan.lower_dir, upper=os.path.join(scratch, "upper"), work=os.path.join(scratch, "work"),
             root=os.path.join(scratch, "root"), binds=binds, report_w=report_w, status_w=status_w,
             output_w=(pump[0][1], pump[1][1]) if pump else None,
