@@ -145,3 +145,39 @@ def test_init_and_payload_are_in_every_group_the_run_made(clean):
                 hierarchy = next(h for h, own in layout.v1.items() if os.path.dirname(path) == own.rstrip("/"))
                 names = next(k for k in joined if hierarchy in k.split(","))
                 assert joined[names].endswith("/" + os.path.basename(path)), (path, listing)
+
+
+def test_a_child_forked_into_a_v2_group_starts_there_with_a_working_interpreter():
+    from nspawn.backends.linux import libc
+
+    layout = cgroups.detect()
+    if layout.v2_mount is None:
+        pytest.skip("this host mounts no cgroup v2 hierarchy")
+    base = layout.v2_base() if layout.version == 2 else layout.v2_mount
+    group = os.path.join(base, "nspawn-test-" + new_container_id())
+    os.mkdir(group)
+    before = open("/proc/self/cgroup").read()
+    try:
+        fd = os.open(group, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            pid = libc.fork_into_cgroup(fd)
+            if pid == 0:
+                code = 1
+                try:  # the interpreter's after-fork work: threads and forks work in the child
+                    import subprocess
+
+                    seen = []
+                    t = threading.Thread(target=lambda: seen.append(open("/proc/self/cgroup").read()))
+                    t.start()
+                    t.join()
+                    shown = subprocess.run(["cat", "/proc/self/cgroup"], capture_output=True, text=True).stdout
+                    wanted = "0::" + group[len(layout.v2_mount):]
+                    code = 0 if all(wanted in text.splitlines() for text in (seen[0], shown)) else 3
+                finally:
+                    os._exit(code)
+        finally:
+            os.close(fd)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+        assert open("/proc/self/cgroup").read() == before
+    finally:
+        os.rmdir(group)

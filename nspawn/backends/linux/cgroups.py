@@ -16,11 +16,10 @@ from typing import NamedTuple
 
 from nspawn.backends.linux.plan import CgroupLimits
 
-# Logical controller -> the cgroup v1 hierarchies that carry it. cpuacct rides along with cpu so
+# Logical controller (the v2 controller of that name) -> the cgroup v1 hierarchies that carry it. cpuacct rides along with cpu so
 # that the container's CPU time can be read where the two are mounted apart (as on this kind of host).
 V1_HIERARCHIES = {"memory": ("memory",), "cpu": ("cpu", "cpuacct"), "cpuset": ("cpuset",),
                   "io": ("blkio",), "pids": ("pids",)}
-V2_NAMES = {"memory": "memory", "cpu": "cpu", "cpuset": "cpuset", "io": "io", "pids": "pids"}
 # Which config field each controller enforces.
 FIELDS = {"memory": ("max_ram_mb",), "cpu": ("max_cpu_percent",), "cpuset": ("cpus_count", "cpu_affinity"),
           "io": ("max_storage_iops", "max_storage_bandwidth_bytes_per_sec"), "pids": ("max_processes",)}
@@ -35,7 +34,7 @@ class Layout(NamedTuple):
     def available(self, controller: str) -> bool:
         if self.version == 1:
             return all(h in self.v1 for h in V1_HIERARCHIES[controller][:1])
-        return V2_NAMES[controller] in _read(os.path.join(self.v2_base(), "cgroup.controllers")).split()
+        return controller in _read(os.path.join(self.v2_base(), "cgroup.controllers")).split()
 
     def v2_base(self) -> str:
         """The v2 group the container's group is made in: our own at the root, else its parent.
@@ -94,12 +93,10 @@ def detect() -> Layout:
     return Layout(1, v2_mount, "/", {k: v for k, v in v1.items() if k in controllers})
 
 
-def join_file(layout: Layout) -> str:
-    """The file of a group that a single-threaded process writes "0" to, to move itself there.
-    On v1 it is `tasks`: moving one thread spares the kernel's thread-group lock, whose first
-    taking after a quiet spell waits out an RCU grace period (5-15 ms, holding the cgroup
-    mutex), as any write to cgroup.procs does. v2 moves only whole processes."""
-    return "cgroup.procs" if layout.version == 2 else "tasks"
+def helpers_in_group(layout: Layout) -> int:
+    """The container's processes in its groups besides the payload's: its init, and on v1 the
+    process that forked init too (init.py: A joins on v1; on v2 B is made in the group)."""
+    return 1 if layout.version == 2 else 2
 
 
 def needed(limits: CgroupLimits) -> list[str]:
@@ -112,7 +109,7 @@ def v2_parent(layout: Layout, controllers: list[str]) -> str:
     """The layout's v2 base, with the controllers enabled for its children."""
     base = layout.v2_base()
     enabled = _read(os.path.join(base, "cgroup.subtree_control")).split()
-    missing = [V2_NAMES[c] for c in controllers if V2_NAMES[c] not in enabled]
+    missing = [c for c in controllers if c not in enabled]
     # Controllers enabled here stay enabled after the run, as runc and systemd leave them: that
     # sets no limit, and turning them off again would fail or break while another container
     # below still uses them. So this write is not a journaled resource.
@@ -129,8 +126,9 @@ def directories(layout: Layout, controllers: list[str], name: str) -> dict[str, 
 
 
 def settings(layout: Layout, limits: CgroupLimits, controllers: list[str], devices: list[str],
-             parent_mems: str | None) -> list[tuple[str, str, str]]:
-    """(group key, file, value) for `controllers`, in the order the kernel accepts them."""
+             parent_mems: str | None, swap_limited: bool = False) -> list[tuple[str, str, str]]:
+    """(group key, file, value) for `controllers`, in the order the kernel accepts them;
+    `swap_limited` when the memory group has the file that keeps swap from stretching the limit."""
     v2 = layout.version == 2
     out: list[tuple[str, str, str]] = []
 
@@ -139,6 +137,8 @@ def settings(layout: Layout, limits: CgroupLimits, controllers: list[str], devic
 
     if "memory" in controllers:
         put("memory", "memory.limit_in_bytes", "memory.max", str(limits.memory_bytes))
+        if swap_limited:  # v1 counts memory and swap together; v2 counts swap alone
+            out.append(("v2" if v2 else "memory", swap_file(layout), "0" if v2 else str(limits.memory_bytes)))
     if "cpu" in controllers:
         if v2:
             out.append(("v2", "cpu.max", f"{limits.cpu_quota_us} {limits.cpu_period_us}"))
@@ -158,7 +158,7 @@ def settings(layout: Layout, limits: CgroupLimits, controllers: list[str], devic
                 if value:
                     out += [("blkio", f"blkio.throttle.{rw}_{kind}_device", f"{dev} {value}") for rw in ("read", "write")]
     if "pids" in controllers:
-        put("pids", "pids.max", "pids.max", str(limits.pids_max))
+        put("pids", "pids.max", "pids.max", str(limits.pids_max + helpers_in_group(layout)))
     return out
 
 

@@ -41,7 +41,8 @@ class Launch(NamedTuple):
 
     plan: LinuxPlan
     launcher_pid: int
-    cgroup_joins: list[str]  # the files A writes "0" to, to join its groups (cgroups.join_file)
+    cgroup_joins: list[str]  # v1: the `tasks` files A writes "0" to, to join its groups
+    cgroup_v2: str | None  # v2: the group B is made in
     lower: str
     upper: str
     work: str
@@ -126,6 +127,9 @@ def _stage_a(launch: Launch) -> None:
     _set_oom_score_adj("-1000")
     launch.at("join-cgroups")
     for path in launch.cgroup_joins:
+        # A has one thread, so moving it moves the process, without the thread-group lock a
+        # cgroup.procs write takes (its first taking after a quiet spell waits out an RCU grace
+        # period: 5-15 ms). B and C are born in the groups.
         with open(path, "w") as f:
             f.write("0")
     launch.at("unshare")
@@ -135,7 +139,7 @@ def _stage_a(launch: Launch) -> None:
     libc.unshare(flags)
     self_fd = os.pidfd_open(os.getpid())  # lets B see whether A died before B armed PDEATHSIG
     launch.at("fork-init")
-    pid = os.fork()
+    pid = _fork_init(launch.cgroup_v2)
     if pid == 0:
         try:
             _stage_b(launch, self_fd)
@@ -146,6 +150,32 @@ def _stage_a(launch: Launch) -> None:
         os.close(fd)
     _, status = os.waitpid(pid, 0)
     os._exit(_exit_code(status))
+
+
+def _fork_init(group: str | None) -> int:
+    """Fork B; on cgroup v2 into `group`, where v2 has no per-thread move for A to make. A stays
+    outside; without clone3 (before Linux 5.7, or filtered by seccomp) it joins instead, and the
+    group's process limit is raised by one for it."""
+    if group is None:
+        return os.fork()
+    fd = os.open(group, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return libc.fork_into_cgroup(fd)
+    except OSError as e:
+        if e.errno not in (errno.ENOSYS, errno.E2BIG):
+            raise
+    finally:
+        os.close(fd)  # in B too: the container must hold nothing of the host's cgroup tree
+    with open(os.path.join(group, "cgroup.procs"), "w") as f:
+        f.write("0")
+    pids_max = os.path.join(group, "pids.max")
+    if os.path.exists(pids_max):
+        with open(pids_max) as f:
+            value = f.read().strip()
+        if value != "max":
+            with open(pids_max, "w") as f:
+                f.write(str(int(value) + 1))
+    return os.fork()
 
 
 def _stage_b(launch: Launch, parent_fd: int) -> None:

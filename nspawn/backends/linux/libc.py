@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
 import sys
 from ctypes import c_char_p, c_int, c_long, c_size_t, c_ulong, c_void_p
 
 _libc = ctypes.CDLL(None, use_errno=True)
+# The same libc through calls that keep the GIL held, as os.fork holds it around fork().
+_libc_holding_gil = ctypes.PyDLL(None, use_errno=True)
 
 # Namespaces (sched.h)
 CLONE_NEWNS = 0x00020000
@@ -32,6 +35,7 @@ MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
+CLONE_INTO_CGROUP = 0x200000000  # sched.h, Linux 5.7
 
 # prctl(2)
 PR_SET_PDEATHSIG = 1
@@ -45,12 +49,12 @@ SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
 
-_SYSCALLS = {  # pivot_root and capset have no glibc wrapper
-    "x86_64": {"pivot_root": 155, "capset": 126},
-    "aarch64": {"pivot_root": 41, "capset": 91},
-    "riscv64": {"pivot_root": 41, "capset": 91},
-    "ppc64le": {"pivot_root": 203, "capset": 184},
-    "s390x": {"pivot_root": 217, "capset": 185},
+_SYSCALLS = {  # pivot_root, capset and clone3 have no glibc wrapper
+    "x86_64": {"pivot_root": 155, "capset": 126, "clone3": 435},
+    "aarch64": {"pivot_root": 41, "capset": 91, "clone3": 435},
+    "riscv64": {"pivot_root": 41, "capset": 91, "clone3": 435},
+    "ppc64le": {"pivot_root": 203, "capset": 184, "clone3": 435},
+    "s390x": {"pivot_root": 217, "capset": 185, "clone3": 435},
 }
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
@@ -62,9 +66,9 @@ def _errcheck(result, func, args):
     return result
 
 
-def _function(name: str, restype, *argtypes):
-    # A fresh function object per binding: syscall() is bound twice with different argtypes.
-    func = _libc._FuncPtr((name, _libc))
+def _function(name: str, restype, *argtypes, library=_libc):
+    # A fresh function object per binding: syscall() is bound thrice with different argtypes.
+    func = library._FuncPtr((name, library))
     func.restype, func.argtypes, func.errcheck = restype, argtypes, _errcheck
     return func
 
@@ -78,8 +82,26 @@ _socket = _function("socket", c_int, c_int, c_int, c_int)
 _ioctl = _function("ioctl", c_int, c_int, c_ulong, c_void_p)
 _pivot_root = _function("syscall", c_long, c_long, c_char_p, c_char_p)
 _capset = _function("syscall", c_long, c_long, c_void_p, c_void_p)
-for _func, _name in ((_pivot_root, "pivot_root"), (_capset, "capset")):
+_clone3 = _function("syscall", c_long, c_long, c_void_p, c_size_t, library=_libc_holding_gil)
+for _func, _name in ((_pivot_root, "pivot_root"), (_capset, "capset"), (_clone3, "clone3")):
     _func.__name__ = _name
+
+
+class _CloneArgs(ctypes.Structure):  # struct clone_args up to its cgroup field (linux/sched.h)
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size", "tls",
+        "set_tid", "set_tid_size", "cgroup")]
+
+
+def _interpreter_hook(name: str):
+    hook = getattr(ctypes.pythonapi, name)
+    hook.restype, hook.argtypes = None, []
+    return hook
+
+
+_before_fork = _interpreter_hook("PyOS_BeforeFork")
+_after_fork_parent = _interpreter_hook("PyOS_AfterFork_Parent")
+_after_fork_child = _interpreter_hook("PyOS_AfterFork_Child")
 
 
 def _b(path: str | None) -> bytes | None:
@@ -129,6 +151,23 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         shift = 32 * word
         data[3 * word:3 * word + 3] = [(m >> shift) & 0xFFFFFFFF for m in (effective, permitted, inheritable)]
     _capset(_syscall_number("capset"), header, data)
+
+
+def fork_into_cgroup(group_fd: int) -> int:
+    """os.fork(), but the child starts in the cgroup v2 group `group_fd` is open on (clone3 with
+    CLONE_INTO_CGROUP): no move afterwards, so no wait for the kernel's thread-group lock, which
+    a move into a group takes. The interpreter's side of a fork is done as os.fork does it.
+    Only for a single-threaded process: the raw system call skips libc's fork handling, which
+    matters only for locks other threads might hold and for libc's cached thread id."""
+    args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=signal.SIGCHLD, cgroup=group_fd)
+    _before_fork()
+    try:
+        pid = _clone3(_syscall_number("clone3"), ctypes.byref(args), ctypes.sizeof(args))
+    except BaseException:
+        _after_fork_parent()
+        raise
+    (_after_fork_child if pid == 0 else _after_fork_parent)()
+    return pid
 
 
 def interface_up(name: str) -> None:

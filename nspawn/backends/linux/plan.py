@@ -13,9 +13,6 @@ from nspawn.config.model import Config, Limits
 DEFAULT_SCRATCH_PARENT = "/var/tmp/nspawn"  # on disk, not tmpfs: a container's writes must not eat RAM
 CPU_PERIOD_US = 100_000
 _MIN_CPU_QUOTA_US = 1_000  # the kernel refuses smaller quotas
-# The container's init and the process that forked it share its pids group; max_processes
-# counts the payload's own processes, as a Windows job does.
-HELPER_PROCESSES = 2
 
 # Docker's default capability set, by bit number (linux/capability.h).
 CAPABILITIES = {
@@ -131,5 +128,5 @@ def cgroup_limits(limits: Limits) -> CgroupLimits:
         cpus=cpus,
         io_iops=limits.max_storage_iops,
         io_bps=limits.max_storage_bandwidth_bytes_per_sec,
-        pids_max=limits.max_processes + HELPER_PROCESSES if limits.max_processes else 0,
+        pids_max=limits.max_processes or 0,  # the payload's own, as a Windows job counts them
     )

@@ -135,7 +135,7 @@ def _report(plan: LinuxPlan, session: Session, layout: cgroups.Layout, groups: d
         if layout.version == 1:
             session.warn("cgroup v1 throttles reads and direct writes only: buffered writes escape the storage limits")
     if "pids" in usable:
-        session.applied("max_processes", f"pids.max={limits.pids_max}, the container's init and its parent included")
+        session.applied("max_processes", f"{limits.pids_max} besides the container's own {cgroups.helpers_in_group(layout)} (pids.max)")
 
 
 def _signal(pid: int, signum: int) -> None:
@@ -218,7 +218,8 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
         pump = (fds.add(*os.pipe()), fds.add(*os.pipe())) if copying else ()
         launch = init.Launch(
             plan=plan, launcher_pid=me,
-            cgroup_joins=[os.path.join(p, cgroups.join_file(layout)) for p in groups.values()],
+            cgroup_joins=[os.path.join(p, "tasks") for key, p in groups.items() if key != "v2"],
+            cgroup_v2=groups.get("v2"),
             lower=plan.lower_dir, upper=os.path.join(scratch, "upper"), work=os.path.join(scratch, "work"),
             root=os.path.join(scratch, "root"), binds=binds, report_w=report_w, status_w=status_w,
             output_w=(pump[0][1], pump[1][1]) if pump else None,
