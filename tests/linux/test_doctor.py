@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 from tests.conftest import nspawn
 from tests.linux.conftest import needs_root
@@ -50,3 +52,28 @@ def test_what_doctor_says_of_swap_is_what_a_run_with_a_memory_limit_gets():
     run = nspawn("run", "--json", "--memory", "64M", "--", "/bin/true")
     applied = json.loads(run.stdout.splitlines()[-1])["limits_applied"]["max_ram_mb"]
     assert ("swap is limited too" in memory) == ("swap included" in applied), (memory, applied)
+
+
+def test_doctor_and_a_run_judge_each_asked_limit_alike(tmp_path):
+    """One verdict serves both: storage limits on a tmpfs root and scratch cannot hold."""
+    scratch, root = (f"/dev/shm/nspawn-doctor-{what}-{os.getpid()}" for what in ("scratch", "root"))
+    env = {"NSPAWN_SCRATCH_DIR": scratch}
+    os.makedirs(root + "/bin")
+    shutil.copy("/bin/true", root + "/bin/true")  # lacking its libraries, it fails after the limits are set
+    try:
+        path = tmp_path / "job.json"
+        path.write_text(json.dumps({"process_executable": "/bin/true", "parent_layer_directory": root,
+                                    "max_storage_iops": 100, "max_ram_mb": 64}))
+        checks = lines(nspawn("doctor", "-c", str(path), env=env))
+        result = json.loads(nspawn("run", "--json", "-c", str(path), env=env).stdout.splitlines()[-1])
+    finally:
+        shutil.rmtree(root)
+        shutil.rmtree(scratch, ignore_errors=True)
+    assert "not on block devices" in result["limits_not_enforced"]["max_storage_iops"]
+    for name in ("max_storage_iops", "max_ram_mb"):
+        line = checks[f"{name} (asked by {path})"]
+        why = result["limits_not_enforced"].get(name)
+        if why is None:
+            assert line.startswith("ok ") and name in result["limits_applied"], (line, result)
+        else:
+            assert line.startswith("NO ") and line.endswith(f"cannot be enforced: {why}"), (line, why)

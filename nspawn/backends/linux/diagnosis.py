@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 
-from nspawn.backends.linux import cgroups, libc
+from nspawn.backends.linux import cgroups, enforcement, libc, mounts
 
 
 def _in_child(action) -> str | None:
@@ -40,7 +40,7 @@ def _overlay(lower: str) -> str | None:
         def mount() -> None:
             libc.unshare(libc.CLONE_NEWNS)
             libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
-            libc.mount("overlay", f"{base}/root", "overlay", 0, f"lowerdir={lower},upperdir={base}/upper,workdir={base}/work")
+            libc.mount("overlay", f"{base}/root", "overlay", 0, mounts.overlay_options(lower, f"{base}/upper", f"{base}/work"))
 
         return _in_child(mount)
     finally:
@@ -81,6 +81,7 @@ def doctor(config=None) -> list[tuple[str, bool, str]]:
         return checks + [("cgroups", False, f"cannot read the cgroup layout: {e}")]
     checks.append(("cgroup layout", True, layout.describe()))
     swap = cgroups.swap_on()
+    swap_limited = layout.available("memory") and _swap_limit_file(layout)
     for controller, fields in cgroups.FIELDS.items():
         ok = layout.available(controller)
         label = ", ".join(fields)
@@ -90,23 +91,31 @@ def doctor(config=None) -> list[tuple[str, bool, str]]:
         detail = f"enforces {label}"
         if controller == "memory":
             probe = cgroups.swap_file(layout)
-            if _swap_limit_file(layout):
+            if swap_limited:
                 detail += "; swap is limited too"
             elif swap:
                 ok, detail = False, f"{probe} is missing and swap is on: a container could swap past max_ram_mb"
             else:
                 detail += f"; {probe} is missing but there is no swap to escape to"
         if controller == "io" and layout.version == 1:
-            detail += "; cgroup v1 blkio throttles reads and direct writes only, not buffered writes"
+            detail += "; " + enforcement.V1_BUFFERED_WRITES
         if controller == "cpuset":
             detail += "; sched_setaffinity makes the payload see it"
         checks.append((f"{controller} controller", ok, detail))
     if config is not None:
-        asked = config.limits.asked()
-        for controller, fields in cgroups.FIELDS.items():
-            for name in fields:
-                if name in asked:
-                    enforced = layout.available(controller)
-                    checks.append((f"{name} (asked by {config.source})", enforced,
-                                   "will be enforced" if enforced else f"cannot be enforced: no {controller} controller"))
+        from nspawn.backends.linux.plan import plan
+
+        the_plan = plan(config)
+        verdict = enforcement.judge(the_plan, layout)
+        why_not = dict(verdict.not_enforced)
+        if "memory" in verdict.controllers:
+            escape = enforcement.swap_escape(layout, swap_limited, the_plan.limits.memory_bytes)
+            if escape:
+                why_not["max_ram_mb"] = escape
+        for name in config.limits.asked():
+            why = why_not.get(name)
+            detail = "will be enforced" if why is None else f"cannot be enforced: {why}"
+            if why is None and name in cgroups.FIELDS["io"] and layout.version == 1:
+                detail += f" ({enforcement.V1_BUFFERED_WRITES})"
+            checks.append((f"{name} (asked by {config.source})", why is None, detail))
     return checks

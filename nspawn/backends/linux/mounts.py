@@ -25,10 +25,13 @@ def _escape(path: str) -> str:
     return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
 
 
+def overlay_options(lower: str, upper: str, work: str) -> str:
+    return f"lowerdir={_escape(lower)},upperdir={_escape(upper)},workdir={_escape(work)}"
+
+
 def enter_root(lower: str, upper: str, work: str, root: str) -> None:
     libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
-    libc.mount("overlay", root, "overlay", 0,
-               f"lowerdir={_escape(lower)},upperdir={_escape(upper)},workdir={_escape(work)}")
+    libc.mount("overlay", root, "overlay", 0, overlay_options(lower, upper, work))
     os.makedirs(root + OLD_ROOT, exist_ok=True)
     libc.pivot_root(root, root + OLD_ROOT)
     os.chdir("/")

@@ -15,7 +15,7 @@ import stat
 import time
 
 from nspawn import exitcodes
-from nspawn.backends.linux import cgroups, init
+from nspawn.backends.linux import cgroups, enforcement, init
 from nspawn.backends.linux.plan import LinuxPlan
 from nspawn.backends.linux.release import start_time
 from nspawn.config.host import within
@@ -72,32 +72,16 @@ def _read_oom_score_adj() -> str:
 
 
 def _make_cgroups(plan: LinuxPlan, session: Session, fail_at, signal_me) -> tuple[cgroups.Layout | None, dict[str, str]]:
-    controllers = cgroups.needed(plan.limits)
-    if not controllers:
+    if not cgroups.needed(plan.limits):
         return None, {}
     layout = cgroups.detect()
-    asked = plan.asked.asked()
-    usable = []
-    for c in controllers:
-        if layout.available(c):
-            usable.append(c)
-            continue
-        for name in cgroups.FIELDS[c]:
-            if name in asked:
-                session.not_enforced(name, f"the {c} controller is not available in {layout.describe()}")
-    devices: list[str] = []
-    if "io" in usable:
-        paths = [plan.scratch_parent, plan.lower_dir] + [m.source for m in plan.mounts]
-        devices = sorted({d for d in map(cgroups.block_device, paths) if d})
-        if not devices:
-            usable.remove("io")
-            for name in cgroups.FIELDS["io"]:
-                if name in asked:
-                    session.not_enforced(name, "the scratch and mapped directories are not on block devices")
-    if not usable:
+    verdict = enforcement.judge(plan, layout)
+    for name, why in verdict.not_enforced.items():
+        session.not_enforced(name, why)
+    if not verdict.controllers:
         return layout, {}
     init.checkpoint(fail_at, "cgroups", signal_me)
-    groups = cgroups.directories(layout, usable, session.container_id)
+    groups = cgroups.directories(layout, verdict.controllers, session.container_id)
     for path in groups.values():
         session.journal.record("cgroup", path=path)
         os.mkdir(path)
@@ -105,23 +89,22 @@ def _make_cgroups(plan: LinuxPlan, session: Session, fail_at, signal_me) -> tupl
     if "cpuset" in groups:
         with open(os.path.join(os.path.dirname(groups["cpuset"]), "cpuset.effective_mems")) as f:
             parent_mems = f.read().strip()
-    for key, file, value in cgroups.settings(layout, plan.limits, usable, devices, parent_mems):
+    memory = groups.get("v2" if layout.version == 2 else "memory") if "memory" in verdict.controllers else None
+    swap_limited = memory is not None and os.path.exists(os.path.join(memory, cgroups.swap_file(layout)))
+    for key, file, value in cgroups.settings(layout, plan.limits, verdict.controllers, verdict.devices, parent_mems, swap_limited):
         cgroups.write(os.path.join(groups[key], file), value)
-    _report(plan, session, layout, groups, usable, asked)
+    _report(plan, session, layout, verdict.controllers, swap_limited)
     return layout, groups
 
 
-def _report(plan: LinuxPlan, session: Session, layout: cgroups.Layout, groups: dict[str, str], usable: list[str], asked: dict) -> None:
-    limits = plan.limits
+def _report(plan: LinuxPlan, session: Session, layout: cgroups.Layout, usable: list[str], swap_limited: bool) -> None:
+    limits, asked = plan.limits, plan.asked.asked()
     if "memory" in usable:
-        swap_path = os.path.join(groups["v2" if layout.version == 2 else "memory"], cgroups.swap_file(layout))
-        if os.path.exists(swap_path):
-            cgroups.write(swap_path, "0" if layout.version == 2 else str(limits.memory_bytes))
-            session.applied("max_ram_mb", f"{limits.memory_bytes} bytes, swap included")
-        elif cgroups.swap_on():
-            session.not_enforced("max_ram_mb", f"{cgroups.swap_file(layout)} is missing (swap accounting is off) and swap is on, so the container can swap past {limits.memory_bytes // 2**20} MiB")
+        escape = enforcement.swap_escape(layout, swap_limited, limits.memory_bytes)
+        if escape:
+            session.not_enforced("max_ram_mb", escape)
         else:
-            session.applied("max_ram_mb", f"{limits.memory_bytes} bytes (no swap on this host)")
+            session.applied("max_ram_mb", f"{limits.memory_bytes} bytes" + (", swap included" if swap_limited else " (no swap on this host)"))
     if "cpu" in usable:
         session.applied("max_cpu_percent", f"{limits.cpu_quota_us}us per {limits.cpu_period_us}us")
     if "cpuset" in usable:
@@ -133,7 +116,7 @@ def _report(plan: LinuxPlan, session: Session, layout: cgroups.Layout, groups: d
             if value:
                 session.applied(name, value)
         if layout.version == 1:
-            session.warn("cgroup v1 throttles reads and direct writes only: buffered writes escape the storage limits")
+            session.warn(enforcement.V1_BUFFERED_WRITES)
     if "pids" in usable:
         session.applied("max_processes", f"{limits.pids_max} besides the container's own {cgroups.helpers_in_group(layout)} (pids.max)")
 
