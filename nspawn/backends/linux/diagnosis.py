@@ -34,13 +34,14 @@ def _overlay(lower: str) -> str | None:
             return "overlay is not in /proc/filesystems (modprobe overlay)"
     base = tempfile.mkdtemp(prefix="nspawn-doctor-", dir="/var/tmp")
     try:
-        for sub in ("upper", "work", "root"):
-            os.mkdir(os.path.join(base, sub))
+        upper, work, root = (os.path.join(base, sub) for sub in mounts.SCRATCH_DIRS)
+        for path in (upper, work, root):
+            os.mkdir(path)
 
         def mount() -> None:
             libc.unshare(libc.CLONE_NEWNS)
             libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
-            libc.mount("overlay", f"{base}/root", "overlay", 0, mounts.overlay_options(lower, f"{base}/upper", f"{base}/work"))
+            libc.mount("overlay", root, "overlay", 0, mounts.overlay_options(lower, upper, work))
 
         return _in_child(mount)
     finally:

@@ -43,10 +43,7 @@ class Launch(NamedTuple):
     launcher_pid: int
     cgroup_joins: list[str]  # v1: the `tasks` files A writes "0" to, to join its groups
     cgroup_v2: str | None  # v2: the group B is made in
-    lower: str
-    upper: str
-    work: str
-    root: str
+    scratch: str  # holds the overlay's upper, work and root directories
     binds: list[tuple[str, str, bool, bool]]  # (real host path, container path, read only, is a file)
     report_w: int
     status_w: int
@@ -185,7 +182,7 @@ def _stage_b(launch: Launch, parent_fd: int) -> None:
     os.close(parent_fd)
     plan = launch.plan
     launch.at("mount-root")
-    mounts.enter_root(launch.lower, launch.upper, launch.work, launch.root)
+    mounts.enter_root(launch.plan.lower_dir, *(os.path.join(launch.scratch, sub) for sub in mounts.SCRATCH_DIRS))
     launch.at("mount-system")
     mounts.mount_system()
     launch.at("bind-mounts")

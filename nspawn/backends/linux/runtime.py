@@ -15,7 +15,7 @@ import stat
 import time
 
 from nspawn import exitcodes
-from nspawn.backends.linux import cgroups, enforcement, init
+from nspawn.backends.linux import cgroups, enforcement, init, mounts
 from nspawn.backends.linux.plan import LinuxPlan
 from nspawn.backends.linux.release import start_time
 from nspawn.config.host import within
@@ -188,7 +188,7 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             journal.record("scratch", path=scratch)
             os.makedirs(plan.scratch_parent, mode=0o700, exist_ok=True)
             os.mkdir(scratch, 0o700)
-            for sub in ("upper", "work", "root"):
+            for sub in mounts.SCRATCH_DIRS:
                 os.mkdir(os.path.join(scratch, sub), 0o700)
             layout, groups = _make_cgroups(plan, session, fail_at, signal_me)
             with open("/proc/sys/kernel/cap_last_cap") as f:
@@ -203,8 +203,7 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             plan=plan, launcher_pid=me,
             cgroup_joins=[os.path.join(p, "tasks") for key, p in groups.items() if key != "v2"],
             cgroup_v2=groups.get("v2"),
-            lower=plan.lower_dir, upper=os.path.join(scratch, "upper"), work=os.path.join(scratch, "work"),
-            root=os.path.join(scratch, "root"), binds=binds, report_w=report_w, status_w=status_w,
+            scratch=scratch, binds=binds, report_w=report_w, status_w=status_w,
             output_w=(pump[0][1], pump[1][1]) if pump else None,
             oom_score_adj=_read_oom_score_adj(), cap_last=cap_last, max_fd=os.sysconf("SC_OPEN_MAX"), fail_at=fail_at,
         )
