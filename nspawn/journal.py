@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from typing import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 Releaser = Callable[[dict], None]
 

@@ -7,7 +7,7 @@ import contextlib
 import signal
 import threading
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from nspawn.config.model import Config
 from nspawn.errors import Interrupted

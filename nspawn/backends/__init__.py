@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import NamedTuple
+
+from nspawn.records import record
 
 
-class Capabilities(NamedTuple):
+@record
+class Capabilities:
     module: str
     network_modes: frozenset
     isolations: tuple

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import NamedTuple
 
 from nspawn import __version__, exitcodes
 from nspawn.config.jsonpos import Positions, locate, path_text
 from nspawn.errors import ConfigError, Problem
+from nspawn.records import record
 
 SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema.json")
 MAX_BYTES = 1 << 20
@@ -157,7 +157,8 @@ def check_schema(document) -> list[Finding]:
     return findings
 
 
-class Finding(NamedTuple):
+@record
+class Finding:
     """A problem at a place in the document, before it is given a file, line and column."""
 
     path: tuple

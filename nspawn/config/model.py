@@ -7,21 +7,25 @@ absolute in the target's flavour (Windows for HCS, POSIX for Linux).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Mapping, NamedTuple
+
+from nspawn.records import record
 
 DEFAULT_GRACE_SECONDS = 10.0
 
 
-# NamedTuples rather than frozen dataclasses: as immutable, and several milliseconds cheaper
-# to define, which every launch pays.
-class Mount(NamedTuple):
+# Records (nspawn.records) rather than frozen dataclasses: as immutable, and several
+# milliseconds cheaper to define, which every launch pays.
+@record
+class Mount:
     host_path: str
     container_path: str
     read_only: bool = False
 
 
-class Limits(NamedTuple):
+@record
+class Limits:
     """Zero means no limit, as in hostcompute_nspawn."""
 
     max_ram_mb: int = 0
@@ -37,7 +41,8 @@ class Limits(NamedTuple):
         return {name: v for name, v in self._asdict().items() if v}
 
 
-class Config(NamedTuple):
+@record
+class Config:
     process_executable: str
     process_arguments: tuple[str, ...] = ()
     process_directory: str | None = None

@@ -12,9 +12,9 @@ import errno
 import os
 import signal
 import time
-from typing import NamedTuple
 
 from nspawn.backends.linux.plan import CgroupLimits
+from nspawn.records import record
 
 # Logical controller (the v2 controller of that name) -> the cgroup v1 hierarchies that carry it. cpuacct rides along with cpu so
 # that the container's CPU time can be read where the two are mounted apart (as on this kind of host).
@@ -25,7 +25,8 @@ FIELDS = {"memory": ("max_ram_mb",), "cpu": ("max_cpu_percent",), "cpuset": ("cp
           "io": ("max_storage_iops", "max_storage_bandwidth_bytes_per_sec"), "pids": ("max_processes",)}
 
 
-class Layout(NamedTuple):
+@record
+class Layout:
     version: int  # 2: unified hierarchy holding the controllers; 1: one hierarchy per controller
     v2_mount: str | None = None
     v2_own: str = "/"

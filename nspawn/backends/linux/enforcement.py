@@ -4,15 +4,16 @@
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
 
 from nspawn.backends.linux import cgroups
 from nspawn.backends.linux.plan import LinuxPlan
+from nspawn.records import record
 
 V1_BUFFERED_WRITES = "cgroup v1 throttles reads and direct writes only: buffered writes escape the storage limits"
 
 
-class Verdict(NamedTuple):
+@record
+class Verdict:
     controllers: list[str]  # those the run's groups get
     devices: list[str]  # "major:minor" of the disks the storage limits throttle
     not_enforced: dict[str, str]  # asked field -> why not

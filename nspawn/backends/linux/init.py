@@ -23,10 +23,10 @@ import errno
 import os
 import select
 import signal
-from typing import NamedTuple
 
 from nspawn.backends.linux import libc, mounts
 from nspawn.backends.linux.plan import LinuxPlan
+from nspawn.records import record
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
              signal.SIGWINCH, signal.SIGCONT)
@@ -36,7 +36,8 @@ _step = "fork"  # the setup step this forked process is at: each child has its o
 _RESET = FORWARDED + (signal.SIGPIPE, signal.SIGXFSZ)
 
 
-class Launch(NamedTuple):
+@record
+class Launch:
     """What the forked processes need, prepared by the launcher before forking."""
 
     plan: LinuxPlan

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 import posixpath
-from typing import NamedTuple
 
 from nspawn.config.host import DEFAULT_PATH, allowed_cpus
 from nspawn.config.model import Config, Limits
+from nspawn.records import record
 
 DEFAULT_SCRATCH_PARENT = "/var/tmp/nspawn"  # on disk, not tmpfs: a container's writes must not eat RAM
 CPU_PERIOD_US = 100_000
@@ -22,13 +22,15 @@ CAPABILITIES = {
 }
 
 
-class BindMount(NamedTuple):  # NamedTuple, not dataclass: cheaper to define at start-up
+@record
+class BindMount:
     source: str  # host path (symlinks are resolved at run time, before the container sees it)
     target: str  # container path
     read_only: bool
 
 
-class CgroupLimits(NamedTuple):
+@record
+class CgroupLimits:
     """The limits in the kernel's units; zero or empty means not asked."""
 
     memory_bytes: int = 0
@@ -40,7 +42,8 @@ class CgroupLimits(NamedTuple):
     pids_max: int = 0
 
 
-class LinuxPlan(NamedTuple):
+@record
+class LinuxPlan:
     argv: tuple[str, ...]
     executable: str  # container path, or a command name looked up in the container's PATH
     env: tuple[tuple[str, str], ...]
