@@ -1,0 +1,42 @@
+"""@record: the NamedTuple behaviour the config and plans rely on, without typing."""
+
+from __future__ import annotations
+
+import pytest
+
+from nspawn.records import record
+
+
+@record
+class Point:
+    """A doc that stays."""
+
+    x: int
+    y: int = 0
+    tags: tuple = ()
+
+    def moved(self, dx: int) -> Point:
+        return self._replace(x=self.x + dx)
+
+
+def test_fields_defaults_methods_and_tuple_behaviour():
+    p = Point(1)
+    assert (p.x, p.y, p.tags) == (1, 0, ()) and Point._fields == ("x", "y", "tags")
+    assert p.moved(2) == Point(3) == (3, 0, ()) and p._asdict() == {"x": 1, "y": 0, "tags": ()}
+    assert Point.__doc__ == "A doc that stays." and repr(p) == "Point(x=1, y=0, tags=())"
+    assert Point.__module__ == __name__ and hash(p) == hash((1, 0, ()))
+
+
+def test_it_is_immutable():
+    with pytest.raises(AttributeError):
+        Point(1).x = 2
+    with pytest.raises(AttributeError):
+        Point(1).z = 2  # no instance dict to add to
+
+
+def test_a_field_without_a_default_after_one_with_is_refused():
+    with pytest.raises(TypeError, match="without a default follows"):
+        @record
+        class Bad:
+            a: int = 0
+            b: int
