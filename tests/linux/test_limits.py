@@ -181,3 +181,46 @@ def test_a_child_forked_into_a_v2_group_starts_there_with_a_working_interpreter(
         assert open("/proc/self/cgroup").read() == before
     finally:
         os.rmdir(group)
+
+
+def test_without_clone3_init_still_starts_in_the_v2_group_and_the_process_limit_counts_its_parent(monkeypatch):
+    """The fallback for kernels before 5.7 or a seccomp filter that refuses clone3."""
+    import errno
+
+    from nspawn.backends.linux import init, libc
+
+    layout = cgroups.detect()
+    if layout.v2_mount is None:
+        pytest.skip("this host mounts no cgroup v2 hierarchy")
+    pids = layout.version == 2 and layout.available("pids")  # v1 hosts: an empty v2 hierarchy
+    base = cgroups.v2_parent(layout, ["pids"]) if pids else layout.v2_mount
+    group = os.path.join(base, "nspawn-test-" + new_container_id())
+    os.mkdir(group)
+    if pids:
+        cgroups.write(os.path.join(group, "pids.max"), "5")
+    r, w = os.pipe()
+    try:
+        tester = os.fork()
+        if tester == 0:  # the fallback moves the process that runs it: not pytest's
+            try:
+                os.close(r)
+
+                def refused(fd):
+                    raise OSError(errno.ENOSYS, "clone3 refused")
+
+                monkeypatch.setattr(libc, "fork_into_cgroup", refused)
+                child = init._fork_init(group)
+                if child == 0:
+                    os._exit(0 if open("/proc/self/cgroup").read().endswith(os.path.basename(group) + "\n") else 3)
+                status = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+                limit = open(os.path.join(group, "pids.max")).read().strip() if pids else "-"
+                os.write(w, f"{status} {limit} {open('/proc/self/cgroup').read().endswith(os.path.basename(group) + chr(10))}".encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        report = os.read(r, 200).decode().split()
+        os.waitpid(tester, 0)
+    finally:
+        os.close(r)
+        os.rmdir(group)
+    assert report == ["0", "6" if pids else "-", "True"], report
