@@ -77,6 +77,11 @@ class _Generation:
             if exited.event.wait(STOP_WAIT_SECONDS):
                 return
 
+    def terminate(self, system) -> None:
+        """Terminates the system and waits for its end, for a rollback that has no exit
+        callback of its own to wait on; a system already stopped or gone is no error."""
+        _tolerate(_gone, lambda: self._terminate_and_wait(system))
+
 
 class V2(_Generation):
     api = "v2"
@@ -118,6 +123,9 @@ class V2(_Generation):
     def open(self, id: str):
         return self.cc.open_compute_system(id)
 
+    def _terminate_and_wait(self, system) -> None:
+        system.terminate(STOP_WAIT_SECONDS * 1000)
+
 
 
 class V1(_Generation):
@@ -150,6 +158,10 @@ class V1(_Generation):
 
     def open(self, id: str):
         return self.vm.open_compute_system(id)
+
+    def _terminate_and_wait(self, system) -> None:
+        system.terminate()  # accepted; SystemExited tells the end
+        system.wait_exited(STOP_WAIT_SECONDS * 1000)
 
 
 

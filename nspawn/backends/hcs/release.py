@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import time
 
-from nspawn.backends.hcs.generations import GENERATIONS, STOP_WAIT_SECONDS
-from nspawn.backends.hcs.native.errors import HcsError, is_already_stopped, is_invalid_state, is_not_found
+from nspawn.backends.hcs.generations import GENERATIONS
+from nspawn.backends.hcs.native.errors import HcsError, is_invalid_state, is_not_found
 
 SETTLE_ATTEMPTS = 20
 SETTLE_SECONDS = 0.05
@@ -58,15 +58,7 @@ def release_system(data: dict) -> None:
     if system is None:
         return
     with system:
-        try:
-            if generation.api == "v2":
-                system.terminate(STOP_WAIT_SECONDS * 1000)
-            else:
-                system.terminate()  # accepted; SystemExited tells the end
-                system.wait_exited(STOP_WAIT_SECONDS * 1000)
-        except HcsError as e:
-            if not (is_already_stopped(e) or is_not_found(e)):
-                raise
+        generation.terminate(system)
 
 
 def release_hcn_attachment(data: dict) -> None:
