@@ -174,6 +174,16 @@ def test_nspawn_cleanup_sweeps_what_a_journal_no_longer_names(host):
     assert service.left() == {}
 
 
+def test_a_sweep_lists_the_hns_endpoints_once_for_all_the_containers_it_looks_at(host):
+    service = Service(host)
+    killed = {service.killed_and_unjournaled(api, "nat") for api in ("v1", "v1", "v2")}
+    removed = service.sweep()
+    assert {line.split(":")[0] for line in removed} == killed and service.left() == {}
+    assert sum(1 for line in removed if ": HNS endpoint " in line) == 2
+    sweep_calls = json.loads(host.ledger_path.read_text())["calls"]
+    assert [c["args"][:2] for c in sweep_calls if c["call"] == "vmcompute!HNSCall"].count(["GET", "/endpoints/"]) == 1
+
+
 def test_a_layer_sweep_cannot_destroy_is_named_and_the_rest_still_goes(host):
     service = Service(host)
     container_id = service.killed_and_unjournaled("v1", "nat")

@@ -38,7 +38,8 @@ def sweep(live_ids: set[str]) -> list[str]:
 
     homes = used_homes(state_dir())
     try:
-        candidates = _scratch_folders(homes) | _hns_endpoint_names()
+        hns_endpoints = _hns_endpoints()
+        candidates = _scratch_folders(homes) | set(hns_endpoints)
     except LibraryUnavailable:
         return []
     except HcsError as e:
@@ -49,7 +50,8 @@ def sweep(live_ids: set[str]) -> list[str]:
     for container_id in sorted(candidates - set(live_ids) - journaled):
         # Each step on its own, as the journal releases: a network that stays must not keep
         # the layer.
-        for step in (lambda: _network(container_id), lambda: _layers(container_id, homes)):
+        for step in (lambda: _network(container_id, hns_endpoints.get(container_id, [])),
+                     lambda: _layers(container_id, homes)):
             try:
                 removed += step()
             except HcsError as e:
@@ -68,15 +70,21 @@ def _scratch_folders(homes: list[str]) -> set[str]:
             for name in os.listdir(home) if _ours(name) and os.path.isdir(os.path.join(home, name))}
 
 
-def _hns_endpoint_names() -> set[str]:
+def _hns_endpoints() -> dict[str, list[str]]:
+    """{container id: ids of the HNS endpoints named after it}, from one listing for the whole
+    sweep."""
     from nspawn.backends.hcs.native.vmcompute import hns_call
 
-    return {e.get("Name") for e in hns_call("GET", "/endpoints/") or [] if _ours(e.get("Name"))}
+    found: dict[str, list[str]] = {}
+    for endpoint in hns_call("GET", "/endpoints/") or []:
+        if _ours(endpoint.get("Name")):
+            found.setdefault(endpoint["Name"], []).append(endpoint["ID"])
+    return found
 
 
-def _network(container_id: str) -> list[str]:
+def _network(container_id: str, hns_endpoints: list[str]) -> list[str]:
     """In the journal's order: the HCN namespace (its endpoint detached first), the HCN
-    endpoint, then HNS endpoints by name (v1)."""
+    endpoint, then the HNS endpoints named after the container (v1)."""
     removed = []
     endpoint, namespace = hcn_ids(container_id)
     try:
@@ -87,7 +95,9 @@ def _network(container_id: str) -> list[str]:
             removed.append(f"{container_id}: HCN endpoint {endpoint}")
     except LibraryUnavailable:
         pass  # no HCN on this host (WS2016): its containers have HNS endpoints only
-    removed += [f"{container_id}: HNS endpoint {id}" for id in release.release_hns_endpoint({"name": container_id})]
+    for id in hns_endpoints:
+        if release.release_hns_endpoint({"id": id}):
+            removed.append(f"{container_id}: HNS endpoint {id}")
     return removed
 
 
