@@ -165,10 +165,15 @@ HOME = "C:\\ProgramData\\docker\\windowsfilter"
 PARENTS = [HOME + "\\top", HOME + "\\base"]
 
 
+def parents() -> list[tuple[str, str]]:
+    """PARENTS as the layer functions take them: (layer id, folder)."""
+    return [(str(vm.name_to_guid(path.rsplit("\\", 1)[1])), path) for path in PARENTS]
+
+
 def test_layer_sequence_and_descriptors(sim):
-    vm.create_sandbox_layer(HOME, "scratch", "top", PARENTS)
+    vm.create_sandbox_layer(HOME, "scratch", "top", parents())
     vm.activate_layer(HOME, "scratch")
-    vm.prepare_layer(HOME, "scratch", PARENTS)
+    vm.prepare_layer(HOME, "scratch", parents())
     path = vm.get_layer_mount_path(HOME, "scratch")
     assert path == f"\\\\?\\Volume{{{vm.name_to_guid('scratch')}}}\\"
     (prepare,) = sim.calls("PrepareLayer")
@@ -186,14 +191,14 @@ def test_layer_sequence_and_descriptors(sim):
 
 def test_layer_calls_out_of_order_and_faults(sim):
     with pytest.raises(HcsError) as info:
-        vm.prepare_layer("", "C:\\layers\\scratch", PARENTS)  # hcsshim style: full path as id
+        vm.prepare_layer("", "C:\\layers\\scratch", parents())  # hcsshim style: full path as id
     assert info.value.call == "PrepareLayer" and info.value.win32 == 5023
     vm.activate_layer("", "C:\\layers\\scratch")
     with pytest.raises(HcsError):
         vm.destroy_layer("", "C:\\layers\\scratch")
     sim.fail("PrepareLayer", 0x80070015)  # ERROR_NOT_READY: hcsshim retries
     with pytest.raises(HcsError) as info:
-        vm.prepare_layer("", "C:\\layers\\scratch", PARENTS)
+        vm.prepare_layer("", "C:\\layers\\scratch", parents())
     assert info.value.name == "ERROR_NOT_READY"
     vm.deactivate_layer("", "C:\\layers\\scratch")
     assert sim.live() == {}

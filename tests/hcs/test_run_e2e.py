@@ -102,6 +102,8 @@ def test_layers_are_made_from_the_parent_chain_and_released_in_reverse(host, api
     (create,) = [c["args"] for c in run.calls("CreateSandboxLayer")]
     assert [layer["path"] for layer in create["layers"]] == [str(host.parent), str(host.base)]
     assert create["home"] == str(host.layers)
+    # Each layer's id is asked of HCS once, for the sandbox, the preparation and the document.
+    assert [c["args"] for c in run.calls("NameToGuid")] == [["parent"], ["base"]]
     clean(run, host)
 
 
@@ -113,6 +115,7 @@ def test_prepare_is_retried_while_the_volume_is_not_ready_then_reported(host):
     assert (len(run.calls("ActivateLayer")), len(run.calls("PrepareLayer"))) == (5, 5)
     assert len(run.calls("DeactivateLayer")) == 5  # four between the attempts, one in the rollback
     assert not run.calls("UnprepareLayer")  # never prepared: nothing to undo
+    assert len(run.calls("NameToGuid")) == 2  # once a layer, not once an attempt
     assert run.errors == ["error: PrepareLayer failed: 0x80070015 ERROR_NOT_READY"]
     clean(run, host)
 

@@ -103,7 +103,7 @@ def mount(scratch: Scratch, chain: list[str], session, *, on_host: bool, checkpo
     checkpoint()
     remember_home(journal.directory, scratch.home)
     journal.record("hcs-layer", **where)
-    vm.create_sandbox_layer(scratch.home, scratch.id, folder_name(scratch.parent), chain)
+    vm.create_sandbox_layer(scratch.home, scratch.id, folder_name(scratch.parent), layers)
     checkpoint()
     if not on_host:
         return Storage(scratch.folder, "", layers)
@@ -114,7 +114,7 @@ def mount(scratch: Scratch, chain: list[str], session, *, on_host: bool, checkpo
         checkpoint()
         preparation = preparation or journal.record("hcs-layer-preparation", **where)
         try:
-            acquire(journal, preparation, vm.prepare_layer, scratch.home, scratch.id, chain)
+            acquire(journal, preparation, vm.prepare_layer, scratch.home, scratch.id, layers)
             break
         except HcsError as e:
             if e.win32 not in _RETRY_WIN32 or attempt == PREPARE_ATTEMPTS:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import ctypes
 import json
-import ntpath
 import threading
 import time
 import uuid
 from ctypes import POINTER, Structure, byref, c_int32, c_size_t, c_ubyte, c_uint16, c_uint32, c_void_p, c_wchar, c_wchar_p
-from typing import Callable, Iterable
+from typing import Callable, Sequence
 
 from . import kernel32
 from .computecore import HCS_PROCESS_INFORMATION, StdioHandles, registry, stdio_handle
@@ -340,6 +339,10 @@ class V1Process(_Registered, StdioHandles):
 
 _prepare_lock = threading.Lock()
 
+# The parent layers as (layer id, folder), top-most first, base last (hcs.md 4.5); a layer's
+# id is name_to_guid of its folder name.
+Parents = Sequence[tuple[uuid.UUID | str, str]]
+
 
 def _driver(home: str) -> DriverInfo:
     """FilterDriver with HomeDir = the layers' root and id = a folder name
@@ -353,17 +356,15 @@ def name_to_guid(name: str) -> uuid.UUID:
     return guid.to_uuid()
 
 
-def layer_descriptors(paths: Iterable[str]):
-    """Parent layer folders, top-most first, base last (hcs.md 4.5)."""
-    paths = list(paths)
-    array = (WC_LAYER_DESCRIPTOR * len(paths))()
-    for entry, path in zip(array, paths):
-        entry.LayerId = GUID.from_uuid(name_to_guid(ntpath.basename(path.rstrip("\\/"))))
+def layer_descriptors(parents: Parents):
+    array = (WC_LAYER_DESCRIPTOR * len(parents))()
+    for entry, (layer_id, path) in zip(array, parents):
+        entry.LayerId = GUID.from_uuid(layer_id)
         entry.Path = path
     return array
 
 
-def create_sandbox_layer(home: str, id: str, parent_id: str | None, parents: Iterable[str]) -> None:
+def create_sandbox_layer(home: str, id: str, parent_id: str | None, parents: Parents) -> None:
     layers = layer_descriptors(parents)
     _vm.CreateSandboxLayer(_driver(home), id, parent_id, layers, len(layers))
 
@@ -372,7 +373,7 @@ def activate_layer(home: str, id: str) -> None:
     _vm.ActivateLayer(_driver(home), id)
 
 
-def prepare_layer(home: str, id: str, parents: Iterable[str]) -> None:
+def prepare_layer(home: str, id: str, parents: Parents) -> None:
     """Serialized process-wide: concurrent PrepareLayer calls time out on Windows (hcs.md 11.15)."""
     layers = layer_descriptors(parents)
     with _prepare_lock:
