@@ -197,21 +197,26 @@ def test_a_library_without_the_functions_nspawn_calls_is_refused(monkeypatch):
     assert found["HCN networking (computenetwork.dll)"] == (False, "it has no export HcnEnumerateNetworks")
 
 
+def on_layer(parent: str, **config) -> Config:
+    """A config running on the parent layer `parent`, as `nspawn doctor -c` loads it."""
+    return Config("x", parent_layer_directory=parent, flavour="windows", **config)
+
+
 def test_a_parent_layer_is_checked_against_the_host(sim, tmp_path, monkeypatch):
     base = _layer(tmp_path / "base", (10, 0, 20348, 2227))
     parent = _layer(tmp_path / "app")
     (tmp_path / "app" / "layerchain.json").write_text(json.dumps([base]))
 
-    found = checks_by_name(doctor(parent))
+    found = checks_by_name(doctor(on_layer(parent)))
     assert found["parent layer"] == (True, f"Windows 10.0.20348.2227 (from {base}/Files/Windows/System32/ntdll.dll)")
     assert found["image vs host (process isolation)"] == (False, "the host is not Windows")
 
     monkeypatch.setattr(diagnosis, "host_version", lambda: Version(10, 0, 17763, 1))
-    ok, why = checks_by_name(doctor(parent))["image vs host (process isolation)"]
+    ok, why = checks_by_name(doctor(on_layer(parent)))["image vs host (process isolation)"]
     assert not ok and "20348" in why and "17763" in why
 
     monkeypatch.setattr(diagnosis, "host_version", lambda: Version(10, 0, 20348, 1))
-    hyperv = Config("x", parent_layer_directory=parent, isolation="hyperv", flavour="windows")
+    hyperv = on_layer(parent, isolation="hyperv")
     found = checks_by_name(doctor(hyperv))
     assert found["image vs host (hyperv isolation)"][0] is True
     assert found["utility VM image"][0] is False
@@ -221,7 +226,7 @@ def test_a_parent_layer_is_checked_against_the_host(sim, tmp_path, monkeypatch):
 
 def test_an_unreadable_parent_layer_is_reported_not_raised(sim, tmp_path):
     (tmp_path / "layerchain.json").write_text("{not json")
-    ok, detail = checks_by_name(doctor(str(tmp_path)))["parent layer"]
+    ok, detail = checks_by_name(doctor(on_layer(str(tmp_path))))["parent layer"]
     assert not ok and "layerchain.json" in detail
 
 

@@ -237,22 +237,16 @@ def layer_checks(parent: str, isolation: str, host: Version | None) -> list[Chec
     return checks
 
 
-def doctor(config: Config | str | None = None) -> list[Check]:
-    """What this host can do for the HCS backend. With a config (or just a parent layer
-    folder), also whether that layer can run here, and whether the config's limits will be
-    enforced."""
+def doctor(config: Config | None = None) -> list[Check]:
+    """What this host can do for the HCS backend. With a config, also whether its parent layer
+    can run here, and whether its limits will be enforced."""
     host = host_version()
     checks: list[Check] = [("windows", host is not None,
                             f"Windows {host}" if host else f"this host is {sys.platform}; HCS needs Windows")]
     apis, loaded = api_checks()
     checks += apis
-    if isinstance(config, str):
-        config = Config(process_executable="", parent_layer_directory=config, flavour="windows")
-        asked = None
-    else:
-        asked = config.limits.asked() if config else None
     isolation = config.isolation if config else "process"
     checks.append(service_check(config.hcs_api if config else "auto", isolation, loaded))
     if config is not None and config.parent_layer_directory:
         checks += layer_checks(config.parent_layer_directory, isolation, host)
-    return checks + limit_checks(isolation, asked)
+    return checks + limit_checks(isolation, config.limits.asked() if config else None)
