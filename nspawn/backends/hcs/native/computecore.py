@@ -263,18 +263,17 @@ class ComputeSystem(_Callbacks, Closing):
     def start(self, timeout_ms: int = CREATE_TIMEOUT_MS) -> None:
         _run("HcsStartComputeSystem", _cc.HcsStartComputeSystem, self.handle, None, timeout_ms=timeout_ms)
 
-    def shutdown(self, wait_ms: int | None = None) -> None:
-        """Graceful stop; with wait_ms, waits and raises (already stopped included)."""
-        self._stop("HcsShutDownComputeSystem", _cc.HcsShutDownComputeSystem, wait_ms)
+    def shutdown(self) -> None:
+        """Graceful stop, submitted: the SystemExited event tells the end."""
+        _submit(_cc.HcsShutDownComputeSystem, self.handle, None)
 
     def terminate(self, wait_ms: int | None = None) -> None:
-        self._stop("HcsTerminateComputeSystem", _cc.HcsTerminateComputeSystem, wait_ms)
-
-    def _stop(self, call, fn, wait_ms):
+        """Submitted as shutdown() is; with wait_ms, waited for, and raises (already stopped
+        included)."""
         if wait_ms is None:
-            _submit(fn, self.handle, None)
+            _submit(_cc.HcsTerminateComputeSystem, self.handle, None)
         else:
-            _run(call, fn, self.handle, None, timeout_ms=wait_ms)
+            _run("HcsTerminateComputeSystem", _cc.HcsTerminateComputeSystem, self.handle, None, timeout_ms=wait_ms)
 
     def create_process(self, parameters: dict | str, timeout_ms: int = INFINITE) -> Process:
         params = parameters if isinstance(parameters, str) else json.dumps(parameters)

@@ -54,10 +54,6 @@ def _guid(id: uuid.UUID | str | None) -> GUID:
     return GUID() if id is None else GUID.from_uuid(id)
 
 
-def _query(query: dict | None) -> str:
-    return json.dumps(query if query is not None else {"SchemaVersion": SCHEMA})
-
-
 class _HcnObject(Closing):
     _close: str
 
@@ -99,13 +95,10 @@ class Namespace(_HcnObject):
         self._endpoint("Remove", endpoint_id)
 
 
-def enumerate_networks(query: dict | None = None) -> list[str]:
-    return json.loads(_hcn_dll.HcnEnumerateNetworks(_query(query), c_void_p(), c_void_p()) or "[]")
-
-
 def find_networks(name: str) -> list[str]:
     """Ids of the networks called `name` (the filter is itself a JSON string)."""
-    return enumerate_networks({"SchemaVersion": SCHEMA, "Filter": json.dumps({"Name": name})})
+    query = {"SchemaVersion": SCHEMA, "Filter": json.dumps({"Name": name})}
+    return json.loads(_hcn_dll.HcnEnumerateNetworks(json.dumps(query), c_void_p(), c_void_p()) or "[]")
 
 
 def open_network(id: uuid.UUID | str) -> Network:
@@ -118,9 +111,10 @@ def delete_endpoint(id: uuid.UUID | str) -> None:
     _hcn_dll.HcnDeleteEndpoint(_guid(id), c_void_p())
 
 
-def create_namespace(settings: dict | None = None, id: uuid.UUID | str | None = None) -> Namespace:
+def create_namespace(id: uuid.UUID | str | None = None) -> Namespace:
+    """A namespace with no Type set, as hcsshim makes them."""
     handle = c_void_p()
-    _hcn_dll.HcnCreateNamespace(_guid(id), json.dumps(settings or {"SchemaVersion": SCHEMA}), handle, c_void_p())
+    _hcn_dll.HcnCreateNamespace(_guid(id), json.dumps({"SchemaVersion": SCHEMA}), handle, c_void_p())
     return Namespace(handle.value)
 
 
