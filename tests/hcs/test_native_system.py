@@ -86,6 +86,13 @@ def test_close_handle_of_a_bad_handle_fails_with_last_error(sim):
     assert (info.value.call, info.value.name) == ("CloseHandle", "ERROR_INVALID_HANDLE")
 
 
+def test_an_operation_hcs_cannot_allocate_fails_as_out_of_memory(sim):
+    sim.fail("HcsCreateOperation", 0x8007000E)  # the simulator then returns NULL, as HCS does
+    with pytest.raises(HcsError) as info:
+        cc.enumerate_compute_systems()
+    assert (info.value.call, info.value.name) == ("HcsCreateOperation", "E_OUTOFMEMORY")
+
+
 def test_freeing_with_the_wrong_allocator_is_caught(sim):
     # LocalFree for computecore strings, CoTaskMemFree for vmcompute/HCN (hcs.md 1.4).
     raw = loader.load("vmcompute.dll").function("HcsEnumerateComputeSystems")  # unchecked copy

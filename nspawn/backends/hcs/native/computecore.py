@@ -16,7 +16,9 @@ from ctypes import POINTER, Structure, c_int32, c_uint32, c_void_p, c_wchar_p
 from typing import Callable, NamedTuple
 
 from . import kernel32
-from .errors import E_NOTIMPL, E_OUTOFMEMORY, OPERATION_TIMEOUT, HcsError, fails, is_already_stopped
+from .errors import (
+    E_NOTIMPL, E_OUTOFMEMORY, OPERATION_TIMEOUT, HcsError, fails, fails_when_zero, is_already_stopped, unchecked,
+)
 from .loader import FUNCTYPE, Bindings, Closing, take_string
 
 INFINITE = 0xFFFFFFFF
@@ -127,26 +129,13 @@ def _result_document(doc_index: int, raise_on_failure: bool = True):
     return factory
 
 
-def _non_null(export):
-    def check(handle, func, args):
-        if not handle:
-            raise HcsError(export, E_OUTOFMEMORY)
-        return handle
-    return check
-
-
-def _nothing_to_check(export):
-    def check(result, func, args):
-        return result
-    return check
-
-
 _H = c_void_p
 _OUT = POINTER(c_void_p)
 _HR = c_int32
 _cc = Bindings("computecore.dll", {
-    "HcsCreateOperation": (_H, [c_void_p, c_void_p], _non_null),
-    "HcsCloseOperation": (None, [_H], _nothing_to_check),
+    # NULL when HCS could not allocate the operation, its only documented failure.
+    "HcsCreateOperation": (_H, [c_void_p, c_void_p], fails_when_zero(lambda: E_OUTOFMEMORY)),
+    "HcsCloseOperation": (None, [_H], unchecked),
     "HcsWaitForOperationResult": (_HR, [_H, c_uint32, _OUT], _result_document(2)),
     "HcsWaitForOperationResultAndProcessInfo": (
         _HR, [_H, c_uint32, POINTER(HCS_PROCESS_INFORMATION), _OUT], _result_document(3)),
@@ -157,12 +146,12 @@ _cc = Bindings("computecore.dll", {
     "HcsStartComputeSystem": (_HR, [_H, _H, c_wchar_p], _fails_with_operation(1)),
     "HcsShutDownComputeSystem": (_HR, [_H, _H, c_wchar_p], _fails_with_operation(1)),
     "HcsTerminateComputeSystem": (_HR, [_H, _H, c_wchar_p], _fails_with_operation(1)),
-    "HcsCloseComputeSystem": (None, [_H], _nothing_to_check),
+    "HcsCloseComputeSystem": (None, [_H], unchecked),
     "HcsEnumerateComputeSystems": (_HR, [c_wchar_p, _H], _fails_with_operation(1)),
     "HcsSetComputeSystemCallback": (_HR, [_H, c_uint32, c_void_p, EVENT_CALLBACK], fails),
     "HcsCreateProcess": (_HR, [_H, c_wchar_p, _H, c_void_p, _OUT], _fails_with_operation(2)),
     "HcsOpenProcess": (_HR, [_H, c_uint32, c_uint32, _OUT], fails),
-    "HcsCloseProcess": (None, [_H], _nothing_to_check),
+    "HcsCloseProcess": (None, [_H], unchecked),
     "HcsTerminateProcess": (_HR, [_H, _H, c_wchar_p], _fails_with_operation(1)),
     "HcsSignalProcess": (_HR, [_H, _H, c_wchar_p], _fails_with_operation(1)),
     "HcsGetProcessInfo": (_HR, [_H, _H], _fails_with_operation(1)),

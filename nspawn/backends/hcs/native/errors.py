@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Callable
 
 
 class LibraryUnavailable(Exception):
@@ -176,4 +177,23 @@ def fails(export):
         if hr < 0:
             raise HcsError(export, hr)
         return hr
+    return check
+
+
+def fails_when_zero(hresult: Callable[[], int]):
+    """errcheck for calls whose zero result (FALSE, NULL) is their failure; hresult() names
+    it, asked right after the call."""
+    def factory(export):
+        def check(result, func, args):
+            if not result:
+                raise HcsError(export, hresult())
+            return result
+        return check
+    return factory
+
+
+def unchecked(export):
+    """errcheck for calls that cannot fail (void) or whose result the caller judges."""
+    def check(result, func, args):
+        return result
     return check

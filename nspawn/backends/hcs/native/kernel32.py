@@ -12,7 +12,7 @@ import ctypes
 from ctypes import POINTER, Structure, byref, c_int32, c_size_t, c_uint16, c_uint32, c_void_p, c_wchar_p
 from typing import Mapping
 
-from .errors import E_FAIL, HcsError, win32_hresult
+from .errors import E_FAIL, HcsError, fails_when_zero, unchecked, win32_hresult
 from .loader import Bindings, last_error
 
 ERROR_HANDLE_EOF = 38
@@ -42,22 +42,13 @@ class OBJECT_ATTRIBUTES(Structure):
                 ("SecurityQualityOfService", c_void_p)]
 
 
-def _win32_bool(export):
-    def check(ok, func, args):
-        if not ok:
-            code = last_error()
-            raise HcsError(export, win32_hresult(code) if code else E_FAIL)
-        return ok
-    return check
+def _last_error() -> int:
+    code = last_error()
+    return win32_hresult(code) if code else E_FAIL
 
 
-def _non_null(export):
-    def check(handle, func, args):
-        if not handle:
-            code = last_error()
-            raise HcsError(export, win32_hresult(code) if code else E_FAIL)
-        return handle
-    return check
+# A FALSE or NULL result fails with the thread's last error.
+_zero_fails = fails_when_zero(_last_error)
 
 
 def _local_free_check(export):
@@ -65,12 +56,6 @@ def _local_free_check(export):
         if leftover:  # LocalFree returns the pointer back when it fails
             raise HcsError(export, win32_hresult(last_error()))
         return None
-    return check
-
-
-def _nothing_to_check(export):
-    def check(result, func, args):
-        return result
     return check
 
 
@@ -84,20 +69,20 @@ def _ntstatus(export):
 
 _BOOL = c_int32
 _kernel32 = Bindings("kernel32.dll", {
-    "CloseHandle": (_BOOL, [c_void_p], _win32_bool),
-    "ReadFile": (_BOOL, [c_void_p, c_void_p, c_uint32, POINTER(c_uint32), POINTER(OVERLAPPED)], _win32_bool),
-    "WriteFile": (_BOOL, [c_void_p, c_void_p, c_uint32, POINTER(c_uint32), POINTER(OVERLAPPED)], _win32_bool),
-    "GetOverlappedResult": (_BOOL, [c_void_p, POINTER(OVERLAPPED), POINTER(c_uint32), _BOOL], _win32_bool),
-    "CreateEventW": (c_void_p, [c_void_p, _BOOL, _BOOL, c_wchar_p], _non_null),
+    "CloseHandle": (_BOOL, [c_void_p], _zero_fails),
+    "ReadFile": (_BOOL, [c_void_p, c_void_p, c_uint32, POINTER(c_uint32), POINTER(OVERLAPPED)], _zero_fails),
+    "WriteFile": (_BOOL, [c_void_p, c_void_p, c_uint32, POINTER(c_uint32), POINTER(OVERLAPPED)], _zero_fails),
+    "GetOverlappedResult": (_BOOL, [c_void_p, POINTER(OVERLAPPED), POINTER(c_uint32), _BOOL], _zero_fails),
+    "CreateEventW": (c_void_p, [c_void_p, _BOOL, _BOOL, c_wchar_p], _zero_fails),
     "LocalFree": (c_void_p, [c_void_p], _local_free_check),
-    "SetInformationJobObject": (_BOOL, [c_void_p, c_int32, c_void_p, c_uint32], _win32_bool),
+    "SetInformationJobObject": (_BOOL, [c_void_p, c_int32, c_void_p, c_uint32], _zero_fails),
 })
 _ntdll = Bindings("ntdll.dll", {
     "NtOpenJobObject": (c_int32, [POINTER(c_void_p), c_uint32, POINTER(OBJECT_ATTRIBUTES)], _ntstatus),
-    "RtlNtStatusToDosError": (c_uint32, [c_int32], _nothing_to_check),
+    "RtlNtStatusToDosError": (c_uint32, [c_int32], unchecked),
 })
 _ole32 = Bindings("ole32.dll", {
-    "CoTaskMemFree": (None, [c_void_p], _nothing_to_check),
+    "CoTaskMemFree": (None, [c_void_p], unchecked),
 })
 BINDINGS = (_kernel32, _ntdll, _ole32)
 
