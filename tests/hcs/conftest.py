@@ -16,24 +16,23 @@ import pytest
 from nspawn.backends.hcs.native.loader import SIMULATOR_ENV
 from tests.conftest import ROOT, nspawn
 from tests.hcs_sim.fixtures import sim_library  # noqa: F401 (fixture)
-from tests.hcs_sim.ledger import FAULTS_ENV, LEDGER_ENV, live
+from tests.hcs_sim.ledger import FAULTS_ENV, LEDGER_ENV, CallRecords, live
 
 
-class Run:
+class Run(CallRecords):
+    """A finished `nspawn run`: its exit code, output, and the ledger its simulator left."""
+
     def __init__(self, proc, ledger: dict | None):
         self.returncode = proc.returncode
         self.stdout, self.stderr = proc.stdout, proc.stderr
         self.ledger = ledger or {}
 
+    def _records(self) -> list[dict]:
+        return self.ledger.get("calls", [])
+
     @property
     def live(self) -> dict:
         return live(self.ledger)
-
-    def calls(self, name: str) -> list[dict]:
-        return [c for c in self.ledger.get("calls", []) if c["call"] == name or c["call"].split("!")[1] == name]
-
-    def documents(self, name: str, index: int = -1) -> list:
-        return [json.loads(c["args"][index]) for c in self.calls(name) if c["args"] and c["args"][index]]
 
     @property
     def errors(self) -> list[str]:

@@ -12,10 +12,6 @@ backend calls."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 
 import pytest
 
@@ -24,8 +20,9 @@ from nspawn.backends.hcs.native import computenetwork as hcn
 from nspawn.backends.hcs.native import kernel32
 from nspawn.backends.hcs.native import vmcompute as vm
 from nspawn.backends.hcs.native.errors import HcsError
-from tests.conftest import ROOT, nspawn
+from tests.conftest import nspawn
 from tests.hcs.conftest import Host
+from tests.hcs.service import Service, kill
 from tests.hcs_sim.fixtures import sim, sim_library  # noqa: F401 (fixtures)
 
 BINDINGS = cc.BINDINGS + vm.BINDINGS + hcn.BINDINGS + kernel32.BINDINGS
@@ -63,24 +60,15 @@ def runs(host: Host) -> dict[str, set[str]]:
     return out
 
 
-def killed_then_cleaned(host: Host, api: str) -> set[str]:
+def killed_then_cleaned(service: Service, api: str) -> set[str]:
     """A launcher SIGKILLed mid-run, then `nspawn cleanup` finishing its journal: the releasers
     and the owned-systems enumeration, in the cleanup process."""
-    state = host.tmp / f"service-{api}"
-    state.mkdir()
-    env = {**host.env(None), "NSPAWN_HCS_SIM_STATE": str(state), "NSPAWN_STATE_DIR": str(host.tmp / f"journals-{api}")}
-    host.script("sleeper.sh", "echo ready\nexec sleep 300\n")
-    config = host.config(process_executable="sleeper.sh", hcs_api=api, network="nat")
-    launcher = subprocess.Popen([sys.executable, "-m", "nspawn", "run", "-c", str(config)], stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env={**os.environ, **env}, cwd=ROOT)
-    assert launcher.stdout.readline() == b"ready\n"
-    launcher.send_signal(signal.SIGKILL)
-    launcher.wait()
-    launcher.stdout.close()
-    host.ledger_path.unlink(missing_ok=True)  # the killed launcher wrote none
-    result = nspawn("cleanup", env=env)
+    launcher, _ = service.launch(api, "nat")
+    kill(launcher)
+    service.host.ledger_path.unlink(missing_ok=True)  # the killed launcher wrote none
+    result = service.nspawn("cleanup")
     assert result.returncode == 0 and "released" in result.stdout, result.stderr
-    return called(json.loads(host.ledger_path.read_text()))
+    return called(json.loads(service.host.ledger_path.read_text()))
 
 
 def doctor(host: Host, api: str) -> set[str]:
@@ -137,8 +125,9 @@ def rare_paths(sim, workdir) -> dict[str, set[str]]:
 def test_every_bound_function_is_called_by_a_scenario(sim, sim_library, tmp_path):
     host = Host(sim_library, tmp_path)
     scenarios = runs(host)
+    service = Service(host)  # cleanup leaves it empty for the next launcher
     for api in ("v2", "v1"):
-        scenarios[f"{api} launcher SIGKILLed, then nspawn cleanup"] = killed_then_cleaned(host, api)
+        scenarios[f"{api} launcher SIGKILLed, then nspawn cleanup"] = killed_then_cleaned(service, api)
         scenarios[f"nspawn doctor, {api}"] = doctor(host, api)
     scenarios.update(rare_paths(sim, host.job))
     by = {export: next((name for name, calls in scenarios.items() if export in calls), None) for export in bound()}

@@ -44,7 +44,27 @@ def persisted(state: pathlib.Path) -> dict:
     return {key: value for key, value in found.items() if value}
 
 
-class Simulator:
+class CallRecords:
+    """The calls a ledger records ({"call": "dll!Export", "args": [...]}), read through
+    `_records()`: the simulator's live ledger, or one a finished process left."""
+
+    def _records(self) -> list[dict]:
+        raise NotImplementedError
+
+    def calls(self, name: str | None = None) -> list[dict]:
+        """Every recorded call, or those of one export ("HcsCreateProcess" or
+        "vmcompute!HcsCreateProcess")."""
+        records = self._records()
+        if name is None:
+            return records
+        return [r for r in records if r["call"] == name or r["call"].split("!")[1] == name]
+
+    def documents(self, name: str, index: int = -1) -> list:
+        """The JSON argument at `index` of every recorded call of `name`, parsed."""
+        return [json.loads(r["args"][index]) for r in self.calls(name) if r["args"] and r["args"][index]]
+
+
+class Simulator(CallRecords):
     def __init__(self, path: pathlib.Path | str):
         self.path = str(path)
         lib = ctypes.CDLL(self.path)  # the same instance the bindings load
@@ -95,13 +115,5 @@ class Simulator:
         """Pipe I/O answers ERROR_IO_PENDING like a FILE_FLAG_OVERLAPPED handle."""
         self._lib.SimSetOverlappedPipes(int(on))
 
-    def calls(self, name: str | None = None) -> list[dict]:
-        """Recorded calls ({"call": "dll!Export", "args": [...]}), optionally of one export."""
-        records = self.ledger()["calls"]
-        if name is None:
-            return records
-        return [r for r in records if r["call"] == name or r["call"].split("!")[1] == name]
-
-    def documents(self, name: str, index: int = -1) -> list:
-        """The JSON argument at `index` of every recorded call of `name`, parsed."""
-        return [json.loads(r["args"][index]) for r in self.calls(name) if r["args"] and r["args"][index]]
+    def _records(self) -> list[dict]:
+        return self.ledger()["calls"]
