@@ -1,6 +1,7 @@
-"""The HCS documents nspawn builds against JSON Schemas written from the reference (hcs.md 6, 7):
-field names, types, units and ranges, for the example configs (through `nspawn run --dry-run`)
-and for generated configs (directly from documents.py, and through the plan)."""
+"""The HCS documents nspawn builds against JSON Schemas (schemas/) written from Microsoft's HCS
+schema reference and hcsshim's schema1/schema2 types: field names, types, units and ranges, for
+the example configs (through `nspawn run --dry-run`) and for generated configs (directly from
+documents.py, and through the plan)."""
 
 from __future__ import annotations
 
@@ -252,8 +253,8 @@ def test_a_hyperv_document_boots_the_utility_vm_of_the_base_layer():
 
 
 def test_a_hyperv_plan_offers_no_process_isolated_v2_document():
-    """hcs.md 6.1/6.2: a v2 document holding only `Container` makes a process-isolated
-    container; Hyper-V in v2 needs a utility VM and a HostedSystem with HostingSystemId.
+    """A v2 document holding only `Container` makes a process-isolated container; Hyper-V in
+    v2 needs a utility VM and a HostedSystem with HostingSystemId.
     A Hyper-V plan must not show (or let execute send) the process-isolated one."""
     shown = hcs.plan(original(isolation="hyperv")).to_json()["v2"]["compute_system"]
     assert shown is None or "HostingSystemId" in shown or "VirtualMachine" in shown, shown

@@ -94,7 +94,7 @@ def test_an_operation_hcs_cannot_allocate_fails_as_out_of_memory(sim):
 
 
 def test_freeing_with_the_wrong_allocator_is_caught(sim):
-    # LocalFree for computecore strings, CoTaskMemFree for vmcompute/HCN (hcs.md 1.4).
+    # LocalFree for computecore strings, CoTaskMemFree for vmcompute/HCN (kernel32.py says why).
     raw = loader.load("vmcompute.dll").function("HcsEnumerateComputeSystems")  # unchecked copy
     raw.argtypes = [ctypes.c_wchar_p, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_void_p)]
     ptr = ctypes.c_void_p()

@@ -108,7 +108,7 @@ def test_layers_are_made_from_the_parent_chain_and_released_in_reverse(host, api
 
 
 def test_prepare_is_retried_while_the_volume_is_not_ready_then_reported(host):
-    # hcsshim's retry of Activate+Prepare on ERROR_NOT_READY (hcs.md 4.6), here never ready.
+    # hcsshim's retry of Activate+Prepare on ERROR_NOT_READY (layers.py), here never ready.
     host.script("ok.sh", "exit 0\n")
     run = host.run(process_executable="ok.sh", faults="PrepareLayer=0x80070015")
     assert run.returncode == 125

@@ -26,7 +26,8 @@ static void put(struct buf *b, char c)
     b->s[b->n] = 0;
 }
 
-/* CommandLineToArgvW rules (hcs.md section 9).  Inside quotes "" is read as a
+/* CommandLineToArgvW rules (Microsoft's "CommandLineToArgvW" and "Parsing C
+ * command-line arguments" pages).  Inside quotes "" is read as a
  * literal quote, as the current CRT does; encoders never produce it. */
 char **cmdline_to_argv(const char *p)
 {
@@ -135,7 +136,8 @@ static char *map_path(sim_system *s, const char *path, int *mapped)
 struct reaper_arg { pid_t pid; uint64_t seq; };
 
 /* A fault on "HcsEventProcessExited" puts its HRESULT in the event's LastWaitResult, which
- * voids the ExitCode there (hcs.md 7.3); HcsGetProcessProperties still reports it. */
+ * voids the ExitCode there (as hcsshim's internal/hcs/v2/process.go reads it);
+ * HcsGetProcessProperties still reports it. */
 static void job_process_exited(sim_job *j)
 {
     HRESULT wait_hr;

@@ -2,7 +2,8 @@
 layer can run on this host, and which limits will be enforced.
 
 The image/host build rule is checked here, from the layer's own files, because HCS reports a
-mismatch only at create time and cryptically (HCS_E_IMAGE_MISMATCH, hcs.md 11.20).
+mismatch only at create time and cryptically (HCS_E_IMAGE_MISMATCH; Microsoft's HCS docs, "HCS
+Error Code", learn.microsoft.com/virtualization/api/hcs/reference/hcshresult).
 """
 
 from __future__ import annotations
@@ -207,7 +208,8 @@ def api_checks() -> tuple[list[Check], list]:
 
 def service_check(api: str, isolation: str, loaded: list) -> Check:
     """Enumerating compute systems through the generation a run would take proves the service
-    answers and that this user may use it (HCS_E_ACCESS_DENIED otherwise, hcs.md 11.23)."""
+    answers and that this user may use it: HCS answers HCS_E_ACCESS_DENIED to anyone neither an
+    administrator nor in Hyper-V Administrators (Microsoft's HCS docs, "HCS Error Code")."""
     module = {"v1": vmcompute, "v2": computecore}[generations.choose(api, isolation)]
     if module not in loaded:
         return ("HCS service", False, f"{module.BINDINGS[0].dll} does not load")

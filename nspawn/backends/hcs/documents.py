@@ -114,7 +114,8 @@ def v2_compute_system(config: Config, storage: Storage, hostname: str, namespace
 def v1_compute_system(config: Config, container_id: str, storage: Storage, hostname: str,
                       endpoints: list[str], utility_vm: str | None = None) -> dict:
     """utility_vm: the UtilityVM folder of the parent chain for Hyper-V isolation (the first
-    layer that has one, hcs.md 4.5); the base layer's when not given."""
+    layer that has one, as hcsshim's internal/uvmfolder/locate.go finds it); the base layer's
+    when not given."""
     limits = config.limits
     hyperv = config.isolation == "hyperv"
     doc: dict = {

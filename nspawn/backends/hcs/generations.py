@@ -10,7 +10,8 @@ import threading
 from nspawn.backends.hcs import documents, layers
 from nspawn.backends.hcs.native.errors import HcsError, is_already_stopped, is_not_found, is_process_gone
 
-STOP_WAIT_SECONDS = 30  # hcsshim's wait after shutdown, then after terminate (hcs.md 11.6)
+# hcsshim's wait after shutdown, then after terminate (cmd/containerd-shim-runhcs-v1/task_hcs.go)
+STOP_WAIT_SECONDS = 30
 
 
 def choose(hcs_api: str, isolation: str) -> str:
@@ -43,7 +44,8 @@ class Exit:
 
 
 def process_exit_code(status: dict) -> int | None:
-    """ProcessStatus.ExitCode, valid only when Exited and LastWaitResult is 0 (hcs.md 7.3)."""
+    """ProcessStatus.ExitCode, valid only when Exited and LastWaitResult is 0 (hcsshim's
+    internal/hcs/v2/process.go reports -1 otherwise)."""
     if status.get("Exited") and not status.get("LastWaitResult") and isinstance(status.get("ExitCode"), int):
         return status["ExitCode"]
     return None
@@ -69,7 +71,9 @@ class _Generation:
 
     def stop(self, system, exited: Exit) -> None:
         """Shutdown, then terminate if it does not end in time; the exit notification (or
-        event) tells the end, as both submit the request and return (hcs.md 2.7, 4.3)."""
+        event) tells the end, as both submit the request and return: v2 closes the operation
+        unwaited, v1 answers pending (hcsshim internal/hcs/v2/operation.go and
+        internal/hcs/system.go do the same)."""
         for stop in (system.shutdown, system.terminate):
             if exited.event.is_set():
                 return
@@ -170,7 +174,8 @@ GENERATIONS = {"v1": V1, "v2": V2}
 
 def kill(generation, system_id: str, pid: int) -> None:
     """Terminates the process through fresh handles, so the kill cannot queue behind a signal
-    still running on the first handle (hcs.md 7.4); an exited process is not an error."""
+    still running on the first handle: HCS serializes them per handle (hcsshim
+    internal/hcs/v2/process.go, Kill). An exited process is not an error."""
     def terminate() -> None:
         with generation.open(system_id) as system:
             process = system.open_process(pid)

@@ -1,5 +1,6 @@
-"""The container's scratch layer (hcs.md 4.4–4.6, 12): a new sandbox layer beside the parent,
-activated and prepared over the parent's chain, then its volume path.
+"""The container's scratch layer, as Docker's windowsfilter driver makes one (moby
+daemon/graphdriver/windows/windows.go): a new sandbox layer beside the parent, activated and
+prepared over the parent's chain, then its volume path.
 
 Each state it goes through (created, activated, prepared) is its own journal entry, recorded
 before the call that makes it, so the reverse order of the journal is UnprepareLayer,
@@ -17,7 +18,9 @@ from nspawn.backends.hcs.documents import Storage, host_paths
 from nspawn.errors import LaunchError
 
 LAYERCHAIN = "layerchain.json"
-PREPARE_ATTEMPTS = 5  # hcsshim's retry of Activate+Prepare under load (hcs.md 4.6)
+# hcsshim retries Activate+Prepare while the volume is not ready, seen on WS2019 under load
+# (internal/layers/wcow_mount.go).
+PREPARE_ATTEMPTS = 5
 PREPARE_RETRY_SECONDS = 0.1
 _RETRY_WIN32 = (21, 1167)  # ERROR_NOT_READY, ERROR_DEVICE_NOT_CONNECTED
 
@@ -45,7 +48,8 @@ def read_chain(parent: str) -> list[str]:
 
 
 def utility_vm_image(chain: list[str]) -> str:
-    """<first layer of the chain with a UtilityVM folder>\\UtilityVM (hcs.md 4.5), else the base's."""
+    """<first layer of the chain with a UtilityVM folder>\\UtilityVM, as hcsshim's
+    internal/uvmfolder/locate.go looks for it; else the base's."""
     for layer in chain:
         image = host_paths(layer).join(layer, "UtilityVM")
         if os.path.isdir(image):
@@ -76,8 +80,8 @@ def remember_home(directory: str, home: str) -> None:
 
 
 class Scratch:
-    """Where the scratch layer lives: HomeDir = the layers' root, id = the folder name (the
-    Docker way, hcs.md 4.4), beside the parent layer."""
+    """Where the scratch layer lives: HomeDir = the layers' root, id = the folder name (as
+    Docker's windowsfilter driver addresses layers), beside the parent layer."""
 
     def __init__(self, parent: str, container_id: str):
         paths = host_paths(parent)
@@ -93,7 +97,8 @@ class Scratch:
 def mount(scratch: Scratch, chain: list[str], session, *, on_host: bool, checkpoint) -> Storage:
     """Creates the scratch layer; with on_host (process isolation) also mounts it on the host
     and returns its volume path. Hyper-V isolation leaves the mounting to HCS, which attaches
-    sandbox.vhdx to the utility VM itself (hcs.md 6.2)."""
+    sandbox.vhdx to the utility VM itself (moby libcontainerd/local/local_windows.go sends no
+    VolumePath for Hyper-V)."""
     from nspawn.backends.hcs.native import vmcompute as vm
     from nspawn.backends.hcs.native.errors import HcsError
 

@@ -1,6 +1,7 @@
-"""network "nat": an endpoint on the host's NAT network (hcs.md 10). v2 hosts get an HCN
-endpoint inside an HCN namespace whose id goes into the document; v1 hosts an HNS endpoint
-whose id goes into the document's EndpointList.
+"""network "nat": an endpoint on the host's NAT network. v2 hosts get an HCN endpoint inside an
+HCN namespace whose id goes into the document (as hcsshim's internal/hcsoci/network.go does);
+v1 hosts an HNS endpoint whose id goes into the document's EndpointList (as moby's
+libcontainerd/local/local_windows.go does).
 
 The HCN ids are chosen here (derived from the container id), so that each journal entry
 names its object before HCN makes it; release.py removes them, and leftovers.py finds them

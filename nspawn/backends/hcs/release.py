@@ -39,9 +39,10 @@ def opened(open_, *args):
 
 def _opened_system(generation, id: str):
     """The system opened by id, or None when it no longer exists. A system being torn down
-    can refuse to be watched for a moment (invalid state, as moby saw enumerations fail,
-    hcs.md 11.18), as one its launcher terminated just before this rollback does: asked
-    again until it answers or is gone."""
+    can refuse to be watched for a moment (invalid state; moby's
+    daemon/graphdriver/windows/windows.go retries enumerations that fail so while a silo is
+    torn down), as one its launcher terminated just before this rollback does: asked again
+    until it answers or is gone."""
     for attempt in range(1, SETTLE_ATTEMPTS + 1):
         try:
             return opened(generation.open, id)
@@ -62,7 +63,8 @@ def release_system(data: dict) -> None:
 
 
 def release_hcn_attachment(data: dict) -> None:
-    """Detaches the endpoint from the namespace (hcs.md 10.1 step 6), so both can go."""
+    """Detaches the endpoint from the namespace (a Remove request of HcnModifyNamespace), so
+    both can go."""
     from nspawn.backends.hcs.native import computenetwork as hcn
 
     namespace = None if data.get("acquired") is False else opened(hcn.open_namespace, data["namespace"])

@@ -1,14 +1,15 @@
-"""execute(plan, session) for HCS (hcs.md 12): the scratch layer, the network, the compute
-system, the process; then the teardown of what only this launcher holds (its handles).
+"""execute(plan, session) for HCS: the scratch layer, the network, the compute system, the
+process; then the teardown of what only this launcher holds (its handles).
 
 Every resource outside this process is in the journal before it exists (layers.py,
 network.py, the "hcs-system" entry here) and is released by the launcher afterwards, or by
 `nspawn cleanup` if the launcher was killed (release.py).
 
-Stops: HCS calls block and must never be abandoned while running (hcs.md 11.1), so stop
-requests are held back for the whole run and acted on between calls: during setup and
-teardown by raising Interrupted at the next checkpoint, while the process runs by stopping it
-politely and then firmly.
+Stops: HCS calls block and must never be abandoned while running (hcsshim saw computecore.dll
+crash with an access violation when a caller gave up on a call and closed handles it still
+used: internal/computecore/computecore.go), so stop requests are held back for the whole run
+and acted on between calls: during setup and teardown by raising Interrupted at the next
+checkpoint, while the process runs by stopping it politely and then firmly.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from nspawn.backends.hcs.native.errors import HcsError, LibraryUnavailable, is_p
 from nspawn.errors import Interrupted, LaunchError
 
 _TICK = 0.05
-OUTPUT_AFTER_EXIT_SECONDS = 1.0  # hcsshim copies output for 1 s after exit (hcs.md 7.2)
+OUTPUT_AFTER_EXIT_SECONDS = 1.0  # hcsshim copies output for 1 s after exit (internal/cmd/cmd.go)
 OUTPUT_AFTER_STOP_SECONDS = 5.0
 KILL_WAIT_SECONDS = 30
 _MASK64 = (1 << 64) - 1
@@ -82,8 +83,8 @@ def _execute(plan, session, stop) -> None:
 
 
 def _teardown(session, generation, system, system_exit: Exit, quiet: bool = False) -> None:
-    """Stops the system (hcs.md 11.6) and closes its handle; a failure here must not hide the
-    one that caused the teardown."""
+    """Stops the system (shutdown, then terminate, as hcsshim's shim closes a task) and closes
+    its handle; a failure here must not hide the one that caused the teardown."""
     with session.phase("teardown"):
         try:
             generation.stop(system, system_exit)
@@ -125,14 +126,16 @@ def _limits(plan, session, system_id: str) -> None:
         if field == "cpu_affinity":
             from nspawn.backends.hcs.native import kernel32
 
-            # After create, before start: every process of the silo inherits it (hcs.md 8).
+            # After create, before start: every process of the silo inherits it (hcsshim
+            # internal/hcsoci/cpuaffinity.go).
             kernel32.set_silo_affinity(system_id, affinity_groups(value))
         session.applied(field, _SHOWN.get(field, lambda v: v)(value))
 
 
 class _Stopper:
     """The polite stop (CtrlC) on a thread of its own, as some images block in the signal call
-    until the process ends (hcs.md 7.4); `failed` when it could not be delivered."""
+    until the process ends (hcsshim signals from a background thread for that:
+    cmd/containerd-shim-runhcs-v1/exec_hcs.go); `failed` when it could not be delivered."""
 
     def __init__(self, process):
         self.failed = False
@@ -197,7 +200,9 @@ def _run(plan, session, generation, system, system_exit: Exit, stop) -> None:
 
 
 def _close_process(session, generation, system, system_exit: Exit, process, exited: Exit, pumps) -> None:
-    """Readers joined before the handles they read close (hcs.md 7.2, 11.6)."""
+    """Readers joined before the handles they read close. HCS may leave an output pipe open
+    after the exit, so the join is bounded (as hcsshim's internal/cmd/cmd.go bounds its copy)
+    and ending the silo closes what is left."""
     try:
         if not exited.event.is_set():
             kill(generation, system.id, process.pid)  # a setup failure or an error while waiting

@@ -61,7 +61,8 @@ class Pumps:
             t.start()
 
     def join(self, timeout: float) -> bool:
-        """True once every pipe reached its end; HCS does not always close them (hcs.md 7.2)."""
+        """True once every pipe reached its end; HCS does not always close them (hcsshim
+        internal/cmd/cmd.go, CopyAfterExitTimeout)."""
         for t in self._threads:
             t.join(timeout)
         return not any(t.is_alive() for t in self._threads)

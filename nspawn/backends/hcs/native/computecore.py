@@ -1,8 +1,9 @@
-"""computecore.dll: the documented v2 HCS API (hcs.md 2), behind Python objects.
+"""computecore.dll: the documented v2 HCS API (Microsoft's HCS reference, a page per function
+under learn.microsoft.com/virtualization/api/hcs/reference/), behind Python objects.
 
-Each call runs synchronously in the hcsshim way (hcs.md 2.7): create an
-operation, make the call, wait for the operation, always close it.  Failures
-raise HcsError naming the HCS function and carrying its result document.
+Each call runs synchronously in the hcsshim way (internal/hcs/v2/operation.go): create an
+operation, make the call, wait for the operation, always close it.  Failures raise HcsError
+naming the HCS function and carrying its result document.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class Event(NamedTuple):
 
 
 class CallbackRegistry:
-    """Context keys for native callbacks (hcs.md 2.4, 11.2).
+    """Context keys for native callbacks, as hcsshim keeps them (internal/hcs/v2/notification.go).
 
     HCS gets a small integer as context, never a Python object; the handler
     stays registered until the handle is closed or the callback unregistered,
@@ -105,7 +106,8 @@ def _on_event(event, context):
 
 def _fails_with_operation(op_index: int):
     """A call taking an HCS_OPERATION: on failure the operation's result
-    document explains it, even when the call itself failed (hcs.md 11.12)."""
+    document explains it, even when the call itself failed (hcsshim
+    internal/hcs/v2/operation.go fetches it then too)."""
     def factory(export):
         def check(hr, func, args):
             if hr < 0:
@@ -197,7 +199,8 @@ class Operation(Closing):
     def _failed(self, call: str, e: HcsError) -> HcsError:
         if e.hresult == OPERATION_TIMEOUT:
             # The call keeps running inside HCS; cancelling is documented as
-            # not implemented but is what hcsshim does (hcs.md 2.7).
+            # not implemented (HcsCancelOperation's page) but is what hcsshim
+            # does (internal/hcs/v2/operation.go).
             try:
                 _cc.HcsCancelOperation(self.handle)
             except HcsError as c:
@@ -274,7 +277,8 @@ class ComputeSystem(_Callbacks, Closing):
                 info = op.wait_process("HcsCreateProcess", timeout_ms)
             except HcsError as e:
                 # Seen on WS2022: the wait fails although HCS returned a live
-                # process; its stdio is still there to fetch (hcs.md 11.9).
+                # process; its stdio is still there to fetch, as hcsshim does
+                # (internal/hcs/v2/system.go, createProcess).
                 try:
                     info = process._query_info()
                 except HcsError:
@@ -291,7 +295,8 @@ class ComputeSystem(_Callbacks, Closing):
         return process
 
     def close(self) -> None:
-        """Closes the handle; no callback runs after this returns (hcs.md 2.4)."""
+        """Closes the handle; no callback runs after this returns: closing drains those in
+        flight (hcsshim internal/hcs/v2/system.go, CloseCtx)."""
         if self.handle:
             _cc.HcsCloseComputeSystem(self.handle)
             self.handle = None
@@ -342,7 +347,8 @@ def enumerate_compute_systems(query: dict | None = None) -> list[dict]:
 # ---- processes --------------------------------------------------------------------
 
 def stdio_handle(handle) -> int | None:
-    """NULL and INVALID_HANDLE_VALUE both mean "no such stream" (hcs.md 2.2)."""
+    """NULL and INVALID_HANDLE_VALUE both mean "no such stream" (hcsshim
+    internal/hcs/v2/utils.go, makeOpenFiles)."""
     return None if handle in (None, 0, INVALID_HANDLE_VALUE) else handle
 
 

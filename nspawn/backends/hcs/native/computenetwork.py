@@ -1,5 +1,5 @@
-"""computenetwork.dll (HCN): a NAT endpoint in a namespace for a v2 container
-(hcs.md 10.1).  v1 hosts use vmcompute.hns_call instead."""
+"""computenetwork.dll (HCN): a NAT endpoint in a namespace for a v2 container, as
+hcsshim's hcn package makes them.  v1 hosts use vmcompute.hns_call instead."""
 
 from __future__ import annotations
 

@@ -19,8 +19,10 @@ def _win32(code: int) -> int:
     return 0x80070000 | code
 
 
-# Every code of hcs.md section 3 (HCS_E_*, ERROR_VMCOMPUTE_* and the Win32
-# codes hcsshim names), plus the generic COM codes HCS hands back.
+# The HCS_E_* codes (Microsoft's HCS docs, "HCS Error Code"), their
+# ERROR_VMCOMPUTE_* forms that vmcompute.dll returns (severity 0xC), the Win32
+# codes hcsshim names (internal/hcs/errors.go), and the generic COM codes HCS
+# hands back.
 NAMES = {
     0x80370100: "HCS_E_TERMINATED_DURING_START",
     0x80370101: "HCS_E_IMAGE_MISMATCH",
@@ -96,8 +98,9 @@ E_NOTIMPL = 0x80004001
 E_FAIL = 0x80004005
 E_OUTOFMEMORY = 0x8007000E
 
-# hcsshim's classes (hcs.md 3.3, 11.5, 11.7), with both the 0xC037 and 0x8037
-# forms because which one a given Windows build returns is not pinned down.
+# hcsshim's classes (internal/hcs/errors.go: IsNotExist, IsAlreadyStopped), with
+# both the 0xC037 and 0x8037 forms because which one a given Windows build
+# returns is not pinned down.
 _ALREADY_STOPPED = {0xC0370110, 0x80370110, 0x8037011F, _win32(1168)}
 _NOT_FOUND = {0xC037010E, 0x8037010E, _win32(1168)}
 
@@ -119,7 +122,8 @@ class HcsError(Exception):
 
     @property
     def win32(self) -> int | None:
-        """The Win32 code inside a 0x8007xxxx HRESULT (hcs.md 1.3), else None."""
+        """The Win32 code inside a 0x8007xxxx HRESULT (facility 7, tested as hcsshim's
+        internal/interop/interop.go does), else None."""
         return self.hresult & 0xFFFF if self.hresult & 0x1FFF0000 == 0x00070000 else None
 
     @property
@@ -162,12 +166,14 @@ def is_not_found(e: BaseException) -> bool:
 
 def is_invalid_state(e: BaseException) -> bool:
     """HCS refused the request in the object's current state, which a system being torn
-    down passes through (hcs.md 11.18)."""
+    down passes through (moby daemon/graphdriver/windows/windows.go retries enumerations
+    refused so)."""
     return isinstance(e, HcsError) and e.hresult in (0x80370105, 0xC0370105)
 
 
 def is_process_gone(e: BaseException) -> bool:
-    """Terminating an exited process: already-stopped codes or ERROR_ACCESS_DENIED (hcs.md 7.4)."""
+    """Terminating an exited process: already-stopped codes or ERROR_ACCESS_DENIED, which
+    hcsshim also takes for "already dead" (internal/hcs/v2/process.go, Kill)."""
     return is_already_stopped(e) or (isinstance(e, HcsError) and e.win32 == 5)
 
 

@@ -1,5 +1,6 @@
 """The few Win32 calls the HCS backend needs: stdio pipe I/O, handle and
-string freeing, and CPU affinity on a container's silo job (hcs.md 8).
+string freeing, and CPU affinity on a container's silo job (as hcsshim's
+internal/hcsoci/cpuaffinity.go sets it).
 
 NtOpenJobObject/RtlNtStatusToDosError (ntdll.dll) and CoTaskMemFree
 (ole32.dll) live here too: they are single functions of system DLLs serving
@@ -88,12 +89,13 @@ BINDINGS = (_kernel32, _ntdll, _ole32)
 
 
 def local_free(ptr) -> None:
-    """Frees computecore/computestorage output strings (hcs.md 1.4)."""
+    """Frees computecore/computestorage output strings, as their reference pages say."""
     _kernel32.LocalFree(ptr)
 
 
 def co_task_mem_free(ptr) -> None:
-    """Frees vmcompute.dll and HCN output strings (hcs.md 1.4)."""
+    """Frees vmcompute.dll and HCN output strings (the HCN pages say so; hcsshim frees
+    vmcompute.dll's the same way, internal/interop/interop.go)."""
     _ole32.CoTaskMemFree(ptr)
 
 
@@ -102,10 +104,10 @@ def close_handle(handle: int) -> None:
 
 
 def _transfer(start, handle: int, buf, size: int) -> int:
-    # Whether HCS opens its pipes FILE_FLAG_OVERLAPPED is not documented
-    # (hcs.md 7.2), so every transfer passes an OVERLAPPED with an event: a
-    # synchronous handle completes at once, an overlapped one reports
-    # ERROR_IO_PENDING and GetOverlappedResult waits for it.
+    # Whether HCS opens its pipes FILE_FLAG_OVERLAPPED is not documented, so
+    # every transfer passes an OVERLAPPED with an event: a synchronous handle
+    # completes at once, an overlapped one reports ERROR_IO_PENDING and
+    # GetOverlappedResult waits for it.
     done = c_uint32()
     ov = OVERLAPPED()
     ov.hEvent = _kernel32.CreateEventW(None, True, False, None)
@@ -152,7 +154,8 @@ def write(handle: int, data: bytes) -> None:
 def set_silo_affinity(system_id: str, masks: Mapping[int, int]) -> None:
     """Pins every process of a process-isolated container, present and future,
     to CPUs: {processor group: mask}.  Must run after create, before start;
-    needs SYSTEM on Windows (hcs.md 8)."""
+    opening the silo's job by name needs SYSTEM (hcsshim internal/hcs/v2/system.go,
+    openSilo)."""
     if not masks or not all(masks.values()):
         raise ValueError("every processor group needs a non-zero mask")
     name = ctypes.create_unicode_buffer(f"\\Container_{system_id}")

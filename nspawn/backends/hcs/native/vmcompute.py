@@ -1,5 +1,6 @@
-"""vmcompute.dll: the undocumented v1 HCS API (hcs.md 4), the graph-driver
-layer functions, and HNSCall (HNS v1 networking).
+"""vmcompute.dll: the undocumented v1 HCS API (prototypes as hcsshim's
+internal/vmcompute/vmcompute.go declares them), the graph-driver layer
+functions (internal/wclayer), and HNSCall (HNS v1 networking).
 
 v1 calls answer ERROR_VMCOMPUTE_OPERATION_PENDING and finish with a
 notification; the wrappers here wait for it, so callers see plain blocking
@@ -109,8 +110,9 @@ _vm = Bindings("vmcompute.dll", {
     "HcsModifyProcess": (_HR, [_H, c_wchar_p, _OUT], _v1(2)),
     "HcsRegisterProcessCallback": (_HR, [_H, NOTIFICATION_CALLBACK, c_void_p, _OUT], fails),
     "HcsUnregisterProcessCallback": (_HR, [_H], fails),
-    # The width of the layer count and mount-path length is unverified
-    # (hcs.md 4.4): size_t satisfies both readings on x64.
+    # The width of the layer count and mount-path length is undocumented
+    # (hostcompute_nspawn passes 32 bits, hcsshim a pointer-sized integer):
+    # size_t satisfies both readings on x64.
     "NameToGuid": (_HR, [c_wchar_p, POINTER(GUID)], fails),
     "CreateSandboxLayer": (_HR, [_DRIVER, c_wchar_p, c_wchar_p, _LAYERS, c_size_t], fails),
     "ActivateLayer": (_HR, [_DRIVER, c_wchar_p], fails),
@@ -127,7 +129,8 @@ BINDINGS = (_vm,)
 # ---- notifications --------------------------------------------------------------
 
 class Notifications:
-    """What a v1 callback has reported, for blocking waits (hcs.md 4.3)."""
+    """What a v1 callback has reported, for blocking waits (as hcsshim's
+    internal/hcs/waithelper.go waits)."""
 
     def __init__(self, listener: Callable[[int, int, str | None], None] | None = None):
         self._cond = threading.Condition()
@@ -330,7 +333,8 @@ class V1Process(_Registered, StdioHandles):
         _vm.HcsModifyProcess(self.handle, json.dumps(request), c_void_p())
 
     def close(self) -> None:
-        """Closes stdio handles still held, unregisters, closes (hcs.md 4.3 order)."""
+        """Closes stdio handles still held, unregisters, closes: hcsshim's order
+        (internal/hcs/process.go, Close)."""
         self.close_stdio()
         super().close()
 
@@ -339,8 +343,8 @@ class V1Process(_Registered, StdioHandles):
 
 _prepare_lock = threading.Lock()
 
-# The parent layers as (layer id, folder), top-most first, base last (hcs.md 4.5); a layer's
-# id is name_to_guid of its folder name.
+# The parent layers as (layer id, folder), top-most first, base last (the parent, then its
+# layerchain.json); a layer's id is name_to_guid of its folder name.
 Parents = Sequence[tuple[uuid.UUID | str, str]]
 
 
@@ -374,7 +378,8 @@ def activate_layer(home: str, id: str) -> None:
 
 
 def prepare_layer(home: str, id: str, parents: Parents) -> None:
-    """Serialized process-wide: concurrent PrepareLayer calls time out on Windows (hcs.md 11.15)."""
+    """Serialized process-wide: concurrent PrepareLayer calls time out on Windows (hcsshim
+    holds a global lock for that: internal/wclayer/preparelayer.go)."""
     layers = layer_descriptors(parents)
     with _prepare_lock:
         _vm.PrepareLayer(_driver(home), id, layers, len(layers))
@@ -407,9 +412,9 @@ def destroy_layer(home: str, id: str) -> None:
 # ---- HNS v1 -----------------------------------------------------------------------
 
 def hns_call(method: str, path: str, request: dict | str | None = None):
-    """An HNS v1 request (hcs.md 10.2); returns the reply's Output.  A reply
-    with Success false raises HcsError carrying the reply (is_not_found knows
-    HNS's "Element not found")."""
+    """An HNS v1 request, as hcsshim's internal/hns/hnsfuncs.go makes them; returns the
+    reply's Output.  A reply with Success false raises HcsError carrying the reply
+    (is_not_found knows HNS's "Element not found")."""
     body = "" if request is None else _json(request)
     response = _vm.HNSCall(method, path, body, c_void_p())
     reply = json.loads(response) if response else {}
