@@ -134,9 +134,7 @@ def _reporter(ctx):
 
 
 def _fail_config(ctx, error) -> None:
-    reporter = _reporter(ctx)
-    for problem in error.problems:
-        reporter.error(str(problem))
+    _reporter(ctx).problems(error.problems)
     ctx.exit(error.exit_code)
 
 
@@ -204,8 +202,7 @@ def validate(ctx, configs, host):
             load_config(path, host=host)
         except ConfigError as e:
             failed = True
-            for problem in e.problems:
-                reporter.error(str(problem))
+            reporter.problems(e.problems)
         else:
             if reporter.verbosity >= 0:
                 click.echo(f"{path}: ok")

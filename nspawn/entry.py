@@ -26,9 +26,7 @@ def run_and_report(config_path: str | None, overrides: dict, *, verbosity: int =
     try:
         config = load_config(config_path, overrides, host=not dry_run)
     except ConfigError as e:
-        reporter = Reporter(verbosity)
-        for problem in e.problems:
-            reporter.error(str(problem))
+        Reporter(verbosity).problems(e.problems)
         return e.exit_code
     if dry_run:
         print(json.dumps(launch.plan(config).to_json(), indent=2, ensure_ascii=False))

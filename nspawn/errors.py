@@ -38,6 +38,13 @@ class ConfigError(NspawnError):
         self.exit_code = codes.pop() if len(codes) == 1 else exitcodes.USAGE
         super().__init__("\n".join(str(p) for p in self.problems))
 
+    def one_line(self) -> str:
+        """The first problem, and how many more: where one line is wanted (a batch's report);
+        a Reporter shows them all (problems)."""
+        first = str(self.problems[0]) if self.problems else str(self)
+        more = len(self.problems) - 1
+        return first + (f" (and {more} more problem{'s' * (more > 1)})" if more > 0 else "")
+
 
 class LaunchError(NspawnError):
     """The launcher or backend failed; what was made has been rolled back."""

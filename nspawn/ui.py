@@ -37,6 +37,11 @@ class Reporter:
     def error(self, text: str) -> None:
         self._emit("bold red", "error: ", text)
 
+    def problems(self, problems) -> None:
+        """Problems with an input (nspawn.errors.Problem), one error line each."""
+        for problem in problems:
+            self.error(str(problem))
+
     def warning(self, text: str) -> None:
         if self.verbosity > QUIET:
             self._emit("yellow", "warning: ", text)

@@ -34,7 +34,6 @@ def batch(ctx, paths, slots, logs_dir, report_path, junit_path, fail_fast, timeo
     from nspawn.batch import admission, display, scheduler, sources
     from nspawn.batch.executor import LocalExecutor
     from nspawn.batch.jobs import Job, not_run
-    from nspawn.batch.runner import one_line
     from nspawn.config.resolve import load_config
     from nspawn.errors import ConfigError
     from nspawn.ui import Reporter
@@ -42,8 +41,7 @@ def batch(ctx, paths, slots, logs_dir, report_path, junit_path, fail_fast, timeo
     reporter = Reporter(ctx.find_root().obj or 0)
     files, problems = sources.expand(list(paths))
     if problems:
-        for problem in problems:
-            reporter.error(str(problem))
+        reporter.problems(problems)
         ctx.exit(exitcodes.USAGE)
     if logs_dir:
         try:
@@ -59,7 +57,7 @@ def batch(ctx, paths, slots, logs_dir, report_path, junit_path, fail_fast, timeo
         try:  # the file checks here, for admission; the host checks where the job runs
             job = dataclasses.replace(job, demand=admission.demand_of(load_config(path)))
         except ConfigError as e:
-            refused[name] = not_run(job, one_line(e), exit_code=e.exit_code)
+            refused[name] = not_run(job, e.one_line(), exit_code=e.exit_code)
         jobs.append(job)
     shown = display.make(len(jobs), reporter)
     executor = LocalExecutor(slots)

@@ -44,12 +44,6 @@ class Output:
             self._file.close()
 
 
-def one_line(error: ConfigError) -> str:
-    first = str(error.problems[0]) if error.problems else str(error)
-    more = len(error.problems) - 1
-    return first + (f" (and {more} more problem{'s' * (more > 1)})" if more > 0 else "")
-
-
 def run_job(job: Job, stop: Stop, listener=None) -> JobResult:
     """Validate the config against this host and run it, again after a launcher failure while
     retries are left; never raises for a failed job."""
@@ -60,7 +54,7 @@ def run_job(job: Job, stop: Stop, listener=None) -> JobResult:
     try:
         config = load_config(job.config_path, host=True)
     except ConfigError as e:
-        result.exit_code, result.error, result.ended = e.exit_code, one_line(e), time.time()
+        result.exit_code, result.error, result.ended = e.exit_code, e.one_line(), time.time()
         return result
     if job.timeout_seconds and not config.timeout_seconds:
         config = config.replace(timeout_seconds=job.timeout_seconds)
