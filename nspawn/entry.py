@@ -33,25 +33,15 @@ def run_and_report(config_path: str | None, overrides: dict, *, verbosity: int =
         return exitcodes.OK
     reporter = Reporter(verbosity)
     result = launch.run(config, listener=reporter.event)
-    _report(reporter, result)
-    if as_json:
-        print(json.dumps(result.to_dict(), ensure_ascii=False), flush=True)
-    return result.exit_code
-
-
-def _report(reporter, result) -> None:
-    if result.error:
-        reporter.error(result.error)
-    for failure in result.rollback_failures:
-        reporter.error(f"not released: {failure}")
-    if result.timed_out:
-        reporter.error("the timeout expired; the container was stopped")
-    if result.interrupted_by:
-        reporter.warning(f"stopped by signal {result.interrupted_by}; everything made was rolled back")
+    for severity, line in result.outcome():
+        getattr(reporter, severity)(line)
     for field, value in result.limits_applied.items():
         reporter.info(f"limit {field} = {value}")
     for phase, seconds in result.timings.items():
         reporter.debug(f"{phase}: {seconds * 1000:.1f} ms")
+    if as_json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False), flush=True)
+    return result.exit_code
 
 
 def plain_run(argv: list[str]) -> tuple[str | None, dict] | None:

@@ -1,8 +1,11 @@
-"""What a run produced: the exit code and what the launcher did to get it."""
+"""What a run produced: the exit code, what the launcher did to get it, and how to say it."""
 
 from __future__ import annotations
 
 import copy
+
+# The severity of an outcome line: the name of the Reporter method that shows it.
+ERROR, WARNING = "error", "warning"
 
 
 class Result:
@@ -22,6 +25,29 @@ class Result:
         self.signal: int | None = None  # that killed the container process
         self.interrupted_by: int | None = None  # signal the launcher received
         self.peak_memory_bytes: int | None = None
+
+    def outcome(self) -> list[tuple[str, str]]:
+        """What ended the run otherwise than by the process's own exit, as (severity, line),
+        most serious first; empty when it simply exited. A run's stderr shows every line, a
+        batch's report joins them (one_line): both say the same thing the same way."""
+        lines = [(ERROR, self.error)] if self.error else []
+        lines += [(ERROR, f"not released: {failure}") for failure in self.rollback_failures]
+        if self.timed_out:
+            lines.append((ERROR, "the timeout expired; the container was stopped"))
+        if self.oom_killed:
+            lines.append((ERROR, "the memory limit was hit; the container was killed"))
+        if self.interrupted_by:
+            # Only claimed when it holds: the lines above list what was not released.
+            rolled_back = "" if self.rollback_failures else "; everything made was rolled back"
+            lines.append((WARNING, f"stopped by signal {self.interrupted_by}{rolled_back}"))
+        elif self.signal and not (self.timed_out or self.oom_killed):
+            # The signal behind a timeout, an OOM kill or a stop is said above, as its cause.
+            lines.append((WARNING, f"the container process was killed by signal {self.signal}"))
+        return lines
+
+    def one_line(self) -> str | None:
+        """The outcome on one line (for a batch's report and JUnit), None when there is none."""
+        return "; ".join(text for _, text in self.outcome()) or None
 
     def to_dict(self) -> dict:
         return copy.deepcopy(vars(self))

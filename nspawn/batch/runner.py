@@ -72,24 +72,8 @@ def run_job(job: Job, stop: Stop, listener=None) -> JobResult:
             break
     result.ended = time.time()
     result.run = ran.to_dict()
-    result.exit_code, result.error = ran.exit_code, _error(ran)
+    result.exit_code, result.error = ran.exit_code, ran.one_line()
     result.status = status_of(ran.exit_code, ran.interrupted_by)
     result.peak_memory_bytes = ran.peak_memory_bytes
     result.stdout_tail, result.stderr_tail = out.tail(), err.tail()
     return result
-
-
-def _error(ran) -> str | None:
-    if ran.error:
-        return ran.error
-    if ran.rollback_failures:
-        return "not released: " + "; ".join(ran.rollback_failures)
-    if ran.timed_out:
-        return f"the timeout expired; the container was stopped (exit {ran.exit_code})"
-    if ran.oom_killed:
-        return "the memory limit was hit; the container was killed"
-    if ran.interrupted_by:
-        return f"stopped by signal {ran.interrupted_by}"
-    if ran.signal:
-        return f"killed by signal {ran.signal}"
-    return None

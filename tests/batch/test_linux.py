@@ -200,3 +200,18 @@ def test_jobs_asking_for_one_cpu_each_get_different_ones(tmp_path, _scratch):
     a, b = jobs
     assert a["started"] < b["ended"] and b["started"] < a["ended"]  # they ran side by side
     assert leftovers(str(_scratch), _container_ids(report)) == []
+
+
+def test_a_job_s_error_says_what_nspawn_run_says_on_stderr(tmp_path, _scratch):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    _write(configs, "killed", _sh("kill -9 $$"))
+    single = subprocess.run([sys.executable, "-m", "nspawn", "run", "-c", str(configs / "killed.json")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert (single.returncode, single.stderr) == (137, "warning: the container process was killed by signal 9\n")
+    batch = _batch(str(configs), "--report", str(tmp_path / "r.json"))
+    out, err = batch.communicate(timeout=60)
+    assert batch.returncode == 1, out + err
+    [job] = json.loads((tmp_path / "r.json").read_text())["jobs"]
+    assert (job["exit_code"], job["errors"]) == (137, ["the container process was killed by signal 9"])
+    assert leftovers(str(_scratch), _container_ids({"jobs": [job]})) == []
