@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from nspawn import exitcodes
+from nspawn.records import record
 
 
-class Problem(NamedTuple):
+@record
+class Problem:
     """One thing wrong with an input: where it is and what was expected."""
 
     source: str  # file name, or "command line"
