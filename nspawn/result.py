@@ -8,6 +8,28 @@ import copy
 ERROR, WARNING = "error", "warning"
 
 
+def outcome_of(run: dict) -> list[tuple[str, str]]:
+    """What ended a run otherwise than by the process's own exit, as (severity, line), most
+    serious first; empty when it simply exited. `run` is a Result's fields, or its to_dict() as
+    a batch job's result carries it. A run's stderr shows every line, a batch's report lists
+    them and its JUnit file joins them (one_line): all say the same thing the same way."""
+    lines = [(ERROR, run["error"])] if run.get("error") else []
+    failures = run.get("rollback_failures", [])
+    lines += [(ERROR, f"not released: {failure}") for failure in failures]
+    if run.get("timed_out"):
+        lines.append((ERROR, "the timeout expired; the container was stopped"))
+    if run.get("oom_killed"):
+        lines.append((ERROR, "the memory limit was hit; the container was killed"))
+    if run.get("interrupted_by"):
+        # Only claimed when it holds: the lines above list what was not released.
+        rolled_back = "" if failures else "; everything made was rolled back"
+        lines.append((WARNING, f"stopped by signal {run['interrupted_by']}{rolled_back}"))
+    elif run.get("signal") and not (run.get("timed_out") or run.get("oom_killed")):
+        # The signal behind a timeout, an OOM kill or a stop is said above, as its cause.
+        lines.append((WARNING, f"the container process was killed by signal {run['signal']}"))
+    return lines
+
+
 class Result:
     # A plain class rather than a dataclass: defining one costs every launch about a millisecond.
     def __init__(self, container_id: str, backend: str, exit_code: int = 0):
@@ -27,26 +49,12 @@ class Result:
         self.peak_memory_bytes: int | None = None
 
     def outcome(self) -> list[tuple[str, str]]:
-        """What ended the run otherwise than by the process's own exit, as (severity, line),
-        most serious first; empty when it simply exited. A run's stderr shows every line, a
-        batch's report joins them (one_line): both say the same thing the same way."""
-        lines = [(ERROR, self.error)] if self.error else []
-        lines += [(ERROR, f"not released: {failure}") for failure in self.rollback_failures]
-        if self.timed_out:
-            lines.append((ERROR, "the timeout expired; the container was stopped"))
-        if self.oom_killed:
-            lines.append((ERROR, "the memory limit was hit; the container was killed"))
-        if self.interrupted_by:
-            # Only claimed when it holds: the lines above list what was not released.
-            rolled_back = "" if self.rollback_failures else "; everything made was rolled back"
-            lines.append((WARNING, f"stopped by signal {self.interrupted_by}{rolled_back}"))
-        elif self.signal and not (self.timed_out or self.oom_killed):
-            # The signal behind a timeout, an OOM kill or a stop is said above, as its cause.
-            lines.append((WARNING, f"the container process was killed by signal {self.signal}"))
-        return lines
+        """What ended the run otherwise than by the process's own exit (outcome_of)."""
+        return outcome_of(vars(self))
 
     def one_line(self) -> str | None:
-        """The outcome on one line (for a batch's report and JUnit), None when there is none."""
+        """The outcome on one line (a batch job's error: its JUnit message, its display line),
+        None when there is none."""
         return "; ".join(text for _, text in self.outcome()) or None
 
     def to_dict(self) -> dict:

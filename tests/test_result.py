@@ -1,9 +1,9 @@
-"""How a Result says its outcome: the lines a run prints on stderr, and the one line a batch
-job's report and JUnit case carry, which must say the same."""
+"""How a Result says its outcome: the lines a run prints on stderr, the same lines in a batch
+job's report (read from the Result's dict), and the one line of its JUnit case."""
 
 import pytest
 
-from nspawn.result import ERROR, WARNING, Result
+from nspawn.result import ERROR, WARNING, Result, outcome_of
 
 
 def _result(exit_code: int = 0, **fields) -> Result:
@@ -38,6 +38,7 @@ OUTCOMES = {
 def test_each_outcome_is_said_once_most_serious_first(case):
     result, lines = OUTCOMES[case]
     assert result.outcome() == lines
+    assert outcome_of(result.to_dict()) == lines  # as a batch job's report reads it
 
 
 @pytest.mark.parametrize("case", OUTCOMES)

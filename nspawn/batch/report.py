@@ -8,13 +8,17 @@ import time
 
 from nspawn.batch.jobs import JobResult
 from nspawn.batch.scheduler import Outcome, counts
+from nspawn.result import outcome_of
 
 VERSION = 1
 
 
 def record(result: JobResult) -> dict:
     run = result.run or {}
-    errors = [e for e in [result.error, *run.get("rollback_failures", [])] if e]
+    if result.run:  # it ran: the lines `nspawn run` would have printed
+        errors = [line for _, line in outcome_of(run)]
+    else:  # refused, or not run: why
+        errors = [result.error] if result.error else []
     return {
         "name": result.name,
         "config": result.config_path,
@@ -27,7 +31,7 @@ def record(result: JobResult) -> dict:
         "timings": run.get("timings", {}),
         "limits_applied": run.get("limits_applied", {}),
         "limits_not_enforced": run.get("limits_not_enforced", {}),
-        "errors": list(dict.fromkeys(errors)),
+        "errors": errors,
         "timed_out": run.get("timed_out", False),
         "oom_killed": run.get("oom_killed", False),
         "signal": run.get("signal"),

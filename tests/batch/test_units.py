@@ -100,18 +100,18 @@ def _results():
     demand = Demand(64 * MIB, (1,))
     run = {"container_id": "c1", "timings": {"setup": 0.01, "run": 0.2, "rollback": 0.003}, "limits_applied": {"max_ram_mb": "67108864 bytes"},
            "limits_not_enforced": {"max_storage_iops": "no block device"}, "rolled_back": ["scratch /s/c1", "process 12"],
-           "rollback_failures": [], "timed_out": False, "oom_killed": False, "signal": None, "interrupted_by": None}
+           "rollback_failures": [], "error": None, "timed_out": False, "oom_killed": False, "signal": None, "interrupted_by": None}
     ok = JobResult("ok", "/c/ok.json", PASSED, 0, attempts=1, started=100.0, ended=100.25, run=run, demand=demand,
                    stdout_tail="hello\n", peak_memory_bytes=1 << 20)
     failed = JobResult("bad exit", "/c/f.json", FAILED, 3, attempts=1, started=100.0, ended=101.0, run={**run, "container_id": "c2"},
                        stdout_tail="".join(f"line {i}\n" for i in range(500)), stderr_tail="oops \x00\x1b[31m\x07 done\n")
-    timeout = JobResult("slow", "/c/s.json", FAILED, 124, error="the timeout expired", attempts=1, started=100.0, ended=102.0,
-                        run={**run, "timed_out": True})
-    launcher = JobResult("broken", "/c/b.json", FAILED, 125, error="setting up failed", attempts=3, started=100.0, ended=100.1,
-                         run={**run, "rollback_failures": ["cgroup /x: busy"]})
+    timeout = JobResult("slow", "/c/s.json", FAILED, 124, error="the timeout expired; the container was stopped", attempts=1,
+                        started=100.0, ended=102.0, run={**run, "timed_out": True, "signal": 15})
+    launcher = JobResult("broken", "/c/b.json", FAILED, 125, error="setting up failed; not released: cgroup /x: busy", attempts=3,
+                         started=100.0, ended=100.1, run={**run, "error": "setting up failed", "rollback_failures": ["cgroup /x: busy"]})
     refused = not_run(Job("config", "/c/c.json"), "/c/c.json:1:2: $.x: unknown key", exit_code=2)
-    stopped = JobResult("stopped", "/c/t.json", INTERRUPTED, 130, error="stopped by signal 2", attempts=1, started=100.0, ended=100.5,
-                        run={**run, "interrupted_by": 2})
+    stopped = JobResult("stopped", "/c/t.json", INTERRUPTED, 130, error="stopped by signal 2; everything made was rolled back",
+                        attempts=1, started=100.0, ended=100.5, run={**run, "interrupted_by": 2})
     skipped = not_run(Job("later", "/c/l.json"), "not run: the batch was stopped")
     return [ok, failed, timeout, launcher, refused, stopped, skipped]
 
@@ -129,8 +129,10 @@ def test_the_report_has_one_record_per_job_with_what_happened(tmp_path):
     assert ok["timings"]["run"] == 0.2 and ok["limits_applied"] == {"max_ram_mb": "67108864 bytes"}
     assert ok["limits_not_enforced"] == {"max_storage_iops": "no block device"}
     assert ok["memory_reserved_bytes"] == 64 * MIB and ok["pinned_cpus"] == [1] and ok["peak_memory_bytes"] == 1 << 20
-    assert jobs["broken"]["errors"] == ["setting up failed", "cgroup /x: busy"] and jobs["broken"]["attempts"] == 3
-    assert jobs["slow"]["timed_out"] is True
+    assert jobs["broken"]["errors"] == ["setting up failed", "not released: cgroup /x: busy"] and jobs["broken"]["attempts"] == 3
+    # A job that ran lists the lines `nspawn run` prints: the timeout, not the signal that carried it out.
+    assert jobs["slow"]["timed_out"] is True and jobs["slow"]["errors"] == ["the timeout expired; the container was stopped"]
+    assert jobs["stopped"]["errors"] == ["stopped by signal 2; everything made was rolled back"] and jobs["ok"]["errors"] == []
     assert jobs["config"]["errors"] == ["/c/c.json:1:2: $.x: unknown key"] and jobs["config"]["started"] is None
     assert jobs["later"]["status"] == NOT_RUN and jobs["later"]["exit_code"] is None
 
@@ -149,7 +151,7 @@ def test_the_junit_file_is_valid_and_says_what_happened_job_by_job(tmp_path):
     out = cases["bad exit"].find("system-out").text.splitlines()
     assert out[-1] == "line 499" and len(out) == 200  # the log's tail
     assert cases["bad exit"].find("system-err").text == "oops \ufffd\ufffd[31m\ufffd done"  # no bytes XML cannot hold
-    assert cases["slow"].find("failure").get("message") == "the timeout expired"
+    assert cases["slow"].find("failure").get("message") == "the timeout expired; the container was stopped"
     assert cases["broken"].find("error").get("type") == "exit 125"
     assert cases["config"].find("error").get("message") == "/c/c.json:1:2: $.x: unknown key"
     assert cases["stopped"].find("error").get("type") == "interrupted"
