@@ -1,8 +1,11 @@
 """The command line as a user meets it: a fresh interpreter, real files, exit codes."""
 
 import json
+import subprocess
+import sys
 
 from conftest import nspawn
+from tests.linux.conftest import _scratch, leftovers, needs_root  # noqa: F401 (_scratch: the fixture)
 
 ORIGINAL = "configs/hostcompute_nspawn.json"
 
@@ -104,12 +107,9 @@ def test_completion_script():
 
 def _entry(*argv):
     """Run the console entry point in a fresh interpreter; report its exit code and whether
-    click was imported."""
-    import subprocess
-    import sys
-
+    click and rich were imported."""
     code = ("import sys; from nspawn.entry import main; sys.argv = ['nspawn', *sys.argv[1:]]\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    print('exit', e.code, 'click' in sys.modules)")
+            "try:\n    main()\nexcept SystemExit as e:\n    print('exit', e.code, 'click' in sys.modules, 'rich' in sys.modules)")
     return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
 
 
@@ -117,15 +117,33 @@ def test_plain_run_forms_skip_click_and_report_like_the_cli(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"process_executable": "x",\n "max_ram_mb": "lots"}')
     fast = _entry("run", "-c", str(bad))
-    assert fast.stdout.split() == ["exit", "2", "False"]
+    assert fast.stdout.split() == ["exit", "2", "False", "False"]
     slow = _entry("-v", "run", "-c", str(bad))  # any other option: click parses
-    assert slow.stdout.split() == ["exit", "2", "True"]
+    assert slow.stdout.split() == ["exit", "2", "True", "False"]
     assert fast.stderr == slow.stderr == f'error: {bad}:2:16: $.max_ram_mb: found "lots"; expected a whole number\n'
     command = _entry("run", "--", "", "arg")
-    assert command.stdout.split() == ["exit", "2", "False"] and "process_executable" in command.stderr
+    assert command.stdout.split() == ["exit", "2", "False", "False"] and "process_executable" in command.stderr
 
 
 def test_forms_that_are_not_plain_go_through_click(tmp_path):
     directory = _entry("run", "-c", str(tmp_path))  # a directory: click says so
-    assert directory.stdout.split() == ["exit", "2", "True"] and "is a directory" in directory.stderr
-    assert _entry("run", "--").stdout.split() == ["exit", "2", "True"]
+    assert directory.stdout.split() == ["exit", "2", "True", "False"] and "is a directory" in directory.stderr
+    assert _entry("run", "--").stdout.split() == ["exit", "2", "True", "False"]
+
+
+
+def _needs_root(test):
+    for mark in needs_root:
+        test = mark(test)
+    return test
+
+
+@_needs_root
+def test_a_plain_run_that_runs_and_reports_imports_neither_click_nor_rich(tmp_path, _scratch):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"process_executable": "/bin/sh", "process_arguments": ["-c", "kill -9 $$"]}))
+    for argv in (("run", "-c", str(config)), ("run", "--", "/bin/sh", "-c", "kill -9 $$")):
+        ran = _entry(*argv)
+        assert ran.stdout.split() == ["exit", "137", "False", "False"], ran.stderr
+        assert ran.stderr == "warning: the container process was killed by signal 9\n"
+    assert leftovers(str(_scratch), []) == []
