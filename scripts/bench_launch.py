@@ -67,15 +67,40 @@ def _usr_root(work: str) -> str:
     return root
 
 
+def _runc_bundle(work: str) -> str:
+    """An OCI bundle: `runc spec`'s config.json, running /bin/true without a terminal over a
+    root of its own, read-only, with the host's /usr bound in read-only."""
+    bundle = os.path.join(work, "runc-bundle")
+    os.makedirs(bundle)
+    subprocess.run(["runc", "spec", "--bundle", bundle], check=True)
+    path = os.path.join(bundle, "config.json")
+    with open(path) as f:
+        spec = json.load(f)
+    spec["process"].update(terminal=False, args=["/bin/true"])
+    spec["root"] = {"path": _usr_root(bundle), "readonly": True}
+    spec["mounts"].append({"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro"]})
+    with open(path, "w") as f:
+        json.dump(spec, f)
+    return bundle
+
+
 def others(work: str) -> dict[str, list[str] | str]:
     """Name -> argv, or why it is skipped."""
     found: dict[str, list[str] | str] = {}
     found["unshare -mpfu --mount-proc"] = ["unshare", "-mpfu", "--mount-proc", "/bin/true"] if shutil.which("unshare") else "unshare is not installed"
     found["bwrap"] = (["bwrap", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--unshare-all", "/bin/true"]
                       if shutil.which("bwrap") else "bwrap (bubblewrap) is not installed")
-    found["runc"] = "runc is not installed" if not shutil.which("runc") else "runc needs an OCI bundle; not built by this script"
-    # systemd-nspawn refuses the host's / as a root: a root of its own with the host's /usr
-    # (merged-usr symlinks) is the closest to nspawn's default.
+    # systemd-nspawn refuses the host's / as a root, and runc takes a root filesystem of its
+    # bundle: a root of their own with the host's /usr (merged-usr symlinks) is the closest to
+    # nspawn's default.
+    if shutil.which("runc"):
+        try:  # its state under `work`, removed with it; `runc run` deletes the container on exit
+            found["runc"] = ["runc", "--root", os.path.join(work, "runc-state"), "run", "--bundle", _runc_bundle(work),
+                             "nspawn-bench"]
+        except (subprocess.CalledProcessError, OSError) as e:
+            found["runc"] = f"no OCI bundle could be made ({e})"
+    else:
+        found["runc"] = "runc is not installed"
     found["systemd-nspawn"] = (["systemd-nspawn", "-q", "-D", _usr_root(work), "--bind-ro=/usr", "--register=no",
                                 "--keep-unit", "--pipe", "/bin/true"]
                                if shutil.which("systemd-nspawn") else "systemd-nspawn is not installed")
