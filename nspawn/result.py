@@ -19,7 +19,9 @@ def outcome_of(run: dict) -> list[tuple[str, str]]:
     if run.get("timed_out"):
         lines.append((ERROR, "the timeout expired; the container was stopped"))
     if run.get("oom_killed"):
-        lines.append((ERROR, "the memory limit was hit; the container was killed"))
+        peak = run.get("peak_memory_bytes")
+        at = f" (at {peak / 2**20:.0f} MiB)" if peak else ""
+        lines.append((ERROR, f"the memory limit was hit{at}; the container was killed"))
     if run.get("interrupted_by"):
         # Only claimed when it holds: the lines above list what was not released.
         rolled_back = "" if failures else "; everything made was rolled back"

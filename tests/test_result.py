@@ -23,6 +23,8 @@ OUTCOMES = {
                 [(ERROR, "the timeout expired; the container was stopped")]),
     "oom": (_result(137, oom_killed=True, signal=9),
             [(ERROR, "the memory limit was hit; the container was killed")]),
+    "oom with its peak": (_result(137, oom_killed=True, signal=9, peak_memory_bytes=64 * 2**20),
+                          [(ERROR, "the memory limit was hit (at 64 MiB); the container was killed")]),
     "stopped by a signal": (_result(130, interrupted_by=2, signal=15),
                             [(WARNING, "stopped by signal 2; everything made was rolled back")]),
     "killed by a signal": (_result(143, signal=15), [(WARNING, "the container process was killed by signal 15")]),

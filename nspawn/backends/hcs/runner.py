@@ -188,7 +188,6 @@ def _run(plan, session, generation, system, system_exit: Exit, stop) -> None:
         if timed_out:
             session.result.timed_out = True
             session.result.exit_code = exitcodes.TIMEOUT
-            session.warn(f"the container was stopped after its timeout of {config.timeout_seconds:g} s")
     finally:
         if stopper is not None:
             stopper.join()

@@ -241,12 +241,10 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
     if layout is not None and groups:
         kills, result.peak_memory_bytes = cgroups.memory_stats(layout, groups)
         if kills and exit_code == 128 + signal.SIGKILL:
-            result.oom_killed = True
-            session.warn(f"the container was killed: its memory limit of {plan.limits.memory_bytes // 2**20} MiB was hit")
+            result.oom_killed = True  # said by the Result's outcome, as the timeout is
     if timed_out:
         result.timed_out = True
         result.exit_code = exitcodes.TIMEOUT
-        session.warn(f"the container was stopped after its timeout of {plan.timeout_seconds:g} s")
 
 
 def _wait(plan: LinuxPlan, session: Session, fds: _Fds, a_pid: int, init_pid: int, outputs: tuple[int, ...],
