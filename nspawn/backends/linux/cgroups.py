@@ -16,10 +16,9 @@ import time
 from nspawn.backends.linux.plan import CgroupLimits
 from nspawn.records import record
 
-# Logical controller (the v2 controller of that name) -> the cgroup v1 hierarchies that carry it. cpuacct rides along with cpu so
-# that the container's CPU time can be read where the two are mounted apart (as on this kind of host).
-V1_HIERARCHIES = {"memory": ("memory",), "cpu": ("cpu", "cpuacct"), "cpuset": ("cpuset",),
-                  "io": ("blkio",), "pids": ("pids",)}
+# The controllers go by their v2 names; on v1 each has a hierarchy of its own, of the same name
+# but for io.
+V1_HIERARCHY = {"memory": "memory", "cpu": "cpu", "cpuset": "cpuset", "io": "blkio", "pids": "pids"}
 # Which config field each controller enforces.
 FIELDS = {"memory": ("max_ram_mb",), "cpu": ("max_cpu_percent",), "cpuset": ("cpus_count", "cpu_affinity"),
           "io": ("max_storage_iops", "max_storage_bandwidth_bytes_per_sec"), "pids": ("max_processes",)}
@@ -34,7 +33,7 @@ class Layout:
 
     def available(self, controller: str) -> bool:
         if self.version == 1:
-            return all(h in self.v1 for h in V1_HIERARCHIES[controller][:1])
+            return V1_HIERARCHY[controller] in self.v1
         return controller in _read(os.path.join(self.v2_base(), "cgroup.controllers")).split()
 
     def v2_base(self) -> str:
@@ -88,7 +87,7 @@ def detect() -> Layout:
             for name in options:
                 if name in own_v1 and name not in v1:
                     v1[name] = os.path.join(mountpoint, own_v1[name].lstrip("/"))
-    controllers = {h for hs in V1_HIERARCHIES.values() for h in hs}
+    controllers = set(V1_HIERARCHY.values())
     if v2_mount and not controllers & set(v1):
         return Layout(2, v2_mount, own_v2)
     return Layout(1, v2_mount, "/", {k: v for k, v in v1.items() if k in controllers})
@@ -123,7 +122,7 @@ def directories(layout: Layout, controllers: list[str], name: str) -> dict[str, 
     """Logical controller -> the directory of the group to make ("v2" for the one unified group)."""
     if layout.version == 2:
         return {"v2": os.path.join(v2_parent(layout, controllers), name)}
-    return {h: os.path.join(layout.v1[h], name) for c in controllers for h in V1_HIERARCHIES[c] if h in layout.v1}
+    return {V1_HIERARCHY[c]: os.path.join(layout.v1[V1_HIERARCHY[c]], name) for c in controllers}
 
 
 def settings(layout: Layout, limits: CgroupLimits, controllers: list[str], devices: list[str],
