@@ -32,14 +32,27 @@ LIMITS = ["--memory", "256", "--cpu-percent", "50", "--cpus", "1", "--iops", "10
           "--io-bandwidth", "100M", "--max-processes", "64"]
 
 
-def time_command(argv: list[str], runs: int, env: dict) -> list[float]:
-    subprocess.run(argv, env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # warm the caches
-    times = []
+def _once(argv: list[str], env: dict) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def time_commands(commands: dict[str, list[str]], runs: int, env: dict) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """(name -> times, name -> why skipped). The commands take turns, one run each per round,
+    so that a host whose speed drifts during the benchmark (load, frequency) shifts them all
+    alike and their differences hold."""
+    skipped = {}
+    for name, argv in commands.items():
+        try:
+            _once(argv, env)  # warms the caches, and proves it runs here
+        except (subprocess.CalledProcessError, OSError) as e:
+            skipped[name] = f"it failed here ({e})"
+    times: dict[str, list[float]] = {name: [] for name in commands if name not in skipped}
     for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(argv, env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        times.append(time.perf_counter() - start)
-    return times
+        for name in times:
+            times[name].append(_once(commands[name], env))
+    return times, skipped
 
 
 def time_in_process(runs: int) -> list[float]:
@@ -127,34 +140,36 @@ def main() -> int:
         json.dump({"process_executable": "/bin/true"}, f)
     with open(limited, "w") as f:
         json.dump({"process_executable": "/bin/true", **CONFIG_LIMITS}, f)
-    medians: dict[str, float] = {}
+    noop, limits = "nspawn run -c noop.json", "nspawn run -c limits.json (all limits)"
+    commands = {
+        noop: nspawn + ["-c", plain],
+        limits: nspawn + ["-c", limited],
+        "nspawn run -- /bin/true": nspawn + ["--", "/bin/true"],
+        "nspawn run OPTIONS -- /bin/true (click, all limits)": nspawn + LIMITS + ["--", "/bin/true"],
+        "python -c pass (interpreter start)": [sys.executable, "-c", "pass"],
+    }
     rows: list[tuple[str, str]] = []
-
-    def record(name: str, times: list[float]) -> None:
-        medians[name] = statistics.median(times) * 1000
-        rows.append((name, f"{medians[name]:8.1f} ms  (min {min(times) * 1000:.1f}, max {max(times) * 1000:.1f})"))
-
-    record("nspawn run -c noop.json", time_command(nspawn + ["-c", plain], args.runs, env))
-    record("nspawn run -c limits.json (all limits)", time_command(nspawn + ["-c", limited], args.runs, env))
-    record("nspawn run -- /bin/true", time_command(nspawn + ["--", "/bin/true"], args.runs, env))
-    record("nspawn run OPTIONS -- /bin/true (click, all limits)", time_command(nspawn + LIMITS + ["--", "/bin/true"], args.runs, env))
-    record("python -c pass (interpreter start)", time_command([sys.executable, "-c", "pass"], args.runs, env))
-    os.environ["NSPAWN_STATE_DIR"] = state
-    record("nspawn.launch.run (in process)", time_in_process(args.runs))
     for name, argv in others(state).items():
         if isinstance(argv, str):
             rows.append((name, f"skipped: {argv}"))
-            continue
-        try:
-            record(name, time_command(argv, args.runs, env))
-        except (subprocess.CalledProcessError, OSError) as e:
-            rows.append((name, f"skipped: it failed here ({e})"))
+        else:
+            commands[name] = argv
+    times, skipped = time_commands(commands, args.runs, env)
+    os.environ["NSPAWN_STATE_DIR"] = state
+    times["nspawn.launch.run (in process)"] = time_in_process(args.runs)
     shutil.rmtree(state, ignore_errors=True)
+    medians = {name: statistics.median(t) * 1000 for name, t in times.items()}
+    rows += [(name, f"{medians[name]:8.1f} ms  (min {min(t) * 1000:.1f}, max {max(t) * 1000:.1f})") for name, t in times.items()]
+    rows += [(name, f"skipped: {why}") for name, why in skipped.items()]
 
     print(f"{args.runs} runs of /bin/true on {os.cpu_count()} CPUs, {sys.executable}")
     width = max(len(name) for name, _ in rows)
     for name, text in rows:
         print(f"  {name:<{width}}  {text}")
+    if noop in times and limits in times:
+        paired = statistics.median(b - a for a, b in zip(times[noop], times[limits])) * 1000
+        print(f"limits add {medians[limits] - medians[noop]:.1f} ms between the medians, {paired:.1f} ms as the median of"
+              " the rounds' own differences")
     base = medians.get("unshare -mpfu --mount-proc")
     if base:
         print("ratios to unshare:")
