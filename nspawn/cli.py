@@ -183,7 +183,8 @@ def run(ctx, config_path, dry_run, as_json, command, **options):
         raise click.UsageError("give a config file with -c, or a command after --")
     from nspawn.entry import run_and_report
 
-    ctx.exit(run_and_report(config_path, overrides, verbosity=ctx.find_root().obj or 0, dry_run=dry_run, as_json=as_json))
+    code, _ = run_and_report(config_path, overrides, verbosity=ctx.find_root().obj or 0, dry_run=dry_run, as_json=as_json)
+    ctx.exit(code)
 
 
 @cli.command()

@@ -105,30 +105,35 @@ def test_completion_script():
     assert "_NSPAWN_COMPLETE" in nspawn("completion", "bash").stdout
 
 
-def _entry(*argv):
-    """Run the console entry point in a fresh interpreter; report its exit code and whether
-    click and rich were imported."""
-    code = ("import sys; from nspawn.entry import main; sys.argv = ['nspawn', *sys.argv[1:]]\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    print('exit', e.code, 'click' in sys.modules, 'rich' in sys.modules)")
-    return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
+def _entry(*argv) -> tuple[tuple[int, bool, bool], str]:
+    """Run the console entry point in a fresh interpreter: ((exit code, whether click was
+    imported, whether rich was), stderr). An audit hook sees the imports, since the plain forms
+    end with os._exit, before any code after main() could look."""
+    code = ("import sys\n"
+            "sys.addaudithook(lambda event, args: event == 'import' and args[0] in ('click', 'rich')"
+            " and print(args[0], flush=True))\n"
+            "from nspawn.entry import main\nsys.argv = ['nspawn', *sys.argv[1:]]\nmain()")
+    ran = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
+    imported = ran.stdout.split()
+    return (ran.returncode, "click" in imported, "rich" in imported), ran.stderr
 
 
 def test_plain_run_forms_skip_click_and_report_like_the_cli(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"process_executable": "x",\n "max_ram_mb": "lots"}')
-    fast = _entry("run", "-c", str(bad))
-    assert fast.stdout.split() == ["exit", "2", "False", "False"]
-    slow = _entry("-v", "run", "-c", str(bad))  # any other option: click parses
-    assert slow.stdout.split() == ["exit", "2", "True", "False"]
-    assert fast.stderr == slow.stderr == f'error: {bad}:2:16: $.max_ram_mb: found "lots"; expected a whole number\n'
-    command = _entry("run", "--", "", "arg")
-    assert command.stdout.split() == ["exit", "2", "False", "False"] and "process_executable" in command.stderr
+    fast, fast_err = _entry("run", "-c", str(bad))
+    assert fast == (2, False, False)
+    slow, slow_err = _entry("-v", "run", "-c", str(bad))  # any other option: click parses
+    assert slow == (2, True, False)
+    assert fast_err == slow_err == f'error: {bad}:2:16: $.max_ram_mb: found "lots"; expected a whole number\n'
+    command, command_err = _entry("run", "--", "", "arg")
+    assert command == (2, False, False) and "process_executable" in command_err
 
 
 def test_forms_that_are_not_plain_go_through_click(tmp_path):
-    directory = _entry("run", "-c", str(tmp_path))  # a directory: click says so
-    assert directory.stdout.split() == ["exit", "2", "True", "False"] and "is a directory" in directory.stderr
-    assert _entry("run", "--").stdout.split() == ["exit", "2", "True", "False"]
+    directory, directory_err = _entry("run", "-c", str(tmp_path))  # a directory: click says so
+    assert directory == (2, True, False) and "is a directory" in directory_err
+    assert _entry("run", "--")[0] == (2, True, False)
 
 
 
@@ -143,7 +148,7 @@ def test_a_plain_run_that_runs_and_reports_imports_neither_click_nor_rich(tmp_pa
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"process_executable": "/bin/sh", "process_arguments": ["-c", "kill -9 $$"]}))
     for argv in (("run", "-c", str(config)), ("run", "--", "/bin/sh", "-c", "kill -9 $$")):
-        ran = _entry(*argv)
-        assert ran.stdout.split() == ["exit", "137", "False", "False"], ran.stderr
-        assert ran.stderr == "warning: the container process was killed by signal 9\n"
+        ran, err = _entry(*argv)
+        assert ran == (137, False, False), err
+        assert err == "warning: the container process was killed by signal 9\n"
     assert leftovers(str(_scratch), []) == []
