@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 # The severity of an outcome line: the name of the Reporter method that shows it.
 ERROR, WARNING = "error", "warning"
 
@@ -60,6 +58,8 @@ class Result:
         return "; ".join(text for _, text in self.outcome()) or None
 
     def to_dict(self) -> dict:
+        import copy  # only here: a run that prints no JSON need not import it
+
         return copy.deepcopy(vars(self))
 
     def __repr__(self) -> str:

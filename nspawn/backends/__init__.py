@@ -5,7 +5,6 @@ A backend module exposes `plan(config) -> Plan` (pure) and `execute(plan, sessio
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 from nspawn.records import record
@@ -53,4 +52,6 @@ def choose(backend: str, flavour: str) -> str:
 
 
 def load(name: str):
-    return importlib.import_module(CAPABILITIES[name].module)
+    module = CAPABILITIES[name].module
+    __import__(module)  # not importlib.import_module: importing importlib costs every launch
+    return sys.modules[module]

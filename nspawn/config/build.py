@@ -7,7 +7,6 @@ file's directory; container paths must be absolute in the target's flavour.
 
 from __future__ import annotations
 
-import ntpath
 import os
 import posixpath
 import re
@@ -51,7 +50,12 @@ class _Paths:
 
     def __init__(self, flavour: str, base_dir: str):
         self.windows = flavour == "windows"
-        self.mod = ntpath if self.windows else posixpath
+        if self.windows:
+            import ntpath  # only here: a POSIX config, every Linux launch, need not import it
+
+            self.mod = ntpath
+        else:
+            self.mod = posixpath
         self.base_dir = base_dir
         self.simulated = simulated_hcs_host(flavour)
         self.native = (sys.platform == "win32") == self.windows or self.simulated
