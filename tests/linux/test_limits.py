@@ -110,13 +110,30 @@ def test_the_oom_killer_spares_init_where_the_launcher_may_say_so(clean):
     assert r.out.split() == ["-1000" if sys_resource else own, own]
 
 
-def test_init_and_payload_are_in_every_group_the_run_made(clean):
-    """A joins by moving its one thread (cgroups.join_file); its children must follow it into
-    every hierarchy, as a whole-process move would have taken them."""
+def test_init_and_payload_and_nothing_else_are_in_every_group_the_run_made(clean):
+    """Init joins each group as one thread (v1) or is forked into it (v2), and its children follow
+    it into every hierarchy; the process that forked init stays out, as pids.max counts."""
     every = {"max_ram_mb": 256, "max_cpu_percent": 50, "cpus_count": 1, "max_processes": 64}
-    r = run(sh("cat /proc/1/cgroup; echo --; sh -c 'cat /proc/self/cgroup'", **every))
+    cid, done, members = new_container_id(), [], {}
+    script = "cat /proc/1/cgroup; echo --; cat /proc/self/cgroup; exec sleep 1"
+    worker = threading.Thread(target=lambda: done.append(run(sh(script, **every), container_id=cid)))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            procs = glob.glob(f"/sys/fs/cgroup/**/{cid}/cgroup.procs", recursive=True)
+            members = {path: sorted(_comm(pid) for pid in open(path).read().split()) for path in procs}
+            if members and all("sleep" in names for names in members.values()):
+                break
+            time.sleep(0.02)
+    finally:
+        worker.join(30)
+    init = _comm(str(os.getpid()))  # init is a fork of this process, under its name
+    assert members and all(names == sorted([init, "sleep"]) for names in members.values()), members
+    r = done[0]
     assert r.code == 0, r.err
     made = {x.split(" ", 1)[1] for x in r.result.rolled_back if x.startswith("cgroup ")}
+    assert made == {os.path.dirname(path) for path in members}
     layout = cgroups.detect()
     for listing in r.out.split("--"):
         joined = {line.split(":", 2)[1]: line.split(":", 2)[2] for line in listing.split()}
@@ -129,80 +146,96 @@ def test_init_and_payload_are_in_every_group_the_run_made(clean):
                 assert joined[names].endswith("/" + os.path.basename(path)), (path, listing)
 
 
-def test_a_child_forked_into_a_v2_group_starts_there_with_a_working_interpreter():
-    from nspawn.backends.linux import libc
+def _comm(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return "gone"
 
+
+@pytest.fixture
+def v2_group():
+    """A fresh, empty cgroup v2 group (on a v1 host, in its empty v2 hierarchy)."""
     layout = cgroups.detect()
     if layout.v2_mount is None:
         pytest.skip("this host mounts no cgroup v2 hierarchy")
-    base = layout.v2_base() if layout.version == 2 else layout.v2_mount
-    group = os.path.join(base, "nspawn-test-" + new_container_id())
+    group = os.path.join(layout.v2_base() if layout.version == 2 else layout.v2_mount, "nspawn-test-" + new_container_id())
     os.mkdir(group)
-    before = open("/proc/self/cgroup").read()
-    try:
-        fd = os.open(group, os.O_RDONLY | os.O_DIRECTORY)
+    yield group
+    os.rmdir(group)
+
+
+def _in_child(action) -> str:
+    """What `action()` returns, run in a forked child: the clone3 wrapper is for single-threaded
+    processes, and the fallback moves the process that runs it, neither of which pytest is."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.write(w, str(action()).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        said = f.read()
+    os.waitpid(pid, 0)
+    return said
+
+
+def _in_group(group: str) -> bool:
+    with open("/proc/self/cgroup") as f:
+        return "0::/" + os.path.relpath(group, cgroups.detect().v2_mount) in f.read().splitlines()
+
+
+def test_a_child_forked_into_a_v2_group_starts_there_with_a_working_interpreter(v2_group):
+    import errno
+    import subprocess
+
+    from nspawn.backends.linux import libc
+
+    def fork_into() -> str:
+        fd = os.open(v2_group, os.O_RDONLY | os.O_DIRECTORY)
         try:
             pid = libc.fork_into_cgroup(fd)
-            if pid == 0:
-                code = 1
-                try:  # the interpreter's after-fork work: threads and forks work in the child
-                    import subprocess
+        except OSError as e:
+            return "unsupported" if e.errno in (errno.ENOSYS, errno.E2BIG) else repr(e)
+        if pid == 0:
+            code = 1
+            try:  # the interpreter's after-fork work: threads and forks work in the child
+                seen = []
+                t = threading.Thread(target=lambda: seen.append(_in_group(v2_group)))
+                t.start()
+                t.join()
+                shown = subprocess.run(["cat", "/proc/self/cgroup"], capture_output=True, text=True).stdout
+                code = 0 if seen == [True] and "::/" + os.path.basename(v2_group) in shown else 3
+            finally:
+                os._exit(code)
+        return f"{os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])} {_in_group(v2_group)}"
 
-                    seen = []
-                    t = threading.Thread(target=lambda: seen.append(open("/proc/self/cgroup").read()))
-                    t.start()
-                    t.join()
-                    shown = subprocess.run(["cat", "/proc/self/cgroup"], capture_output=True, text=True).stdout
-                    wanted = "0::" + group[len(layout.v2_mount):]
-                    code = 0 if all(wanted in text.splitlines() for text in (seen[0], shown)) else 3
-                finally:
-                    os._exit(code)
-        finally:
-            os.close(fd)
-        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
-        assert open("/proc/self/cgroup").read() == before
-    finally:
-        os.rmdir(group)
+    said = _in_child(fork_into)
+    if said == "unsupported":
+        pytest.skip("this kernel has no clone3 with CLONE_INTO_CGROUP (Linux 5.7)")
+    assert said == "0 False"  # the child was in the group, its parent never
 
 
-def test_without_clone3_init_still_starts_in_the_v2_group_and_the_process_limit_counts_its_parent(monkeypatch):
-    """The fallback for kernels before 5.7 or a seccomp filter that refuses clone3."""
+@pytest.mark.parametrize("refusal", ["ENOSYS", "E2BIG", "EPERM", "EINVAL"])
+def test_without_clone3_init_joins_the_v2_group_itself_and_its_parent_stays_out(v2_group, monkeypatch, refusal):
+    """The fallback for kernels before 5.7 and for seccomp filters that refuse clone3."""
     import errno
 
     from nspawn.backends.linux import init, libc
 
-    layout = cgroups.detect()
-    if layout.v2_mount is None:
-        pytest.skip("this host mounts no cgroup v2 hierarchy")
-    pids = layout.version == 2 and layout.available("pids")  # v1 hosts: an empty v2 hierarchy
-    base = cgroups.v2_parent(layout, ["pids"]) if pids else layout.v2_mount
-    group = os.path.join(base, "nspawn-test-" + new_container_id())
-    os.mkdir(group)
-    if pids:
-        cgroups.write(os.path.join(group, "pids.max"), "5")
-    r, w = os.pipe()
-    try:
-        tester = os.fork()
-        if tester == 0:  # the fallback moves the process that runs it: not pytest's
-            try:
-                os.close(r)
+    def refused(fd):
+        raise OSError(getattr(errno, refusal), "clone3 refused")
 
-                def refused(fd):
-                    raise OSError(errno.ENOSYS, "clone3 refused")
+    def fork_and_join() -> str:
+        monkeypatch.setattr(libc, "fork_into_cgroup", refused)
+        pid, in_groups = init._fork_init(v2_group)
+        if pid == 0:
+            init._join([os.path.join(v2_group, "cgroup.procs")])
+            os._exit(0 if _in_group(v2_group) and not in_groups else 3)
+        return f"{os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])} {in_groups} {_in_group(v2_group)}"
 
-                monkeypatch.setattr(libc, "fork_into_cgroup", refused)
-                child = init._fork_init(group)
-                if child == 0:
-                    os._exit(0 if open("/proc/self/cgroup").read().endswith(os.path.basename(group) + "\n") else 3)
-                status = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
-                limit = open(os.path.join(group, "pids.max")).read().strip() if pids else "-"
-                os.write(w, f"{status} {limit} {open('/proc/self/cgroup').read().endswith(os.path.basename(group) + chr(10))}".encode())
-            finally:
-                os._exit(0)
-        os.close(w)
-        report = os.read(r, 200).decode().split()
-        os.waitpid(tester, 0)
-    finally:
-        os.close(r)
-        os.rmdir(group)
-    assert report == ["0", "6" if pids else "-", "True"], report
+    assert _in_child(fork_and_join) == "0 False False"

@@ -59,7 +59,7 @@ def test_limits_in_kernel_units():
     assert p.limits.cpu_quota_us == round(0.25 * cpus * CPU_PERIOD_US)  # a share of the whole host
     assert p.limits.cpus == (1,)  # the first CPU of the mask
     assert make(cpus_count=2).limits.cpus == (0, 1)
-    assert p.limits.pids_max == 5  # the payload's own: cgroups.settings adds the container's helpers
+    assert p.limits.pids_max == 6  # the container's init is in the group too
     assert (p.limits.io_iops, p.limits.io_bps) == (10, 4096)
 
 
@@ -72,7 +72,20 @@ def test_cgroup_settings_for_both_layouts():
     assert v2 == [("v2", "memory.max", "1048576"), ("v2", "cpu.max", f"{limits.cpu_quota_us} 100000"),
                   ("v2", "cpuset.cpus", "0"), ("v2", "io.max", "8:0 riops=7 wiops=7"), ("v2", "pids.max", "4")]
     v1 = cgroups.settings(cgroups.Layout(1), limits, every, ["8:0"], "0")
-    assert ("pids", "pids.max", "5") in v1  # on v1 the process that forked init joins too
+    assert ("pids", "pids.max", "4") in v1
     assert ("cpuset", "cpuset.mems", "0") in v1 and v1.index(("cpuset", "cpuset.mems", "0")) < v1.index(("cpuset", "cpuset.cpus", "0"))
     assert ("cpu", "cpu.cfs_period_us", "100000") in v1 and ("blkio", "blkio.throttle.write_iops_device", "8:0 7") in v1
-    assert cgroups.settings(cgroups.Layout(1), limits, ["pids"], [], None) == [("pids", "pids.max", "5")]
+    assert cgroups.settings(cgroups.Layout(1), limits, ["pids"], [], None) == [("pids", "pids.max", "4")]
+
+
+def test_v1_groups_are_one_per_controller_even_where_hierarchies_share_a_mount():
+    """As systemd mounts cpu,cpuacct together: each group is made once (a second mkdir of the
+    same directory would fail the run)."""
+    from nspawn.backends.linux import cgroups
+
+    shared = "/sys/fs/cgroup/cpu,cpuacct/own"
+    layout = cgroups.Layout(1, None, "/", {"cpu": shared, "cpuacct": shared, "memory": "/sys/fs/cgroup/memory/own",
+                                           "blkio": "/sys/fs/cgroup/blkio/own"})
+    groups = cgroups.directories(layout, ["memory", "cpu", "io"], "c1")
+    assert groups == {"memory": "/sys/fs/cgroup/memory/own/c1", "cpu": shared + "/c1", "blkio": "/sys/fs/cgroup/blkio/own/c1"}
+    assert len(set(groups.values())) == len(groups)

@@ -19,7 +19,7 @@ from tests.linux.conftest import ROOT, STARTED, container_processes, needs_root,
 
 pytestmark = needs_root
 
-STEPS = ["scratch", "cgroups", "fork", "join-cgroups", "unshare", "fork-init", "mount-root", "mount-system",
+STEPS = ["scratch", "cgroups", "fork", "unshare", "fork-init", "join-cgroups", "mount-root", "mount-system",
          "bind-mounts", "detach-host-root", "hostname", "loopback", "fork-payload", "exec-prepare", "exec"]
 
 

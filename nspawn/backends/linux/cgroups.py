@@ -93,12 +93,6 @@ def detect() -> Layout:
     return Layout(1, v2_mount, "/", {k: v for k, v in v1.items() if k in controllers})
 
 
-def helpers_in_group(layout: Layout) -> int:
-    """The container's processes in its groups besides the payload's: its init, and on v1 the
-    process that forked init too (init.py: A joins on v1; on v2 B is made in the group)."""
-    return 1 if layout.version == 2 else 2
-
-
 def needed(limits: CgroupLimits) -> list[str]:
     wanted = {"memory": limits.memory_bytes, "cpu": limits.cpu_quota_us, "cpuset": limits.cpus,
               "io": limits.io_iops or limits.io_bps, "pids": limits.pids_max}
@@ -158,7 +152,7 @@ def settings(layout: Layout, limits: CgroupLimits, controllers: list[str], devic
                 if value:
                     out += [("blkio", f"blkio.throttle.{rw}_{kind}_device", f"{dev} {value}") for rw in ("read", "write")]
     if "pids" in controllers:
-        put("pids", "pids.max", "pids.max", str(limits.pids_max + helpers_in_group(layout)))
+        put("pids", "pids.max", "pids.max", str(limits.pids_max))
     return out
 
 

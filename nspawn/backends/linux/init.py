@@ -1,8 +1,9 @@
 """The container's processes, forked from the launcher (no interpreter start, no imports):
 
-    launcher ─ A: dies with the launcher, joins the cgroups, unshares the namespaces, forks B
-                └ B: PID 1 of the new PID namespace; builds the filesystem, forks C, forwards
-                     signals to it, reaps orphans, reports C's wait status and exits with it
+    launcher ─ A: dies with the launcher, unshares the namespaces, forks B
+                └ B: PID 1 of the new PID namespace, in the container's cgroups; builds the
+                     filesystem, forks C, forwards signals to it, reaps orphans, reports C's
+                     wait status and exits with it
                    └ C: trims its privileges and execs the payload
 
 Setup failures travel to the launcher on the report pipe as one line "E<exit code> <step>:
@@ -42,8 +43,8 @@ class Launch:
 
     plan: LinuxPlan
     launcher_pid: int
-    cgroup_joins: list[str]  # v1: the `tasks` files A writes "0" to, to join its groups
-    cgroup_v2: str | None  # v2: the group B is made in
+    cgroup_v2: str | None  # v2: the group B is forked into
+    cgroup_joins: list[str]  # the files B writes "0" to, to join its groups when not forked into them
     scratch: str  # holds the overlay's upper, work and root directories
     binds: list[tuple[str, str, bool, bool]]  # (real host path, container path, read only, is a file)
     report_w: int
@@ -120,16 +121,10 @@ def _stage_a(launch: Launch) -> None:
     libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != launch.launcher_pid:
         os._exit(125)  # the launcher died before PDEATHSIG was armed
-    # A and B are forks of the launcher, with its interpreter's pages resident: the memory
-    # limit's OOM killer could pick them over the payload and lose the payload's exit status.
+    # B, which inherits this, is a fork of the launcher with its interpreter's pages resident:
+    # the memory limit's OOM killer could pick it over the payload and lose the payload's exit
+    # status (A is outside the container's groups).
     _set_oom_score_adj("-1000")
-    launch.at("join-cgroups")
-    for path in launch.cgroup_joins:
-        # A has one thread, so moving it moves the process, without the thread-group lock a
-        # cgroup.procs write takes (its first taking after a quiet spell waits out an RCU grace
-        # period: 5-15 ms). B and C are born in the groups.
-        with open(path, "w") as f:
-            f.write("0")
     launch.at("unshare")
     flags = 0
     for name in launch.plan.namespaces:
@@ -137,10 +132,10 @@ def _stage_a(launch: Launch) -> None:
     libc.unshare(flags)
     self_fd = os.pidfd_open(os.getpid())  # lets B see whether A died before B armed PDEATHSIG
     launch.at("fork-init")
-    pid = _fork_init(launch.cgroup_v2)
+    pid, in_groups = _fork_init(launch.cgroup_v2)
     if pid == 0:
         try:
-            _stage_b(launch, self_fd)
+            _stage_b(launch, self_fd, in_groups)
         except BaseException as e:
             _fail(launch, e)
     os.write(launch.report_w, b"P%d\n" % pid)
@@ -150,37 +145,42 @@ def _stage_a(launch: Launch) -> None:
     os._exit(_exit_code(status))
 
 
-def _fork_init(group: str | None) -> int:
-    """Fork B; on cgroup v2 into `group`, where v2 has no per-thread move for A to make. A stays
-    outside; without clone3 (before Linux 5.7, or filtered by seccomp) it joins instead, and the
-    group's process limit is raised by one for it."""
+def _fork_init(group: str | None) -> tuple[int, bool]:
+    """Fork B: (its pid, or 0 in B; whether B starts in the container's cgroups). On v2, B is
+    forked into `group` (clone3), where v2 offers no cheap move (see _join). Without clone3
+    (before Linux 5.7; or refused by a seccomp filter, which may answer ENOSYS or EPERM; or,
+    before 5.7, EINVAL when the group's descriptor is 0) B joins as on v1."""
     if group is None:
-        return os.fork()
+        return os.fork(), False
     fd = os.open(group, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        return libc.fork_into_cgroup(fd)
+        return libc.fork_into_cgroup(fd), True
     except OSError as e:
-        if e.errno not in (errno.ENOSYS, errno.E2BIG):
+        if e.errno not in (errno.ENOSYS, errno.E2BIG, errno.EPERM, errno.EINVAL):
             raise
     finally:
         os.close(fd)  # in B too: the container must hold nothing of the host's cgroup tree
-    with open(os.path.join(group, "cgroup.procs"), "w") as f:
-        f.write("0")
-    pids_max = os.path.join(group, "pids.max")
-    if os.path.exists(pids_max):
-        with open(pids_max) as f:
-            value = f.read().strip()
-        if value != "max":
-            with open(pids_max, "w") as f:
-                f.write(str(int(value) + 1))
-    return os.fork()
+    return os.fork(), False
 
 
-def _stage_b(launch: Launch, parent_fd: int) -> None:
+def _join(paths: list[str]) -> None:
+    """Move this process, which has one thread, into the groups. Writing "0" (itself) to a v1
+    `tasks` file moves one thread, so the kernel skips its thread-group lock, whose first taking
+    after a quiet spell waits out an RCU grace period (5-20 ms here). Writing a pid, or to
+    cgroup.procs, takes that lock: v2 offers nothing else, hence clone3 there."""
+    for path in paths:
+        with open(path, "w") as f:
+            f.write("0")
+
+
+def _stage_b(launch: Launch, parent_fd: int, in_groups: bool) -> None:
     libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
     if select.select([parent_fd], [], [], 0)[0]:
         os._exit(125)
     os.close(parent_fd)
+    if not in_groups:
+        launch.at("join-cgroups")
+        _join(launch.cgroup_joins)
     plan = launch.plan
     launch.at("mount-root")
     mounts.enter_root(launch.plan.lower_dir, *(os.path.join(launch.scratch, sub) for sub in mounts.SCRATCH_DIRS))

@@ -12,6 +12,9 @@ from nspawn.records import record
 
 DEFAULT_SCRATCH_PARENT = "/var/tmp/nspawn"  # on disk, not tmpfs: a container's writes must not eat RAM
 CPU_PERIOD_US = 100_000
+# The container's init shares its pids group (the process that forks init stays outside);
+# max_processes counts the payload's own processes, as a Windows job does.
+INIT_PROCESSES = 1
 _MIN_CPU_QUOTA_US = 1_000  # the kernel refuses smaller quotas
 
 # Docker's default capability set, by bit number (linux/capability.h).
@@ -131,5 +134,5 @@ def cgroup_limits(limits: Limits) -> CgroupLimits:
         cpus=cpus,
         io_iops=limits.max_storage_iops,
         io_bps=limits.max_storage_bandwidth_bytes_per_sec,
-        pids_max=limits.max_processes or 0,  # the payload's own, as a Windows job counts them
+        pids_max=limits.max_processes + INIT_PROCESSES if limits.max_processes else 0,
     )

@@ -118,7 +118,7 @@ def _report(plan: LinuxPlan, session: Session, layout: cgroups.Layout, usable: l
         if layout.version == 1:
             session.warn(enforcement.V1_BUFFERED_WRITES)
     if "pids" in usable:
-        session.applied("max_processes", f"{limits.pids_max} besides the container's own {cgroups.helpers_in_group(layout)} (pids.max)")
+        session.applied("max_processes", f"pids.max={limits.pids_max}, the container's init included")
 
 
 def _signal(pid: int, signum: int) -> None:
@@ -201,8 +201,8 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
         pump = (fds.add(*os.pipe()), fds.add(*os.pipe())) if copying else ()
         launch = init.Launch(
             plan=plan, launcher_pid=me,
-            cgroup_joins=[os.path.join(p, "tasks") for key, p in groups.items() if key != "v2"],
             cgroup_v2=groups.get("v2"),
+            cgroup_joins=[os.path.join(p, "cgroup.procs" if key == "v2" else "tasks") for key, p in groups.items()],
             scratch=scratch, binds=binds, report_w=report_w, status_w=status_w,
             output_w=(pump[0][1], pump[1][1]) if pump else None,
             oom_score_adj=_read_oom_score_adj(), cap_last=cap_last, max_fd=os.sysconf("SC_OPEN_MAX"), fail_at=fail_at,
