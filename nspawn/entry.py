@@ -51,8 +51,12 @@ def exit_after_run(code: int, backend: str | None) -> None:
     a run 4-5 ms, a tenth of it. A Windows container takes seconds to start, and its native
     libraries are better left the orderly exit they expect."""
     if backend == "linux":
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                if stream is not None:  # None when the launcher was started with it closed
+                    stream.flush()
+            except (OSError, ValueError):
+                pass  # a reader that went away cannot change the container's exit code
         os._exit(code)
     sys.exit(code)
 

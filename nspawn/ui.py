@@ -14,9 +14,10 @@ QUIET, NORMAL, VERBOSE, DEBUG = -1, 0, 1, 2
 class Reporter:
     def __init__(self, verbosity: int = NORMAL, stream=None):
         self.verbosity = verbosity
-        self.stream = stream or sys.stderr
+        self.stream = stream or sys.stderr  # None when the launcher was started with stderr closed
         self._console = None
-        if self.stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb":
+        if self.stream is not None and self.stream.isatty() and not os.environ.get("NO_COLOR") \
+                and os.environ.get("TERM") != "dumb":
             from rich.console import Console
 
             self._console = Console(file=self.stream, highlight=False, soft_wrap=True)
@@ -31,7 +32,7 @@ class Reporter:
             from rich.markup import escape
 
             self._console.print(f"[{style}]{prefix}[/]{escape(text)}")
-        else:
+        elif self.stream is not None:
             print(prefix + text, file=self.stream, flush=True)
 
     def error(self, text: str) -> None:

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from conftest import nspawn
-from tests.linux.conftest import _scratch, leftovers, needs_root  # noqa: F401 (_scratch: the fixture)
+from tests.linux.conftest import ROOT, _scratch, leftovers, needs_root  # noqa: F401 (_scratch: the fixture)
 
 ORIGINAL = "configs/hostcompute_nspawn.json"
 
@@ -136,7 +136,6 @@ def test_forms_that_are_not_plain_go_through_click(tmp_path):
     assert _entry("run", "--")[0] == (2, True, False)
 
 
-
 def _needs_root(test):
     for mark in needs_root:
         test = mark(test)
@@ -151,4 +150,13 @@ def test_a_plain_run_that_runs_and_reports_imports_neither_click_nor_rich(tmp_pa
         ran, err = _entry(*argv)
         assert ran == (137, False, False), err
         assert err == "warning: the container process was killed by signal 9\n"
+    assert leftovers(str(_scratch), []) == []
+
+
+@_needs_root
+def test_a_run_started_with_its_output_streams_closed_still_exits_with_the_container_code(_scratch):
+    for closed in (">&-", "2>&-", ">&- 2>&-"):
+        ran = subprocess.run(["sh", "-c", f'exec "$@" {closed}', "sh", sys.executable, "-m", "nspawn", "run", "--",
+                              "/bin/sh", "-c", "exit 7"], cwd=ROOT, capture_output=True, text=True)
+        assert ran.returncode == 7, (closed, ran.stderr)
     assert leftovers(str(_scratch), []) == []
