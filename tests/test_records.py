@@ -40,3 +40,13 @@ def test_a_field_without_a_default_after_one_with_is_refused():
         class Bad:
             a: int = 0
             b: int
+
+
+def test_a_method_using_super_is_refused():
+    with pytest.raises(TypeError, match="super"):
+        @record
+        class Bad:
+            a: int = 0
+
+            def __repr__(self) -> str:
+                return super().__repr__()
