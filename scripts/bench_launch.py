@@ -26,6 +26,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from installed import note_if_stale  # noqa: E402 (scripts/, beside this one)
+
 CONFIG_LIMITS = {"max_ram_mb": 256, "max_cpu_percent": 50, "cpus_count": 1, "max_storage_iops": 1000,
                  "max_storage_bandwidth_bytes_per_sec": 100 << 20, "max_processes": 64}
 LIMITS = ["--memory", "256", "--cpu-percent", "50", "--cpus", "1", "--iops", "1000",
@@ -50,8 +52,12 @@ def time_commands(commands: dict[str, list[str]], runs: int, env: dict) -> tuple
             skipped[name] = f"it failed here ({e})"
     times: dict[str, list[float]] = {name: [] for name in commands if name not in skipped}
     for _ in range(runs):
-        for name in times:
-            times[name].append(_once(commands[name], env))
+        for name in list(times):
+            try:
+                times[name].append(_once(commands[name], env))
+            except (subprocess.CalledProcessError, OSError) as e:
+                skipped[name] = f"a run failed ({e})"
+                del times[name]
     return times, skipped
 
 
@@ -134,6 +140,8 @@ def main() -> int:
     # The console script beside this interpreter, as a user runs it (python -m adds runpy's cost).
     script = os.path.join(os.path.dirname(sys.executable), "nspawn")
     nspawn = [script, "run"] if os.path.exists(script) else [sys.executable, "-m", "nspawn", "run"]
+    if os.path.exists(script):
+        note_if_stale(sys.executable)  # the in-process row times the checkout
     plain = os.path.join(state, "noop.json")
     limited = os.path.join(state, "limits.json")
     with open(plain, "w") as f:

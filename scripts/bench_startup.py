@@ -13,13 +13,14 @@ within 50 ms of it."""
 from __future__ import annotations
 
 import argparse
-import filecmp
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from installed import note_if_stale
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "hostcompute_nspawn.json")
@@ -34,22 +35,6 @@ def median_ms(argv: list[str], runs: int, env: dict) -> float:
     return statistics.median(times)
 
 
-def stale_files(python: str) -> list[str]:
-    """The checkout's package files that the copy installed for `python` lacks or has otherwise."""
-    where = subprocess.run([python, "-c", "import nspawn, os; print(os.path.dirname(nspawn.__file__))"],
-                           cwd="/", capture_output=True, text=True, check=True).stdout.strip()
-    checkout = os.path.join(ROOT, "nspawn")
-    stale = []
-    for directory, subdirectories, files in os.walk(checkout):
-        subdirectories[:] = [d for d in subdirectories if d != "__pycache__"]
-        for name in files:
-            path = os.path.relpath(os.path.join(directory, name), checkout)
-            installed = os.path.join(where, path)
-            if not (os.path.exists(installed) and filecmp.cmp(os.path.join(checkout, path), installed, shallow=False)):
-                stale.append(path)
-    return stale
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--runs", type=int, default=30)
@@ -58,10 +43,7 @@ def main() -> None:
     nspawn = os.path.join(os.path.dirname(python), "nspawn")
     if not os.path.exists(nspawn):
         sys.exit(f"no console script at {nspawn}: run this with the interpreter of the venv nspawn is installed in")
-    stale = stale_files(python)
-    if stale:
-        print(f"note: the installed nspawn is not this checkout ({len(stale)} files differ, e.g. {stale[0]});"
-              " the figures are the installed copy's")
+    note_if_stale(python)
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "NSPAWN_CACHE_DIR": cache}
         subprocess.run([nspawn, "validate", CONFIG], env=env, stdout=subprocess.DEVNULL, check=True)
