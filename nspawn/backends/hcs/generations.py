@@ -131,7 +131,6 @@ class V2(_Generation):
         system.terminate(STOP_WAIT_SECONDS * 1000)
 
 
-
 class V1(_Generation):
     api = "v1"
 
@@ -166,7 +165,6 @@ class V1(_Generation):
     def _terminate_and_wait(self, system) -> None:
         system.terminate()  # accepted; SystemExited tells the end
         system.wait_exited(STOP_WAIT_SECONDS * 1000)
-
 
 
 GENERATIONS = {"v1": V1, "v2": V2}
