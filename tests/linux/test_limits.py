@@ -184,9 +184,14 @@ def _in_child(action) -> str:
     return said
 
 
+def _group_line(group: str) -> str:
+    """The line /proc/PID/cgroup shows for a process in the v2 `group`."""
+    return "0::/" + os.path.relpath(group, cgroups.detect().v2_mount)
+
+
 def _in_group(group: str) -> bool:
     with open("/proc/self/cgroup") as f:
-        return "0::/" + os.path.relpath(group, cgroups.detect().v2_mount) in f.read().splitlines()
+        return _group_line(group) in f.read().splitlines()
 
 
 def test_a_child_forked_into_a_v2_group_starts_there_with_a_working_interpreter(v2_group):
@@ -209,7 +214,7 @@ def test_a_child_forked_into_a_v2_group_starts_there_with_a_working_interpreter(
                 t.start()
                 t.join()
                 shown = subprocess.run(["cat", "/proc/self/cgroup"], capture_output=True, text=True).stdout
-                code = 0 if seen == [True] and "::/" + os.path.basename(v2_group) in shown else 3
+                code = 0 if seen == [True] and _group_line(v2_group) in shown.splitlines() else 3
             finally:
                 os._exit(code)
         return f"{os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])} {_in_group(v2_group)}"

@@ -178,8 +178,8 @@ def _stage_b(launch: Launch, parent_fd: int, in_groups: bool) -> None:
     if select.select([parent_fd], [], [], 0)[0]:
         os._exit(125)
     os.close(parent_fd)
+    launch.at("join-cgroups")
     if not in_groups:
-        launch.at("join-cgroups")
         _join(launch.cgroup_joins)
     plan = launch.plan
     launch.at("mount-root")
