@@ -61,7 +61,9 @@ def fifty(tmp_path):
     _write(configs, "timeout-batch", _sh("sleep 30", stop_grace_seconds=0.5))  # the batch's --timeout applies
     expected["timeout-batch"] = ("failed", 124, "")
     # Debian's python3: the test's own interpreter may live under /tmp, which the container does not see.
-    _write(configs, "oom", {"process_executable": "/usr/bin/python3", "max_ram_mb": 32,
+    # Its own timeout, not the batch's 1 s: Python's start alone takes longer on a slow host
+    # (the cgroup v2 VM emulates its CPU).
+    _write(configs, "oom", {"process_executable": "/usr/bin/python3", "max_ram_mb": 32, "timeout_seconds": 60,
                             "process_arguments": ["-c", "b = bytearray(200 * 2**20); print('survived')"]})
     expected["oom"] = ("failed", 137, "")
     _write(configs, "bad-config", '{"process_executable": "/bin/true", "netwrk": "none"}')
