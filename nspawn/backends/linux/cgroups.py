@@ -200,35 +200,29 @@ def memory_stats(layout: Layout, groups: dict[str, str]) -> tuple[int, int | Non
 
 
 def release(data: dict) -> None:
-    """Kill whatever still runs in the group and remove it; nothing to do when it is gone."""
+    """Remove the group, killing whatever still runs in it first; nothing to do when it is gone."""
     path = data["path"]
-    if not os.path.isdir(path):
-        return
-    kill_file = os.path.join(path, "cgroup.kill")
     deadline = time.monotonic() + 5
     while True:
+        try:
+            os.rmdir(path)  # the common case: the container has ended, and its group is empty
+            return
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            if e.errno != errno.EBUSY:
+                raise
+        # Processes remain (or a killed one has not left yet: it stops showing in cgroup.procs
+        # a moment before its group lets go of it).
         pids = _read(os.path.join(path, "cgroup.procs")).split()
-        if not pids:
-            break
-        if os.path.exists(kill_file):
-            write(kill_file, "1")
+        if time.monotonic() > deadline:
+            raise OSError(errno.EBUSY, f"{path}: processes {' '.join(pids) or 'that have exited'} still hold it")
+        if pids and os.path.exists(os.path.join(path, "cgroup.kill")):
+            write(os.path.join(path, "cgroup.kill"), "1")
         else:
             for pid in pids:
                 try:
                     os.kill(int(pid), signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-        if time.monotonic() > deadline:
-            raise OSError(errno.EBUSY, f"{path}: processes {' '.join(pids)} survive SIGKILL")
         time.sleep(0.01)
-    while True:
-        try:
-            os.rmdir(path)
-            return
-        except FileNotFoundError:
-            return
-        except OSError as e:
-            # A killed task leaves its group a moment after it stops showing in cgroup.procs.
-            if e.errno != errno.EBUSY or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)

@@ -25,7 +25,7 @@ import os
 import select
 import signal
 
-from nspawn.backends.linux import libc, mounts
+from nspawn.backends.linux import cgroups, libc, mounts
 from nspawn.backends.linux.plan import LinuxPlan
 from nspawn.records import record
 
@@ -169,8 +169,7 @@ def _join(paths: list[str]) -> None:
     after a quiet spell waits out an RCU grace period (5-20 ms here). Writing a pid, or to
     cgroup.procs, takes that lock: v2 offers nothing else, hence clone3 there."""
     for path in paths:
-        with open(path, "w") as f:
-            f.write("0")
+        cgroups.write(path, "0")
 
 
 def _stage_b(launch: Launch, parent_fd: int, in_groups: bool) -> None:
