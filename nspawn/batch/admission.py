@@ -55,6 +55,9 @@ class Admission:
         if self.memory_budget is not None and demand.memory_bytes > self.memory_budget:
             return (f"its memory limit of {_mib(demand.memory_bytes)} exceeds the {_mib(self.memory_budget)} "
                     "this host has available for the batch; it can never start")
+        if demand.cpu_count > len(self.cpus):
+            return (f"it asks for {demand.cpu_count} CPUs and this launcher may use {len(self.cpus)}; "
+                    "it can never start")
         return None
 
     def admit(self, demand: Demand) -> Demand | None:

@@ -89,6 +89,12 @@ def test_a_job_bigger_than_the_budget_never_fits_and_says_so():
     assert Admission(None).never_fits(Demand(1 << 50)) is None  # a host that does not say: not admitted by memory
 
 
+def test_a_job_asking_more_cpus_than_the_launcher_may_use_never_fits_and_says_so():
+    admission = Admission(None, cpus=[0, 1])
+    assert admission.never_fits(Demand(0, cpu_count=2)) is None
+    assert "asks for 3 CPUs and this launcher may use 2" in admission.never_fits(Demand(0, cpu_count=3))
+
+
 def test_memory_available_reads_meminfo(tmp_path):
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:  1000 kB\nMemFree:  10 kB\nMemAvailable:  512 kB\n")
