@@ -97,8 +97,9 @@ class Journal:
 
     def release_all(self, releasers: Mapping[str, Releaser]) -> ReleaseReport:
         report = release(self.entries, releasers, self._write)
-        if not report.failed:
-            self.close(remove=True)
+        # What could not be released stays on disk, an orphan for `nspawn cleanup`: the launcher
+        # lets go of it either way, or a batch that goes on would hold it as if the run still lived.
+        self.close(remove=not report.failed)
         return report
 
     def close(self, remove: bool = False) -> None:

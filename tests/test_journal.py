@@ -26,6 +26,8 @@ def test_release_runs_in_reverse_and_survives_a_failing_release(tmp_path):
     assert order == ["c", "b", "a"]
     assert report.released == ["ok c", "ok a"] and report.failed == ["broken b: device busy"]
     assert os.path.exists(journal.path)  # kept: cleanup may still finish it
+    [orphan] = read_journals(str(tmp_path))
+    assert not orphan.alive  # let go of, as a dead launcher's would be, though this one lives on
 
 
 def test_a_clean_release_removes_the_journal(tmp_path):
