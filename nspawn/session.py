@@ -62,8 +62,8 @@ class Session:
         self.result = Result(self.container_id, config.backend, exit_code=0)
         self.journal: Journal | None = None
 
-    def open_journal(self, **header) -> Journal:
-        self.journal = Journal(self.container_id, self.config.backend, source=self.config.source, **header)
+    def open_journal(self) -> Journal:
+        self.journal = Journal(self.container_id, self.config.backend, source=self.config.source)
         return self.journal
 
     @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """The backends and what each offers, known without importing their code.
 
-A backend module exposes `plan(config) -> Plan` (pure) and `execute(plan, session) -> Result`.
+A backend module exposes `plan(config) -> Plan` (pure) and `execute(plan, session)`, which fills
+the session's Result (docs/architecture.md lists the rest).
 """
 
 from __future__ import annotations
