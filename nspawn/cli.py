@@ -233,7 +233,7 @@ def _owned_elsewhere(known: set[str]):
     here (its launcher was killed before it could write one, or the journal was removed)."""
     from nspawn import backends
 
-    for name in backends.CAPABILITIES:
+    for name in backends.BACKENDS:
         owned = getattr(backends.load(name), "owned_systems", None)
         for system in owned() if owned else ():
             if system["id"] not in known:
@@ -294,7 +294,7 @@ def cleanup(ctx):
             reporter.error(f"{system['id']}: not terminated: {e}")
         else:
             click.echo(f"{system['id']}: terminated its compute system")
-    for name in backends.CAPABILITIES:
+    for name in backends.BACKENDS:
         # What containers left with a backend's host service that no journal names any more.
         sweep = getattr(backends.load(name), "sweep", None)
         if sweep is None:

@@ -13,7 +13,7 @@ import re
 import sys
 from types import MappingProxyType
 
-from nspawn.backends import CAPABILITIES, choose
+from nspawn.backends import BACKENDS, choose
 from nspawn.config.jsonpos import path_text
 from nspawn.config.load import Finding
 from nspawn.config.model import DEFAULT_GRACE_SECONDS, Config, Limits, Mount
@@ -223,7 +223,7 @@ def _collisions(config: Config, paths: _Paths) -> list[Finding]:
 
 
 def _capabilities(config: Config) -> list[Finding]:
-    caps = CAPABILITIES[config.backend]
+    caps = BACKENDS[config.backend]
     findings = [Finding((key,), f"missing; expected it, as the {config.backend} backend needs it")
                 for key in caps.requires if getattr(config, key) is None]
     if config.network not in caps.network_modes:

@@ -19,6 +19,13 @@ from .errors import LibraryUnavailable
 
 SIMULATOR_ENV = "NSPAWN_HCS_LIBRARY"
 
+
+def simulated() -> bool:
+    """Whether the HCS libraries are the simulator's, off Windows. Its host side (layer,
+    process and mount host paths) is then this host, with its own paths, while container paths
+    stay Windows paths; the config checks ask this for Windows configs only."""
+    return sys.platform != "win32" and bool(os.environ.get(SIMULATOR_ENV))
+
 if sys.platform == "win32":
     FUNCTYPE = ctypes.WINFUNCTYPE  # CALLBACK is __stdcall (the same as cdecl on x64)
 else:
