@@ -13,34 +13,16 @@ from __future__ import annotations
 import dataclasses
 
 from nspawn.batch.jobs import Demand
-from nspawn.config.host import allowed_cpus
 from nspawn.config.model import Config
-
-MIB = 1 << 20
+from nspawn.hostfacts import allowed_cpus
+from nspawn.units import mask_to_cpus, mib_to_bytes, show_mib
 
 
 def demand_of(config: Config) -> Demand:
-    mask = config.limits.cpu_affinity
-    cpus = tuple(cpu for cpu in range(mask.bit_length()) if mask >> cpu & 1)
+    cpus = mask_to_cpus(config.limits.cpu_affinity)
     if cpus and config.limits.cpus_count:
         cpus = cpus[:config.limits.cpus_count]
-    return Demand(config.limits.max_ram_mb * MIB, cpus, 0 if cpus else config.limits.cpus_count)
-
-
-def memory_available(meminfo: str = "/proc/meminfo") -> int | None:
-    """MemAvailable in bytes; None where the host does not say (not Linux)."""
-    try:
-        with open(meminfo) as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _mib(n: int) -> str:
-    return f"{n / MIB:.0f} MiB"
+    return Demand(mib_to_bytes(config.limits.max_ram_mb), cpus, 0 if cpus else config.limits.cpus_count)
 
 
 class Admission:
@@ -53,7 +35,7 @@ class Admission:
     def never_fits(self, demand: Demand) -> str | None:
         """Why the job could not start even alone, or None."""
         if self.memory_budget is not None and demand.memory_bytes > self.memory_budget:
-            return (f"its memory limit of {_mib(demand.memory_bytes)} exceeds the {_mib(self.memory_budget)} "
+            return (f"its memory limit of {show_mib(demand.memory_bytes)} exceeds the {show_mib(self.memory_budget)} "
                     "this host has available for the batch; it can never start")
         if demand.cpu_count > len(self.cpus):
             return (f"it asks for {demand.cpu_count} CPUs and this launcher may use {len(self.cpus)}; "

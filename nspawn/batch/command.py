@@ -10,7 +10,8 @@ import click
 
 from nspawn import exitcodes
 from nspawn.cli import Duration, Size
-from nspawn.config.host import allowed_cpus
+from nspawn.hostfacts import allowed_cpus, memory_available
+from nspawn.units import mib_to_bytes
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,7 +49,7 @@ def batch(ctx, paths, slots, logs_dir, report_path, junit_path, fail_fast, timeo
             os.makedirs(logs_dir, exist_ok=True)
         except OSError as e:
             raise click.UsageError(f"--logs {logs_dir}: {e.strerror}") from None
-    budget = memory_budget * admission.MIB if memory_budget else admission.memory_available()
+    budget = mib_to_bytes(memory_budget) if memory_budget else memory_available()
     started = time.time()
     jobs, refused = [], {}
     for path, name in zip(files, sources.job_names(files)):

@@ -13,6 +13,7 @@ from nspawn.batch.jobs import FAILED, Job, JobResult, status_of
 from nspawn.config.resolve import load_config
 from nspawn.errors import ConfigError
 from nspawn.session import Stop
+from nspawn.units import cpus_to_mask
 
 TAIL_BYTES = 16 * 1024
 
@@ -59,7 +60,7 @@ def run_job(job: Job, stop: Stop, listener=None) -> JobResult:
     if job.timeout_seconds and not config.timeout_seconds:
         config = config.replace(timeout_seconds=job.timeout_seconds)
     if job.demand.cpu_count and job.demand.cpus:  # the CPUs the admission gave it
-        config = config.replace(limits=config.limits._replace(cpu_affinity=sum(1 << cpu for cpu in job.demand.cpus)))
+        config = config.replace(limits=config.limits._replace(cpu_affinity=cpus_to_mask(job.demand.cpus)))
     for attempt in range(1, job.retries + 2):
         out, err = Output(logs[0]), Output(logs[1])
         try:

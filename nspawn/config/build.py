@@ -13,30 +13,21 @@ import re
 import sys
 from types import MappingProxyType
 
-from nspawn.backends import BACKENDS, choose
+from nspawn.backends import AUTO, BACKENDS, choose
+from nspawn.config.derived import is_container_absolute
 from nspawn.config.jsonpos import path_text
 from nspawn.config.load import Finding
-from nspawn.config.model import DEFAULT_GRACE_SECONDS, Config, Limits, Mount
+from nspawn.config.fields import CONTAINER_PATH, EXECUTABLE, FIELDS, HOST_PATH, IN_MAPPED, is_integer
+from nspawn.config.model import Config, Limits, Mount, absent
 
 _WINDOWS_PATH = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\|//)")
-_DRIVE_ABSOLUTE = re.compile(r"^[A-Za-z]:\\")
 _PATH_KEYS = ("parent_layer_directory", "process_directory", "mapped_directory", "working_directory")
-# Linux container paths that the container's own /, /proc, /dev and /sys stand on.
-_LINUX_RESERVED = ("/", "/proc", "/dev", "/sys")
-
-
-def simulated_hcs_host(flavour: str) -> bool:
-    """The test seam for running HCS configs on Linux against tests/hcs_sim (NSPAWN_HCS_LIBRARY):
-    the host side (layer, process and mount host paths) is then this host, with its own paths,
-    while container paths stay Windows paths. Users never set that variable; without it a
-    Windows config is refused here as before."""
-    return flavour == "windows" and sys.platform != "win32" and bool(os.environ.get("NSPAWN_HCS_LIBRARY"))
 
 
 def flavour(document: dict) -> str:
-    backend = document.get("backend", "auto")
-    if backend != "auto":
-        return "windows" if backend == "hcs" else "posix"
+    backend = document.get("backend", AUTO)
+    if backend != AUTO:
+        return BACKENDS[backend].flavour
     paths = [document.get(k) for k in _PATH_KEYS] + [
         m.get(k) for m in document.get("mounts", ()) for k in ("host_path", "container_path")
     ]
@@ -45,10 +36,20 @@ def flavour(document: dict) -> str:
     return "posix"
 
 
+def simulated_host() -> bool:
+    """Whether HCS runs against its simulator here (the tests' seam, which lives with the HCS
+    loader): Windows configs then have this host's own host paths. Asked for Windows configs
+    only, which import the HCS backend anyway."""
+    from nspawn.backends.hcs.native.loader import simulated
+
+    return simulated()
+
+
 class _Paths:
     """Path rules of one flavour."""
 
     def __init__(self, flavour: str, base_dir: str):
+        self.flavour = flavour
         self.windows = flavour == "windows"
         if self.windows:
             import ntpath  # only here: a POSIX config, every Linux launch, need not import it
@@ -57,14 +58,14 @@ class _Paths:
         else:
             self.mod = posixpath
         self.base_dir = base_dir
-        self.simulated = simulated_hcs_host(flavour)
+        self.simulated = self.windows and simulated_host()
         self.native = (sys.platform == "win32") == self.windows or self.simulated
 
     def normal(self, path: str) -> str:
         return self.mod.normpath(path.replace("/", "\\") if self.windows else path)
 
     def is_absolute(self, path: str) -> bool:
-        return bool(_DRIVE_ABSOLUTE.match(path)) if self.windows else path.startswith("/")
+        return is_container_absolute(path, self.flavour)
 
     def host(self, path: str) -> str | None:
         """Absolute host path, or None when it cannot be made absolute here."""
@@ -104,99 +105,64 @@ def build_config(document: dict, source: str, base_dir: str) -> tuple[Config, li
     expected_abs = "an absolute Windows path such as C:\\dir" if paths.windows else "an absolute path such as /dir"
     host_expected = expected_abs if not paths.native else "an existing directory's path"
 
-    def host(key_path: tuple, value: str | None) -> str | None:
-        if value is None:
-            return None
-        resolved = paths.host(value)
+    def inside(where: tuple, value: str) -> str:
+        resolved = paths.inside(value)
         if resolved is None:
-            findings.append(Finding(key_path, f"found the relative path {value!r}; expected {host_expected}"))
-        return resolved
+            findings.append(Finding(where, f"found {value!r}, which leaves the mapped directory; expected a path inside it"))
+        return resolved or value
 
-    def container(key_path: tuple, value: str | None) -> str | None:
+    def typed(field, value, where: tuple):
+        """The model's value of one field as the file gives it, normalised by its kind."""
         if value is None:
-            return None
-        resolved = paths.container(value)
-        if resolved is None:
-            findings.append(Finding(key_path, f"found {value!r}; expected {expected_abs} inside the container"))
-        return resolved
+            return absent(field)
+        if field.items:
+            return tuple(_item(field.items, item, where + (i,)) for i, item in enumerate(value))
+        if is_integer(field):
+            return int(value, 16) if isinstance(value, str) else int(value)
+        if isinstance(value, list):
+            return tuple(value)
+        if isinstance(value, dict):
+            return MappingProxyType(dict(value))
+        if field.kind == HOST_PATH:
+            resolved = paths.host(value)
+            if resolved is None:
+                findings.append(Finding(where, f"found the relative path {value!r}; expected {host_expected}"))
+            return resolved or value
+        if field.kind == CONTAINER_PATH:
+            resolved = paths.container(value)
+            if resolved is None:
+                findings.append(Finding(where, f"found {value!r}; expected {expected_abs} inside the container"))
+            return resolved or value
+        if field.kind == IN_MAPPED:
+            return inside(where, value)
+        return value
 
-    process_directory = host(("process_directory",), document.get("process_directory"))
-    mapped = document.get("mapped_directory")
-    if mapped is None and process_directory is not None:
-        mapped_directory = process_directory if paths.is_absolute(process_directory) else None
-    else:
-        mapped_directory = container(("mapped_directory",), mapped)
+    def _item(fields, item: dict, where: tuple):
+        return Mount(**{f.name: typed(f, item.get(f.key), where + (f.key,)) for f in fields})
 
-    mounts = []
-    for i, m in enumerate(document.get("mounts", ())):
-        mounts.append(
-            Mount(
-                host(("mounts", i, "host_path"), m["host_path"]) or m["host_path"],
-                container(("mounts", i, "container_path"), m["container_path"]) or m["container_path"],
-                m.get("read_only", False),
-            )
-        )
+    values = {f.name: typed(f, document.get(f.key), (f.key,)) for f in FIELDS if f.kind != EXECUTABLE}
+    limits = Limits(**{f.name: values.pop(f.name) for f in FIELDS if f.limit})
 
+    # Rules across fields.
+    if "mapped_directory" not in document and values["process_directory"] is not None:
+        values["mapped_directory"] = values["process_directory"] if paths.is_absolute(values["process_directory"]) else None
     executable = document["process_executable"]
     if paths.is_absolute(paths.normal(executable)):
         executable = paths.normal(executable)
-    elif process_directory is not None:
-        inside = paths.inside(executable)
-        if inside is None:
-            findings.append(Finding(("process_executable",), f"found {executable!r}, which leaves the mapped directory; expected a path inside it"))
-        executable = inside or executable
+    elif values["process_directory"] is not None:
+        executable = inside(("process_executable",), executable)
     elif any(sep in executable for sep in "/\\"):
         findings.append(Finding(("process_executable",), f"found the relative path {executable!r} without a process_directory; expected an absolute path, a command name, or a process_directory"))
-
-    stdout = document.get("stdout_filename")
-    if stdout is not None:
-        inside = paths.inside(stdout)
-        if inside is None:
-            findings.append(Finding(("stdout_filename",), f"found {stdout!r}, which leaves the mapped directory; expected a path inside it"))
-        stdout = inside or stdout
-
-    environment = document.get("environment", {})
     if paths.windows:
         seen: dict[str, str] = {}
-        for name in environment:
+        for name in values["environment"]:
             if name.upper() in seen:
                 findings.append(Finding(("environment", name), f"found {name!r} and {seen[name.upper()]!r}; expected distinct names (Windows ignores case)", at_key=True))
             seen[name.upper()] = name
-
-    affinity = document.get("cpu_affinity_hex", 0)
-    limits = Limits(
-        max_ram_mb=document.get("max_ram_mb", 0),
-        cpus_count=document.get("cpus_count", 0),
-        cpu_affinity=int(affinity, 16) if isinstance(affinity, str) else affinity,
-        max_cpu_percent=document.get("max_cpu_percent", 0),
-        max_storage_iops=document.get("max_storage_iops", 0),
-        max_storage_bandwidth_bytes_per_sec=document.get("max_storage_bandwidth_bytes_per_sec", 0),
-        max_processes=document.get("max_processes", 0),
-    )
-    config = Config(
-        process_executable=executable,
-        process_arguments=tuple(document.get("process_arguments", ())),
-        process_directory=process_directory,
-        mapped_directory=mapped_directory,
-        mapped_directory_read_only=document.get("mapped_directory_read_only", False),
-        parent_layer_directory=host(("parent_layer_directory",), document.get("parent_layer_directory")),
-        stdout_filename=stdout,
-        environment=MappingProxyType(dict(environment)),
-        working_directory=container(("working_directory",), document.get("working_directory")),
-        hostname=document.get("hostname"),
-        mounts=tuple(mounts),
-        network=document.get("network", "none"),
-        isolation=document.get("isolation", "process"),
-        backend=choose(document.get("backend", "auto"), kind),
-        hcs_api=document.get("hcs_api", "auto"),
-        timeout_seconds=document.get("timeout_seconds", 0),
-        stop_grace_seconds=document.get("stop_grace_seconds", DEFAULT_GRACE_SECONDS),
-        limits=limits,
-        source=source,
-        flavour=kind,
-    )
+    values["backend"] = choose(values["backend"], kind)
+    config = Config(process_executable=executable, limits=limits, source=source, flavour=kind, **values)
     findings += _collisions(config, paths)
-    findings += _capabilities(config)
+    findings += _offered(config)
     return config, findings
 
 
@@ -212,17 +178,14 @@ def _collisions(config: Config, paths: _Paths) -> list[Finding]:
             continue  # already reported
         if paths.windows and len(target) <= 3:
             findings.append(Finding(where, f"found the drive root {target!r}; expected a directory below it"))
-        if not paths.windows:
-            for reserved in _LINUX_RESERVED:
-                if target == reserved or (reserved != "/" and paths.within(target, reserved)):
-                    findings.append(Finding(where, f"found {target!r}, which would cover the container's {reserved}; expected another directory"))
         first = seen.setdefault(paths.key(target), where)
         if first is not where:
             findings.append(Finding(where, f"found {target!r}, already mapped by {path_text(first)}; expected each container path once"))
     return findings
 
 
-def _capabilities(config: Config) -> list[Finding]:
+def _offered(config: Config) -> list[Finding]:
+    """What the registry says the chosen backend offers; its own rules are its validate's."""
     caps = BACKENDS[config.backend]
     findings = [Finding((key,), f"missing; expected it, as the {config.backend} backend needs it")
                 for key in caps.requires if getattr(config, key) is None]
@@ -233,6 +196,4 @@ def _capabilities(config: Config) -> list[Finding]:
     least, why = caps.min_ram_mb
     if 0 < config.limits.max_ram_mb < least:
         findings.append(Finding(("max_ram_mb",), f"found {config.limits.max_ram_mb}; expected at least {least} with the {config.backend} backend: {why}"))
-    if config.isolation == "hyperv" and config.hcs_api == "v2":
-        findings.append(Finding(("hcs_api",), "found 'v2' with isolation 'hyperv'; expected 'v1' or 'auto': Hyper-V containers run through vmcompute.dll (HvPartition)"))
     return findings

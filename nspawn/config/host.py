@@ -7,16 +7,19 @@ import stat
 import sys
 
 from nspawn import exitcodes
-from nspawn.config.build import simulated_hcs_host
+from nspawn.config.build import simulated_host
+from nspawn.config.derived import host_executable, stdout_host_path
 from nspawn.config.load import Finding
 from nspawn.config.model import Config
+from nspawn.hostfacts import allowed_cpus, cpu_count  # noqa: F401  allowed_cpus: until linux/plan.py imports it from hostfacts
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _MAX_LINKS = 40
 
 
 def host_findings(config: Config) -> list[Finding]:
-    if (config.flavour == "windows") != (sys.platform == "win32") and not simulated_hcs_host(config.flavour):
+    windows = config.flavour == "windows"
+    if windows != (sys.platform == "win32") and not (windows and simulated_host()):
         system = "Windows" if config.flavour == "windows" else "Linux"
         return [Finding((), f"this config is for a {system} host; its host checks cannot run on {sys.platform} (--dry-run shows its plan)")]
     findings = _directories(config)
@@ -98,9 +101,7 @@ def locate_executable(config: Config) -> tuple[str | None, str]:
     """(host path or None, the container path looked for) of the executable."""
     exe = config.process_executable
     if config.flavour == "windows":
-        if config.process_directory and not _is_windows_absolute(exe):
-            return os.path.join(config.process_directory, exe), exe
-        return exe if os.path.exists(exe) else None, exe
+        return host_executable(config) or (exe if os.path.exists(exe) else None), exe
     if not exe.startswith("/"):
         if config.process_directory:
             exe = os.path.join(config.mapped_directory, exe)
@@ -113,10 +114,6 @@ def locate_executable(config: Config) -> tuple[str | None, str]:
                         return found, os.path.join(directory, exe)
             return None, exe
     return _map(config, exe), exe
-
-
-def _is_windows_absolute(path: str) -> bool:
-    return len(path) > 2 and path[1] == ":"
 
 
 def _map(config: Config, container_path: str) -> str | None:
@@ -133,8 +130,9 @@ def _map(config: Config, container_path: str) -> str | None:
 def _executable(config: Config) -> list[Finding]:
     where = ("process_executable",)
     exe = config.process_executable
-    if config.process_directory and not exe.startswith(("/", "\\")) and not _is_windows_absolute(exe):
-        real = os.path.realpath(os.path.join(config.process_directory, exe))
+    behind = host_executable(config)
+    if behind is not None:
+        real = os.path.realpath(behind)
         if not within(real, os.path.realpath(config.process_directory)):
             return [Finding(where, f"{exe} resolves to {real}, outside the process directory; expected a file inside it", exit_code=exitcodes.NOT_FOUND)]
     host, wanted = locate_executable(config)
@@ -150,7 +148,7 @@ def _executable(config: Config) -> list[Finding]:
 def _stdout(config: Config) -> list[Finding]:
     if not config.stdout_filename:
         return []
-    target = os.path.join(config.process_directory, config.stdout_filename)
+    target = stdout_host_path(config)
     parent = os.path.realpath(os.path.dirname(target))
     if not within(parent, os.path.realpath(config.process_directory)):
         return [Finding(("stdout_filename",), f"{config.stdout_filename} resolves to {parent}, outside the process directory; expected a path inside it")]
@@ -159,16 +157,8 @@ def _stdout(config: Config) -> list[Finding]:
     return []
 
 
-def allowed_cpus() -> list[int]:
-    """The CPUs this launcher may run on (and so may give a container), lowest first."""
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not on Windows
-        return list(range(os.cpu_count() or 1))
-
-
 def _cpus(config: Config) -> list[Finding]:
-    cpus = os.cpu_count() or 1
+    cpus = cpu_count()
     findings = []
     mask = config.limits.cpu_affinity
     if mask >> cpus:

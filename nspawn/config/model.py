@@ -1,68 +1,63 @@
-"""The typed, immutable config every backend plans from.
+"""The typed, immutable config every backend plans from, made from the field table
+(fields.py): a Config attribute per field, the limits gathered in Config.limits.
 
 Paths are kept as the strings the user wrote, normalised for their flavour: host paths made
 absolute (relative ones against the config file's directory) and container paths checked
-absolute in the target's flavour (Windows for HCS, POSIX for Linux).
+absolute in the target's flavour (Windows for HCS, POSIX for Linux). Whole numbers are ints
+(512.0 in a file is 512).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from types import MappingProxyType
 
+from nspawn.config.fields import FIELDS, MOUNT_FIELDS, REQUIRED
 from nspawn.records import record
 
-DEFAULT_GRACE_SECONDS = 10.0
+
+def absent(field):
+    """The model's value for a field the config leaves out."""
+    if field.default is not None:
+        return field.default
+    if field.limit:
+        return 0  # no limit
+    kind = field.schema.get("type")
+    if kind == "array":
+        return ()
+    if kind == "object":
+        return MappingProxyType({})
+    return None
+
+
+def _record(name: str, fields, extra=(), methods=None):
+    """A record class with an attribute per field (those without a default first, as
+    records need), then the `extra` (name, default) pairs."""
+    pairs = [(f.name, None if f.key in REQUIRED else absent(f)) for f in fields]
+    pairs.sort(key=lambda pair: pair[0] not in REQUIRED)
+    pairs += list(extra)
+    namespace = {"__annotations__": {n: "object" for n, _ in pairs}, "__module__": __name__,
+                 "__qualname__": name, **(methods or {})}
+    namespace.update((n, d) for n, d in pairs if n not in REQUIRED)
+    return record(type(name, (), namespace))
+
+
+def _asked(self) -> dict:
+    """The limits the config sets, by field name."""
+    return {name: v for name, v in self._asdict().items() if v}
+
+
+def _replace_config(self, **changes):
+    return self._replace(**changes)
 
 
 # Records (nspawn.records) rather than frozen dataclasses: as immutable, and several
 # milliseconds cheaper to define, which every launch pays.
-@record
-class Mount:
-    host_path: str
-    container_path: str
-    read_only: bool = False
-
-
-@record
-class Limits:
-    """Zero means no limit, as in hostcompute_nspawn."""
-
-    max_ram_mb: int = 0
-    cpus_count: int = 0
-    cpu_affinity: int = 0  # bit N set: CPU N allowed
-    max_cpu_percent: float = 0
-    max_storage_iops: int = 0
-    max_storage_bandwidth_bytes_per_sec: int = 0
-    max_processes: int = 0
-
-    def asked(self) -> dict[str, int | float]:
-        """The limits the config sets, by field name."""
-        return {name: v for name, v in self._asdict().items() if v}
-
-
-@record
-class Config:
-    process_executable: str
-    process_arguments: tuple[str, ...] = ()
-    process_directory: str | None = None
-    mapped_directory: str | None = None
-    mapped_directory_read_only: bool = False
-    parent_layer_directory: str | None = None
-    stdout_filename: str | None = None
-    environment: Mapping[str, str] = MappingProxyType({})
-    working_directory: str | None = None
-    hostname: str | None = None
-    mounts: tuple[Mount, ...] = ()
-    network: str = "none"
-    isolation: str = "process"
-    backend: str = "auto"
-    hcs_api: str = "auto"
-    timeout_seconds: float = 0
-    stop_grace_seconds: float = DEFAULT_GRACE_SECONDS
-    limits: Limits = Limits()
-    source: str = "command line"  # where it came from, for messages
-    flavour: str = "posix"  # of the container paths: "posix" or "windows"
-
-    def replace(self, **changes) -> "Config":
-        return self._replace(**changes)
+Mount = _record("Mount", MOUNT_FIELDS)
+Limits = _record("Limits", [f for f in FIELDS if f.limit], methods={"asked": _asked})
+Config = _record(
+    "Config", [f for f in FIELDS if not f.limit],
+    extra=(("limits", Limits()),
+           ("source", "command line"),  # where it came from, for messages
+           ("flavour", "posix")),  # of the container paths: "posix" or "windows"
+    methods={"replace": _replace_config},
+)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 
 from nspawn.config.build import build_config
+from nspawn.config.fields import BY_KEY
 from nspawn.config.host import host_findings
 from nspawn.config.load import check_schema, locate_findings, read_document
 from nspawn.config.model import Config
 from nspawn.errors import ConfigError
 
-# Command-line values of these keys add to the file's instead of replacing them.
-_ADDITIVE = ("mounts", "environment")
 
 
 def load_config(path: str | None, overrides: dict | None = None, *, host: bool = False) -> Config:
@@ -28,18 +27,23 @@ def load_config(path: str | None, overrides: dict | None = None, *, host: bool =
     if not isinstance(document, dict):
         _fail_on(check_schema(document), text, source, lambda p: False)
     merged = {**document, **overrides}
-    if "mounts" in overrides:
-        merged["mounts"] = list(document.get("mounts", [])) + list(overrides["mounts"])
-    if "environment" in overrides and isinstance(document.get("environment"), dict):
-        merged["environment"] = {**document["environment"], **overrides["environment"]}
+    additive = [key for key in overrides if key in BY_KEY and BY_KEY[key].additive]
+    for key in additive:
+        given = document.get(key)
+        if isinstance(given, list):
+            merged[key] = given + list(overrides[key])
+        elif isinstance(given, dict):
+            merged[key] = {**given, **overrides[key]}
 
     def from_command_line(p: tuple) -> bool:
+        """Whether the value at path `p` came from the command line rather than the file."""
         if not p or p[0] not in overrides:
             return False
-        if p[0] == "mounts":
-            return len(p) < 2 or p[1] >= len(document.get("mounts", []))
-        if p[0] == "environment":
-            return len(p) < 2 or p[1] in overrides["environment"]
+        given = document.get(p[0])
+        if p[0] in additive and len(p) > 1 and isinstance(given, list):
+            return p[1] >= len(given)
+        if p[0] in additive and len(p) > 1 and isinstance(given, dict):
+            return p[1] in overrides[p[0]]
         return True
 
     _fail_on(check_schema(merged), text, source, from_command_line)

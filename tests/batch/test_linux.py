@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from nspawn.batch.admission import MIB
+from nspawn.units import MIB
 from nspawn.config.resolve import load_config
 from nspawn.launch import run as launch_run
 from nspawn.session import Stop

@@ -9,7 +9,9 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from nspawn.batch import sources
-from nspawn.batch.admission import MIB, Admission, demand_of, memory_available
+from nspawn.batch.admission import Admission, demand_of
+from nspawn.hostfacts import memory_available
+from nspawn.units import MIB
 from nspawn.batch.jobs import FAILED, INTERRUPTED, NOT_RUN, PASSED, Demand, Job, JobResult, not_run
 from nspawn.batch.junit import write_junit
 from nspawn.batch.report import write_report
