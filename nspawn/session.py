@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+from nspawn.backends.contract import PHASE, WARNING
 from nspawn.config.model import Config
 from nspawn.errors import Interrupted
 from nspawn.identity import new_container_id
@@ -69,7 +70,7 @@ class Session:
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
         self.stop.check()  # where a stop asked from another thread takes effect
-        self.listener("phase", {"phase": name})
+        self.listener(PHASE, {"phase": name})
         start = time.perf_counter()
         try:
             yield
@@ -91,10 +92,10 @@ class Session:
 
     def not_enforced(self, field: str, why: str) -> None:
         self.result.limits_not_enforced[field] = why
-        self.listener("warning", {"message": f"{field} is not enforced: {why}"})
+        self.listener(WARNING, {"message": f"{field} is not enforced: {why}"})
 
     def warn(self, message: str) -> None:
-        self.listener("warning", {"message": message})
+        self.listener(WARNING, {"message": message})
 
 
 # The signals that ask a run to stop. SIGBREAK: Ctrl-Break on a Windows console, which would

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import sys
 
+from nspawn.backends.contract import PHASE, WARNING
+
 QUIET, NORMAL, VERBOSE, DEBUG = -1, 0, 1, 2
 
 
@@ -57,9 +59,9 @@ class Reporter:
 
     def event(self, name: str, details: dict) -> None:
         """A Session listener."""
-        if name == "warning":
+        if name == WARNING:
             self.warning(details["message"])
-        elif name == "phase":
+        elif name == PHASE:
             self.info(details["phase"] + "…")
         else:
             self.debug(f"{name}: {details}")

@@ -4,20 +4,18 @@ import json
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from nspawn.config import fields
 from nspawn.config.resolve import load_config
 from nspawn.errors import ConfigError
 
-KEYS = ["parent_layer_directory", "process_directory", "mapped_directory", "process_executable",
-        "process_arguments", "stdout_filename", "max_ram_mb", "cpus_count", "cpu_affinity_hex",
-        "max_cpu_percent", "max_storage_iops", "max_storage_bandwidth_bytes_per_sec", "environment",
-        "working_directory", "hostname", "mounts", "network", "isolation", "backend", "timeout_seconds",
-        "stop_grace_seconds", "max_processes", "mapped_directory_read_only", "hcs_api", "prcess_directory"]
+KEYS = [*fields.BY_KEY, "prcess_directory"]  # and a misspelt one
+ITEM_KEYS = [f.key for f in fields.MOUNT_FIELDS]
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
                     st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20),
                     st.sampled_from(["/w", "C:/w", "..", "../x", "x/../../y", "/proc", "0x3", "nat", "hyperv", ""]))
 values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                       st.dictionaries(st.sampled_from(KEYS + ["host_path", "container_path", "read_only"]), inner, max_size=3)),
+                                                       st.dictionaries(st.sampled_from(KEYS + ITEM_KEYS), inner, max_size=3)),
                       max_leaves=8)
 documents = st.dictionaries(st.sampled_from(KEYS), values, max_size=8)
 

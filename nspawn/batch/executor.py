@@ -20,6 +20,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
+from nspawn.backends.contract import PROCESS
 from nspawn.batch.jobs import Job, JobResult
 from nspawn.batch.runner import run_job
 from nspawn.session import Stop
@@ -41,7 +42,7 @@ class _Running:
         self.init_pid: int | None = None
 
     def listener(self, event: str, details: dict) -> None:
-        if event == "process" and details.get("what") == "container init":
+        if event == PROCESS and self.init_pid is None:
             self.init_pid = details["pid"]
 
 
