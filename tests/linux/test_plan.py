@@ -1,4 +1,5 @@
-"""The Linux plan and the cgroup settings it turns into: pure, so these run anywhere."""
+"""The Linux plan, the cgroup settings it turns into and the Linux backend's config rules: pure,
+so these run anywhere."""
 
 from __future__ import annotations
 
@@ -89,3 +90,23 @@ def test_v1_groups_are_one_per_controller_even_where_hierarchies_share_a_mount()
     groups = cgroups.directories(layout, ["memory", "cpu", "io"], "c1")
     assert groups == {"memory": "/sys/fs/cgroup/memory/own/c1", "cpu": shared + "/c1", "blkio": "/sys/fs/cgroup/blkio/own/c1"}
     assert len(set(groups.values())) == len(groups)
+
+
+def test_container_paths_may_not_be_or_cover_the_containers_own_mounts():
+    from nspawn.backends.linux import validate
+
+    def findings(**document):
+        config, file_findings = build_config({"process_executable": "/bin/true", "backend": "linux", **document}, "test", "/")
+        assert file_findings == []
+        return [(f.path, f.message) for f in validate(config)]
+
+    assert findings(process_directory="/srv", mapped_directory="/", mounts=[{"host_path": "/a", "container_path": "/proc/x"}]) == [
+        (("mapped_directory",), "found '/', which would cover the container's /; expected another directory"),
+        (("mounts", 0, "container_path"), "found '/proc/x', which would cover the container's /proc; expected another directory"),
+    ]
+    assert findings(mounts=[{"host_path": "/a", "container_path": "/dev"}, {"host_path": "/b", "container_path": "/sys/fs"}]) == [
+        (("mounts", 0, "container_path"), "found '/dev', which would cover the container's /dev; expected another directory"),
+        (("mounts", 1, "container_path"), "found '/sys/fs', which would cover the container's /sys; expected another directory"),
+    ]
+    assert findings(process_directory="/srv", mapped_directory="/work",
+                    mounts=[{"host_path": "/a", "container_path": "/procs"}, {"host_path": "/b", "container_path": "/devices/x"}]) == []

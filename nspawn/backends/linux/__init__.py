@@ -1,13 +1,28 @@
 """The Linux backend: namespaces, an overlay root and cgroups, through libc, without helpers.
 
-Kept light to import: planning (`--dry-run`, on any OS) needs only `plan`; the runtime and the
-doctor are imported when called.
+Kept light to import: planning (`--dry-run`, on any OS) and validating need only `plan` and
+the config's own modules; the runtime and the doctor are imported when called.
 """
 
 from nspawn.backends.linux.plan import LinuxPlan, plan
 from nspawn.backends.linux.release import RELEASERS
+from nspawn.config.host import within
+from nspawn.config.load import Finding
 
-__all__ = ["LinuxPlan", "plan", "execute", "doctor", "RELEASERS"]
+__all__ = ["LinuxPlan", "plan", "validate", "execute", "doctor", "RELEASERS"]
+
+# The container's own /, /proc, /dev and /sys, which the backend mounts itself: a mapping may be
+# none of them, nor lie below one but the root.
+RESERVED = ("/", "/proc", "/dev", "/sys")
+
+
+def validate(config) -> list[Finding]:
+    """The Linux backend's own rules on a config that passed the file checks."""
+    targets = [(("mapped_directory",), config.mapped_directory)] if config.mapped_directory else []
+    targets += [(("mounts", i, "container_path"), m.container_path) for i, m in enumerate(config.mounts)]
+    return [Finding(where, f"found {target!r}, which would cover the container's {reserved}; expected another directory")
+            for where, target in targets for reserved in RESERVED
+            if target == reserved or (reserved != "/" and within(target, reserved))]
 
 
 def execute(the_plan: LinuxPlan, session) -> None:
