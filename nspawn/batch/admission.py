@@ -10,8 +10,6 @@ twice. Jobs without a memory limit reserve nothing (nothing bounds them to reser
 
 from __future__ import annotations
 
-import dataclasses
-
 from nspawn.batch.jobs import Demand
 from nspawn.config.model import Config
 from nspawn.hostfacts import allowed_cpus
@@ -53,7 +51,7 @@ class Admission:
             free = [cpu for cpu in self.cpus if cpu not in self.cpus_taken]
             if len(free) < demand.cpu_count:
                 return None
-            demand = dataclasses.replace(demand, cpus=tuple(free[:demand.cpu_count]))
+            demand = demand._replace(cpus=tuple(free[:demand.cpu_count]))
         self.memory_reserved += demand.memory_bytes
         self.cpus_taken.update(demand.cpus)
         return demand

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 
@@ -56,7 +55,7 @@ def batch(ctx, paths, slots, logs_dir, report_path, junit_path, fail_fast, timeo
         job = Job(name, os.path.abspath(path), timeout_seconds=timeout_seconds, retries=retries,
                   logs_dir=os.path.abspath(logs_dir) if logs_dir else None)
         try:  # the file checks here, for admission; the host checks where the job runs
-            job = dataclasses.replace(job, demand=admission.demand_of(load_config(path)))
+            job = job._replace(demand=admission.demand_of(load_config(path)))
         except ConfigError as e:
             refused[name] = not_run(job, e.one_line(), exit_code=e.exit_code)
         jobs.append(job)

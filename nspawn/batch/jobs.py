@@ -1,5 +1,7 @@
 """The batch's job model: a job and its result are plain data (strings, numbers, lists, dicts),
-so that an executor may run jobs in this process, in others, or on other machines.
+so that an executor may run jobs in this process, in others, or on other machines. As
+everywhere in nspawn (nspawn/records.py), what never changes is a record and what is filled in
+as work goes is a plain class.
 
 A job names its config by path: the executing host must see the same file (a checkout shared
 by the machines), because the config's relative host paths are relative to the file.
@@ -7,12 +9,12 @@ by the machines), because the config's relative host paths are relative to the f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from nspawn.records import record
 
 PASSED, FAILED, INTERRUPTED, NOT_RUN = "passed", "failed", "interrupted", "not run"
 
 
-@dataclass(frozen=True)
+@record
 class Demand:
     """What a job holds while it runs, for admission: its memory limit and its pinned CPUs."""
 
@@ -21,7 +23,7 @@ class Demand:
     cpu_count: int = 0  # CPUs the config asks for without naming them
 
 
-@dataclass(frozen=True)
+@record
 class Job:
     name: str  # unique in the batch; its log files are <name>.stdout and <name>.stderr
     config_path: str  # absolute
@@ -31,23 +33,29 @@ class Job:
     demand: Demand = Demand()
 
 
-@dataclass
 class JobResult:
-    name: str
-    config_path: str
-    status: str  # PASSED, FAILED, INTERRUPTED or NOT_RUN
-    exit_code: int | None = None  # None: not run
-    error: str | None = None  # one line
-    attempts: int = 0
-    started: float | None = None  # seconds since the epoch, on the executing host
-    ended: float | None = None
-    run: dict | None = None  # nspawn.result.Result.to_dict() of the last attempt
-    peak_memory_bytes: int | None = None
-    stdout_log: str | None = None
-    stderr_log: str | None = None
-    stdout_tail: str = ""
-    stderr_tail: str = ""
-    demand: Demand = field(default_factory=Demand)
+    """Filled in as the job goes, on the executing host; then plain data for the reports."""
+
+    def __init__(self, name: str, config_path: str, status: str, exit_code: int | None = None, *,
+                 error: str | None = None, attempts: int = 0, started: float | None = None,
+                 ended: float | None = None, run: dict | None = None, peak_memory_bytes: int | None = None,
+                 stdout_log: str | None = None, stderr_log: str | None = None, stdout_tail: str = "",
+                 stderr_tail: str = "", demand: Demand = Demand()):
+        self.name = name
+        self.config_path = config_path
+        self.status = status  # PASSED, FAILED, INTERRUPTED or NOT_RUN
+        self.exit_code = exit_code  # None: not run
+        self.error = error  # one line
+        self.attempts = attempts
+        self.started = started  # seconds since the epoch, on the executing host
+        self.ended = ended
+        self.run = run  # nspawn.result.Result.to_dict() of the last attempt
+        self.peak_memory_bytes = peak_memory_bytes
+        self.stdout_log = stdout_log
+        self.stderr_log = stderr_log
+        self.stdout_tail = stdout_tail
+        self.stderr_tail = stderr_tail
+        self.demand = demand
 
     @property
     def duration(self) -> float:

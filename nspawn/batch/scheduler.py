@@ -7,10 +7,8 @@ the main thread may hold at the moment the handler runs on it.
 
 from __future__ import annotations
 
-import dataclasses
 import signal
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass
 
 from nspawn import exitcodes
 from nspawn.batch.admission import Admission
@@ -21,11 +19,11 @@ from nspawn.session import Stop, signals_to
 TICK = 0.1  # how often the loop looks at signals and samples memory
 
 
-@dataclass
 class Outcome:
-    results: list[JobResult]
-    interrupted_by: int | None = None  # the signal that stopped the batch
-    fail_fast_stop: bool = False
+    def __init__(self, results: list[JobResult], interrupted_by: int | None = None):
+        self.results = results
+        self.interrupted_by = interrupted_by  # the signal that stopped the batch
+        self.fail_fast_stop = False
 
     @property
     def exit_code(self) -> int:
@@ -76,7 +74,7 @@ def run_batch(jobs: list[Job], refused: dict[str, JobResult], executor: Executor
                     held = admission.admit(job.demand)
                     if held is not None:
                         pending.remove(job)
-                        job = dataclasses.replace(job, demand=held)
+                        job = job._replace(demand=held)
                         running[executor.submit(job)] = job
                         listener.started(job)
             else:

@@ -59,14 +59,15 @@ class Launch:
         global _step
         _step = step
         # From inside the new PID namespace the launcher cannot be signalled; it signals itself.
-        checkpoint(self.fail_at, step, lambda signum: os.write(self.report_w, b"S%d\n" % signum))
+        fault_point(self.fail_at, step, lambda signum: os.write(self.report_w, b"S%d\n" % signum))
 
     def report(self, code: int, message: str) -> None:
         os.write(self.report_w, f"E{code} {_step}: {message}\n".encode(errors="replace"))
 
 
-def checkpoint(fail_at: tuple[str, str] | None, step: str, signal_launcher) -> None:
-    """The tests' failure seam: fail at `step`, or have the launcher get a signal there."""
+def fault_point(fail_at: tuple[str, str] | None, step: str, signal_launcher) -> None:
+    """Fault injection for the tests (NSPAWN_FAIL_AT): fail at `step`, or have the launcher get
+    a signal there."""
     if fail_at and fail_at[0] == step:
         if not fail_at[1]:
             raise OSError(errno.EIO, f"failure injected at {step}")

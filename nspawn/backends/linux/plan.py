@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import os
-import posixpath
 
-from nspawn.config.host import DEFAULT_PATH, allowed_cpus
+from nspawn.config.derived import container_executable, host_executable, stdout_host_path
+from nspawn.config.host import DEFAULT_PATH
 from nspawn.config.model import Config, Limits
+from nspawn.hostfacts import allowed_cpus, cpu_count
 from nspawn.records import record
+from nspawn.units import mask_to_cpus, mib_to_bytes
 
 DEFAULT_SCRATCH_PARENT = "/var/tmp/nspawn"  # on disk, not tmpfs: a container's writes must not eat RAM
 CPU_PERIOD_US = 100_000
@@ -18,7 +20,7 @@ INIT_PROCESSES = 1
 _MIN_CPU_QUOTA_US = 1_000  # the kernel refuses smaller quotas
 
 # Docker's default capability set, by bit number (linux/capability.h).
-CAPABILITIES = {
+CAPABILITY_BITS = {
     "CHOWN": 0, "DAC_OVERRIDE": 1, "FOWNER": 3, "FSETID": 4, "KILL": 5, "SETGID": 6, "SETUID": 7,
     "SETPCAP": 8, "NET_BIND_SERVICE": 10, "NET_RAW": 13, "SYS_CHROOT": 18, "MKNOD": 27,
     "AUDIT_WRITE": 29, "SETFCAP": 31,
@@ -68,7 +70,7 @@ class LinuxPlan:
 
     @property
     def capability_mask(self) -> int:
-        return sum(1 << CAPABILITIES[name] for name in self.capabilities)
+        return sum(1 << CAPABILITY_BITS[name] for name in self.capabilities)
 
     def to_json(self) -> dict:
         data = self._asdict()
@@ -81,9 +83,7 @@ class LinuxPlan:
 
 
 def plan(config: Config) -> LinuxPlan:
-    executable = config.process_executable
-    if not executable.startswith("/") and config.process_directory:
-        executable = posixpath.join(config.mapped_directory, executable)
+    executable = container_executable(config)
     env = {"PATH": DEFAULT_PATH, "HOME": "/root"}
     if "TERM" in os.environ:
         env["TERM"] = os.environ["TERM"]
@@ -108,11 +108,11 @@ def plan(config: Config) -> LinuxPlan:
         scratch_parent=os.environ.get("NSPAWN_SCRATCH_DIR") or DEFAULT_SCRATCH_PARENT,
         mounts=tuple(mounts),
         process_directory=config.process_directory,
-        host_executable=posixpath.join(config.process_directory, config.process_executable) if executable != config.process_executable else None,
-        stdout_file=posixpath.join(config.process_directory, config.stdout_filename) if config.stdout_filename else None,
+        host_executable=host_executable(config),
+        stdout_file=stdout_host_path(config),
         limits=cgroup_limits(config.limits),
         asked=config.limits,
-        capabilities=tuple(CAPABILITIES),
+        capabilities=tuple(CAPABILITY_BITS),
         timeout_seconds=config.timeout_seconds,
         stop_grace_seconds=config.stop_grace_seconds,
     )
@@ -122,14 +122,12 @@ def cgroup_limits(limits: Limits) -> CgroupLimits:
     quota = 0
     if limits.max_cpu_percent:
         # A share of the whole host, as on Windows: 50% of 4 CPUs is 2 CPUs' worth of time.
-        quota = max(_MIN_CPU_QUOTA_US, round(limits.max_cpu_percent / 100 * (os.cpu_count() or 1) * CPU_PERIOD_US))
-    cpus: tuple[int, ...] = ()
-    if limits.cpu_affinity:
-        cpus = tuple(i for i in range(limits.cpu_affinity.bit_length()) if limits.cpu_affinity >> i & 1)
+        quota = max(_MIN_CPU_QUOTA_US, round(limits.max_cpu_percent / 100 * cpu_count() * CPU_PERIOD_US))
+    cpus = mask_to_cpus(limits.cpu_affinity)
     if limits.cpus_count:
         cpus = (cpus or tuple(allowed_cpus()))[:limits.cpus_count]
     return CgroupLimits(
-        memory_bytes=limits.max_ram_mb * 1024 * 1024,
+        memory_bytes=mib_to_bytes(limits.max_ram_mb),
         cpu_quota_us=quota,
         cpus=cpus,
         io_iops=limits.max_storage_iops,

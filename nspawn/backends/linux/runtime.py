@@ -15,6 +15,7 @@ import stat
 import time
 
 from nspawn import exitcodes
+from nspawn.backends import contract
 from nspawn.backends.linux import cgroups, enforcement, init, mounts
 from nspawn.backends.linux.plan import LinuxPlan
 from nspawn.backends.linux.release import start_time
@@ -80,7 +81,7 @@ def _make_cgroups(plan: LinuxPlan, session: Session, fail_at, signal_me) -> tupl
         session.not_enforced(name, why)
     if not verdict.controllers:
         return layout, {}
-    init.checkpoint(fail_at, "cgroups", signal_me)
+    init.fault_point(fail_at, "cgroups", signal_me)
     groups = cgroups.directories(layout, verdict.controllers, session.container_id)
     for path in groups.values():
         session.journal.record("cgroup", path=path)
@@ -183,7 +184,7 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
         binds = _binds(plan)
         stdout_fd = fds.add(_open_stdout(plan))[0] if plan.stdout_file else None
         try:
-            init.checkpoint(fail_at, "scratch", signal_me)
+            init.fault_point(fail_at, "scratch", signal_me)
             scratch = os.path.join(plan.scratch_parent, session.container_id)
             journal.record("scratch", path=scratch)
             os.makedirs(plan.scratch_parent, mode=0o700, exist_ok=True)
@@ -207,7 +208,7 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             output_w=(pump[0][1], pump[1][1]) if pump else None,
             oom_score_adj=_read_oom_score_adj(), cap_last=cap_last, max_fd=os.sysconf("SC_OPEN_MAX"), fail_at=fail_at,
         )
-        init.checkpoint(fail_at, "fork", signal_me)
+        init.fault_point(fail_at, "fork", signal_me)
         a_entry = journal.record("process", what="container launcher child")
         b_entry = journal.record("process", what="container init")
         a_pid = init.start(launch)
@@ -220,7 +221,7 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             nonlocal init_pid
             init_pid = pid
             journal.update(b_entry, pid=pid, start=start_time(pid))
-            session.listener("process", {"what": "container init", "pid": pid})
+            session.listener(contract.PROCESS, {"what": "container init", "pid": pid})
 
         error, code = _read_report(report_r, on_init)
         if error:
