@@ -10,7 +10,7 @@ pool below can be replaced by one that sends jobs to other machines:
     close()               wait for the submitted jobs to end, then free the workers
 
 Jobs and results are plain data (nspawn/batch/jobs.py); a remote executor runs
-`nspawn.batch.runner.run_job` (or `nspawn batch` itself) where the job runs.
+`nspawn.batch.run_job.run_job` (or `nspawn batch` itself) where the job runs.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Protocol
 
 from nspawn.backends.contract import PROCESS
 from nspawn.batch.jobs import Job, JobResult
-from nspawn.batch.runner import run_job
+from nspawn.batch.run_job import run_job
 from nspawn.session import Stop
 
 
