@@ -103,14 +103,20 @@ def _plain_data(value) -> bool:
 def _linux_runs(tmp_path):
     if not LINUX_ROOT:
         skip_unless_ci("the Linux backend's runs need root on Linux")
-    job = {"process_executable": "/bin/sh"}
-    return {
+    job = {"backend": "linux", "process_executable": "/bin/sh"}
+    runs = {
         "exit": {**job, "process_arguments": ["-c", "exit 3"], "max_ram_mb": 64, "max_processes": 20},
         "timeout": {**job, "process_arguments": ["-c", "sleep 5"], "timeout_seconds": 0.3, "stop_grace_seconds": 1},
         "signal": {**job, "process_arguments": ["-c", "kill -KILL $$"]},
-        "oom": {"process_executable": sys.executable, "process_arguments": ["-c", "b = bytearray(200 * 2**20)"],
+        "oom": {**job, "process_executable": sys.executable, "process_arguments": ["-c", "b = bytearray(200 * 2**20)"],
                 "max_ram_mb": 32},
     }
+    cases = {}
+    for case, doc in runs.items():
+        path = tmp_path / f"{case}.json"
+        path.write_text(json.dumps(doc))
+        cases[case] = (path, None)
+    return cases
 
 
 def _hcs_runs(tmp_path):
@@ -145,20 +151,20 @@ def _drive(path, env=None) -> dict:
     return json.loads(ran.stdout.splitlines()[-1])
 
 
+# Per backend: {case: (config path, environment)} for a run that exits 3 ("exit"), one that
+# times out ("timeout"), and one per Result field it reports ("signal", "oom").
+RUNS = {"linux": _linux_runs, "hcs": _hcs_runs}
+
+
+def test_every_backend_has_its_runs():
+    assert set(RUNS) == set(BACKENDS)
+
+
 @pytest.fixture(params=NAMES)
 def runs(request, tmp_path):
-    """{case: driven run} of one backend: what a plain exit, a timeout and each reported
-    Result field look like from the outside."""
+    """{case: driven run} of one backend, seen from the outside."""
     name = request.param
-    if name == "linux":
-        cases = {}
-        for case, doc in _linux_runs(tmp_path).items():
-            path = tmp_path / f"{case}.json"
-            path.write_text(json.dumps({"backend": "linux", **doc}))
-            cases[case] = (path, None)
-    else:
-        cases = _hcs_runs(tmp_path)
-    return name, {case: _drive(path, env) for case, (path, env) in cases.items()}
+    return name, {case: _drive(path, env) for case, (path, env) in RUNS[name](tmp_path).items()}
 
 
 def test_real_runs_keep_the_contract(runs):

@@ -170,3 +170,9 @@ def test_windows_config_paths_use_backslashes_like_the_original(tmp_path):
 def test_semantic_errors_are_located_too(tmp_path):
     found, _ = problems(tmp_path, '{\n "process_directory": "/w",\n "process_executable": "../x"\n}')
     assert found[0].startswith(f"{tmp_path / 'c.json'}:3:24: $.process_executable:")
+
+
+def test_more_cpus_than_the_affinity_names_is_refused_not_quietly_fewer(tmp_path):
+    found, error = problems(tmp_path, {"process_executable": "/bin/true", "cpus_count": 2, "cpu_affinity_hex": "0x1"})
+    assert error.exit_code == 2 and "$.cpus_count: found 2 with cpu_affinity_hex naming 1 CPU; expected at most 1" in found[0]
+    assert load_config(write(tmp_path, json.dumps({"process_executable": "/bin/true", "cpus_count": 1, "cpu_affinity_hex": 6})))

@@ -105,3 +105,11 @@ def test_cpus_count_beyond_the_host(tmp_path):
 def test_a_windows_config_cannot_be_host_checked_here(tmp_path):
     error = failure(tmp_path, parent_layer_directory="C:/layers/base", process_directory="C:/w", process_executable="x.exe")
     assert "for a Windows host" in str(error)
+
+
+def test_a_working_directory_missing_in_the_container_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, {"process_executable": "/bin/true", "working_directory": str(tmp_path / "nowhere")}, host=True)
+    assert info.value.exit_code == 2
+    assert "working_directory" in str(info.value.problems[0]) and "not a directory in the container" in str(info.value.problems[0])
+    assert load_config(None, {"process_executable": "/bin/true", "working_directory": str(tmp_path)}, host=True)

@@ -19,6 +19,7 @@ from nspawn.config.jsonpos import path_text
 from nspawn.config.load import Finding
 from nspawn.config.fields import CONTAINER_PATH, EXECUTABLE, FIELDS, HOST_PATH, IN_MAPPED, is_integer
 from nspawn.config.model import Config, Limits, Mount, absent
+from nspawn.units import mask_to_cpus
 
 _WINDOWS_PATH = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\|//)")
 _PATH_KEYS = ("parent_layer_directory", "process_directory", "mapped_directory", "working_directory")
@@ -159,6 +160,9 @@ def build_config(document: dict, source: str, base_dir: str) -> tuple[Config, li
             if name.upper() in seen:
                 findings.append(Finding(("environment", name), f"found {name!r} and {seen[name.upper()]!r}; expected distinct names (Windows ignores case)", at_key=True))
             seen[name.upper()] = name
+    named = len(mask_to_cpus(limits.cpu_affinity))
+    if named and limits.cpus_count > named:
+        findings.append(Finding(("cpus_count",), f"found {limits.cpus_count} with cpu_affinity_hex naming {named} CPU{'s' if named > 1 else ''}; expected at most {named}, or no affinity"))
     values["backend"] = choose(values["backend"], kind)
     config = Config(process_executable=executable, limits=limits, source=source, flavour=kind, **values)
     findings += _collisions(config, paths)

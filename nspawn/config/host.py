@@ -25,6 +25,7 @@ def host_findings(config: Config) -> list[Finding]:
     findings = _directories(config)
     if not findings:
         findings += _executable(config)
+        findings += _working_directory(config)
         findings += _stdout(config)
     findings += _cpus(config)
     return findings
@@ -142,6 +143,18 @@ def _executable(config: Config) -> list[Finding]:
         return [Finding(where, f"{wanted} is not a regular file; expected an executable file", exit_code=exitcodes.CANNOT_EXECUTE)]
     if sys.platform != "win32" and not os.access(host, os.X_OK):
         return [Finding(where, f"{wanted} is not executable (mode {stat.filemode(os.stat(host).st_mode)}); expected the execute permission", exit_code=exitcodes.CANNOT_EXECUTE)]
+    return []
+
+
+def _working_directory(config: Config) -> list[Finding]:
+    """A Linux container's working directory must be there: chdir in the container would fail
+    only after everything was set up (HCS reports its own error for its containers)."""
+    wd = config.working_directory
+    if wd is None or config.flavour != "posix":
+        return []
+    found = _map(config, wd)
+    if found is None or not os.path.isdir(found):
+        return [Finding(("working_directory",), f"{wd} is not a directory in the container (after resolving '..' and symbolic links); expected an existing directory")]
     return []
 
 
