@@ -37,8 +37,9 @@ def spy(self, kind, **data):
     kinds.append(kind)
     return record(self, kind, **data)
 Journal.record = spy
-result = launch.run(load_config(sys.argv[1], host=True), listener=lambda e, d: events.append([e, d]))
-print(json.dumps({"result": result.to_dict(), "kinds": kinds, "events": events}))
+config = load_config(sys.argv[1], host=True)
+result = launch.run(config, listener=lambda e, d: events.append([e, d]))
+print(json.dumps({"result": result.to_dict(), "kinds": kinds, "events": events, "asked": list(config.limits.asked())}))
 """
 
 
@@ -176,8 +177,12 @@ def test_real_runs_keep_the_contract(runs):
         assert run["result"]["rollback_failures"] == [], case
         heard = {event for event, _ in run["events"]}
         assert heard <= {contract.PHASE, contract.WARNING, contract.PROCESS}, (case, heard)
+        # No limit asked is dropped without a word: each was applied or said not to be enforced.
+        said = set(run["result"]["limits_applied"]) | set(run["result"]["limits_not_enforced"])
+        assert said >= set(run["asked"]), (case, said, run["asked"])
     exited = driven["exit"]
     assert exited["result"]["exit_code"] == 3
+    assert exited["asked"], "the exit case asks for limits"
     processes = [d for e, d in exited["events"] if e == contract.PROCESS]
     assert processes and all(isinstance(d["pid"], int) and d["pid"] > 0 for d in processes)
     timed_out = driven["timeout"]["result"]
