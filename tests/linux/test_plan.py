@@ -1,5 +1,4 @@
-"""The Linux plan, the cgroup settings it turns into and the Linux backend's config rules: pure,
-so these run anywhere."""
+"""The Linux plan and the Linux backend's config rules: pure, so these run anywhere."""
 
 from __future__ import annotations
 
@@ -64,21 +63,6 @@ def test_limits_in_kernel_units():
     assert (p.limits.io_iops, p.limits.io_bps) == (10, 4096)
 
 
-def test_cgroup_settings_for_both_layouts():
-    from nspawn.backends.linux import cgroups
-
-    limits = make(max_ram_mb=1, max_cpu_percent=50, cpus_count=1, max_storage_iops=7, max_processes=3).limits
-    every = ["memory", "cpu", "cpuset", "io", "pids"]
-    v2 = cgroups.settings(cgroups.Layout(2, "/sys/fs/cgroup"), limits, every, ["8:0"], None)
-    assert v2 == [("v2", "memory.max", "1048576"), ("v2", "cpu.max", f"{limits.cpu_quota_us} 100000"),
-                  ("v2", "cpuset.cpus", "0"), ("v2", "io.max", "8:0 riops=7 wiops=7"), ("v2", "pids.max", "4")]
-    v1 = cgroups.settings(cgroups.Layout(1), limits, every, ["8:0"], "0")
-    assert ("pids", "pids.max", "4") in v1
-    assert ("cpuset", "cpuset.mems", "0") in v1 and v1.index(("cpuset", "cpuset.mems", "0")) < v1.index(("cpuset", "cpuset.cpus", "0"))
-    assert ("cpu", "cpu.cfs_period_us", "100000") in v1 and ("blkio", "blkio.throttle.write_iops_device", "8:0 7") in v1
-    assert cgroups.settings(cgroups.Layout(1), limits, ["pids"], [], None) == [("pids", "pids.max", "4")]
-
-
 def test_v1_groups_are_one_per_controller_even_where_hierarchies_share_a_mount():
     """As systemd mounts cpu,cpuacct together: each group is made once (a second mkdir of the
     same directory would fail the run)."""
@@ -90,6 +74,15 @@ def test_v1_groups_are_one_per_controller_even_where_hierarchies_share_a_mount()
     groups = cgroups.directories(layout, ["memory", "cpu", "io"], "c1")
     assert groups == {"memory": "/sys/fs/cgroup/memory/own/c1", "cpu": shared + "/c1", "blkio": "/sys/fs/cgroup/blkio/own/c1"}
     assert len(set(groups.values())) == len(groups)
+
+
+def test_v2_groups_are_named_without_touching_the_host():
+    """Enabling controllers is cgroups.enable's: directories() only names the group (here below
+    a mount that does not exist)."""
+    from nspawn.backends.linux import cgroups
+
+    layout = cgroups.Layout(2, "/nonexistent/cgroup", "/launcher.scope")
+    assert cgroups.directories(layout, ["memory", "pids"], "c1") == {"v2": "/nonexistent/cgroup/c1"}
 
 
 def test_container_paths_may_not_be_or_cover_the_containers_own_mounts():

@@ -1,5 +1,6 @@
-"""Control groups: which layout the host has, making the run's groups and setting its limits,
-reading what they measured, and removing them.
+"""Control groups, the mechanics: which layout the host has, enabling controllers, making and
+removing the run's groups, writing their files, the disks under a path and what the memory
+group measured. What each controller's files hold is limits.py's.
 
 Only the groups a run's limits need are made (a run without limits makes none), named after
 the container, so that limits set on the launcher still hold above them: on v1 below the
@@ -13,15 +14,8 @@ import os
 import signal
 import time
 
-from nspawn.backends.linux.plan import CgroupLimits
+from nspawn.backends.linux import limits
 from nspawn.records import record
-
-# The controllers go by their v2 names; on v1 each has a hierarchy of its own, of the same name
-# but for io.
-V1_HIERARCHY = {"memory": "memory", "cpu": "cpu", "cpuset": "cpuset", "io": "blkio", "pids": "pids"}
-# Which config field each controller enforces.
-FIELDS = {"memory": ("max_ram_mb",), "cpu": ("max_cpu_percent",), "cpuset": ("cpus_count", "cpu_affinity"),
-          "io": ("max_storage_iops", "max_storage_bandwidth_bytes_per_sec"), "pids": ("max_processes",)}
 
 
 @record
@@ -33,7 +27,7 @@ class Layout:
 
     def available(self, controller: str) -> bool:
         if self.version == 1:
-            return V1_HIERARCHY[controller] in self.v1
+            return limits.BY_NAME[controller].hierarchy in self.v1
         return controller in _read(os.path.join(self.v2_base(), "cgroup.controllers")).split()
 
     def v2_base(self) -> str:
@@ -87,81 +81,39 @@ def detect() -> Layout:
             for name in options:
                 if name in own_v1 and name not in v1:
                     v1[name] = os.path.join(mountpoint, own_v1[name].lstrip("/"))
-    controllers = set(V1_HIERARCHY.values())
+    controllers = {c.hierarchy for c in limits.CONTROLLERS}
     if v2_mount and not controllers & set(v1):
         return Layout(2, v2_mount, own_v2)
     return Layout(1, v2_mount, "/", {k: v for k, v in v1.items() if k in controllers})
 
 
-def needed(limits: CgroupLimits) -> list[str]:
-    wanted = {"memory": limits.memory_bytes, "cpu": limits.cpu_quota_us, "cpuset": limits.cpus,
-              "io": limits.io_iops or limits.io_bps, "pids": limits.pids_max}
-    return [c for c, v in wanted.items() if v]
+UNIFIED = "v2"  # the key of the one group a v2 run makes; v1 groups go by their hierarchy
 
 
-def v2_parent(layout: Layout, controllers: list[str]) -> str:
-    """The layout's v2 base, with the controllers enabled for its children."""
-    base = layout.v2_base()
-    enabled = _read(os.path.join(base, "cgroup.subtree_control")).split()
+def group_key(layout: Layout, controller: str) -> str:
+    """The key of the group that holds a controller's files."""
+    return UNIFIED if layout.version == 2 else limits.BY_NAME[controller].hierarchy
+
+
+def enable(layout: Layout, controllers: list[str]) -> None:
+    """Let the groups made in the v2 base use `controllers` (v1 hierarchies need nothing)."""
+    if layout.version == 1:
+        return
+    control = os.path.join(layout.v2_base(), "cgroup.subtree_control")
+    enabled = _read(control).split()
     missing = [c for c in controllers if c not in enabled]
     # Controllers enabled here stay enabled after the run, as runc and systemd leave them: that
     # sets no limit, and turning them off again would fail or break while another container
     # below still uses them. So this write is not a journaled resource.
     if missing:
-        write(os.path.join(base, "cgroup.subtree_control"), " ".join("+" + n for n in missing))
-    return base
+        write(control, " ".join("+" + n for n in missing))
 
 
 def directories(layout: Layout, controllers: list[str], name: str) -> dict[str, str]:
-    """Logical controller -> the directory of the group to make ("v2" for the one unified group)."""
+    """group_key -> the directory of the group to make for `controllers`."""
     if layout.version == 2:
-        return {"v2": os.path.join(v2_parent(layout, controllers), name)}
-    return {V1_HIERARCHY[c]: os.path.join(layout.v1[V1_HIERARCHY[c]], name) for c in controllers}
-
-
-def settings(layout: Layout, limits: CgroupLimits, controllers: list[str], devices: list[str],
-             parent_mems: str | None, swap_limited: bool = False) -> list[tuple[str, str, str]]:
-    """(group key, file, value) for `controllers`, in the order the kernel accepts them;
-    `swap_limited` when the memory group has the file that keeps swap from stretching the limit."""
-    v2 = layout.version == 2
-    out: list[tuple[str, str, str]] = []
-
-    def put(key_v1: str, file_v1: str, file_v2: str, value: str) -> None:
-        out.append(("v2", file_v2, value) if v2 else (key_v1, file_v1, value))
-
-    if "memory" in controllers:
-        put("memory", "memory.limit_in_bytes", "memory.max", str(limits.memory_bytes))
-        if swap_limited:  # v1 counts memory and swap together; v2 counts swap alone
-            out.append(("v2" if v2 else "memory", swap_file(layout), "0" if v2 else str(limits.memory_bytes)))
-    if "cpu" in controllers:
-        if v2:
-            out.append(("v2", "cpu.max", f"{limits.cpu_quota_us} {limits.cpu_period_us}"))
-        else:
-            out += [("cpu", "cpu.cfs_period_us", str(limits.cpu_period_us)), ("cpu", "cpu.cfs_quota_us", str(limits.cpu_quota_us))]
-    if "cpuset" in controllers:
-        if not v2:
-            out.append(("cpuset", "cpuset.mems", parent_mems or "0"))  # v1 refuses tasks until mems is set
-        put("cpuset", "cpuset.cpus", "cpuset.cpus", ",".join(map(str, limits.cpus)))
-    for dev in devices:
-        if v2:
-            parts = ([f"riops={limits.io_iops}", f"wiops={limits.io_iops}"] if limits.io_iops else []) + \
-                    ([f"rbps={limits.io_bps}", f"wbps={limits.io_bps}"] if limits.io_bps else [])
-            out.append(("v2", "io.max", f"{dev} " + " ".join(parts)))
-        else:
-            for kind, value in (("iops", limits.io_iops), ("bps", limits.io_bps)):
-                if value:
-                    out += [("blkio", f"blkio.throttle.{rw}_{kind}_device", f"{dev} {value}") for rw in ("read", "write")]
-    if "pids" in controllers:
-        put("pids", "pids.max", "pids.max", str(limits.pids_max))
-    return out
-
-
-def swap_file(layout: Layout) -> str:
-    return "memory.swap.max" if layout.version == 2 else "memory.memsw.limit_in_bytes"
-
-
-def swap_on() -> bool:
-    return len(_read("/proc/swaps").splitlines()) > 1
+        return {UNIFIED: os.path.join(layout.v2_base(), name)}
+    return {key: os.path.join(layout.v1[key], name) for key in (group_key(layout, c) for c in controllers)}
 
 
 def block_device(path: str) -> str | None:
@@ -178,7 +130,7 @@ def block_device(path: str) -> str | None:
 
 def memory_stats(layout: Layout, groups: dict[str, str]) -> tuple[int, int | None]:
     """(OOM kills, peak bytes or None) of the run's memory group."""
-    path = groups.get("v2" if layout.version == 2 else "memory")
+    path = groups.get(group_key(layout, "memory"))
     if path is None:
         return 0, None
     if layout.version == 2:

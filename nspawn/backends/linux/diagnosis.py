@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 
-from nspawn.backends.linux import cgroups, enforcement, libc, mounts
+from nspawn.backends.linux import cgroups, enforcement, libc, limits, mounts
 
 
 def _in_child(action) -> str | None:
@@ -48,18 +48,19 @@ def _overlay(lower: str) -> str | None:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _swap_limit_file(layout) -> bool:
-    """Whether a container's memory group would have the file that limits its swap. On v2 only
-    a group whose parent hands memory down has it, so a group like a run's is made to look."""
+def _swap(layout) -> str:
+    """How swap would stand to a container's memory limit. On v2 only a group whose parent hands
+    memory down has the file that limits swap, so a group like a run's is made to look."""
     if layout.version == 1:
-        return os.path.exists(os.path.join(layout.v1["memory"], cgroups.swap_file(layout)))
+        return enforcement.swap(layout, layout.v1["memory"])
+    probe = os.path.join(layout.v2_base(), f"nspawn-doctor-{os.getpid()}")
     try:
-        probe = os.path.join(cgroups.v2_parent(layout, ["memory"]), f"nspawn-doctor-{os.getpid()}")
+        cgroups.enable(layout, ["memory"])
         os.mkdir(probe)
     except OSError:
-        return False
+        return enforcement.swap(layout, None)
     try:
-        return os.path.exists(os.path.join(probe, cgroups.swap_file(layout)))
+        return enforcement.swap(layout, probe)
     finally:
         os.rmdir(probe)
 
@@ -81,42 +82,26 @@ def doctor(config=None) -> list[tuple[str, bool, str]]:
     except OSError as e:
         return checks + [("cgroups", False, f"cannot read the cgroup layout: {e}")]
     checks.append(("cgroup layout", True, layout.describe()))
-    swap = cgroups.swap_on()
-    swap_limited = layout.available("memory") and _swap_limit_file(layout)
-    for controller, fields in cgroups.FIELDS.items():
-        ok = layout.available(controller)
-        label = ", ".join(fields)
-        if not ok:
-            checks.append((f"{controller} controller", False, f"absent: {label} cannot be enforced"))
-            continue
-        detail = f"enforces {label}"
-        if controller == "memory":
-            probe = cgroups.swap_file(layout)
-            if swap_limited:
-                detail += "; swap is limited too"
-            elif swap:
-                ok, detail = False, f"{probe} is missing and swap is on: a container could swap past max_ram_mb"
-            else:
-                detail += f"; {probe} is missing but there is no swap to escape to"
-        if controller == "io" and layout.version == 1:
-            detail += "; " + enforcement.V1_BUFFERED_WRITES
-        if controller == "cpuset":
-            detail += "; sched_setaffinity makes the payload see it"
-        checks.append((f"{controller} controller", ok, detail))
+    facts = limits.Facts(layout.version, swap=_swap(layout) if layout.available("memory") else None)
+    for controller in limits.CONTROLLERS:
+        if layout.available(controller.name):
+            ok, detail = controller.host_report(facts)
+        else:
+            ok, detail = False, f"absent: {', '.join(controller.fields)} cannot be enforced"
+        checks.append((f"{controller.name} controller", ok, detail))
     if config is not None:
         from nspawn.backends.linux.plan import plan
 
         the_plan = plan(config)
-        verdict = enforcement.judge(the_plan, layout)
-        why_not = dict(verdict.not_enforced)
-        if "memory" in verdict.controllers:
-            escape = enforcement.swap_escape(layout, swap_limited, the_plan.limits.memory_bytes)
-            if escape:
-                why_not["max_ram_mb"] = escape
-        for name in config.limits.asked():
+        asked = config.limits.asked()
+        verdict = enforcement.judge(the_plan, layout, limits.needed(the_plan.limits))
+        _, failed, _ = limits.outcome(the_plan.limits, asked, verdict.controllers, facts)
+        why_not = {**verdict.not_enforced, **failed}
+        for name in asked:
             why = why_not.get(name)
             detail = "will be enforced" if why is None else f"cannot be enforced: {why}"
-            if why is None and name in cgroups.FIELDS["io"] and layout.version == 1:
-                detail += f" ({enforcement.V1_BUFFERED_WRITES})"
+            caveat = limits.OF_FIELD[name].caveat(layout.version)
+            if why is None and caveat:
+                detail += f" ({caveat})"
             checks.append((f"{name} (asked by {config.source})", why is None, detail))
     return checks

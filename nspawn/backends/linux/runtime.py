@@ -16,7 +16,7 @@ import time
 
 from nspawn import exitcodes
 from nspawn.backends import contract
-from nspawn.backends.linux import cgroups, enforcement, init, mounts
+from nspawn.backends.linux import cgroups, enforcement, init, limits, mounts
 from nspawn.backends.linux.plan import LinuxPlan
 from nspawn.backends.linux.release import start_time
 from nspawn.config.host import within
@@ -73,53 +73,41 @@ def _read_oom_score_adj() -> str:
 
 
 def _make_cgroups(plan: LinuxPlan, session: Session, fail_at, signal_me) -> tuple[cgroups.Layout | None, dict[str, str]]:
-    if not cgroups.needed(plan.limits):
+    wanted = limits.needed(plan.limits)
+    if not wanted:
         return None, {}
     layout = cgroups.detect()
-    verdict = enforcement.judge(plan, layout)
+    verdict = enforcement.judge(plan, layout, wanted)
     for name, why in verdict.not_enforced.items():
         session.not_enforced(name, why)
     if not verdict.controllers:
         return layout, {}
     init.fault_point(fail_at, "cgroups", signal_me)
+    cgroups.enable(layout, verdict.controllers)
     groups = cgroups.directories(layout, verdict.controllers, session.container_id)
     for path in groups.values():
         session.journal.record("cgroup", path=path)
         os.mkdir(path)
-    parent_mems = None
-    if "cpuset" in groups:
-        with open(os.path.join(os.path.dirname(groups["cpuset"]), "cpuset.effective_mems")) as f:
-            parent_mems = f.read().strip()
-    memory = groups.get("v2" if layout.version == 2 else "memory") if "memory" in verdict.controllers else None
-    swap_limited = memory is not None and os.path.exists(os.path.join(memory, cgroups.swap_file(layout)))
-    for key, file, value in cgroups.settings(layout, plan.limits, verdict.controllers, verdict.devices, parent_mems, swap_limited):
-        cgroups.write(os.path.join(groups[key], file), value)
-    _report(plan, session, layout, verdict.controllers, swap_limited)
+
+    def group(controller: str) -> str:
+        return groups[cgroups.group_key(layout, controller)]
+
+    facts = limits.Facts(layout.version, verdict.devices)
+    if "cpuset" in verdict.controllers and layout.version == 1:
+        with open(os.path.join(os.path.dirname(group("cpuset")), "cpuset.effective_mems")) as f:
+            facts = facts._replace(parent_mems=f.read().strip())
+    if "memory" in verdict.controllers:
+        facts = facts._replace(swap=enforcement.swap(layout, group("memory")))
+    for controller, file, value in limits.settings(plan.limits, verdict.controllers, facts):
+        cgroups.write(os.path.join(group(controller), file), value)
+    applied, failed, caveats = limits.outcome(plan.limits, plan.asked.asked(), verdict.controllers, facts)
+    for name, text in applied.items():
+        session.applied(name, text)
+    for name, why in failed.items():
+        session.not_enforced(name, why)
+    for caveat in caveats:
+        session.warn(caveat)
     return layout, groups
-
-
-def _report(plan: LinuxPlan, session: Session, layout: cgroups.Layout, usable: list[str], swap_limited: bool) -> None:
-    limits, asked = plan.limits, plan.asked.asked()
-    if "memory" in usable:
-        escape = enforcement.swap_escape(layout, swap_limited, limits.memory_bytes)
-        if escape:
-            session.not_enforced("max_ram_mb", escape)
-        else:
-            session.applied("max_ram_mb", f"{limits.memory_bytes} bytes" + (", swap included" if swap_limited else " (no swap on this host)"))
-    if "cpu" in usable:
-        session.applied("max_cpu_percent", f"{limits.cpu_quota_us}us per {limits.cpu_period_us}us")
-    if "cpuset" in usable:
-        for name in ("cpus_count", "cpu_affinity"):
-            if name in asked:
-                session.applied(name, "CPUs " + ",".join(map(str, limits.cpus)))
-    if "io" in usable:
-        for name, value in (("max_storage_iops", limits.io_iops), ("max_storage_bandwidth_bytes_per_sec", limits.io_bps)):
-            if value:
-                session.applied(name, value)
-        if layout.version == 1:
-            session.warn(enforcement.V1_BUFFERED_WRITES)
-    if "pids" in usable:
-        session.applied("max_processes", f"pids.max={limits.pids_max}, the container's init included")
 
 
 def _signal(pid: int, signum: int) -> None:
@@ -202,8 +190,8 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
         pump = (fds.add(*os.pipe()), fds.add(*os.pipe())) if copying else ()
         launch = init.Launch(
             plan=plan, launcher_pid=me,
-            cgroup_v2=groups.get("v2"),
-            cgroup_joins=[os.path.join(p, "cgroup.procs" if key == "v2" else "tasks") for key, p in groups.items()],
+            cgroup_v2=groups.get(cgroups.UNIFIED),
+            cgroup_joins=[os.path.join(p, "cgroup.procs" if key == cgroups.UNIFIED else "tasks") for key, p in groups.items()],
             scratch=scratch, binds=binds, report_w=report_w, status_w=status_w,
             output_w=(pump[0][1], pump[1][1]) if pump else None,
             oom_score_adj=_read_oom_score_adj(), cap_last=cap_last, max_fd=os.sysconf("SC_OPEN_MAX"), fail_at=fail_at,
