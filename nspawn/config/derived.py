@@ -45,7 +45,7 @@ def container_executable(config: Config) -> str:
     """The executable's container path: a relative one is in the mapped directory; an absolute
     one, or a command name looked up on PATH (no process directory), stays as given."""
     exe = config.process_executable
-    if config.mapped_directory and not is_container_absolute(exe, config.flavour):
+    if config.process_directory and config.mapped_directory and not is_container_absolute(exe, config.flavour):
         return _container_module(config.flavour).join(config.mapped_directory, exe)
     return exe
 
