@@ -11,7 +11,7 @@ from nspawn.config.build import simulated_host
 from nspawn.config.derived import host_executable, stdout_host_path
 from nspawn.config.load import Finding
 from nspawn.config.model import Config
-from nspawn.hostfacts import allowed_cpus, cpu_count  # noqa: F401  allowed_cpus: until linux/plan.py imports it from hostfacts
+from nspawn.hostfacts import cpu_count
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _MAX_LINKS = 40
