@@ -19,6 +19,7 @@ from referencing import Registry, Resource
 
 from nspawn.backends import hcs
 from nspawn.backends.hcs import documents
+from nspawn.backends.hcs.layers import utility_vm_image
 from nspawn.config.model import Limits
 from nspawn.config.resolve import load_config
 from tests.conftest import ROOT, nspawn
@@ -56,17 +57,22 @@ def run_time_storage(config, container_id: str) -> documents.Storage:
     )
 
 
+CONTAINER_ID = "nspawn-20260101-000000-0123abcd"
+
+
 def built(config, namespace: str | None = "0d3b1c55-5a1e-4b8e-9c61-2f2e1d0c9b7a",
           endpoint: str = "C84A5E4B-6A3B-4F41-9C8D-6E1B2A3C4D5E") -> dict[str, dict]:
     """The four documents of a run, as execute would send them."""
-    storage = run_time_storage(config, "nspawn-test")
+    plan = hcs.plan(config)
+    storage = run_time_storage(config, CONTAINER_ID)
     nat = config.network == "nat"
+    utility_vm = utility_vm_image([path for _, path in storage.layers]) if config.isolation == "hyperv" else None
     return {
-        "v2_compute_system": documents.v2_compute_system(config, storage, "host1", namespace if nat else None),
-        "v2_process": documents.process(config),
-        "v1_compute_system": documents.v1_compute_system(config, "nspawn-test", storage, "host1",
-                                                         [endpoint] if nat else []),
-        "v1_process": documents.process(config),
+        "v2_compute_system": documents.v2_compute_system(plan, storage, namespace if nat else None),
+        "v2_process": documents.process(plan),
+        "v1_compute_system": documents.v1_compute_system(plan, CONTAINER_ID, storage, [endpoint] if nat else [],
+                                                         utility_vm),
+        "v1_process": documents.process(plan),
     }
 
 
@@ -86,6 +92,9 @@ def fill_placeholders(document, key: str | None = None):
         return [fill_placeholders(v, key) for v in document]
     if not isinstance(document, str) or not _PLACEHOLDER.search(document):
         return document
+    if hcs.RUN_TIME_ID in document:
+        assert key in ("Name", "LayerFolderPath", "compute_system_id", "scratch"), f"placeholder in {key}: {document}"
+        return document.replace(hcs.RUN_TIME_ID, CONTAINER_ID)
     if key in _GUID_KEYS or "{<" in document:
         assert key in _GUID_KEYS | {"Path", "VolumePath"}, f"placeholder in {key}: {document}"
         return _PLACEHOLDER.sub(str(uuid.uuid4()), document)
@@ -243,7 +252,7 @@ def test_the_volume_path_has_its_trailing_backslash_in_v2_only():
 
 def test_a_hyperv_document_boots_the_utility_vm_of_the_base_layer():
     config = original(isolation="hyperv")
-    storage = run_time_storage(config, "nspawn-test")
+    storage = run_time_storage(config, CONTAINER_ID)
     doc = built(config)["v1_compute_system"]
     base = storage.layers[-1][1]
     assert doc["HvPartition"] is True

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from nspawn.backends.hcs.runner import affinity_groups
+from nspawn.backends.hcs import affinity_groups
 from tests.hcs.conftest import gone
 
 APIS = pytest.mark.parametrize("api", ["v1", "v2"])
@@ -148,10 +148,10 @@ def test_cpu_affinity_lands_on_the_silo_before_start(host, api):
 
 
 def test_affinity_masks_wider_than_64_cpus_split_into_processor_groups():
-    assert affinity_groups(0x1) == {0: 1}
-    assert affinity_groups(1 << 64 | 0b101) == {0: 0b101, 1: 1}
-    assert affinity_groups(0xFF << 128) == {2: 0xFF}
-    assert affinity_groups((1 << 130) - 1) == {0: (1 << 64) - 1, 1: (1 << 64) - 1, 2: 0b11}
+    assert affinity_groups(0x1) == ((0, 1),)
+    assert affinity_groups(1 << 64 | 0b101) == ((0, 0b101), (1, 1))
+    assert affinity_groups(0xFF << 128) == ((2, 0xFF),)
+    assert affinity_groups((1 << 130) - 1) == ((0, (1 << 64) - 1), (1, (1 << 64) - 1), (2, 0b11))
 
 
 @pytest.mark.parametrize("isolation", ["process", "hyperv"])
@@ -171,14 +171,14 @@ def test_the_json_result_says_which_limits_hold(host, isolation):
 
 @pytest.mark.parametrize("api", ["v1", "v2"])
 def test_a_run_reports_its_limits_from_the_table_doctor_prints(host, api):
-    """What the runner reports applied or not enforced is, field by field, what doctor says."""
+    """What a run reports applied or not enforced is, field by field, what doctor says."""
     from nspawn.backends.hcs.enforcement import verdict
 
     host.script("ok.sh", "exit 0\n")
-    limits = {"max_ram_mb": 64, "cpus_count": 2, "max_cpu_percent": 25, "cpu_affinity_hex": "0x1", "max_processes": 5}
+    limits = {"max_ram_mb": 64, "cpus_count": 1, "max_cpu_percent": 25, "cpu_affinity_hex": "0x1", "max_processes": 5}
     run = host.run("--json", process_executable="ok.sh", hcs_api=api, **limits)
     result = json.loads(run.stdout.splitlines()[-1])
-    asked = {"max_ram_mb": 64, "cpus_count": 2, "max_cpu_percent": 25, "cpu_affinity": 1, "max_processes": 5}
+    asked = {"max_ram_mb": 64, "cpus_count": 1, "max_cpu_percent": 25, "cpu_affinity": 1, "max_processes": 5}
     for field in asked:
         enforced, why = verdict(field, "process", asked)
         assert (field in result["limits_applied"]) == enforced

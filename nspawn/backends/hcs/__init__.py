@@ -1,19 +1,100 @@
 """The HCS backend: Windows Server containers through the Host Compute Service.
 
-Planning (the exact v1 and v2 documents) is pure and runs on any OS for `--dry-run`.
+Validating and planning are pure and run on any OS (`--dry-run` shows the exact v1 and v2
+documents); they import nothing native, as validate runs on every load of a Windows config.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 
-from nspawn.backends.hcs import documents
+from nspawn.backends.hcs import cmdline
+from nspawn.backends.hcs.enforcement import verdict
 from nspawn.backends.hcs.release import RELEASERS  # noqa: F401 (the backend interface)
+from nspawn.config import derived
 from nspawn.config.model import Config
 from nspawn.errors import LaunchError
-from nspawn.identity import new_container_id
+from nspawn.records import record
+
+DEFAULT_WORKING_DIRECTORY = "C:\\"
+# How a dry run shows the compute system's id: the session names each run (journal, ps, cleanup).
+RUN_TIME_ID = "<the run's container id>"
+_MASK64 = (1 << 64) - 1
+
+
+@record
+class MappedDirectory:
+    host_path: str
+    container_path: str
+    read_only: bool
+
+
+@record
+class Limit:
+    """A limit the config asks for: whether Windows enforces it under the plan's isolation
+    (enforcement.py), with the value reported applied, or why not."""
+
+    field: str
+    enforced: bool
+    detail: object
+
+
+@record
+class HcsPlan:
+    argv: tuple[str, ...]  # argv[0] is the executable's container path
+    command_line: str  # argv encoded for CommandLineToArgvW
+    working_directory: str
+    environment: tuple[tuple[str, str], ...]
+    mapped_directories: tuple[MappedDirectory, ...]  # the process directory first
+    memory_mb: int  # 0 (here and below): no limit
+    processor: tuple[str, int] | None  # the one processor limit, as (v2 name, value)
+    storage_iops: int
+    storage_bandwidth: int  # bytes per second
+    cpu_affinity: int  # the mask asked
+    affinity_groups: tuple[tuple[int, int], ...]  # (processor group, mask) set on the silo; () when not enforced
+    limits: tuple[Limit, ...]
+    hostname: str
+    isolation: str
+    api: str  # v1, v2, or auto: settled at run time (generations.choose)
+    network: str
+    parent_layer: str
+    stdout_file: str | None  # host path
+    timeout_seconds: float
+    stop_grace_seconds: float
+
+    def to_json(self) -> dict:
+        from nspawn.backends.hcs import documents, layers
+
+        chain = _known_chain(self.parent_layer)
+        storage = _placeholder_storage(self.parent_layer, chain)
+        hyperv = self.isolation == "hyperv"
+        utility_vm = layers.utility_vm_image([path for _, path in storage.layers]) if hyperv else None
+        nat = self.network == "nat"
+        return {
+            "backend": "hcs",
+            "api": self.api,
+            "compute_system_id": RUN_TIME_ID,
+            "isolation": self.isolation,
+            "layers": {"parent": self.parent_layer, "chain": chain, "scratch": storage.scratch_folder},
+            "cpu_affinity": hex(self.cpu_affinity) if self.cpu_affinity else None,
+            "stdout_file": self.stdout_file,
+            "limits_applied": {limit.field: limit.detail for limit in self.limits if limit.enforced},
+            "limits_not_enforced": {limit.field: limit.detail for limit in self.limits if not limit.enforced},
+            "timeout_seconds": self.timeout_seconds,
+            "stop_grace_seconds": self.stop_grace_seconds,
+            "v2": {
+                # Hyper-V takes the v1 route: a v2 document would need a utility VM of its own.
+                "compute_system": None if hyperv else documents.v2_compute_system(
+                    self, storage, "<HCN namespace at run time>" if nat else None),
+                "process": documents.process(self),
+            },
+            "v1": {
+                "compute_system": documents.v1_compute_system(
+                    self, RUN_TIME_ID, storage, ["<HNS endpoint at run time>"] if nat else [], utility_vm),
+                "process": documents.process(self),
+            },
+        }
 
 
 def _known_chain(parent: str) -> list[str] | None:
@@ -28,54 +109,126 @@ def _known_chain(parent: str) -> list[str] | None:
         return None
 
 
-@dataclass(frozen=True)
-class HcsPlan:
-    config: Config
-    container_id: str
-    hostname: str
+def _placeholder_storage(parent: str, chain: list[str] | None):
+    """The storage a dry run shows: the layer chain when it could be read here, the GUIDs
+    (NameToGuid is HCS's own algorithm) and the volume as placeholders."""
+    from nspawn.backends.hcs import layers
+    from nspawn.backends.hcs.documents import Storage
 
-    def to_json(self) -> dict:
-        config = self.config
-        chain = _known_chain(config.parent_layer_directory)
-        storage = documents.placeholder_storage(config, self.container_id, chain)
-        hyperv = config.isolation == "hyperv"
-        utility_vm = None
-        if hyperv and chain:
-            from nspawn.backends.hcs.layers import utility_vm_image
-
-            utility_vm = utility_vm_image(chain)
-        return {
-            "backend": "hcs",
-            # Hyper-V isolation takes the v1 route (HvPartition) on every Windows version.
-            "api": "v1" if hyperv else config.hcs_api,
-            "compute_system_id": self.container_id,
-            "isolation": config.isolation,
-            "layers": {"parent": config.parent_layer_directory, "chain": chain, "scratch": storage.scratch_folder},
-            "cpu_affinity": hex(config.limits.cpu_affinity) if config.limits.cpu_affinity else None,
-            "stdout_file": documents.stdout_path(config),
-            "v2": {
-                "compute_system": None if hyperv else documents.v2_compute_system(
-                    config, storage, self.hostname, "<HCN namespace at run time>" if config.network == "nat" else None),
-                "process": documents.process(config),
-            },
-            "v1": {
-                "compute_system": documents.v1_compute_system(
-                    config, self.container_id, storage, self.hostname,
-                    ["<HNS endpoint at run time>"] if config.network == "nat" else [], utility_vm=utility_vm),
-                "process": documents.process(config),
-            },
-        }
+    if chain:
+        shown = tuple((f"<NameToGuid({layers.folder_name(p)})>", p) for p in chain)
+    else:
+        listed = derived.host_path_module(parent).join(parent, layers.LAYERCHAIN)
+        shown = ((f"<NameToGuid({layers.folder_name(parent)})>", parent), ("<…>", f"<the layers in {listed}>"))
+    return Storage(
+        scratch_folder=layers.Scratch(parent, RUN_TIME_ID).folder,
+        volume_path="\\\\?\\Volume{<GetLayerMountPath at run time>}\\",
+        layers=shown,
+    )
 
 
-def plan(config: Config, container_id: str | None = None) -> HcsPlan:
-    return HcsPlan(config, container_id or new_container_id(), config.hostname or os.urandom(4).hex())
+def api_route(hcs_api: str, isolation: str) -> str:
+    """The API generation a config takes: Hyper-V isolation always the v1 one (HvPartition),
+    the one route that works on every Windows version; `auto` is settled at run time."""
+    return "v1" if isolation == "hyperv" else hcs_api
+
+
+def cpu_maximum(percent: float) -> int:
+    """Processor cycles per 10,000 over the whole host: percent × 100, within 1–10000."""
+    return max(1, min(10000, round(percent * 100)))
+
+
+def _processor(limits) -> tuple[str, int] | None:
+    """Count, Maximum and Weight exclude each other, and Maximum is the one Windows enforces
+    (enforcement.py)."""
+    if limits.max_cpu_percent:
+        return "Maximum", cpu_maximum(limits.max_cpu_percent)
+    if limits.cpus_count:
+        return "Count", limits.cpus_count
+    return None
+
+
+def affinity_groups(mask: int) -> tuple[tuple[int, int], ...]:
+    """(processor group, 64-bit mask) of a CPU mask of any width (Windows groups hold 64 CPUs)."""
+    groups = ((group, mask >> (64 * group) & _MASK64) for group in range((mask.bit_length() + 63) // 64))
+    return tuple((group, part) for group, part in groups if part)
+
+
+_SHOWN = {
+    "max_ram_mb": lambda mb: f"{mb} MB",
+    "max_cpu_percent": lambda percent: f"{cpu_maximum(percent)} of 10000 processor cycles",
+    "cpu_affinity": hex,
+}
+
+
+def _limits(config: Config) -> tuple[Limit, ...]:
+    asked = config.limits.asked()
+    limits = []
+    for field, value in asked.items():
+        enforced, why = verdict(field, config.isolation, asked)
+        limits.append(Limit(field, enforced, _SHOWN.get(field, lambda v: v)(value) if enforced else why))
+    return tuple(limits)
+
+
+def plan(config: Config) -> HcsPlan:
+    limits = config.limits
+    argv = (derived.container_executable(config), *config.process_arguments)
+    mapped = [MappedDirectory(m.host_path, m.container_path, m.read_only) for m in config.mounts]
+    if config.process_directory:
+        mapped.insert(0, MappedDirectory(config.process_directory, config.mapped_directory,
+                                         config.mapped_directory_read_only))
+    decided = _limits(config)
+    affinity_enforced = any(limit.field == "cpu_affinity" and limit.enforced for limit in decided)
+    return HcsPlan(
+        argv=argv,
+        command_line=cmdline.command_line(list(argv)),
+        working_directory=config.working_directory or config.mapped_directory or DEFAULT_WORKING_DIRECTORY,
+        environment=tuple(config.environment.items()),
+        mapped_directories=tuple(mapped),
+        memory_mb=limits.max_ram_mb,
+        processor=_processor(limits),
+        storage_iops=limits.max_storage_iops,
+        storage_bandwidth=limits.max_storage_bandwidth_bytes_per_sec,
+        cpu_affinity=limits.cpu_affinity,
+        affinity_groups=affinity_groups(limits.cpu_affinity) if affinity_enforced else (),
+        limits=decided,
+        hostname=config.hostname or os.urandom(4).hex(),
+        isolation=config.isolation,
+        api=api_route(config.hcs_api, config.isolation),
+        network=config.network,
+        parent_layer=config.parent_layer_directory,
+        stdout_file=derived.stdout_host_path(config),
+        timeout_seconds=config.timeout_seconds,
+        stop_grace_seconds=config.stop_grace_seconds,
+    )
+
+
+def validate(config: Config) -> list:
+    """The HCS backend's own rules, as nspawn.config.load.Finding: a config they accept plans."""
+    from nspawn.config.load import Finding
+
+    findings = []
+    # argv[0] is the executable's container path: below the mapped directory when relative.
+    parts = [("process_executable", config.process_executable)]
+    if derived.container_executable(config) != config.process_executable:
+        parts.append(("mapped_directory", config.mapped_directory))
+    for key, value in parts:
+        problem = cmdline.program_problem(value)
+        if problem:
+            findings.append(Finding((key,), f"found {value!r}; expected {problem}"))
+    if config.isolation == "hyperv" and config.hcs_api == "v2":
+        findings.append(Finding(("hcs_api",), "found 'v2' with isolation 'hyperv'; expected 'v1' or 'auto': "
+                                              "Hyper-V containers run through vmcompute.dll (HvPartition)"))
+    return findings
 
 
 def execute(plan: HcsPlan, session) -> None:
-    if sys.platform != "win32" and not os.environ.get("NSPAWN_HCS_LIBRARY"):
+    from nspawn.backends.hcs.native.loader import simulated
+
+    if sys.platform != "win32" and not simulated():
         raise LaunchError("the hcs backend needs a Windows host with the Containers feature; "
                           "`nspawn run --dry-run` shows its documents here")
-    from nspawn.backends.hcs.runner import execute as run
+    from nspawn.backends.hcs.runtime import execute as run
 
     run(plan, session)
 
@@ -84,21 +237,22 @@ def owned_systems() -> list[dict]:
     """The compute systems nspawn made (Owner "nspawn"), running or not: [{"id", "state", "api"}];
     [] where no HCS library loads. Both API generations see the same systems; the one a run
     would take is asked."""
+    from nspawn.backends.hcs.documents import OWNER
     from nspawn.backends.hcs.generations import choose
     from nspawn.backends.hcs.native.errors import HcsError, LibraryUnavailable
 
-    api = choose("auto", "process")
+    api = choose("auto")
     try:
         if api == "v2":
             from nspawn.backends.hcs.native.computecore import enumerate_compute_systems
         else:
             from nspawn.backends.hcs.native.vmcompute import enumerate_compute_systems
-        systems = enumerate_compute_systems({"Owners": [documents.OWNER]})
+        systems = enumerate_compute_systems({"Owners": [OWNER]})
     except LibraryUnavailable:
         return []
     except HcsError as e:
         raise LaunchError(e.message) from None
-    return [{"id": s["Id"], "state": s.get("State"), "api": api} for s in systems if s.get("Owner") == documents.OWNER]
+    return [{"id": s["Id"], "state": s.get("State"), "api": api} for s in systems if s.get("Owner") == OWNER]
 
 
 def terminate_owned(id: str) -> None:
@@ -108,7 +262,7 @@ def terminate_owned(id: str) -> None:
     from nspawn.backends.hcs.release import release_system
 
     try:
-        release_system({"id": id, "api": choose("auto", "process")})
+        release_system({"id": id, "api": choose("auto")})
     except HcsError as e:
         raise LaunchError(e.message) from None
 

@@ -21,10 +21,19 @@ def quote_argument(arg: str) -> str:
     return f'"{escaped}"'
 
 
-def quote_program(path: str) -> str:
-    """argv[0] is read without backslash processing, so it is only quoted, never escaped."""
+def program_problem(path: str) -> str | None:
+    """What a program path must be and why, when this one cannot be argv[0]; None when it can.
+    argv[0] is read without backslash processing, so a double quote in it cannot be escaped."""
     if '"' in path:
-        raise ValueError(f"a program path cannot contain a double quote: {path!r}")
+        return "a path without a double quote: a Windows command line cannot hold one in the program name"
+    return None
+
+
+def quote_program(path: str) -> str:
+    """argv[0] is only quoted, never escaped (see program_problem)."""
+    problem = program_problem(path)
+    if problem:
+        raise ValueError(f"found {path!r}; expected {problem}")
     return f'"{path}"' if (not path or re.search(r"[ \t]", path)) else path
 
 

@@ -11,19 +11,20 @@ from __future__ import annotations
 import os
 import struct
 import sys
-from typing import NamedTuple
 
-from nspawn.backends.hcs import generations, layers
+from nspawn.backends.hcs import api_route, generations, layers
 from nspawn.backends.hcs.enforcement import ENFORCEMENT, verdict
 from nspawn.backends.hcs.native import computecore, computenetwork, loader, vmcompute
 from nspawn.backends.hcs.native.errors import HcsError, LibraryUnavailable
 from nspawn.config.model import Config
 from nspawn.errors import LaunchError
+from nspawn.records import record
 
 Check = tuple[str, bool, str]
 
 
-class Version(NamedTuple):
+@record
+class Version:
     major: int
     minor: int
     build: int
@@ -210,7 +211,7 @@ def service_check(api: str, isolation: str, loaded: list) -> Check:
     """Enumerating compute systems through the generation a run would take proves the service
     answers and that this user may use it: HCS answers HCS_E_ACCESS_DENIED to anyone neither an
     administrator nor in Hyper-V Administrators (Microsoft's HCS docs, "HCS Error Code")."""
-    module = {"v1": vmcompute, "v2": computecore}[generations.choose(api, isolation)]
+    module = {"v1": vmcompute, "v2": computecore}[generations.choose(api_route(api, isolation))]
     if module not in loaded:
         return ("HCS service", False, f"{module.BINDINGS[0].dll} does not load")
     try:

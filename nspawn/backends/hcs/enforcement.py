@@ -1,5 +1,5 @@
 """Which limits each isolation enforces, and how or why not: the one table `nspawn doctor`
-prints and a run reports from (runner.py)."""
+prints and a plan reports from (nspawn/backends/hcs/__init__.py)."""
 
 from __future__ import annotations
 

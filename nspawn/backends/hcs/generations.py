@@ -1,29 +1,27 @@
 """The seam between the two HCS API generations: v2 (computecore.dll, operations and events)
 and v1 (vmcompute.dll, pending results and notifications), behind the same few steps the
-runner takes. Each step blocks until HCS has finished it: no call is left running."""
+runtime takes. Each step blocks until HCS has finished it: no call is left running."""
 
 from __future__ import annotations
 
 import json
 import threading
 
-from nspawn.backends.hcs import documents, layers
+from nspawn.backends.hcs import HcsPlan, documents, layers
 from nspawn.backends.hcs.native.errors import HcsError, is_already_stopped, is_not_found, is_process_gone
 
 # hcsshim's wait after shutdown, then after terminate (cmd/containerd-shim-runhcs-v1/task_hcs.go)
 STOP_WAIT_SECONDS = 30
 
 
-def choose(hcs_api: str, isolation: str) -> str:
-    """`auto`: v2 where computecore.dll loads, v1 otherwise. Hyper-V isolation always takes the
-    v1 route (HvPartition), the one route that works on every Windows version."""
+def choose(api: str) -> str:
+    """The generation of a plan's api (nspawn.backends.hcs.api_route): `auto` is v2 where
+    computecore.dll loads, v1 otherwise."""
     from nspawn.backends.hcs.native import loader
     from nspawn.backends.hcs.native.errors import LibraryUnavailable
 
-    if isolation == "hyperv" or hcs_api == "v1":
-        return "v1"
-    if hcs_api == "v2":
-        return "v2"
+    if api != "auto":
+        return api
     try:
         loader.load("computecore.dll")
     except LibraryUnavailable:
@@ -32,7 +30,7 @@ def choose(hcs_api: str, isolation: str) -> str:
 
 
 class Exit:
-    """An exit seen by a callback on an HCS thread, waited for by the runner."""
+    """An exit seen by a callback on an HCS thread, waited for by the runtime."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
@@ -63,7 +61,7 @@ def _gone(e: HcsError) -> bool:
     return is_already_stopped(e) or is_not_found(e)
 
 
-class _Generation:
+class Generation:
     api: str
 
     def start(self, system) -> None:
@@ -87,7 +85,7 @@ class _Generation:
         _tolerate(_gone, lambda: self._terminate_and_wait(system))
 
 
-class V2(_Generation):
+class V2(Generation):
     api = "v2"
 
     def __init__(self) -> None:
@@ -95,8 +93,8 @@ class V2(_Generation):
 
         self.cc = computecore
 
-    def document(self, plan, storage, network: str | None) -> dict:
-        return documents.v2_compute_system(plan.config, storage, plan.hostname, network)
+    def document(self, plan: HcsPlan, container_id: str, storage: documents.Storage, network: str | None) -> dict:
+        return documents.v2_compute_system(plan, storage, network)
 
     def create(self, id: str, document: dict, exited: Exit):
         system = self.cc.create_compute_system(id, document)
@@ -131,7 +129,7 @@ class V2(_Generation):
         system.terminate(STOP_WAIT_SECONDS * 1000)
 
 
-class V1(_Generation):
+class V1(Generation):
     api = "v1"
 
     def __init__(self) -> None:
@@ -139,11 +137,9 @@ class V1(_Generation):
 
         self.vm = vmcompute
 
-    def document(self, plan, storage, network: str | None) -> dict:
-        config = plan.config
-        image = layers.utility_vm_image([path for _, path in storage.layers]) if config.isolation == "hyperv" else None
-        return documents.v1_compute_system(config, plan.container_id, storage, plan.hostname,
-                                           [network] if network else [], utility_vm=image)
+    def document(self, plan: HcsPlan, container_id: str, storage: documents.Storage, network: str | None) -> dict:
+        image = layers.utility_vm_image([path for _, path in storage.layers]) if plan.isolation == "hyperv" else None
+        return documents.v1_compute_system(plan, container_id, storage, [network] if network else [], image)
 
     def _on(self, kinds, exited: Exit):
         return lambda kind, status, data: kind in kinds and exited.set(data)

@@ -14,7 +14,8 @@ import os
 import time
 
 from nspawn.backends.hcs.acquire import acquire
-from nspawn.backends.hcs.documents import Storage, host_paths
+from nspawn.backends.hcs.documents import Storage
+from nspawn.config.derived import host_path_module
 from nspawn.errors import LaunchError
 
 LAYERCHAIN = "layerchain.json"
@@ -26,13 +27,13 @@ _RETRY_WIN32 = (21, 1167)  # ERROR_NOT_READY, ERROR_DEVICE_NOT_CONNECTED
 
 
 def folder_name(path: str) -> str:
-    return host_paths(path).basename(path.rstrip("\\/"))
+    return host_path_module(path).basename(path.rstrip("\\/"))
 
 
 def read_chain(parent: str) -> list[str]:
     """[parent] + its layerchain.json: top-most first, base last. A missing file is an empty
     chain, as moby reads it."""
-    path = host_paths(parent).join(parent, LAYERCHAIN)
+    path = host_path_module(parent).join(parent, LAYERCHAIN)
     try:
         with open(path, encoding="utf-8") as f:
             listed = json.load(f)
@@ -51,10 +52,10 @@ def utility_vm_image(chain: list[str]) -> str:
     """<first layer of the chain with a UtilityVM folder>\\UtilityVM, as hcsshim's
     internal/uvmfolder/locate.go looks for it; else the base's."""
     for layer in chain:
-        image = host_paths(layer).join(layer, "UtilityVM")
+        image = host_path_module(layer).join(layer, "UtilityVM")
         if os.path.isdir(image):
             return image
-    return host_paths(chain[-1]).join(chain[-1], "UtilityVM")
+    return host_path_module(chain[-1]).join(chain[-1], "UtilityVM")
 
 
 HOMES_RECORD = "hcs-layer-homes"
@@ -84,7 +85,7 @@ class Scratch:
     Docker's windowsfilter driver addresses layers), beside the parent layer."""
 
     def __init__(self, parent: str, container_id: str):
-        paths = host_paths(parent)
+        paths = host_path_module(parent)
         self.parent = parent
         self.home = paths.dirname(parent.rstrip("\\/"))
         self.id = container_id
@@ -94,7 +95,7 @@ class Scratch:
         return {"what": self.folder, "home": self.home, "id": self.id, "folder": self.folder}
 
 
-def mount(scratch: Scratch, chain: list[str], session, *, on_host: bool, checkpoint) -> Storage:
+def mount(scratch: Scratch, chain: list[str], session, *, on_host: bool, raise_if_stopped) -> Storage:
     """Creates the scratch layer; with on_host (process isolation) also mounts it on the host
     and returns its volume path. Hyper-V isolation leaves the mounting to HCS, which attaches
     sandbox.vhdx to the utility VM itself (moby libcontainerd/local/local_windows.go sends no
@@ -105,18 +106,18 @@ def mount(scratch: Scratch, chain: list[str], session, *, on_host: bool, checkpo
     journal = session.journal
     where = scratch.journal_data()
     layers = tuple((str(vm.name_to_guid(folder_name(p))), p) for p in chain)
-    checkpoint()
+    raise_if_stopped()
     remember_home(journal.directory, scratch.home)
     journal.record("hcs-layer", **where)
     vm.create_sandbox_layer(scratch.home, scratch.id, folder_name(scratch.parent), layers)
-    checkpoint()
+    raise_if_stopped()
     if not on_host:
         return Storage(scratch.folder, "", layers)
     activation = journal.record("hcs-layer-activation", **where)
     preparation = None
     for attempt in range(1, PREPARE_ATTEMPTS + 1):
         acquire(journal, activation, vm.activate_layer, scratch.home, scratch.id)
-        checkpoint()
+        raise_if_stopped()
         preparation = preparation or journal.record("hcs-layer-preparation", **where)
         try:
             acquire(journal, preparation, vm.prepare_layer, scratch.home, scratch.id, layers)
@@ -127,9 +128,9 @@ def mount(scratch: Scratch, chain: list[str], session, *, on_host: bool, checkpo
         vm.deactivate_layer(scratch.home, scratch.id)
         journal.update(activation, acquired=False)
         time.sleep(PREPARE_RETRY_SECONDS)
-    checkpoint()
+    raise_if_stopped()
     volume = vm.get_layer_mount_path(scratch.home, scratch.id)
     if not volume:
         raise LaunchError(f"GetLayerMountPath gave no volume path for the scratch layer {scratch.folder}")
-    checkpoint()
+    raise_if_stopped()
     return Storage(scratch.folder, volume if volume.endswith("\\") else volume + "\\", layers)

@@ -14,10 +14,10 @@ from __future__ import annotations
 import os
 
 from nspawn.backends.hcs import release
-from nspawn.backends.hcs.documents import host_paths
 from nspawn.backends.hcs.layers import used_homes
 from nspawn.backends.hcs.native.errors import HcsError, LibraryUnavailable
 from nspawn.backends.hcs.network import hcn_ids
+from nspawn.config.derived import host_path_module
 from nspawn.errors import LaunchError
 from nspawn.identity import PREFIX
 
@@ -106,7 +106,7 @@ def _layers(container_id: str, homes: list[str]) -> list[str]:
     launcher never reached), then DestroyLayer, which must succeed."""
     removed = []
     for home in homes:
-        data = {"home": home, "id": container_id, "folder": host_paths(home).join(home, container_id)}
+        data = {"home": home, "id": container_id, "folder": host_path_module(home).join(home, container_id)}
         if not os.path.isdir(data["folder"]):
             continue
         for undo in (release.release_layer_preparation, release.release_layer_activation):

@@ -32,7 +32,7 @@ def _no_network() -> LaunchError:
                        "create one (Docker for Windows and the Containers feature make it) or use network none")
 
 
-def attach_v2(session, name: str, checkpoint) -> str:
+def attach_v2(session, name: str, raise_if_stopped) -> str:
     """The HCN namespace id holding a new endpoint on the NAT network."""
     from nspawn.backends.hcs.native import computenetwork as hcn
 
@@ -40,35 +40,35 @@ def attach_v2(session, name: str, checkpoint) -> str:
     networks = hcn.find_networks(NAT_NETWORK)
     if not networks:
         raise _no_network()
-    checkpoint()
+    raise_if_stopped()
     endpoint_id, namespace_id = hcn_ids(name)
     journal.record("hcn-endpoint", what=endpoint_id, id=endpoint_id)
     with hcn.open_network(networks[0]) as network:
         settings = {"Name": name, "HostComputeNetwork": networks[0], "SchemaVersion": hcn.SCHEMA}
         network.create_endpoint(settings, id=endpoint_id).close()
-    checkpoint()
+    raise_if_stopped()
     journal.record("hcn-namespace", what=namespace_id, id=namespace_id)
     with hcn.create_namespace(id=namespace_id) as namespace:
-        checkpoint()
+        raise_if_stopped()
         attachment = journal.record("hcn-attachment", what=f"{endpoint_id} in {namespace_id}",
                                     namespace=namespace_id, endpoint=endpoint_id)
         acquire(journal, attachment, namespace.add_endpoint, endpoint_id)
-    checkpoint()
+    raise_if_stopped()
     return namespace_id
 
 
-def attach_v1(session, name: str, checkpoint) -> str:
+def attach_v1(session, name: str, raise_if_stopped) -> str:
     """The id of a new HNS endpoint on the NAT network."""
     from nspawn.backends.hcs.native.vmcompute import hns_call
 
     networks = [n for n in hns_call("GET", "/networks/") or [] if n.get("Name") == NAT_NETWORK]
     if not networks:
         raise _no_network()
-    checkpoint()
+    raise_if_stopped()
     # HNS v1 chooses the id: the entry gets it as soon as HNS answers, and until then names
     # the endpoint by its Name (the container id), which the releaser looks up.
     entry = session.journal.record("hns-endpoint", what=name, name=name)
     endpoint = hns_call("POST", "/endpoints/", {"VirtualNetwork": networks[0]["ID"], "Name": name})
     session.journal.update(entry, what=endpoint["ID"], id=endpoint["ID"])
-    checkpoint()
+    raise_if_stopped()
     return endpoint["ID"]

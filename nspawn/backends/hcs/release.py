@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import time
 
-from nspawn.backends.hcs.generations import GENERATIONS
-from nspawn.backends.hcs.native.errors import HcsError, is_invalid_state, is_not_found
+# The package imports RELEASERS, and validating a config imports the package: what releasing
+# needs is imported when something is released.
 
 SETTLE_ATTEMPTS = 20
 SETTLE_SECONDS = 0.05
@@ -18,6 +18,8 @@ SETTLE_SECONDS = 0.05
 
 def unless_gone(action, *args) -> bool:
     """Runs a removal; False when HCS says there was nothing to remove."""
+    from nspawn.backends.hcs.native.errors import HcsError, is_not_found
+
     try:
         action(*args)
     except HcsError as e:
@@ -29,6 +31,8 @@ def unless_gone(action, *args) -> bool:
 
 def opened(open_, *args):
     """The object opened by id, or None when it no longer exists."""
+    from nspawn.backends.hcs.native.errors import HcsError, is_not_found
+
     try:
         return open_(*args)
     except HcsError as e:
@@ -43,6 +47,8 @@ def _opened_system(generation, id: str):
     daemon/graphdriver/windows/windows.go retries enumerations that fail so while a silo is
     torn down), as one its launcher terminated just before this rollback does: asked again
     until it answers or is gone."""
+    from nspawn.backends.hcs.native.errors import HcsError, is_invalid_state
+
     for attempt in range(1, SETTLE_ATTEMPTS + 1):
         try:
             return opened(generation.open, id)
@@ -54,6 +60,8 @@ def _opened_system(generation, id: str):
 
 def release_system(data: dict) -> None:
     """Terminates the compute system if it still exists, and waits for its end."""
+    from nspawn.backends.hcs.generations import GENERATIONS
+
     generation = GENERATIONS[data.get("api", "v2")]()
     system = _opened_system(generation, data["id"])
     if system is None:

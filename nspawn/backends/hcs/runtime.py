@@ -8,33 +8,30 @@ network.py, the "hcs-system" entry here) and is released by the launcher afterwa
 Stops: HCS calls block and must never be abandoned while running (hcsshim saw computecore.dll
 crash with an access violation when a caller gave up on a call and closed handles it still
 used: internal/computecore/computecore.go), so stop requests are held back for the whole run
-and acted on between calls: during setup and teardown by raising Interrupted at the next
-checkpoint, while the process runs by stopping it politely and then firmly.
+and acted on between calls: during setup and teardown by raising Interrupted at the next stop
+check, while the process runs by stopping it politely and then firmly.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 
 from nspawn import exitcodes
-from nspawn.backends.hcs import documents, layers, network, stdio
-from nspawn.backends.hcs.enforcement import verdict
-from nspawn.backends.hcs.generations import GENERATIONS, Exit, choose, kill
+from nspawn.backends import contract
+from nspawn.backends.hcs import HcsPlan, documents, layers, network, stdio
+from nspawn.backends.hcs.generations import GENERATIONS, Exit, Generation, choose, kill
 from nspawn.backends.hcs.native.errors import HcsError, LibraryUnavailable, is_process_gone
 from nspawn.errors import Interrupted, LaunchError
+from nspawn.session import Session, Stop
 
 _TICK = 0.05
 OUTPUT_AFTER_EXIT_SECONDS = 1.0  # hcsshim copies output for 1 s after exit (internal/cmd/cmd.go)
 OUTPUT_AFTER_STOP_SECONDS = 5.0
 KILL_WAIT_SECONDS = 30
-_MASK64 = (1 << 64) - 1
 
 
-def execute(plan, session) -> None:
-    # The session names this run (journal, ps, cleanup): the system and its scratch take its id.
-    plan = dataclasses.replace(plan, container_id=session.container_id)
+def execute(plan: HcsPlan, session: Session) -> None:
     try:
         with session.stops_deferred() as stop:
             _execute(plan, session, stop)
@@ -44,45 +41,47 @@ def execute(plan, session) -> None:
         raise LaunchError(str(e)) from None
 
 
-def _execute(plan, session, stop) -> None:
-    config = plan.config
+def _execute(plan: HcsPlan, session: Session, stop: Stop) -> None:
+    # The session names this run (journal, ps, cleanup): the system and its scratch take its id.
+    container_id = session.container_id
 
-    def checkpoint() -> None:
+    def raise_if_stopped() -> None:
         if stop.signum:
             raise Interrupted(stop.signum)
 
-    generation = GENERATIONS[choose(config.hcs_api, config.isolation)]()
+    generation = GENERATIONS[choose(plan.api)]()
     with session.phase("layers"):
-        chain = layers.read_chain(config.parent_layer_directory)
-        scratch = layers.Scratch(config.parent_layer_directory, plan.container_id)
-        storage = layers.mount(scratch, chain, session, on_host=config.isolation == "process", checkpoint=checkpoint)
+        chain = layers.read_chain(plan.parent_layer)
+        scratch = layers.Scratch(plan.parent_layer, container_id)
+        storage = layers.mount(scratch, chain, session, on_host=plan.isolation == "process",
+                               raise_if_stopped=raise_if_stopped)
     attached = None
-    if config.network == "nat":
+    if plan.network == "nat":
         with session.phase("network"):
             attach = network.attach_v2 if generation.api == "v2" else network.attach_v1
-            attached = attach(session, plan.container_id, checkpoint)
-    document = generation.document(plan, storage, attached)
+            attached = attach(session, container_id, raise_if_stopped)
+    document = generation.document(plan, container_id, storage, attached)
     system_exit = Exit()
     with session.phase("create"):
-        session.journal.record("hcs-system", what=plan.container_id, id=plan.container_id, api=generation.api)
-        system = generation.create(plan.container_id, document, system_exit)
+        session.journal.record("hcs-system", what=container_id, id=container_id, api=generation.api)
+        system = generation.create(container_id, document, system_exit)
     try:
-        checkpoint()
+        raise_if_stopped()
         _limits(plan, session, system.id)
-        checkpoint()
+        raise_if_stopped()
         with session.phase("start"):
             generation.start(system)
-        checkpoint()
+        raise_if_stopped()
         with session.phase("run"):
             _run(plan, session, generation, system, system_exit, stop)
     except BaseException:
         _teardown(session, generation, system, system_exit, quiet=True)
         raise
     _teardown(session, generation, system, system_exit)
-    checkpoint()
+    raise_if_stopped()
 
 
-def _teardown(session, generation, system, system_exit: Exit, quiet: bool = False) -> None:
+def _teardown(session: Session, generation: Generation, system, system_exit: Exit, quiet: bool = False) -> None:
     """Stops the system (shutdown, then terminate, as hcsshim's shim closes a task) and closes
     its handle; a failure here must not hide the one that caused the teardown."""
     with session.phase("teardown"):
@@ -96,40 +95,19 @@ def _teardown(session, generation, system, system_exit: Exit, quiet: bool = Fals
             system.close()
 
 
-def affinity_groups(mask: int) -> dict[int, int]:
-    """{processor group: 64-bit mask} of a CPU mask of any width (Windows groups hold 64 CPUs)."""
-    groups = {}
-    for group in range((mask.bit_length() + 63) // 64):
-        part = mask >> (64 * group) & _MASK64
-        if part:
-            groups[group] = part
-    return groups
+def _limits(plan: HcsPlan, session: Session, system_id: str) -> None:
+    """Applies what goes on the silo, then says limit by limit what Windows enforces."""
+    if plan.affinity_groups:
+        from nspawn.backends.hcs.native import kernel32
 
-
-_SHOWN = {
-    "max_ram_mb": lambda mb: f"{mb} MB",
-    "max_cpu_percent": lambda percent: f"{documents.cpu_maximum(percent)} of 10000 processor cycles",
-    "cpu_affinity": hex,
-}
-
-
-def _limits(plan, session, system_id: str) -> None:
-    """Applies what goes on the silo and says, limit by limit, what Windows enforces (the
-    table in enforcement.py)."""
-    config = plan.config
-    asked = config.limits.asked()
-    for field, value in asked.items():
-        enforced, why = verdict(field, config.isolation, asked)
-        if not enforced:
-            session.not_enforced(field, why)
-            continue
-        if field == "cpu_affinity":
-            from nspawn.backends.hcs.native import kernel32
-
-            # After create, before start: every process of the silo inherits it (hcsshim
-            # internal/hcsoci/cpuaffinity.go).
-            kernel32.set_silo_affinity(system_id, affinity_groups(value))
-        session.applied(field, _SHOWN.get(field, lambda v: v)(value))
+        # After create, before start: every process of the silo inherits it (hcsshim
+        # internal/hcsoci/cpuaffinity.go).
+        kernel32.set_silo_affinity(system_id, dict(plan.affinity_groups))
+    for limit in plan.limits:
+        if limit.enforced:
+            session.applied(limit.field, limit.detail)
+        else:
+            session.not_enforced(limit.field, limit.detail)
 
 
 class _Stopper:
@@ -137,7 +115,7 @@ class _Stopper:
     until the process ends (hcsshim signals from a background thread for that:
     cmd/containerd-shim-runhcs-v1/exec_hcs.go); `failed` when it could not be delivered."""
 
-    def __init__(self, process):
+    def __init__(self, process) -> None:
         self.failed = False
         self._thread = threading.Thread(target=self._signal, args=(process,), daemon=True, name="hcs-signal")
         self._thread.start()
@@ -152,20 +130,22 @@ class _Stopper:
         self._thread.join()  # never abandon a running HCS call: the process has ended by now
 
 
-def _run(plan, session, generation, system, system_exit: Exit, stop) -> None:
-    config = plan.config
+def _run(plan: HcsPlan, session: Session, generation: Generation, system, system_exit: Exit, stop: Stop) -> None:
     exited = Exit()
-    output = stdio.Output(session, documents.stdout_path(config))
+    output = stdio.Output(session, plan.stdout_file)
     process = forwarder = pumps = stopper = None
     try:
-        process = generation.create_process(system, documents.process(config), exited)
+        process = generation.create_process(system, documents.process(plan), exited)
+        if plan.isolation == "process":
+            # A Hyper-V container's pid is the utility VM's, naming nothing on this host.
+            session.listener(contract.PROCESS, {"what": "container process", "pid": process.pid})
         if process.stdin is not None:
             if stdio.stdin_has_input():
                 forwarder = stdio.StdinForwarder(process)
             else:
                 process.close_stdin()
         pumps = stdio.Pumps(process, output)
-        deadline = time.monotonic() + config.timeout_seconds if config.timeout_seconds else None
+        deadline = time.monotonic() + plan.timeout_seconds if plan.timeout_seconds else None
         kill_at = killed_at = None
         timed_out = False
         while not exited.event.wait(_TICK):
@@ -173,7 +153,7 @@ def _run(plan, session, generation, system, system_exit: Exit, stop) -> None:
             if stopper is None and (stop.event.is_set() or (deadline is not None and now >= deadline)):
                 timed_out = not stop.event.is_set()
                 stopper = _Stopper(process)
-                kill_at = now + config.stop_grace_seconds
+                kill_at = now + plan.stop_grace_seconds
             if stopper is not None and stopper.failed and kill_at is not None:
                 kill_at = now
             if kill_at is not None and now >= kill_at:
@@ -198,7 +178,8 @@ def _run(plan, session, generation, system, system_exit: Exit, stop) -> None:
         output.close()
 
 
-def _close_process(session, generation, system, system_exit: Exit, process, exited: Exit, pumps) -> None:
+def _close_process(session: Session, generation: Generation, system, system_exit: Exit, process, exited: Exit,
+                   pumps: stdio.Pumps | None) -> None:
     """Readers joined before the handles they read close. HCS may leave an output pipe open
     after the exit, so the join is bounded (as hcsshim's internal/cmd/cmd.go bounds its copy)
     and ending the silo closes what is left."""

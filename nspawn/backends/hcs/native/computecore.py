@@ -14,7 +14,9 @@ import json
 import logging
 import threading
 from ctypes import POINTER, Structure, c_int32, c_uint32, c_void_p, c_wchar_p
-from typing import Callable, NamedTuple
+from typing import Callable
+
+from nspawn.records import record
 
 from . import kernel32
 from .errors import (
@@ -46,7 +48,8 @@ class HCS_EVENT(Structure):
 EVENT_CALLBACK = FUNCTYPE(None, POINTER(HCS_EVENT), c_void_p)
 
 
-class Event(NamedTuple):
+@record
+class Event:
     type: int
     data: str | None  # JSON (SystemExitStatus, ProcessStatus, ...) copied out of HCS's buffer
 
