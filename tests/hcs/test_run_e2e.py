@@ -6,10 +6,15 @@ empty and no scratch layer is left on disk."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
+from nspawn.backends import contract
 from nspawn.backends.hcs import affinity_groups
+from tests.conftest import ROOT
 from tests.hcs.conftest import gone
 
 APIS = pytest.mark.parametrize("api", ["v1", "v2"])
@@ -222,3 +227,41 @@ def test_the_dry_run_reads_the_chain_and_makes_nothing(host):
         [str(host.parent), str(host.base)]
     assert run.ledger == {}  # the simulator was not even loaded
     assert host.scratch_folders() == []
+
+
+# nspawn.run in a fresh interpreter (the simulator's own), printing what its listener heard.
+LISTENED = """
+import json, sys
+import nspawn
+from nspawn.config.resolve import load_config
+heard = []
+result = nspawn.run(load_config(sys.argv[1], host=True), listener=lambda event, details: heard.append([event, details]))
+print(json.dumps({"exit_code": result.exit_code, "error": result.error, "heard": heard}))
+"""
+
+
+def listened(host, **doc) -> dict:
+    ran = subprocess.run([sys.executable, "-c", LISTENED, str(host.config(**doc))], capture_output=True, text=True,
+                         cwd=ROOT, env={**os.environ, **host.env(None)}, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    return json.loads(ran.stdout.splitlines()[-1])
+
+
+@APIS
+def test_the_container_process_is_announced_once_it_exists(host, api):
+    host.script("pid.sh", "echo $$ > pid\n")
+    run = listened(host, process_executable="pid.sh", hcs_api=api)
+    assert (run["exit_code"], run["error"]) == (0, None)
+    heard = run["heard"]
+    announced = [details for event, details in heard if event == contract.PROCESS]
+    assert announced == [{"what": "container process", "pid": int((host.job / "pid").read_text())}]
+    phases = [details["phase"] for event, details in heard if event == contract.PHASE]
+    at = heard.index([contract.PROCESS, announced[0]])
+    assert heard.index([contract.PHASE, {"phase": "run"}]) < at < heard.index([contract.PHASE, {"phase": "teardown"}])
+    assert phases[-1] == "rollback"
+
+
+def test_a_hyperv_container_process_is_not_announced_its_pid_is_the_utility_vm_s(host):
+    host.script("ok.sh", "exit 0\n")
+    run = listened(host, process_executable="ok.sh", isolation="hyperv")
+    assert run["exit_code"] == 0 and not [event for event, _ in run["heard"] if event == contract.PROCESS]
