@@ -1,64 +1,17 @@
-"""The console entry point, and the body of `nspawn run` that both ways in share.
+"""The console entry point.
 
 `nspawn run -c FILE` and `nspawn run -- EXECUTABLE [ARG]...`, the forms scripts, CI steps and
 batch files use, are recognised here and run without importing click: click's import alone
 costs more than the rest of a launch. Every other command line, and any extra option, goes
-through the click CLI (nspawn.cli), whose `run` calls the same `run_and_report`.
+through the click CLI (nspawn.cli), whose `run` ends through the same nspawn.runcmd.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 from nspawn import exitcodes
-
-
-def run_and_report(config_path: str | None, overrides: dict, *, verbosity: int = 0, dry_run: bool = False,
-                   as_json: bool = False) -> tuple[int, str | None]:
-    """Load the config, run it (or print its plan), report; returns the launcher's exit code
-    and the backend that ran the container (None when none ran)."""
-    from nspawn import launch
-    from nspawn.config.resolve import load_config
-    from nspawn.errors import ConfigError
-    from nspawn.ui import Reporter
-
-    try:
-        config = load_config(config_path, overrides, host=not dry_run)
-    except ConfigError as e:
-        Reporter(verbosity).problems(e.problems)
-        return e.exit_code, None
-    if dry_run:
-        print(json.dumps(launch.plan(config).to_json(), indent=2, ensure_ascii=False))
-        return exitcodes.OK, None
-    reporter = Reporter(verbosity)
-    result = launch.run(config, listener=reporter.event)
-    for severity, line in result.outcome():
-        getattr(reporter, severity)(line)
-    for field, value in result.limits_applied.items():
-        reporter.info(f"limit {field} = {value}")
-    for phase, seconds in result.timings.items():
-        reporter.debug(f"{phase}: {seconds * 1000:.1f} ms")
-    if as_json:
-        print(json.dumps(result.to_dict(), ensure_ascii=False), flush=True)
-    return result.exit_code, result.backend
-
-
-def exit_after_run(code: int, backend: str | None) -> None:
-    """End the launcher with `code`. After a Linux run everything is released and written, so
-    the interpreter's teardown is skipped: it only frees what the exit frees anyway, and costs
-    a run 4-5 ms, a tenth of it. A Windows container takes seconds to start, and its native
-    libraries are better left the orderly exit they expect."""
-    if backend == "linux":
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                if stream is not None:  # None when the launcher was started with it closed
-                    stream.flush()
-            except (OSError, ValueError):
-                pass  # a reader that went away cannot change the container's exit code
-        os._exit(code)
-    sys.exit(code)
 
 
 def plain_run(argv: list[str]) -> tuple[str | None, dict] | None:
@@ -79,6 +32,8 @@ def main() -> None:
     try:
         plain = plain_run(sys.argv[1:])
         if plain is not None:
+            from nspawn.runcmd import exit_after_run, run_and_report
+
             exit_after_run(*run_and_report(*plain))
         from nspawn.cli import cli
 

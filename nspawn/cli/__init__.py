@@ -181,7 +181,7 @@ def run(ctx, config_path, dry_run, as_json, command, **options):
         overrides["process_executable"], overrides["process_arguments"] = command[0], list(command[1:])
     if config_path is None and "process_executable" not in overrides:
         raise click.UsageError("give a config file with -c, or a command after --")
-    from nspawn.entry import exit_after_run, run_and_report
+    from nspawn.runcmd import exit_after_run, run_and_report
 
     exit_after_run(*run_and_report(config_path, overrides, verbosity=ctx.find_root().obj or 0, dry_run=dry_run,
                                    as_json=as_json))
