@@ -1,11 +1,20 @@
-"""`nspawn ps` and `nspawn cleanup` over journals, as a killed launcher leaves them."""
+"""`nspawn ps` and `nspawn cleanup` over journals, as a killed launcher leaves them, and over
+what a backend's host service keeps (nspawn/maintenance.py)."""
 
 import json
 import os
 import subprocess
 import sys
+import types
+
+import pytest
 
 from conftest import nspawn
+from nspawn import backends, maintenance
+from nspawn.backends import Backend
+from nspawn.errors import LaunchError
+from nspawn.journal import Journal
+from nspawn.maintenance import RELEASE, SWEEP, TERMINATE, Check, Container, Step
 
 
 def leave_journal(state_dir, container_id, backend="hcs"):
@@ -35,3 +44,82 @@ def test_ps_tells_running_from_orphaned_and_cleanup_removes_the_orphan(tmp_path)
     finally:
         running.kill()
         running.wait()
+
+
+def _module(name, **attributes):
+    module = types.ModuleType(name)
+    module.__dict__.update(attributes)
+    return module
+
+
+@pytest.fixture
+def service(monkeypatch):
+    """A registry of two fake backends: `svc`, whose host service runs compute systems sys-1
+    (terminated), sys-2 (refuses) and nspawn-a (a live launcher's) and whose sweep removes one
+    layer and fails on another; and `plain`, without host_service, whose module would list a
+    system if it were (wrongly) asked."""
+    terminated = []
+
+    def terminate_owned(id):
+        if id == "sys-2":
+            raise LaunchError("access denied")
+        terminated.append(id)
+
+    def sweep(live_ids):
+        assert live_ids == {"nspawn-a"}
+        error = LaunchError("not removed: layer y: in use")
+        error.removed = ["layer x"]
+        raise error
+
+    def release(data):
+        if data.get("fail"):
+            raise OSError("busy")
+
+    svc = _module("fake_svc", RELEASERS={"thing": release}, terminate_owned=terminate_owned, sweep=sweep,
+                  owned_systems=lambda: [{"id": "sys-1", "state": "Running"}, {"id": "sys-2"}, {"id": "nspawn-a"}])
+    plain = _module("fake_plain", RELEASERS={}, owned_systems=lambda: [{"id": "not-asked"}])
+    for module in (svc, plain):
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setattr(backends, "BACKENDS", {
+        "svc": Backend("fake_svc", "posix", frozenset(), (), host_service=True),
+        "plain": Backend("fake_plain", "posix", frozenset(), ()),
+    })
+    return terminated
+
+
+def test_ps_and_cleanup_records_over_journals_and_a_host_service(service, tmp_path):
+    live = Journal("nspawn-a", "svc", source="a.json")
+    orphan = Journal("nspawn-b", "svc", source="b.json")
+    orphan.record("thing", what="one")
+    orphan.record("thing", what="two", fail=True)
+    orphan.close()  # as a killed launcher leaves it: on disk, unlocked
+    try:
+        assert maintenance.containers() == [
+            Container("nspawn-a", "svc", os.getpid(), maintenance.RUNNING, "a.json", []),
+            Container("nspawn-b", "svc", os.getpid(), maintenance.ORPHANED, "b.json", ["thing one", "thing two"]),
+            Container("sys-1", "svc", None, maintenance.UNJOURNALED, None, ["compute system (Running)"]),
+            Container("sys-2", "svc", None, maintenance.UNJOURNALED, None, ["compute system (unknown state)"]),
+        ]
+        steps = list(maintenance.cleanup())
+    finally:
+        live.close(remove=True)
+    assert steps == [
+        Step(RELEASE, "nspawn-b", "thing one"),
+        Step(RELEASE, "nspawn-b", "thing two: busy", ok=False),
+        Step(TERMINATE, "sys-1", ""),
+        Step(TERMINATE, "sys-2", "access denied", ok=False),
+        Step(SWEEP, None, "not removed: layer y: in use", ok=False),
+        Step(SWEEP, None, "layer x"),
+    ]
+    assert [step.line for step in steps] == [
+        "nspawn-b: released thing one", "nspawn-b: not released: thing two: busy",
+        "sys-1: terminated its compute system", "sys-2: not terminated: access denied",
+        "not removed: layer y: in use", "removed layer x",
+    ]
+    assert service == ["sys-1"]
+
+
+def test_doctor_records_come_from_the_chosen_backend(monkeypatch):
+    monkeypatch.setattr(backends, "host_default", lambda: "linux")
+    monkeypatch.setattr(backends.load("linux"), "doctor", lambda config: [("namespaces", True, "user, pid, mount")])
+    assert maintenance.doctor() == [Check("namespaces", True, "user, pid, mount")]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 
 import click
 
@@ -228,39 +227,19 @@ def completion(shell):
     click.echo(completer.source())
 
 
-def _owned_elsewhere(known: set[str]):
-    """(backend name, system) for what a backend's host service runs for nspawn with no journal
-    here (its launcher was killed before it could write one, or the journal was removed)."""
-    from nspawn import backends
-
-    for name in backends.BACKENDS:
-        owned = getattr(backends.load(name), "owned_systems", None)
-        for system in owned() if owned else ():
-            if system["id"] not in known:
-                yield name, system
-
-
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per container.")
 def ps(as_json):
     """List the containers nspawn has running, and what killed launchers left."""
-    from nspawn.journal import read_journals
+    from nspawn.maintenance import containers
 
-    rows = [
-        {"id": j.container_id, "backend": j.header.get("backend"), "launcher_pid": j.header.get("pid"),
-         "state": "running" if j.alive else "orphaned", "source": j.header.get("source"),
-         "resources": [e.describe() for e in j.entries if not e.released]}
-        for j in read_journals()
-    ]
-    rows += [{"id": system["id"], "backend": name, "launcher_pid": None, "state": "unjournaled",
-              "source": None, "resources": [f"compute system ({system.get('state', 'unknown state')})"]}
-             for name, system in _owned_elsewhere({row["id"] for row in rows})]
+    rows = containers()
     if as_json:
         for row in rows:
-            click.echo(json.dumps(row))
+            click.echo(json.dumps(row._asdict()))
         return
     for row in rows:
-        click.echo(f"{row['id']}  {row['state']:<11}  {row['backend']:<5}  pid {row['launcher_pid']}  {row['source']}")
+        click.echo(f"{row.id}  {row.state:<11}  {row.backend:<5}  pid {row.launcher_pid}  {row.source}")
 
 
 @cli.command()
@@ -269,44 +248,16 @@ def cleanup(ctx):
     """Finish the rollback of launchers that were killed: processes, mounts, cgroups, layers;
     terminate compute systems nspawn owns that no live launcher holds; remove what such
     containers left with HCS that no journal names any more."""
-    from nspawn import backends
-    from nspawn.errors import LaunchError
-    from nspawn.journal import finish, read_journals
+    from nspawn.maintenance import cleanup as steps
 
     reporter = _reporter(ctx)
     failed = False
-    live = set()
-    for orphan in read_journals():
-        if orphan.alive:
-            live.add(orphan.container_id)
-            continue
-        report = finish(orphan, backends.load(orphan.header["backend"]).RELEASERS)
-        for what in report.released:
-            click.echo(f"{orphan.container_id}: released {what}")
-        for what in report.failed:
-            failed = True
-            reporter.error(f"{orphan.container_id}: not released: {what}")
-    for name, system in _owned_elsewhere(live):
-        try:
-            backends.load(name).terminate_owned(system["id"])
-        except LaunchError as e:  # one that fails must not keep the others running
-            failed = True
-            reporter.error(f"{system['id']}: not terminated: {e}")
+    for step in steps():
+        if step.ok:
+            click.echo(step.line)
         else:
-            click.echo(f"{system['id']}: terminated its compute system")
-    for name in backends.BACKENDS:
-        # What containers left with a backend's host service that no journal names any more.
-        sweep = getattr(backends.load(name), "sweep", None)
-        if sweep is None:
-            continue
-        try:
-            removed = sweep(live)
-        except LaunchError as e:
             failed = True
-            removed = getattr(e, "removed", [])
-            reporter.error(str(e))
-        for what in removed:
-            click.echo(f"removed {what}")
+            reporter.error(step.line)
     ctx.exit(exitcodes.LAUNCHER if failed else exitcodes.OK)
 
 
@@ -317,21 +268,13 @@ def cleanup(ctx):
 @click.pass_context
 def doctor(ctx, backend, config_path):
     """Report what this host can do: isolation, and which limits will be enforced."""
-    from nspawn import backends
+    from nspawn.errors import ConfigError
+    from nspawn.maintenance import doctor as diagnose
 
-    config = None
-    if config_path:
-        from nspawn.config.resolve import load_config
-        from nspawn.errors import ConfigError
-
-        try:
-            config = load_config(config_path, {"backend": backend} if backend != "auto" else {})
-        except ConfigError as e:
-            _fail_config(ctx, e)
-        backend = config.backend
-    name = backends.choose(backend, "windows" if sys.platform == "win32" else "posix")
-    ok_all = True
-    for check, ok, detail in backends.load(name).doctor(config):
-        ok_all &= ok
-        click.echo(f"{'ok ' if ok else 'NO '} {check}: {detail}")
-    sys.exit(exitcodes.OK if ok_all else 1)
+    try:
+        checks = diagnose(backend, config_path)
+    except ConfigError as e:
+        _fail_config(ctx, e)
+    for check in checks:
+        click.echo(f"{'ok ' if check.ok else 'NO '} {check.name}: {check.detail}")
+    ctx.exit(exitcodes.OK if all(check.ok for check in checks) else 1)
