@@ -1,10 +1,18 @@
 """The command line as a user meets it: a fresh interpreter, real files, exit codes."""
 
 import json
+import os
 import subprocess
 import sys
 
+from click.testing import CliRunner
+
 from conftest import nspawn
+from nspawn import runcmd
+from nspawn.cli import COMMANDS, cli
+from nspawn.config.fields import FIELDS
+from nspawn.config.model import Mount
+from nspawn.config.resolve import load_config
 from tests.linux.conftest import ROOT, _scratch, leftovers, needs_root  # noqa: F401 (_scratch: the fixture)
 
 ORIGINAL = "configs/hostcompute_nspawn.json"
@@ -15,6 +23,82 @@ def test_version_and_help_list_exit_codes():
     help_text = nspawn("--help").stdout
     for code in ("124", "125", "126", "127", "128+N"):
         assert code in help_text
+
+
+def test_help_lists_every_command_and_each_has_its_own():
+    listed = nspawn("--help").stdout.split("Commands:")[1]
+    for name in COMMANDS:
+        assert f"\n  {name} " in listed
+        assert nspawn(name, "--help").returncode == 0
+
+
+def test_a_command_s_module_is_imported_only_when_it_runs():
+    code = ("import sys\nfrom nspawn.cli import cli\n"
+            "loaded = lambda: sorted(m for m in sys.modules if m.startswith(('nspawn.cli.', 'nspawn.batch')))\n"
+            "print(loaded(), file=sys.stderr)\n"
+            "try:\n    cli(['run', '--help'], prog_name='nspawn')\nexcept SystemExit:\n    pass\n"
+            "print(loaded(), file=sys.stderr)")
+    ran = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert ran.stderr.splitlines() == ["[]", "['nspawn.cli.params', 'nspawn.cli.run']"]
+
+
+def test_every_field_with_an_option_is_on_run_help():
+    help_text = " ".join(nspawn("run", "--help").stdout.split())
+    for field in FIELDS:
+        if field.option is not None:
+            assert f" {', '.join(field.option.flags)} " in help_text, field.key
+            assert " ".join(field.option.help.split()) in help_text, field.key
+
+
+# A command line for each field with an option, and the value it gives the config.
+def _option_samples(here: str) -> dict:
+    return {
+        "parent_layer_directory": (["--parent-layer", "root"], os.path.join(here, "root")),
+        "process_directory": (["-D", "job"], os.path.join(here, "job")),
+        "mapped_directory": (["--mapped-directory", "/job"], "/job"),
+        "mapped_directory_read_only": (["--read-only"], True),
+        "stdout_filename": (["--stdout-file", "out.txt"], "out.txt"),
+        "environment": (["-E", "A=1", "--setenv", "B=x=y"], {"A": "1", "B": "x=y"}),
+        "working_directory": (["--chdir", "/job/sub"], "/job/sub"),
+        "hostname": (["--hostname", "box"], "box"),
+        "mounts": (["--bind", "data:/data:ro", "--bind", "/srv:/srv"],
+                   (Mount(os.path.join(here, "data"), "/data", True), Mount("/srv", "/srv", False))),
+        "network": (["--network", "host"], "host"),
+        "isolation": (["--isolation", "process"], "process"),
+        "backend": (["--backend", "linux"], "linux"),
+        "hcs_api": (["--hcs-api", "v1"], "v1"),
+        "timeout_seconds": (["--timeout", "2m"], 120),
+        "stop_grace_seconds": (["--grace", "500ms"], 0.5),
+        "max_ram_mb": (["--memory", "1.5G"], 1536),
+        "cpus_count": (["--cpus", "2"], 2),
+        "cpu_affinity_hex": (["--affinity", "0-1,4"], 0b10011),
+        "max_cpu_percent": (["--cpu-percent", "25"], 25),
+        "max_storage_iops": (["--iops", "100"], 100),
+        "max_storage_bandwidth_bytes_per_sec": (["--io-bandwidth", "10M"], 10 << 20),
+        "max_processes": (["--max-processes", "50"], 50),
+    }
+
+
+def test_each_option_reaches_the_config_under_its_field(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # host paths on the command line are relative to it
+    samples = _option_samples(str(tmp_path))
+    assert set(samples) == {f.key for f in FIELDS if f.option is not None}
+    given = []
+
+    def run_and_report(path, overrides, **how):
+        given.append(overrides)
+        return 0, None
+
+    monkeypatch.setattr(runcmd, "run_and_report", run_and_report)
+    argv = [arg for field_argv, _ in samples.values() for arg in field_argv]
+    ran = CliRunner().invoke(cli, ["run", *argv, "--", "tool", "one two"])
+    assert ran.exit_code == 0, ran.output
+    config = load_config(None, given[0])
+    assert (config.process_executable, config.process_arguments) == ("tool", ("one two",))
+    for field in FIELDS:
+        if field.option is not None:
+            value = getattr(config.limits if field.limit else config, field.name)
+            assert value == samples[field.key][1], field.key
 
 
 def test_schema_is_printed_and_is_the_packaged_one():

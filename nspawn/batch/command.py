@@ -8,9 +8,10 @@ import time
 import click
 
 from nspawn import exitcodes
-from nspawn.cli import Duration, Size
+from nspawn.cli import verbosity
+from nspawn.cli.params import Duration, Size
 from nspawn.hostfacts import allowed_cpus, memory_available
-from nspawn.units import mib_to_bytes
+from nspawn.units import MIB, mib_to_bytes
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,7 +24,7 @@ from nspawn.units import mib_to_bytes
 @click.option("--fail-fast", is_flag=True, help="After the first failed job, stop the running ones and start no more.")
 @click.option("--timeout", "timeout_seconds", type=Duration(), default=0, help="Per-job timeout for configs that set none (30, 90s, 5m).")
 @click.option("--retries", type=click.IntRange(0), default=0, help="Run a job again after a launcher failure (exit 125), at most N times.")
-@click.option("--memory-budget", type=Size(1 << 20, "size"), help="Memory the running jobs' limits may add up to (MiB or 512M, 4G; default: MemAvailable).")
+@click.option("--memory-budget", type=Size(MIB), help="Memory the running jobs' limits may add up to (MiB or 512M, 4G; default: MemAvailable).")
 @click.pass_context
 def batch(ctx, paths, slots, logs_dir, report_path, junit_path, fail_fast, timeout_seconds, retries, memory_budget):
     """Run every config in PATHS (files, directories of *.json, globs) as a job, at most -j at once.
@@ -38,7 +39,7 @@ def batch(ctx, paths, slots, logs_dir, report_path, junit_path, fail_fast, timeo
     from nspawn.errors import ConfigError
     from nspawn.ui import Reporter
 
-    reporter = Reporter(ctx.find_root().obj or 0)
+    reporter = Reporter(verbosity(ctx))
     files, problems = sources.expand(list(paths))
     if problems:
         reporter.problems(problems)

@@ -1,0 +1,140 @@
+"""The parameter types the commands share, and the `run` option each field of the field table
+(nspawn/config/fields.py) is given by: its `option.param` names one of PARAMS below, which
+reads bounds, choices and unit from the field."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import click
+
+from nspawn.config.fields import INT64_MAX
+from nspawn.units import MIB
+
+_SUFFIXES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+# Patterns as strings, compiled on first use (re caches them): `run --help` needs none.
+_SIZE = r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*"
+_DURATION = r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*"
+UNIT_BYTES = {"MiB": MIB, "bytes": 1}  # a size field's unit, in bytes
+
+
+class Size(click.ParamType):
+    """A size such as 512, 512M or 1.5G, converted to `unit` bytes (plain numbers are already in it)."""
+
+    name = "size"
+
+    def __init__(self, unit: int):
+        self.unit = unit
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        m = re.fullmatch(_SIZE, value, re.IGNORECASE)
+        if not m:
+            self.fail(f"{value!r}; expected a number with an optional K, M, G or T suffix", param, ctx)
+        number, suffix = float(m.group(1)), m.group(2).lower()
+        return int(number * _SUFFIXES[suffix] / self.unit) if suffix else int(number)
+
+
+class Duration(click.ParamType):
+    name = "duration"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            return value
+        m = re.fullmatch(_DURATION, value)
+        if not m:
+            self.fail(f"{value!r}; expected seconds, or a number with ms, s, m or h", param, ctx)
+        return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+
+
+class CpuMask(click.ParamType):
+    """An affinity mask: 0x3, or a CPU list such as 0-3,6."""
+
+    name = "mask"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        text = value.strip()
+        if re.fullmatch(r"0[xX][0-9a-fA-F]+", text):
+            return int(text, 16)
+        if re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", text):
+            mask = 0
+            for part in text.split(","):
+                low, _, high = part.partition("-")
+                for cpu in range(int(low), int(high or low) + 1):
+                    mask |= 1 << cpu
+            return mask
+        self.fail(f"{value!r}; expected a hex mask such as 0x3 or a CPU list such as 0-3,6", param, ctx)
+
+
+class HostPath(click.ParamType):
+    """A host path, made absolute: on the command line relative paths are against the working
+    directory (in a file, against the file's)."""
+
+    name = "text"  # the help's metavar, as for any text
+
+    def convert(self, value, param, ctx):
+        return absolute(value)
+
+
+class Bind(click.ParamType):
+    """SRC:DST[:ro] (SRC may be a Windows path with a drive letter)."""
+
+    name = "src:dst[:ro]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, dict):
+            return value
+        m = re.fullmatch(r"((?:[A-Za-z]:)?[^:]+):((?:[A-Za-z]:)?[^:]+)(?::(ro|rw))?", value)
+        if not m:
+            self.fail(f"{value!r}; expected HOST_PATH:CONTAINER_PATH or HOST_PATH:CONTAINER_PATH:ro", param, ctx)
+        return {"host_path": absolute(m.group(1)), "container_path": m.group(2), "read_only": m.group(3) == "ro"}
+
+
+def absolute(path: str) -> str:
+    """A command-line host path made absolute against the working directory (Windows ones stay as given)."""
+    return path if re.match(r"^(?:[A-Za-z]:|\\\\)", path) or os.path.isabs(path) else os.path.abspath(path)
+
+
+def setenv(ctx, param, values):
+    """-E NAME=VALUE, repeated, as the environment mapping."""
+    env = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r}; expected NAME=VALUE", ctx, param)
+        env[name] = value
+    return env
+
+
+def _bounds(field) -> dict:
+    # INT64_MAX is the integers' own ceiling in the schema, not a bound worth stating in the
+    # help; the schema still refuses more, blaming the command line.
+    maximum = field.schema.get("maximum")
+    return {"min": field.schema.get("minimum"), "max": None if maximum == INT64_MAX else maximum}
+
+
+# option.param -> the click.option keywords for a field.
+PARAMS = {
+    "text": lambda field: {},
+    "host_path": lambda field: {"type": HostPath()},
+    "flag": lambda field: {"is_flag": True, "default": None},
+    "bind": lambda field: {"type": Bind()},
+    "setenv": lambda field: {"callback": setenv},
+    "size": lambda field: {"type": Size(UNIT_BYTES[field.unit])},
+    "integer": lambda field: {"type": click.IntRange(**_bounds(field))},
+    "number": lambda field: {"type": click.FloatRange(**_bounds(field))},
+    "duration": lambda field: {"type": Duration()},
+    "cpu_mask": lambda field: {"type": CpuMask()},
+    "choice": lambda field: {"type": click.Choice(field.schema["enum"])},
+}
+
+
+def field_option(field):
+    """The click.option decorator giving `field` on the command line, its value under the field's key."""
+    option = field.option
+    return click.option(*option.flags, field.key, help=option.help, multiple=field.additive,
+                        **PARAMS[option.param](field))
