@@ -176,3 +176,9 @@ def test_more_cpus_than_the_affinity_names_is_refused_not_quietly_fewer(tmp_path
     found, error = problems(tmp_path, {"process_executable": "/bin/true", "cpus_count": 2, "cpu_affinity_hex": "0x1"})
     assert error.exit_code == 2 and "$.cpus_count: found 2 with cpu_affinity_hex naming 1 CPU; expected at most 1" in found[0]
     assert load_config(write(tmp_path, json.dumps({"process_executable": "/bin/true", "cpus_count": 1, "cpu_affinity_hex": 6})))
+
+
+def test_a_process_directory_without_a_drive_needs_a_mapped_directory(tmp_path):
+    found, error = problems(tmp_path, {"backend": "hcs", "parent_layer_directory": "C:\\l",
+                                       "process_directory": "\\\\server\\share", "process_executable": "x.exe"})
+    assert error.exit_code == 2 and "$.mapped_directory: missing; expected it" in found[0]

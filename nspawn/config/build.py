@@ -146,7 +146,10 @@ def build_config(document: dict, source: str, base_dir: str) -> tuple[Config, li
 
     # Rules across fields.
     if "mapped_directory" not in document and values["process_directory"] is not None:
-        values["mapped_directory"] = values["process_directory"] if paths.is_absolute(values["process_directory"]) else None
+        if paths.is_absolute(values["process_directory"]):
+            values["mapped_directory"] = values["process_directory"]
+        elif paths.native:  # a UNC or simulator path has no drive to appear at in the container
+            findings.append(Finding(("mapped_directory",), f"missing; expected it, as process_directory {values['process_directory']!r} cannot appear at the same path in the container"))
     executable = document["process_executable"]
     if paths.is_absolute(paths.normal(executable)):
         executable = paths.normal(executable)

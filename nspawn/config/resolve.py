@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from nspawn import backends
 from nspawn.config.build import build_config
 from nspawn.config.fields import BY_KEY
 from nspawn.config.host import host_findings
@@ -48,6 +49,7 @@ def load_config(path: str | None, overrides: dict | None = None, *, host: bool =
 
     _fail_on(check_schema(merged), text, source, from_command_line)
     config, findings = build_config(merged, source, base_dir)
+    findings += backends.load(config.backend).validate(config)
     _fail_on(findings, text, source, from_command_line)
     if host:
         _fail_on(host_findings(config), text, source, from_command_line)

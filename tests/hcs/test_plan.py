@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from nspawn.backends import hcs
 from nspawn.config.load import Finding
 from nspawn.config.model import Limits
-from nspawn.config.resolve import load_config
+from nspawn.config.build import build_config
 from nspawn.errors import ConfigError
 from tests.conftest import ROOT
 
@@ -25,9 +25,13 @@ HYPERV_V2 = ("found 'v2' with isolation 'hyperv'; expected 'v1' or 'auto': Hyper
 
 
 def config_of(tmp_path: pathlib.Path, **doc):
-    path = tmp_path / "c.json"
-    path.write_text(json.dumps({"backend": "hcs", "parent_layer_directory": "C:\\layers\\parent", **doc}))
-    return load_config(str(path))
+    """The config as the file checks leave it, before the backend's own rules (validate, which
+    load_config runs too)."""
+    document = {"backend": "hcs", "parent_layer_directory": "C:\\layers\\parent", **doc}
+    config, findings = build_config(document, str(tmp_path / "c.json"), str(tmp_path))
+    if findings:
+        raise ConfigError([])
+    return config
 
 
 # --- validate ------------------------------------------------------------------------------
