@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -795,6 +796,27 @@ SIM_API int32_t kernel32_CloseHandle(HANDLE h)
     }
     pthread_mutex_unlock(&g_lock);
     set_last_error(ERROR_INVALID_HANDLE);
+    return 0;
+}
+
+/* The launcher's own stdio handles are its file descriptors here: the type of what is behind
+ * one, as GetFileType reports it (FILE_TYPE_DISK 1, CHAR 2 for consoles and the null device,
+ * PIPE 3 for pipes and sockets). */
+SIM_API uint32_t kernel32_GetFileType(HANDLE h)
+{
+    record("kernel32!GetFileType", 0, NULL);
+    struct stat st;
+    if ((intptr_t)h < 0 || (intptr_t)h > INT32_MAX || fstat((int)(intptr_t)h, &st)) {
+        set_last_error(ERROR_INVALID_HANDLE);
+        return 0;
+    }
+    set_last_error(0);
+    if (S_ISREG(st.st_mode))
+        return 1;
+    if (S_ISCHR(st.st_mode))
+        return 2;
+    if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode))
+        return 3;
     return 0;
 }
 

@@ -26,6 +26,22 @@ def test_output_and_exit_code_of_cmd(api):
     assert result.returncode == 3, result.stderr
 
 
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_stdin_from_a_pipe_reaches_the_container(api):
+    """CPython's os.fstat cannot tell a pipe from nul on Windows (device and inode 0): the
+    launcher decides by GetFileType, and the piped line must arrive."""
+    result = subprocess.run(launcher("--hcs-api", api, "--", CMD, "/v:on", "/c", "set /p LINE=& echo got !LINE!"),
+                            input="piped line\n", capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "got piped line" in result.stdout
+
+
+def test_stdin_from_nul_is_no_input():
+    result = subprocess.run(launcher("--", CMD, "/c", "set /p LINE= & echo done"), stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=300)
+    assert "done" in result.stdout, result.stderr
+
+
 def test_the_mapped_directory_is_read_and_written(tmp_path):
     (tmp_path / "in.txt").write_text("from the host\n")
     result = nspawn_run("-D", str(tmp_path), "--mapped-directory", "C:\\work", "--",

@@ -8,7 +8,7 @@ import select
 import sys
 import threading
 
-from nspawn.backends.hcs.native import kernel32
+from nspawn.backends.hcs.native import kernel32, loader
 from nspawn.backends.hcs.native.errors import HcsError
 from nspawn.output import to_launcher, write_all
 
@@ -69,20 +69,19 @@ class Pumps:
 
 
 def stdin_has_input() -> bool:
-    """The launcher's stdin is forwarded when it is neither a terminal nor the null device: a
-    pipe or a file was given on purpose. A terminal would need a console (EmulateConsole),
-    which this launcher does not ask for, and the null device is no input at all."""
-    try:
-        st = os.fstat(0)
-    except OSError:
+    """The launcher's stdin is forwarded when it is a pipe or a file, given on purpose; not a
+    console (that would need EmulateConsole, which this launcher does not ask for) nor the
+    null device, which is no input at all. Decided by the handle's type (GetFileType: both
+    are FILE_TYPE_CHAR): CPython's os.fstat on Windows reports device and inode 0 for every
+    handle that is not a disk file, so comparing it with os.devnull took a pipe for nul."""
+    handle = loader.os_handle(0)
+    if handle is None:
         return False
-    if os.isatty(0):
-        return False
     try:
-        null = os.stat(os.devnull)
-    except OSError:
-        return True
-    return (st.st_dev, st.st_ino) != (null.st_dev, null.st_ino)
+        kind = kernel32.file_type(handle)
+    except HcsError:
+        return False
+    return kind in (kernel32.FILE_TYPE_DISK, kernel32.FILE_TYPE_PIPE)
 
 
 class StdinForwarder:

@@ -21,6 +21,8 @@ ERROR_BROKEN_PIPE = 109
 ERROR_NO_DATA = 232
 ERROR_IO_PENDING = 997
 JOB_OBJECT_ALL_ACCESS = 0x1F003F
+# GetFileType's answers (fileapi.h)
+FILE_TYPE_UNKNOWN, FILE_TYPE_DISK, FILE_TYPE_CHAR, FILE_TYPE_PIPE = 0, 1, 2, 3
 JobObjectGroupInformationEx = 14
 
 
@@ -60,6 +62,17 @@ def _local_free_check(export):
     return check
 
 
+def _file_type_check(export):
+    # FILE_TYPE_UNKNOWN is also a failure's answer, told apart by the last error (GetFileType's page).
+    def check(kind, func, args):
+        if kind == FILE_TYPE_UNKNOWN:
+            code = last_error()
+            if code:
+                raise HcsError(export, win32_hresult(code))
+        return kind
+    return check
+
+
 def _ntstatus(export):
     def check(status, func, args):
         if status:
@@ -76,6 +89,7 @@ _kernel32 = Bindings("kernel32.dll", {
     "GetOverlappedResult": (_BOOL, [c_void_p, POINTER(OVERLAPPED), POINTER(c_uint32), _BOOL], _zero_fails),
     "CreateEventW": (c_void_p, [c_void_p, _BOOL, _BOOL, c_wchar_p], _zero_fails),
     "LocalFree": (c_void_p, [c_void_p], _local_free_check),
+    "GetFileType": (c_uint32, [c_void_p], _file_type_check),
     "SetInformationJobObject": (_BOOL, [c_void_p, c_int32, c_void_p, c_uint32], _zero_fails),
 })
 _ntdll = Bindings("ntdll.dll", {
@@ -101,6 +115,12 @@ def co_task_mem_free(ptr) -> None:
 
 def close_handle(handle: int) -> None:
     _kernel32.CloseHandle(handle)
+
+
+def file_type(handle: int) -> int:
+    """FILE_TYPE_DISK, FILE_TYPE_CHAR (a console or the null device), FILE_TYPE_PIPE (a pipe or
+    a socket) or FILE_TYPE_UNKNOWN."""
+    return _kernel32.GetFileType(handle)
 
 
 def _transfer(start, handle: int, buf, size: int) -> int:

@@ -98,6 +98,23 @@ def last_error() -> int:
     return ctypes.get_last_error()
 
 
+def os_handle(fd: int) -> int | None:
+    """The Win32 handle behind one of the launcher's file descriptors, None when it is closed.
+    The simulator's handles are the descriptors themselves."""
+    if simulated():
+        try:
+            os.fstat(fd)
+        except OSError:
+            return None
+        return fd
+    import msvcrt
+
+    try:
+        return msvcrt.get_osfhandle(fd)
+    except OSError:
+        return None
+
+
 class Bindings:
     """Prototypes of one DLL's functions, applied on first use.
 

@@ -1,0 +1,56 @@
+"""The container's stdio on the launcher's side: which stdin is forwarded, decided by the
+handle's file type as on Windows, and a forwarder that never holds up the teardown."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from nspawn.backends.hcs import stdio
+from tests.hcs_sim.fixtures import sim, sim_library  # noqa: F401 (fixtures)
+
+
+@pytest.fixture
+def windows_fstat(monkeypatch):
+    """os.fstat and os.stat as CPython answers them on Windows: device and inode 0 for every
+    handle that is not a disk file (the null device and pipes alike)."""
+    real_fstat, real_stat = os.fstat, os.stat
+
+    def blind(st):
+        import stat
+
+        if stat.S_ISREG(st.st_mode):
+            return st
+        fields = list(st)
+        fields[1] = fields[2] = 0  # st_ino, st_dev
+        return os.stat_result(fields)
+
+    monkeypatch.setattr(os, "fstat", lambda fd: blind(real_fstat(fd)))
+    monkeypatch.setattr(os, "stat", lambda path, *a, **k: blind(real_stat(path, *a, **k)))
+
+
+def _as_stdin(fd: int):
+    saved = os.dup(0)
+    os.dup2(fd, 0)
+    return saved
+
+
+@pytest.mark.parametrize("kind, forwarded", [("pipe", True), ("file", True), ("null", False)])
+def test_stdin_is_forwarded_by_its_file_type(sim, windows_fstat, tmp_path, kind, forwarded):
+    if kind == "pipe":
+        fd, w = os.pipe()
+        os.close(w)
+    elif kind == "file":
+        (tmp_path / "in").write_text("x")
+        fd = os.open(tmp_path / "in", os.O_RDONLY)
+    else:
+        fd = os.open(os.devnull, os.O_RDONLY)
+    saved = _as_stdin(fd)
+    try:
+        assert stdio.stdin_has_input() is forwarded
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+        os.close(fd)
+    assert sim.calls("kernel32!GetFileType")
