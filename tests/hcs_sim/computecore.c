@@ -68,6 +68,9 @@ static int begin(const char *call, HANDLE oph, int type, uint64_t hang_seq, HRES
         free(doc);
     } else if (mode == FAULT_HANG + 1) {
         op->hung_on = hang_seq;
+    } else if (mode == FAULT_ACCEPTED + 1) {
+        *ret = hr;  /* and the call goes on */
+        mode = 0;
     }
     free(msg);
     return mode != 0;

@@ -228,7 +228,7 @@ int fault_for(const char *call, HRESULT *hr, char **msg)
 }
 
 /* NSPAWN_HCS_SIM_FAULTS="HcsStartComputeSystem=0x80370105;HcsCreateProcess=hang;X=0x80004005:async;
- * ActivateLayer=signal:2" (the last sends SIGINT to this process once, when ActivateLayer is entered) */
+ * ActivateLayer=signal:2;HcsShutDownComputeSystem=0xC0370103:accepted" (signal: sends SIGINT to this process once, when ActivateLayer is entered) */
 static void faults_from_env(void)
 {
     const char *env = getenv("NSPAWN_HCS_SIM_FAULTS");
@@ -250,7 +250,8 @@ static void faults_from_env(void)
             continue;
         }
         char *colon = strchr(eq, ':');
-        int mode = colon && !strcmp(colon + 1, "async") ? FAULT_ASYNC : FAULT_SYNC;
+        int mode = !colon ? FAULT_SYNC : !strcmp(colon + 1, "async") ? FAULT_ASYNC
+                 : !strcmp(colon + 1, "accepted") ? FAULT_ACCEPTED : FAULT_SYNC;
         fault_add(tok, (HRESULT)strtoul(eq, NULL, 0), mode, NULL);
     }
     free(copy);

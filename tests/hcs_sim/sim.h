@@ -73,7 +73,9 @@ enum sys_state { ST_CREATING, ST_CREATED, ST_RUNNING, ST_STOPPED };
  * nobody can wait (closed inside a callback, or by SimReset), the last delivery. */
 enum { CLOSED_BY_CLOSER = 1, CLOSED_BY_DELIVERY = 2 };
 enum op_state { OP_NOT_STARTED, OP_PENDING, OP_DONE };
-enum fault_mode { FAULT_SYNC = 0, FAULT_ASYNC = 1, FAULT_HANG = 2, FAULT_SIGNAL = 3 };
+/* FAULT_ACCEPTED: the call does its work and still answers the fault's code (a v2 stop
+ * answering ERROR_VMCOMPUTE_OPERATION_PENDING, which hcsshim takes for accepted). */
+enum fault_mode { FAULT_SYNC = 0, FAULT_ASYNC = 1, FAULT_HANG = 2, FAULT_SIGNAL = 3, FAULT_ACCEPTED = 4 };
 
 /* v1 notifications and v2 events that share a value (exit) use both fields. */
 #define EV_SYSTEM_EXITED 0x1u

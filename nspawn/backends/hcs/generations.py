@@ -8,7 +8,7 @@ import json
 import threading
 
 from nspawn.backends.hcs import HcsPlan, documents, layers
-from nspawn.backends.hcs.native.errors import HcsError, is_already_stopped, is_not_found, is_process_gone
+from nspawn.backends.hcs.native.errors import HcsError, is_already_stopped, is_not_found, is_pending, is_process_gone
 
 # hcsshim's wait after shutdown, then after terminate (cmd/containerd-shim-runhcs-v1/task_hcs.go)
 STOP_WAIT_SECONDS = 30
@@ -61,6 +61,10 @@ def _gone(e: HcsError) -> bool:
     return is_already_stopped(e) or is_not_found(e)
 
 
+def _accepted(e: HcsError) -> bool:
+    return _gone(e) or is_pending(e)
+
+
 class Generation:
     api: str
 
@@ -68,21 +72,31 @@ class Generation:
         system.start()
 
     def stop(self, system, exited: Exit) -> None:
-        """Shutdown, then terminate if it does not end in time; the exit notification (or
-        event) tells the end, as both submit the request and return: v2 closes the operation
-        unwaited, v1 answers pending (hcsshim internal/hcs/v2/operation.go and
-        internal/hcs/system.go do the same)."""
-        for stop in (system.shutdown, system.terminate):
-            if exited.event.is_set():
-                return
-            _tolerate(_gone, stop)
+        """Shutdown, then terminate when the shutdown failed, whatever the error, or did not
+        end the system in time, as hcsshim's shim closes a task
+        (cmd/containerd-shim-runhcs-v1/task_hcs.go); "already stopped", "not found" and
+        ERROR_VMCOMPUTE_OPERATION_PENDING are no failure of either (internal/hcs/system.go).
+        The exit notification (or event) tells the end, as both submit the request and
+        return: v2 closes the operation unwaited, v1 answers pending. Raises only for a
+        terminate that failed."""
+        if exited.event.is_set():
+            return
+        try:
+            _tolerate(_accepted, system.shutdown)
+        except HcsError:
+            pass  # a shutdown refused is what terminate is for
+        else:
             if exited.event.wait(STOP_WAIT_SECONDS):
                 return
+        if exited.event.is_set():
+            return
+        _tolerate(_accepted, system.terminate)
+        exited.event.wait(STOP_WAIT_SECONDS)
 
     def terminate(self, system) -> None:
         """Terminates the system and waits for its end, for a rollback that has no exit
         callback of its own to wait on; a system already stopped or gone is no error."""
-        _tolerate(_gone, lambda: self._terminate_and_wait(system))
+        _tolerate(_accepted, lambda: self._terminate_and_wait(system))
 
 
 class V2(Generation):

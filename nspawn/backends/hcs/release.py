@@ -70,6 +70,24 @@ def release_system(data: dict) -> None:
         generation.terminate(system)
 
 
+# The compute system handles this process holds, by container id: the run's own, closed by the
+# last release of its journal (release_system_handle).
+_held: dict[str, object] = {}
+
+
+def hold(id: str, system) -> None:
+    _held[id] = system
+
+
+def release_system_handle(data: dict) -> None:
+    """Closes the run's handle to its system, after the journal has released the system, the
+    network and the layers, as hcsshim closes it last (cmd/containerd-shim-runhcs-v1/
+    task_hcs.go, close). Another process (`nspawn cleanup`) holds none: nothing to do there."""
+    system = _held.pop(data["id"], None)
+    if system is not None:
+        system.close()
+
+
 def release_hcn_attachment(data: dict) -> None:
     """Detaches the endpoint from the namespace (a Remove request of HcnModifyNamespace), so
     both can go."""
@@ -138,6 +156,7 @@ def release_layer(data: dict) -> None:
 
 
 RELEASERS = {
+    "hcs-system-handle": release_system_handle,
     "hcs-system": release_system,
     "hcn-attachment": release_hcn_attachment,
     "hcn-namespace": release_hcn_namespace,

@@ -19,7 +19,7 @@ import time
 
 from nspawn import exitcodes
 from nspawn.backends import contract
-from nspawn.backends.hcs import HcsPlan, documents, layers, network, stdio
+from nspawn.backends.hcs import HcsPlan, documents, layers, network, release, stdio
 from nspawn.backends.hcs.generations import GENERATIONS, Exit, Generation, choose, kill
 from nspawn.backends.hcs.native.errors import HcsError, LibraryUnavailable, is_process_gone
 from nspawn.errors import Interrupted, LaunchError
@@ -50,6 +50,9 @@ def _execute(plan: HcsPlan, session: Session, stop: Stop) -> None:
             raise Interrupted(stop.signum)
 
     generation = GENERATIONS[choose(plan.api)]()
+    # Recorded first, so released last: the system's handle closes after the journal released
+    # the system, the network and the layers (release.release_system_handle).
+    session.journal.record("hcs-system-handle", what=container_id, id=container_id)
     with session.phase("layers"):
         chain = layers.read_chain(plan.parent_layer)
         scratch = layers.Scratch(plan.parent_layer, container_id)
@@ -65,6 +68,7 @@ def _execute(plan: HcsPlan, session: Session, stop: Stop) -> None:
     with session.phase("create"):
         session.journal.record("hcs-system", what=container_id, id=container_id, api=generation.api)
         system = generation.create(container_id, document, system_exit)
+        release.hold(container_id, system)
     try:
         raise_if_stopped()
         _limits(plan, session, system.id)
@@ -82,8 +86,9 @@ def _execute(plan: HcsPlan, session: Session, stop: Stop) -> None:
 
 
 def _teardown(session: Session, generation: Generation, system, system_exit: Exit, quiet: bool = False) -> None:
-    """Stops the system (shutdown, then terminate, as hcsshim's shim closes a task) and closes
-    its handle; a failure here must not hide the one that caused the teardown."""
+    """Stops the system (shutdown, then terminate, as hcsshim's shim closes a task); its handle
+    stays open until the journal has released the rest. A failure here must not hide the one
+    that caused the teardown."""
     with session.phase("teardown"):
         try:
             generation.stop(system, system_exit)
@@ -91,8 +96,6 @@ def _teardown(session: Session, generation: Generation, system, system_exit: Exi
             if not quiet:
                 raise
             session.warn(e.message)
-        finally:
-            system.close()
 
 
 def _limits(plan: HcsPlan, session: Session, system_id: str) -> None:

@@ -156,6 +156,12 @@ def is_already_stopped(e: BaseException) -> bool:
     return isinstance(e, HcsError) and e.hresult in _ALREADY_STOPPED
 
 
+def is_pending(e: BaseException) -> bool:
+    """ERROR_VMCOMPUTE_OPERATION_PENDING: a shutdown or terminate accepted, its end told by the
+    exit event (hcsshim internal/hcs/system.go ignores it from both)."""
+    return isinstance(e, HcsError) and e.hresult == OPERATION_PENDING_V1
+
+
 def is_not_found(e: BaseException) -> bool:
     """The system/process/network object is gone.  HNS reports this only in
     its text, which hcsshim matches the same way."""
