@@ -40,7 +40,7 @@ def called(ledger: dict) -> set[str]:
 def runs(host: Host) -> dict[str, set[str]]:
     """`nspawn run` in the ways that reach different calls: {scenario: calls recorded}."""
     host.script("echo.sh", "read line; echo \"got $line\"\n")
-    host.script("stubborn.sh", "trap '' INT\nsleep 30\n")
+    host.script("stubborn.sh", "trap '' INT TERM\nsleep 30\n")
     out = {}
     for api in ("v2", "v1"):
         run = host.run(process_executable="echo.sh", input="hello\n", hcs_api=api, network="nat",
@@ -49,7 +49,7 @@ def runs(host: Host) -> dict[str, set[str]]:
         out[f"{api} run: nat, stdin, affinity"] = called(run.ledger)
         run = host.run(process_executable="stubborn.sh", timeout_seconds=0.2, stop_grace_seconds=0.2, hcs_api=api)
         assert run.returncode != 0 and run.ledger, run.stderr
-        out[f"{api} run past its timeout: CtrlC ignored, then the kill"] = called(run.ledger)
+        out[f"{api} run past its timeout: CtrlShutdown ignored, then the kill"] = called(run.ledger)
     run = host.run(process_executable="echo.sh", input="x\n", hcs_api="v2",
                    faults=f"HcsEventProcessExited={0x8037011B:#x}")
     assert run.returncode == 0 and run.stdout == "got x\n", run.stderr

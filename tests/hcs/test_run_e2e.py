@@ -50,10 +50,10 @@ def test_the_exit_code_is_the_process_s(host, api, code):
 
 
 @APIS
-def test_a_timeout_stops_the_process_firmly_when_it_ignores_ctrl_c(host, api):
-    # The shell ignores CtrlC (SIGINT in the simulator) and a child it forked keeps stdout open:
+def test_a_timeout_stops_the_process_firmly_when_it_ignores_ctrl_shutdown(host, api):
+    # The shell ignores CtrlShutdown (SIGTERM in the simulator) and a child it forked keeps stdout open:
     # the kill comes after the grace, and ending the silo closes the pipe HCS left open.
-    host.script("stubborn.sh", "trap '' INT\necho $$ > pid\nsleep 60 &\necho $! > child\necho started\nwait\n")
+    host.script("stubborn.sh", "trap '' INT TERM\necho $$ > pid\nsleep 60 &\necho $! > child\necho started\nwait\n")
     run = host.run("--json", process_executable="stubborn.sh", timeout_seconds=0.3, stop_grace_seconds=0.3, hcs_api=api)
     assert run.returncode == 124, run.stderr
     assert json.loads(run.stdout.splitlines()[-1])["timed_out"] is True

@@ -55,11 +55,40 @@ def test_a_signal_while_the_process_runs_stops_it_politely(host, signum, api):
     _released(run, host)
 
 
+POLITE = {"SIGINT": "CtrlC", "SIGTERM": "CtrlShutdown"}
+
+
 @sigterm_and_int()
-def test_a_signal_while_the_process_ignores_it_ends_with_the_kill_after_the_grace(host, signum):
-    host.script("deaf.sh", "trap '' INT\necho ready\nsleep 60 & wait\n")
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_the_polite_stop_is_ctrl_c_for_sigint_and_ctrl_shutdown_for_sigterm(host, signum, api):
+    host.script("wait.sh", "echo ready\nexec sleep 60\n")
+    run = host.run_signalled(signum, "ready", process_executable="wait.sh", hcs_api=api)
+    assert [doc["Signal"] for doc in run.documents("HcsSignalProcess", 0)] == [POLITE[signum.name]]
+    _released(run, host)
+
+
+def test_a_timeout_stops_with_ctrl_shutdown(host):
+    host.script("sleepy.sh", "exec sleep 60\n")
+    run = host.run(process_executable="sleepy.sh", timeout_seconds=0.2)
+    assert run.returncode == 124
+    assert [doc["Signal"] for doc in run.documents("HcsSignalProcess", 0)] == ["CtrlShutdown"]
+
+
+@sigterm_and_int()
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_a_payload_that_handles_the_stop_ends_the_run_with_its_own_code(host, signum, api):
+    host.script("polite.sh", "trap 'echo bye; exit 7' INT TERM\necho ready\nsleep 60 & wait\n")
+    run = host.run_signalled(signum, "ready", process_executable="polite.sh", hcs_api=api)
+    assert (run.returncode, run.stdout) == (7, "ready\nbye\n"), run.stderr
+    assert not run.calls("HcsTerminateProcess")
+    _released(run, host)
+
+
+@sigterm_and_int()
+def test_a_payload_that_ignores_the_stop_is_terminated_after_the_grace_and_ends_137(host, signum):
+    host.script("deaf.sh", "trap '' INT TERM\necho ready\nsleep 60 & wait\n")
     run = host.run_signalled(signum, "ready", "--grace", "0.2", process_executable="deaf.sh")
-    assert run.returncode == 128 + signum, run.stderr
+    assert run.returncode == 137, run.stderr  # Linux's code for the SIGKILL after its grace
     assert run.calls("HcsTerminateProcess")
     _released(run, host)
 

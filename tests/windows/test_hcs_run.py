@@ -84,11 +84,14 @@ def test_the_timeout_stops_the_container_with_124():
     assert result.returncode == 124, result.stderr
 
 
-def test_ctrl_break_stops_and_rolls_back():
+def test_ctrl_break_reaches_the_payload_which_ends_the_run_with_its_own_code():
     """Ctrl-C cannot be sent to another process group on Windows; Ctrl-Break is its
-    equivalent there and reaches the launcher as SIGBREAK."""
+    equivalent there and reaches the launcher as SIGBREAK, the container as CtrlBreak. A
+    payload that handles it and exits gives the run its own code, as on Linux."""
+    payload = ("import signal, sys, time; signal.signal(signal.SIGBREAK, lambda *a: sys.exit(9)); "
+               "print('ready', flush=True); time.sleep(600)")
     process = subprocess.Popen(
-        launcher(*with_python("--", PYTHON, "-I", "-u", "-c", "import time; print('ready'); time.sleep(600)")),
+        launcher(*with_python("--", PYTHON, "-I", "-u", "-c", payload)),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, creationflags=subprocess.CREATE_NEW_PROCESS_GROUP)
     try:
         assert process.stdout.readline().strip() == "ready"
@@ -97,7 +100,23 @@ def test_ctrl_break_stops_and_rolls_back():
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 128 + signal.SIGBREAK, stderr
+    assert process.returncode == 9, stderr
+
+
+def test_the_timeout_sends_ctrl_shutdown(tmp_path):
+    """The polite stop of a timeout is CtrlShutdown (hcsshim's SIGTERM), which a console
+    control handler sees as CTRL_SHUTDOWN_EVENT (6)."""
+    payload = ("import ctypes, time\n"
+               "def on(event):\n"
+               "    open(r'C:\\work\\event.txt', 'w').write(str(event))\n"
+               "    return 0\n"
+               "handler = ctypes.WINFUNCTYPE(ctypes.c_int, ctypes.c_uint)(on)\n"
+               "ctypes.windll.kernel32.SetConsoleCtrlHandler(handler, 1)\n"
+               "time.sleep(600)\n")
+    result = nspawn_run(*with_python("-D", str(tmp_path), "--mapped-directory", "C:\\work", "--timeout", "5s",
+                                     "--grace", "30s", "--", PYTHON, "-I", "-c", payload), timeout=180)
+    assert result.returncode == 124, result.stderr
+    assert (tmp_path / "event.txt").read_text() == "6"
 
 
 @pytest.mark.parametrize("network,reaches", [("none", False), ("nat", True)])

@@ -14,6 +14,7 @@ check, while the process runs by stopping it politely and then firmly.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 
@@ -29,6 +30,9 @@ _TICK = 0.05
 OUTPUT_AFTER_EXIT_SECONDS = 1.0  # hcsshim copies output for 1 s after exit (internal/cmd/cmd.go)
 OUTPUT_AFTER_STOP_SECONDS = 5.0
 KILL_WAIT_SECONDS = 30
+# The code of a process terminated after the grace: Linux's for SIGKILL (which Windows' signal
+# module lacks), whatever HCS reports for it.
+KILLED = exitcodes.from_signal(9)
 
 
 def execute(plan: HcsPlan, session: Session) -> None:
@@ -77,12 +81,13 @@ def _execute(plan: HcsPlan, session: Session, stop: Stop) -> None:
             generation.start(system)
         raise_if_stopped()
         with session.phase("run"):
-            _run(plan, session, generation, system, system_exit, stop)
+            passed_on = _run(plan, session, generation, system, system_exit, stop)
     except BaseException:
         _teardown(session, generation, system, system_exit, quiet=True)
         raise
     _teardown(session, generation, system, system_exit)
-    raise_if_stopped()
+    if not passed_on:
+        raise_if_stopped()  # a stop that came after the process's end, during the teardown
 
 
 def _teardown(session: Session, generation: Generation, system, system_exit: Exit, quiet: bool = False) -> None:
@@ -113,27 +118,43 @@ def _limits(plan: HcsPlan, session: Session, system_id: str) -> None:
             session.not_enforced(limit.field, limit.detail)
 
 
+def polite_signal(signum: int | None) -> str:
+    """The console event a stop sends, as hcsshim maps signals on RS5+
+    (internal/signals/signal.go): SIGINT is CtrlC, Ctrl-Break (SIGBREAK) CtrlBreak, and
+    SIGTERM, SIGHUP and a timeout (no signal) CtrlShutdown, the polite stop a service gets."""
+    if signum == signal.SIGINT:
+        return "CtrlC"
+    if signum is not None and signum == getattr(signal, "SIGBREAK", None):
+        return "CtrlBreak"
+    return "CtrlShutdown"
+
+
 class _Stopper:
-    """The polite stop (CtrlC) on a thread of its own, as some images block in the signal call
-    until the process ends (hcsshim signals from a background thread for that:
+    """The polite stop on a thread of its own, as some images block in the signal call until
+    the process ends (hcsshim signals from a background thread for that:
     cmd/containerd-shim-runhcs-v1/exec_hcs.go); `failed` when it could not be delivered."""
 
-    def __init__(self, process) -> None:
+    def __init__(self, process, name: str) -> None:
         self.failed = False
-        self._thread = threading.Thread(target=self._signal, args=(process,), daemon=True, name="hcs-signal")
+        self._thread = threading.Thread(target=self._signal, args=(process, name), daemon=True, name="hcs-signal")
         self._thread.start()
 
-    def _signal(self, process) -> None:
+    def _signal(self, process, name: str) -> None:
         try:
-            process.signal("CtrlC")
+            process.signal(name)
         except HcsError as e:
             self.failed = not is_process_gone(e)
+        except Exception:  # a missing export (LibraryUnavailable) too: the kill must not wait the grace
+            self.failed = True
 
     def join(self) -> None:
         self._thread.join()  # never abandon a running HCS call: the process has ended by now
 
 
-def _run(plan: HcsPlan, session: Session, generation: Generation, system, system_exit: Exit, stop: Stop) -> None:
+def _run(plan: HcsPlan, session: Session, generation: Generation, system, system_exit: Exit, stop: Stop) -> bool:
+    """Runs the process to its end; True when a stop request was passed on to it, whose code
+    is then the run's, as on Linux: its own when it handles the stop and exits, 137 when it had
+    to be terminated after the grace (Linux's SIGKILL)."""
     exited = Exit()
     output = stdio.Output(session, plan.stdout_file)
     process = forwarder = pumps = stopper = None
@@ -155,7 +176,7 @@ def _run(plan: HcsPlan, session: Session, generation: Generation, system, system
             now = time.monotonic()
             if stopper is None and (stop.event.is_set() or (deadline is not None and now >= deadline)):
                 timed_out = not stop.event.is_set()
-                stopper = _Stopper(process)
+                stopper = _Stopper(process, polite_signal(stop.signum))
                 kill_at = now + plan.stop_grace_seconds
             if stopper is not None and stopper.failed and kill_at is not None:
                 kill_at = now
@@ -167,10 +188,11 @@ def _run(plan: HcsPlan, session: Session, generation: Generation, system, system
         code = generation.exit_code(process, exited)
         if code is None:
             raise LaunchError("HCS did not report the container process's exit code")
-        session.result.exit_code = code
+        session.result.exit_code = KILLED if killed_at is not None else code
         if timed_out:
             session.result.timed_out = True
             session.result.exit_code = exitcodes.TIMEOUT
+        return stopper is not None and stop.signum is not None
     finally:
         if stopper is not None:
             stopper.join()
