@@ -199,10 +199,14 @@ int fault_for(const char *call, HRESULT *hr, char **msg)
     bare = bare ? bare + 1 : call;
     int mode = 0;
     pthread_mutex_lock(&g_rec_lock);
-    int signum = 0;
+    int signum = 0, delay_ms = 0;
     for (struct fault *f = g_faults; f; f = f->next) {
         if (strcmp(f->name, call) && strcmp(f->name, bare))
             continue;
+        if (f->mode == FAULT_DELAY) {
+            delay_ms = f->hr;
+            continue;
+        }
         if (f->signum) {
             /* One shot, and the call itself goes on: the launcher hears the signal as
              * soon as this call returns, so it lands in a known phase. */
@@ -224,11 +228,16 @@ int fault_for(const char *call, HRESULT *hr, char **msg)
     pthread_mutex_unlock(&g_rec_lock);
     if (signum)
         kill(getpid(), signum);
+    if (delay_ms) {
+        struct timespec ts = {delay_ms / 1000, (long)(delay_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     return mode;
 }
 
 /* NSPAWN_HCS_SIM_FAULTS="HcsStartComputeSystem=0x80370105;HcsCreateProcess=hang;X=0x80004005:async;
- * ActivateLayer=signal:2;HcsShutDownComputeSystem=0xC0370103:accepted" (signal: sends SIGINT to this process once, when ActivateLayer is entered) */
+ * ActivateLayer=signal:2;HcsShutDownComputeSystem=0xC0370103:accepted;HcsSetProcessCallback=delay:300"
+ * (delay: waits 300 ms on entering the call; signal: sends SIGINT to this process once, when ActivateLayer is entered) */
 static void faults_from_env(void)
 {
     const char *env = getenv("NSPAWN_HCS_SIM_FAULTS");
@@ -242,6 +251,10 @@ static void faults_from_env(void)
         *eq++ = 0;
         if (!strcmp(eq, "hang")) {
             fault_add(tok, 0, FAULT_HANG, NULL);
+            continue;
+        }
+        if (!strncmp(eq, "delay:", 6)) {
+            fault_add(tok, (HRESULT)atoi(eq + 6), FAULT_DELAY, NULL);
             continue;
         }
         if (!strncmp(eq, "signal:", 7)) {
@@ -505,8 +518,8 @@ static void backlog_add(cJSON **bl, uint32_t v2type, uint32_t v1type, HRESULT st
 }
 
 /* Runs on the worker without g_lock, like HCS calling back from its own
- * threads.  Events nobody is registered for yet are kept and handed to the
- * first callback registered later (v1 callers register after create). */
+ * threads.  A system's events nobody is registered for yet are kept and handed to the
+ * first callback registered later (v1 callers register after create); a process's are lost. */
 void deliver(uint64_t sys_seq, uint64_t proc_seq, uint32_t v2type, uint32_t v1type, HRESULT status, const char *data)
 {
     enum { MAXT = 32 };
@@ -529,8 +542,14 @@ void deliver(uint64_t sys_seq, uint64_t proc_seq, uint32_t v2type, uint32_t v1ty
         h->in_flight++;
         t[n++] = h;
     }
+    if (!n && proc) {
+        /* As on Windows, an exit before the process's callback is registered reaches nobody:
+         * the caller has to ask once it has registered. */
+        pthread_mutex_unlock(&g_lock);
+        return;
+    }
     if (!n) {
-        backlog_add(proc ? &proc->backlog : &sys->backlog, v2type, v1type, status, data);
+        backlog_add(&sys->backlog, v2type, v1type, status, data);
         pthread_mutex_unlock(&g_lock);
         return;
     }

@@ -75,7 +75,8 @@ enum { CLOSED_BY_CLOSER = 1, CLOSED_BY_DELIVERY = 2 };
 enum op_state { OP_NOT_STARTED, OP_PENDING, OP_DONE };
 /* FAULT_ACCEPTED: the call does its work and still answers the fault's code (a v2 stop
  * answering ERROR_VMCOMPUTE_OPERATION_PENDING, which hcsshim takes for accepted). */
-enum fault_mode { FAULT_SYNC = 0, FAULT_ASYNC = 1, FAULT_HANG = 2, FAULT_SIGNAL = 3, FAULT_ACCEPTED = 4 };
+enum fault_mode { FAULT_SYNC = 0, FAULT_ASYNC = 1, FAULT_HANG = 2, FAULT_SIGNAL = 3, FAULT_ACCEPTED = 4,
+                  FAULT_DELAY = 5 /* the call waits hr milliseconds first, then goes on */ };
 
 /* v1 notifications and v2 events that share a value (exit) use both fields. */
 #define EV_SYSTEM_EXITED 0x1u
