@@ -1,27 +1,68 @@
-"""Immutable records written like typing.NamedTuple classes, without importing typing.
+"""Immutable records written like typing.NamedTuple classes, without typing or namedtuple.
 
-Importing typing costs every launch about 3 ms, a twentieth of a no-op run, and the run path
-needs nothing else from it. `@record` turns a class of annotated fields (defaults last, as
-NamedTuple requires) and methods into a collections.namedtuple subclass: the same tuple, with
-_replace, _asdict and _fields, the same equality and the same immutability. Like NamedTuple it
-refuses methods that use super() or __class__, which would name the class as written.
+The one record convention of nspawn: what never changes once made (a config, a plan, a table
+row) is a record; what is filled in as work goes (a Result, a job's result, a journal) is a
+plain class. No dataclasses.
+
+`@record` turns a class of annotated fields (defaults last) and methods into a tuple subclass
+with what collections.namedtuple gives (attributes by position, _replace, _asdict, _make,
+_fields, _field_defaults, the tuple's equality, hashing and immutability), built without
+namedtuple: namedtuple compiles a __new__ for every class, 60-220 us each, and a launch
+defines a dozen records before it starts a container; importing typing costs 3 ms more. Like
+NamedTuple it refuses methods that use super() or __class__, which would name the class as
+written, not the record.
 """
 
 from __future__ import annotations
 
-import collections
+from _collections import _tuplegetter  # namedtuple's own C field accessor
 
 
 def record(cls: type) -> type:
-    names = list(cls.__dict__.get("__annotations__", {}))
-    defaults = [cls.__dict__[name] for name in names if name in cls.__dict__]
-    if any(name not in cls.__dict__ for name in names[len(names) - len(defaults):]):
+    names = tuple(cls.__dict__.get("__annotations__", {}))
+    defaults = {name: cls.__dict__[name] for name in names if name in cls.__dict__}
+    if any(name not in defaults for name in names[len(names) - len(defaults):]):
         raise TypeError(f"{cls.__name__}: a field without a default follows one with a default")
     if any("__class__" in getattr(getattr(v, "__code__", None), "co_freevars", ()) for v in cls.__dict__.values()):
-        # super() and __class__ in a method name the class written, which the record is not.
         raise TypeError(f"{cls.__name__}: a record's methods cannot use super() or __class__")
-    base = collections.namedtuple(cls.__name__, names, defaults=defaults, module=cls.__module__)
+    count = len(names)
+    title = cls.__name__
+
+    def __new__(kind, /, *args, **kwargs):
+        if len(args) > count:
+            raise TypeError(f"{title}() takes {count} arguments but {len(args)} were given")
+        values = list(args)
+        for name in names[len(args):]:
+            if name in kwargs:
+                values.append(kwargs.pop(name))
+            elif name in defaults:
+                values.append(defaults[name])
+            else:
+                raise TypeError(f"{title}() missing required argument: {name!r}")
+        if kwargs:
+            raise TypeError(f"{title}() got unexpected or repeated arguments: {', '.join(map(repr, kwargs))}")
+        return tuple.__new__(kind, values)
+
+    def _replace(self, /, **changes):
+        made = tuple.__new__(type(self), [changes.pop(name, value) for name, value in zip(names, self)])
+        if changes:
+            raise TypeError(f"{title}: no fields {', '.join(map(repr, changes))}")
+        return made
+
+    def _asdict(self) -> dict:
+        return dict(zip(names, self))
+
+    def __repr__(self) -> str:
+        return f"{title}(" + ", ".join(f"{name}={value!r}" for name, value in zip(names, self)) + ")"
+
+    def __getnewargs__(self):
+        return tuple(self)
+
     body = {key: value for key, value in cls.__dict__.items()
             if key not in names and key not in ("__dict__", "__weakref__")}
-    body["__slots__"] = ()
-    return type(cls.__name__, (base,), body)
+    body.update(__slots__=(), __new__=__new__, _replace=_replace, _asdict=_asdict, __getnewargs__=__getnewargs__,
+                _make=classmethod(lambda kind, iterable: tuple.__new__(kind, iterable)),
+                _fields=names, _field_defaults=defaults, __match_args__=names)
+    body.setdefault("__repr__", __repr__)
+    body.update((name, _tuplegetter(index, f"Alias for field number {index}")) for index, name in enumerate(names))
+    return type(cls.__name__, (tuple,), body)

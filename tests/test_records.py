@@ -50,3 +50,24 @@ def test_a_method_using_super_is_refused():
 
             def __repr__(self) -> str:
                 return super().__repr__()
+
+
+def test_arguments_are_checked_as_namedtuple_checks_them():
+    with pytest.raises(TypeError, match="missing required argument: 'x'"):
+        Point()
+    with pytest.raises(TypeError, match="repeated"):
+        Point(1, x=2)
+    with pytest.raises(TypeError, match="takes 3 arguments"):
+        Point(1, 2, (), 4)
+    with pytest.raises(TypeError, match="no fields 'z'"):
+        Point(1)._replace(z=3)
+    assert Point._make([1, 2, ()]) == Point(1, 2) and Point._field_defaults == {"y": 0, "tags": ()}
+
+
+def test_a_field_may_be_called_kind_or_self():
+    @record
+    class Odd:
+        kind: str
+        self: int = 0
+
+    assert Odd(kind="k", self=1)._replace(kind="j") == ("j", 1)
