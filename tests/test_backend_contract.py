@@ -230,25 +230,42 @@ def _value(field: fields.Field):
     return texts
 
 
-configs = st.fixed_dictionaries(
-    {"process_executable": _value(fields.BY_KEY["process_executable"])},
-    optional={f.key: _value(f) for f in fields.FIELDS if f.key != "process_executable"},
+_optional = {f.key: _value(f) for f in fields.FIELDS if f.key not in ("process_executable", "backend")}
+# Any document, and documents seeded for each backend's flavour, so that every backend gets
+# configs its validate accepts (an HCS config needs a parent layer and Windows paths).
+configs = st.one_of(
+    st.fixed_dictionaries({"process_executable": _value(fields.BY_KEY["process_executable"])},
+                          optional={**_optional, "backend": _value(fields.BY_KEY["backend"])}),
+    *(st.fixed_dictionaries({"backend": st.just(name), "process_executable": _value(fields.BY_KEY["process_executable"]),
+                             **({"parent_layer_directory": st.sampled_from(["C:\\layers\\p", "D:/l"])}
+                                if entry.flavour == "windows" else {})},
+                            optional={k: v for k, v in _optional.items() if k != "parent_layer_directory"})
+      for name, entry in BACKENDS.items()),
 )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(configs)
-def test_whatever_validate_accepts_plans_on_the_backend_it_names(tmp_path, document):
-    from nspawn import launch
+def test_whatever_validate_accepts_dry_runs_on_the_backend_it_names(tmp_path, capsys, document):
+    """`nspawn run --dry-run`'s own body, in this process: validate's verdict decides, and a
+    config it accepts prints its plan and exits 0."""
+    from nspawn.runcmd import run_and_report
 
     path = tmp_path / "c.json"
     path.write_text(json.dumps(document))
     try:
-        config = load_config(str(path))
+        load_config(str(path))
+        accepted = True
     except ConfigError as e:
         assert e.exit_code == exitcodes.USAGE and all(str(p).strip() for p in e.problems)
-        return
-    json.dumps(launch.plan(config).to_json())  # raises, failing the test, if it cannot plan
+        accepted = False
+    capsys.readouterr()
+    code, _ = run_and_report(str(path), {}, dry_run=True)
+    out, err = capsys.readouterr()
+    assert code == (exitcodes.OK if accepted else exitcodes.USAGE), err
+    assert "internal error" not in err and "Traceback" not in err
+    if accepted:
+        assert json.loads(out)
 
 
 @pytest.mark.parametrize("document", [
