@@ -113,3 +113,38 @@ def test_a_working_directory_missing_in_the_container_is_a_config_error(tmp_path
     assert info.value.exit_code == 2
     assert "working_directory" in str(info.value.problems[0]) and "not a directory in the container" in str(info.value.problems[0])
     assert load_config(None, {"process_executable": "/bin/true", "working_directory": str(tmp_path)}, host=True)
+
+
+def _refused(overrides):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, {"process_executable": "/bin/true", **overrides}, host=True)
+    return info.value
+
+
+def test_a_linux_run_without_root_is_refused_before_anything_is_made(monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    error = _refused({"backend": "linux"})
+    assert error.exit_code == 126
+    assert "the linux backend needs root: it makes namespaces, mounts and cgroups" in str(error.problems[0])
+
+
+@pytest.mark.parametrize("host_path, container_path, found", [
+    ("/etc/hostname", "/usr/share", "/etc/hostname is a file and /usr/share is a directory in the container"),
+    ("/usr", "/etc/hostname", "/usr is a directory and /etc/hostname is a file in the container"),
+])
+def test_a_bind_of_the_wrong_kind_is_a_config_error(host_path, container_path, found):
+    error = _refused({"mounts": [{"host_path": host_path, "container_path": container_path}]})
+    assert error.exit_code == 2 and "$.mounts[0].container_path: " + found in str(error.problems[0])
+
+
+def test_a_bind_of_the_same_kind_or_onto_nothing_is_fine(tmp_path):
+    for host_path, container_path in (("/etc/hostname", "/etc/hostname"), ("/usr/share", "/usr/share"),
+                                      (str(tmp_path), "/nonexistent/made/at/run/time")):
+        load_config(None, {"process_executable": "/bin/true",
+                           "mounts": [{"host_path": host_path, "container_path": container_path}]}, host=True)
+
+
+def test_a_bare_name_with_a_process_directory_says_where_the_command_on_path_is(tmp_path):
+    error = _refused({"process_executable": "sh", "process_directory": str(tmp_path)})
+    assert error.exit_code == 127
+    assert "a bare name is looked up in the mapped directory when there is one: for the command on PATH give its path, /" in str(error.problems[0])

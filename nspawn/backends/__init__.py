@@ -21,6 +21,7 @@ class Backend:
     min_ram_mb: tuple = (0, "")  # the smallest memory limit it takes, and why
     reports: tuple = ()  # contract.RESULT_FIELDS its execute fills
     host_service: bool = False  # its host's service keeps state beyond the journals (contract.HOST_SERVICE)
+    needs_root: str = ""  # why it needs root, when it does: the host checks refuse a run without
 
     def why_not(self, mode: str) -> str:
         reason = self.missing.get(mode)
@@ -35,6 +36,7 @@ BACKENDS = {
         ("process",),
         {"nat": "NAT networking on Linux is not built yet"},
         reports=("signal", "timed_out", "oom_killed", "peak_memory_bytes"),
+        needs_root="it makes namespaces, mounts and cgroups (user namespaces are not used yet)",
     ),
     "hcs": Backend(
         "nspawn.backends.hcs",

@@ -7,6 +7,7 @@ import stat
 import sys
 
 from nspawn import exitcodes
+from nspawn.backends import BACKENDS
 from nspawn.config.build import simulated_host
 from nspawn.config.derived import host_executable, stdout_host_path
 from nspawn.config.load import Finding
@@ -22,13 +23,22 @@ def host_findings(config: Config) -> list[Finding]:
     if windows != (sys.platform == "win32") and not (windows and simulated_host()):
         system = "Windows" if config.flavour == "windows" else "Linux"
         return [Finding((), f"this config is for a {system} host; its host checks cannot run on {sys.platform} (--dry-run shows its plan)")]
-    findings = _directories(config)
+    findings = _privileges(config) + _directories(config)
     if not findings:
+        findings += _binds(config)
         findings += _executable(config)
         findings += _working_directory(config)
         findings += _stdout(config)
     findings += _cpus(config)
     return findings
+
+
+def _privileges(config: Config) -> list[Finding]:
+    why = BACKENDS[config.backend].needs_root
+    if why and os.geteuid() != 0:
+        return [Finding((), f"the {config.backend} backend needs root: {why}; run nspawn as root (for example with sudo)",
+                        exit_code=exitcodes.CANNOT_EXECUTE)]
+    return []
 
 
 def _directories(config: Config) -> list[Finding]:
@@ -117,8 +127,12 @@ def locate_executable(config: Config) -> tuple[str | None, str]:
     return _map(config, exe), exe
 
 
-def _map(config: Config, container_path: str) -> str | None:
+def _map(config: Config, container_path: str, covering: str | None = None) -> str | None:
+    """The host path behind a container path; with `covering`, as if the mount at that
+    container path were not there (what it would cover)."""
     for inside, host in _roots(config):
+        if inside == covering:
+            continue
         if within(container_path, inside):
             rest = container_path[len(inside.rstrip("/")):]
             found = resolve_in_root(host, rest)
@@ -126,6 +140,23 @@ def _map(config: Config, container_path: str) -> str | None:
                 return None
             return found
     return None
+
+
+def _binds(config: Config) -> list[Finding]:
+    """A file bound over a directory of the container, or a directory over a file, fails at
+    mount time, after setup: say so now, naming the mount."""
+    if config.flavour != "posix":
+        return []
+    findings = []
+    for i, m in enumerate(config.mounts):
+        below = _map(config, m.container_path, covering=m.container_path)
+        if below is None or not os.path.exists(below):
+            continue  # made at run time
+        source_is_dir, target_is_dir = os.path.isdir(m.host_path), os.path.isdir(below)
+        if source_is_dir != target_is_dir:
+            what = ("a directory", "a file") if source_is_dir else ("a file", "a directory")
+            findings.append(Finding(("mounts", i, "container_path"), f"{m.host_path} is {what[0]} and {m.container_path} is {what[1]} in the container; expected {what[0]} there, or another container path"))
+    return findings
 
 
 def _executable(config: Config) -> list[Finding]:
@@ -138,7 +169,13 @@ def _executable(config: Config) -> list[Finding]:
             return [Finding(where, f"{exe} resolves to {real}, outside the process directory; expected a file inside it", exit_code=exitcodes.NOT_FOUND)]
     host, wanted = locate_executable(config)
     if host is None or not os.path.exists(host):
-        return [Finding(where, f"{wanted} was not found in the container (after resolving '..' and symbolic links); expected an existing executable", exit_code=exitcodes.NOT_FOUND)]
+        hint = ""
+        if config.process_directory and "/" not in exe and config.flavour == "posix":
+            # A bare name means the mapped directory's file when there is one: say so, and where PATH has it.
+            found = locate_executable(config.replace(process_directory=None, mapped_directory=None))[1]
+            hint = (f"; a bare name is looked up in the mapped directory when there is one"
+                    + (f": for the command on PATH give its path, {found}" if found.startswith("/") else ""))
+        return [Finding(where, f"{wanted} was not found in the container (after resolving '..' and symbolic links); expected an existing executable{hint}", exit_code=exitcodes.NOT_FOUND)]
     if not os.path.isfile(host):
         return [Finding(where, f"{wanted} is not a regular file; expected an executable file", exit_code=exitcodes.CANNOT_EXECUTE)]
     if sys.platform != "win32" and not os.access(host, os.X_OK):
