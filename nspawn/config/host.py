@@ -13,6 +13,7 @@ from nspawn.config.derived import host_executable, stdout_host_path
 from nspawn.config.load import Finding
 from nspawn.config.model import Config
 from nspawn.hostfacts import cpu_count
+from nspawn.units import mask_to_cpus
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _MAX_LINKS = 40
@@ -212,7 +213,7 @@ def _cpus(config: Config) -> list[Finding]:
     findings = []
     mask = config.limits.cpu_affinity
     if mask >> cpus:
-        extra = [i for i in range(cpus, mask.bit_length()) if mask >> i & 1]
+        extra = [cpu for cpu in mask_to_cpus(mask) if cpu >= cpus]
         findings.append(Finding(("cpu_affinity_hex",), f"found {hex(mask)}, naming CPU {', '.join(map(str, extra[:8]))}{'…' if len(extra) > 8 else ''}; expected CPUs 0 to {cpus - 1} (this host has {cpus})"))
     if config.limits.cpus_count > cpus:
         findings.append(Finding(("cpus_count",), f"found {config.limits.cpus_count}; expected at most {cpus}, the CPUs this host has"))
