@@ -20,7 +20,9 @@ from nspawn.backends.hcs.native.loader import SIMULATOR_ENV
 from tests.conftest import ROOT
 from tests.hcs_sim.fixtures import sim, sim_library  # noqa: F401 (fixtures)
 
-HELLO = "#!/bin/sh\necho \"hello $1 from $PWD\"\necho \"to stderr\" >&2\nexit 7\n"
+# With WAIT set it ends only after its stdin does: its exit then comes after the callback is set
+# (an exit before that sends no event, as on Windows).
+HELLO = "#!/bin/sh\n[ -n \"$WAIT\" ] && read _\necho \"hello $1 from $PWD\"\necho \"to stderr\" >&2\nexit 7\n"
 
 
 def document(host_dir, terminate_on_close=True):
@@ -82,9 +84,10 @@ def test_run_process_end_to_end(sim, workdir):
     sys_events = Events()
     system.set_callback(sys_events)
     system.start()
-    process = system.create_process(params('C:\\nspawn\\hello.sh "big world"', Environment={"GREETING": "x"}))
+    process = system.create_process(params('C:\\nspawn\\hello.sh "big world"', Environment={"GREETING": "x", "WAIT": "1"}))
     proc_events = Events()
     process.set_callback(proc_events)
+    process.close_stdin()
     gc.collect()  # nothing native code can call may depend on a collectable object
     assert process.pid > 0
     assert read_all(process.stdout) == f"hello big world from {workdir}\n".encode()
@@ -301,8 +304,9 @@ def close_during_callback(library: str, workdir: str) -> None:
 
     with cc.create_compute_system("c1", document(workdir)) as system:
         system.start()
-        process = system.create_process(params("true"))
+        process = system.create_process(params(sh("read _")))  # ends once its stdin does
         process.set_callback(handler)
+        process.close_stdin()
         assert entered.wait(5)
         closer = threading.Thread(target=process.close)
         closer.start()
@@ -333,3 +337,19 @@ def test_a_handle_closed_during_its_callback_is_freed_once(sim_library, workdir)
     result = subprocess.run([sys.executable, "-c", code, str(sim_library), str(workdir)],
                             capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_process_that_never_started_is_not_asked_for_its_info(sim, tmp_path, workdir):
+    """HcsCreateProcess answered S_OK without a handle and its operation failed: the error is
+    the operation's, and HcsGetProcessInfo is never called with a NULL handle (the simulator
+    lists such a call as a misuse, an access violation on Windows)."""
+    system = cc.create_compute_system("c1", document(workdir))
+    system.start()
+    sim.fail("HcsCreateProcess", 0x80070002, "unstarted")
+    with pytest.raises(HcsError) as info:
+        system.create_process({"CommandLine": "C:\\nspawn\\hello.sh", "CreateStdOutPipe": True})
+    assert info.value.call == "HcsCreateProcess" and info.value.win32 == 2
+    assert not sim.calls("HcsGetProcessInfo")
+    system.terminate(wait_ms=5000)
+    system.close()
+    assert sim.wait_clean() == {}

@@ -225,3 +225,15 @@ def test_hns_endpoint_lifecycle(sim):
         vm.hns_call("GET", "/networks/")
     assert info.value.name == "ERROR_ACCESS_DENIED"
     assert sim.live() == {}
+
+
+def test_a_system_exit_reported_as_unexpected_is_a_normal_end(sim, tmp_path):
+    """v1 reports many an end of a system with ERROR_VMCOMPUTE_UNEXPECTED_EXIT (0xC0370106) as
+    the SystemExited status; hcsshim takes it for a normal exit, and so does wait_exited."""
+    system = vm.create_compute_system("c1", document(tmp_path))
+    system.start()
+    sim.fail("HcsEventSystemExited", 0xC0370106)
+    system.terminate()
+    assert system.wait_exited(5000) is not None
+    system.close()
+    assert sim.wait_clean() == {}

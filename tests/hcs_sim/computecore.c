@@ -500,6 +500,13 @@ CC(HcsCreateProcess)(HANDLE h, const wchar_t *params, HANDLE oph, void *sd, HAND
         fail_now(op, hr, "The compute system is not running");
         goto out;
     }
+    if (mode == FAULT_UNSTARTED + 1) {  /* the process never started: the operation says why */
+        hr = S_OK;
+        char *rd = result_error(fhr, fmsg);
+        complete_later(op, fhr, rd);
+        free(rd);
+        goto out;
+    }
     sim_process *p;
     hr = process_spawn(sh->sys, p_json, 2, &p, &err);
     if (hr < 0) {
@@ -602,6 +609,11 @@ static HRESULT process_call(const char *call, HANDLE h, HANDLE oph, const wchar_
     int sig = type == OT_TERMINATE ? SIGKILL : type == OT_SIGNAL ? signal_number(text) : 0;
     pthread_mutex_lock(&g_lock);
     sim_handle *ph = handle_get(h, K_PROCESS);
+    if (!h) {
+        char what[160];
+        snprintf(what, sizeof what, "%s with a NULL process handle", call);
+        misuse(what);
+    }
     if (!ph) {
         hr = HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE);
     } else if (type == OT_SIGNAL && !sig) {

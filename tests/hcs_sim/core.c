@@ -116,6 +116,13 @@ static wchar_t *out_string(const char *s, uint32_t alloc)
 wchar_t *out_local(const char *s) { return out_string(s, ALLOC_LOCAL); }
 wchar_t *out_cotask(const char *s) { return out_string(s, ALLOC_COTASK); }
 
+/* A call Windows would crash on or refuse (a NULL handle where one is required): listed with
+ * the free errors, so a ledger that shows it is not clean. Called with g_lock held. */
+void misuse(const char *what)
+{
+    cJSON_AddItemToArray(g_free_errors, cJSON_CreateString(what));
+}
+
 static void free_out(void *p, uint32_t alloc, const char *fn)
 {
     if (!p)
@@ -264,7 +271,8 @@ static void faults_from_env(void)
         }
         char *colon = strchr(eq, ':');
         int mode = !colon ? FAULT_SYNC : !strcmp(colon + 1, "async") ? FAULT_ASYNC
-                 : !strcmp(colon + 1, "accepted") ? FAULT_ACCEPTED : FAULT_SYNC;
+                 : !strcmp(colon + 1, "accepted") ? FAULT_ACCEPTED
+                 : !strcmp(colon + 1, "unstarted") ? FAULT_UNSTARTED : FAULT_SYNC;
         fault_add(tok, (HRESULT)strtoul(eq, NULL, 0), mode, NULL);
     }
     free(copy);

@@ -12,7 +12,7 @@ import json
 import pathlib
 import time
 
-MODES = {"sync": 0, "async": 1}
+MODES = {"sync": 0, "async": 1, "accepted": 4, "unstarted": 6}
 LEDGER_ENV = "NSPAWN_HCS_SIM_LEDGER"  # the simulator writes its ledger there when its process exits
 FAULTS_ENV = "NSPAWN_HCS_SIM_FAULTS"  # faults for a simulator loaded by another process
 STATE_ENV = "NSPAWN_HCS_SIM_STATE"  # where the simulated service keeps what outlives a process (state.c)
@@ -103,7 +103,8 @@ class Simulator(CallRecords):
     def fail(self, call: str, hresult: int, mode: str = "sync", message: str | None = None) -> None:
         """Makes `call` ("HcsStartComputeSystem" or "vmcompute!HcsStartComputeSystem")
         fail with hresult: "sync" from the call itself, "async" from its
-        operation (v2) or completion notification (v1)."""
+        operation (v2) or completion notification (v1), "accepted" doing its work all the
+        same, "unstarted" (HcsCreateProcess) answering S_OK with no handle."""
         self._lib.SimFailCall(call.encode(), ctypes.c_int32(hresult & 0xFFFFFFFF).value, MODES[mode],
                               message.encode() if message else None)
 

@@ -76,7 +76,8 @@ enum op_state { OP_NOT_STARTED, OP_PENDING, OP_DONE };
 /* FAULT_ACCEPTED: the call does its work and still answers the fault's code (a v2 stop
  * answering ERROR_VMCOMPUTE_OPERATION_PENDING, which hcsshim takes for accepted). */
 enum fault_mode { FAULT_SYNC = 0, FAULT_ASYNC = 1, FAULT_HANG = 2, FAULT_SIGNAL = 3, FAULT_ACCEPTED = 4,
-                  FAULT_DELAY = 5 /* the call waits hr milliseconds first, then goes on */ };
+                  FAULT_DELAY = 5, /* the call waits hr milliseconds first, then goes on */
+                  FAULT_UNSTARTED = 6 /* HcsCreateProcess: S_OK, no handle, its operation fails */ };
 
 /* v1 notifications and v2 events that share a value (exit) use both fields. */
 #define EV_SYSTEM_EXITED 0x1u
@@ -172,6 +173,7 @@ HRESULT hang_here(uint64_t seq);             /* blocks a synchronous call; g_loc
 void gc_objects(void);
 void pipe_handed_out(int fd);
 void set_last_error(uint32_t e);
+void misuse(const char *what);             /* g_lock held */
 sim_system *system_by_seq(uint64_t seq);
 sim_process *process_by_seq(uint64_t seq);
 uint64_t next_seq(void);

@@ -75,7 +75,7 @@ HRESULT system_new(const char *id, const char *doc, int api, sim_system **out, c
 
 static void job_system_exited(sim_job *j)
 {
-    deliver(j->a, 0, EV_SYSTEM_EXITED, EV_SYSTEM_EXITED, S_OK, j->text);
+    deliver(j->a, 0, EV_SYSTEM_EXITED, EV_SYSTEM_EXITED, j->hr, j->text);
 }
 
 /* Called with g_lock held.  Processes are killed and reaped first so their
@@ -103,12 +103,17 @@ void system_stop(sim_system *s, int graceful)
     for (sim_process *p = g_processes; p; p = p->next)
         if (p->sys == s)
             release_hangs(p->seq, HCS_E_TERMINATED);
+    /* A fault on "HcsEventSystemExited" is the exit's status: v1 notifications carry it (as
+     * 0xC0370106, an unexpected exit, which hcsshim takes for a normal one). */
+    HRESULT status = S_OK;
+    if (!fault_for("HcsEventSystemExited", &status, NULL))
+        status = S_OK;
     cJSON *st = cJSON_CreateObject();
-    cJSON_AddNumberToObject(st, "Status", 0);
+    cJSON_AddNumberToObject(st, "Status", status);
     cJSON_AddStringToObject(st, "ExitType", graceful ? "GracefulExit" : "ForcedExit");
     char *text = cJSON_PrintUnformatted(st);
     cJSON_Delete(st);
-    job_post(job_system_exited, s->seq, 0, S_OK, 0, text);
+    job_post(job_system_exited, s->seq, 0, status, 0, text);
     free(text);
     gc_objects();
 }

@@ -15,7 +15,7 @@ import sys
 from nspawn.backends.hcs import api_route, generations, layers
 from nspawn.backends.hcs.enforcement import ENFORCEMENT, verdict
 from nspawn.backends.hcs.native import computecore, computenetwork, loader, vmcompute
-from nspawn.backends.hcs.native.errors import HcsError, LibraryUnavailable
+from nspawn.backends.hcs.native.errors import HcsError, LibraryUnavailable, MissingExport
 from nspawn.config.model import Config
 from nspawn.errors import LaunchError
 from nspawn.records import record
@@ -191,19 +191,28 @@ def host_version() -> Version | None:
 
 def api_checks() -> tuple[list[Check], list]:
     """Each DLL loaded through the loader the backend uses, with every export nspawn binds;
-    and the binding modules whose DLL loaded."""
+    and the binding modules whose DLL loaded. A DLL that loads without some of them (an older
+    build) is named with what it lacks, and still counts as loaded: the rest works."""
     checks, loaded = [], []
     for label, module in APIS.items():
         dll = module.BINDINGS[0].dll
         try:
             library = loader.load(dll)
-            for export in (name for b in module.BINDINGS for name in b.names()):
-                library.function(export)
         except LibraryUnavailable as e:
             checks.append((f"{label} ({dll})", False, e.reason))
             continue
         loaded.append(module)
-        checks.append((f"{label} ({dll})", True, "loads, with every function nspawn calls"))
+        missing = []
+        for export in (name for b in module.BINDINGS for name in b.names()):
+            try:
+                library.function(export)
+            except MissingExport:
+                missing.append(export)
+        if missing:
+            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            checks.append((f"{label} ({dll})", False, f"loads, but has no export {shown}"))
+        else:
+            checks.append((f"{label} ({dll})", True, "loads, with every function nspawn calls"))
     return checks, loaded
 
 
@@ -218,6 +227,8 @@ def service_check(api: str, isolation: str, loaded: list) -> Check:
         systems = module.enumerate_compute_systems()
     except HcsError as e:
         return ("HCS service", False, e.message)
+    except LibraryUnavailable as e:
+        return ("HCS service", False, str(e))
     return ("HCS service", True, f"answers through {module.BINDINGS[0].dll}; {len(systems)} compute system(s) exist")
 
 

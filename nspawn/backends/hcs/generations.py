@@ -49,19 +49,6 @@ def process_exit_code(status: dict) -> int | None:
     return None
 
 
-def _exited_already(process, exited: Exit, data) -> None:
-    """A process that ended before its callback was registered sends no event (HCS keeps none
-    for a callback registered later), so a run without a timeout would wait forever: its state
-    is asked once, after registering. The process is closed when asking fails."""
-    try:
-        status = process.properties()
-    except BaseException:
-        process.close()
-        raise
-    if status.get("Exited"):
-        exited.set(data(status))
-
-
 def _tolerate(check, action) -> None:
     try:
         action()
@@ -142,7 +129,6 @@ class V2(Generation):
             _tolerate(is_process_gone, process.terminate)
             process.close()
             raise
-        _exited_already(process, exited, lambda status: json.dumps(status))
         return process
 
     def exit_code(self, process, exited: Exit) -> int | None:
@@ -177,10 +163,8 @@ class V1(Generation):
             id, document, listener=self._on((self.vm.NOTIFY_SYSTEM_EXITED, self.vm.NOTIFY_SERVICE_DISCONNECT), exited))
 
     def create_process(self, system, parameters: dict, exited: Exit):
-        process = system.create_process(
+        return system.create_process(
             parameters, listener=self._on((self.vm.NOTIFY_PROCESS_EXITED, self.vm.NOTIFY_SERVICE_DISCONNECT), exited))
-        _exited_already(process, exited, lambda status: None)
-        return process
 
     def exit_code(self, process, exited: Exit) -> int | None:
         return process_exit_code(process.properties())

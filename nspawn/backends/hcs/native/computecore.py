@@ -281,7 +281,10 @@ class ComputeSystem(_Callbacks, Closing):
             except HcsError as e:
                 # Seen on WS2022: the wait fails although HCS returned a live
                 # process; its stdio is still there to fetch, as hcsshim does
-                # (internal/hcs/v2/system.go, createProcess).
+                # (internal/hcs/v2/system.go, createProcess), but only from a handle:
+                # without one nothing started, and HcsGetProcessInfo(NULL) is no question.
+                if not process.handle:
+                    raise
                 try:
                     info = process._query_info()
                 except HcsError:
@@ -403,6 +406,15 @@ class Process(_Callbacks, StdioHandles, Closing):
 
     def _set_callback(self, options, key, thunk):
         _cc.HcsSetProcessCallback(self.handle, options, key, thunk)
+
+    def set_callback(self, handler: Callable[[Event], None]) -> None:
+        """As for a system; and an exit before this call sent no event (HCS keeps none for a
+        callback registered later), so the state is asked once and an exit already there is
+        handed to handler as its event, so that nobody waits forever for it."""
+        super().set_callback(handler)
+        status = self.properties()
+        if status.get("Exited"):
+            registry.dispatch(self._key, Event(EVENT_PROCESS_EXITED, json.dumps(status)))
 
     def signal(self, name: str) -> None:
         """CtrlC, CtrlBreak, CtrlClose, CtrlLogOff or CtrlShutdown.  Some images

@@ -15,6 +15,15 @@ class LibraryUnavailable(Exception):
         self.reason = reason
 
 
+class MissingExport(LibraryUnavailable):
+    """The library loads but lacks a function nspawn calls (an older Windows build): raised
+    when that function is first called, not when the library or a module binding it loads."""
+
+    def __init__(self, name: str, export: str):
+        super().__init__(name, f"it has no export {export}")
+        self.export = export
+
+
 def _win32(code: int) -> int:
     return 0x80070000 | code
 

@@ -15,7 +15,7 @@ import sys
 import threading
 from typing import Callable, Iterable
 
-from .errors import LibraryUnavailable
+from .errors import LibraryUnavailable, MissingExport
 
 SIMULATOR_ENV = "NSPAWN_HCS_LIBRARY"
 
@@ -48,7 +48,7 @@ class Library:
         try:
             return self._dll[self._prefix + export]
         except AttributeError as e:
-            raise LibraryUnavailable(self.name, f"it has no export {export}") from e
+            raise MissingExport(self.name, export) from e
 
 
 class Closing:

@@ -153,7 +153,10 @@ class Notifications:
             while True:
                 for k, status, data in self._seen:
                     if k == kind:
-                        if status < 0:
+                        # An unexpected exit is how v1 reports many a normal end of a system:
+                        # hcsshim takes it for one (internal/hcs/waithelper.go).
+                        normal_end = k == NOTIFY_SYSTEM_EXITED and status & 0xFFFFFFFF == _UNEXPECTED_EXIT
+                        if status < 0 and not normal_end:
                             raise HcsError(call, status, data)
                         return data
                     if k == NOTIFY_SERVICE_DISCONNECT:
@@ -309,6 +312,15 @@ class V1Process(_Registered, StdioHandles):
             self.stdin, self.stdout, self.stderr = map(stdio_handle, (info.StdInput, info.StdOutput, info.StdError))
         self._created = info is not None
         self._register("HcsRegisterProcessCallback")
+        # An exit before the callback was registered sent no notification (HCS keeps none for
+        # a callback registered later): asked once, so that nobody waits forever for it.
+        try:
+            exited = self.properties().get("Exited")
+        except BaseException:
+            self.close()
+            raise
+        if exited:
+            self.notifications(NOTIFY_PROCESS_EXITED, 0, None)
 
     def _stop(self) -> None:
         if self._created:
