@@ -1,7 +1,7 @@
 """The console entry point.
 
-`nspawn run -c FILE` and `nspawn run -- EXECUTABLE [ARG]...`, the forms scripts, CI steps and
-batch files use, are recognised here and run without importing click: click's import alone
+`nspawn run -c FILE` and `nspawn run -- EXECUTABLE [ARG]...` (with -q or -v before or after
+`run`), the forms scripts, CI steps and batch files use, are recognised here and run without importing click: click's import alone
 costs more than the rest of a launch. Every other command line, and any extra option, goes
 through the click CLI (nspawn.cli), whose `run` ends through the same nspawn.runcmd.
 """
@@ -14,15 +14,27 @@ import sys
 from nspawn import exitcodes
 
 
-def plain_run(argv: list[str]) -> tuple[str | None, dict] | None:
-    """(config path, overrides) when argv is exactly `run -c FILE` (or --config) or
-    `run -- EXECUTABLE [ARG]...`; None for anything else, which click parses."""
-    if len(argv) < 3 or argv[0] != "run":
+# The verbosity flags the plain forms take, before or after `run`, as click would count them.
+_VERBOSITY = {"-q": -1, "--quiet": -1, "-qq": -2, "-v": 1, "--verbose": 1, "-vv": 2}
+
+
+def plain_run(argv: list[str]) -> tuple[str | None, dict, int] | None:
+    """(config path, overrides, verbosity) when argv is exactly `run -c FILE` (or --config) or
+    `run -- EXECUTABLE [ARG]...`, with -q/-v flags before or after `run` if any; None for
+    anything else, which click parses."""
+    verbosity, at = 0, 0
+    while at < len(argv) and argv[at] in _VERBOSITY:
+        verbosity, at = verbosity + _VERBOSITY[argv[at]], at + 1
+    if at >= len(argv) or argv[at] != "run":
         return None
-    if argv[1] == "--":
-        return None, {"process_executable": argv[2], "process_arguments": argv[3:]}
-    if len(argv) == 3 and argv[1] in ("-c", "--config") and os.path.isfile(argv[2]):
-        return argv[2], {}
+    at += 1
+    while at < len(argv) and argv[at] in _VERBOSITY:
+        verbosity, at = verbosity + _VERBOSITY[argv[at]], at + 1
+    rest = argv[at:]
+    if len(rest) >= 2 and rest[0] == "--":
+        return None, {"process_executable": rest[1], "process_arguments": rest[2:]}, verbosity
+    if len(rest) == 2 and rest[0] in ("-c", "--config") and os.path.isfile(rest[1]):
+        return rest[1], {}, verbosity
     return None
 
 
@@ -34,7 +46,8 @@ def main() -> None:
         if plain is not None:
             from nspawn.runcmd import exit_after_run, run_and_report
 
-            exit_after_run(*run_and_report(*plain))
+            path, overrides, verbosity = plain
+            exit_after_run(*run_and_report(path, overrides, verbosity=verbosity))
         from nspawn.cli import cli
 
         cli(prog_name="nspawn")

@@ -25,12 +25,15 @@ def run_and_report(config_path: str | None, overrides: dict, *, verbosity: int =
         config = load_config(config_path, overrides, host=not dry_run)
     except ConfigError as e:
         Reporter(verbosity).problems(e.problems)
+        if as_json:  # a script reading the result line gets one for every ending, this one too
+            print(json.dumps(refusal(e), ensure_ascii=False), flush=True)
         return e.exit_code, None
     if dry_run:
         print(json.dumps(launch.plan(config).to_json(), indent=2, ensure_ascii=False))
         return exitcodes.OK, None
     reporter = Reporter(verbosity)
-    result = launch.run(config, listener=reporter.event)
+    output = _LineTracking() if as_json else None  # the result line must start a line of its own
+    result = launch.run(config, listener=reporter.event, stdout=output)
     for severity, line in result.outcome():
         getattr(reporter, severity)(line)
     for field, value in result.limits_applied.items():
@@ -38,8 +41,37 @@ def run_and_report(config_path: str | None, overrides: dict, *, verbosity: int =
     for phase, seconds in result.timings.items():
         reporter.debug(f"{phase}: {seconds * 1000:.1f} ms")
     if as_json:
-        print(json.dumps(result.to_dict(), ensure_ascii=False), flush=True)
+        print(("" if output.at_line_start else "\n") + json.dumps(result.to_dict(), ensure_ascii=False), flush=True)
     return result.exit_code, result.backend
+
+
+def refusal(error) -> dict:
+    """The --json line of a run refused before anything was made (exit 2, or 126/127 for an
+    executable the checks found missing or not executable): the problems, one object each."""
+    return {"exit_code": error.exit_code, "error": error.one_line(), "container_id": None,
+            "problems": [{"source": p.source, "path": p.path, "line": p.line, "column": p.column,
+                          "message": p.message, "exit_code": p.exit_code, "text": str(p)} for p in error.problems]}
+
+
+class _LineTracking:
+    """The container's stdout, passed on to the launcher's own, remembering whether it ended a
+    line: with --json the result line follows it, and must not be glued to a last line that
+    has no newline."""
+
+    def __init__(self):
+        self.at_line_start = True
+
+    def write(self, data: bytes) -> int:
+        from nspawn.output import write_all
+
+        if data:
+            sys.stdout.flush()
+            write_all(1, data)
+            self.at_line_start = data.endswith(b"\n")
+        return len(data)
+
+    def flush(self) -> None:
+        pass
 
 
 def exit_after_run(code: int, backend: str | None) -> None:

@@ -8,7 +8,7 @@ import time
 import click
 
 from nspawn import exitcodes
-from nspawn.cli import verbosity
+from nspawn.cli import verbosity, verbosity_options
 from nspawn.cli.params import Duration, Size
 from nspawn.hostfacts import allowed_cpus, memory_available
 from nspawn.units import MIB, mib_to_bytes
@@ -25,6 +25,7 @@ from nspawn.units import MIB, mib_to_bytes
 @click.option("--timeout", "timeout_seconds", type=Duration(), default=0, help="Per-job timeout for configs that set none (30, 90s, 5m).")
 @click.option("--retries", type=click.IntRange(0), default=0, help="Run a job again after a launcher failure (exit 125), at most N times.")
 @click.option("--memory-budget", type=Size(MIB), help="Memory the running jobs' limits may add up to (MiB or 512M, 4G; default: MemAvailable).")
+@verbosity_options
 @click.pass_context
 def batch(ctx, paths, slots, logs_dir, report_path, junit_path, fail_fast, timeout_seconds, retries, memory_budget):
     """Run every config in PATHS (files, directories of *.json, globs) as a job, at most -j at once.

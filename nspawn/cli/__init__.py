@@ -51,12 +51,32 @@ def cli(ctx, quiet, verbose):
     On Windows the container is made by the Host Compute Service; on Linux by namespaces,
     overlayfs and cgroups. Configs written for hostcompute_nspawn work unchanged.
     """
-    ctx.obj = verbose - quiet
+    _add_verbosity(ctx, verbose - quiet)
+
+
+_VERBOSITY = "nspawn.verbosity"  # in ctx.meta, which every context of one invocation shares
+
+
+def _add_verbosity(ctx, amount: int) -> None:
+    ctx.meta[_VERBOSITY] = ctx.meta.get(_VERBOSITY, 0) + amount
+
+
+def _verbosity_option(ctx, param, value):
+    _add_verbosity(ctx, value if param.name == "verbose" else -value)
+
+
+def verbosity_options(command):
+    """-q and -v on a command too, so that `nspawn run -q` means `nspawn -q run`; both count."""
+    for flags, name, text in ((("-v", "--verbose"), "verbose", "More output (also before the command)."),
+                              (("-q", "--quiet"), "quiet", "Less output (also before the command).")):
+        command = click.option(*flags, name, count=True, expose_value=False, callback=_verbosity_option,
+                               help=text)(command)
+    return command
 
 
 def verbosity(ctx) -> int:
-    """What the group's -q and -v ask (0 for a command invoked on its own, without the group)."""
-    return ctx.find_root().obj or 0
+    """What -q and -v ask, before the command and after it (0 when none was given)."""
+    return ctx.meta.get(_VERBOSITY, 0)
 
 
 def reporter(ctx):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import click
 
 from nspawn import exitcodes
-from nspawn.cli import reporter
+from nspawn.cli import reporter, verbosity_options
 
 
 @click.command()
+@verbosity_options
 @click.pass_context
 def cleanup(ctx):
     """Finish the rollback of launchers that were killed: processes, mounts, cgroups, layers;

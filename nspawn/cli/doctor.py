@@ -6,13 +6,14 @@ import click
 
 from nspawn import exitcodes
 from nspawn.backends import AUTO, CHOICES
-from nspawn.cli import reporter
+from nspawn.cli import reporter, verbosity_options
 
 
 @click.command()
 @click.option("--backend", type=click.Choice(CHOICES), default=AUTO)
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
               help="Also judge this config against the host (its parent layer, its limits).")
+@verbosity_options
 @click.pass_context
 def doctor(ctx, backend, config_path):
     """Report what this host can do: isolation, and which limits will be enforced."""

@@ -17,6 +17,7 @@ _SUFFIXES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SIZE = r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*"
 _DURATION = r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*"
 UNIT_BYTES = {"MiB": MIB, "bytes": 1}  # a size field's unit, in bytes
+UNIT_NAMES = {MIB: "MiB", 1: "byte"}  # a unit, said of one
 
 
 class Size(click.ParamType):
@@ -34,7 +35,12 @@ class Size(click.ParamType):
         if not m:
             self.fail(f"{value!r}; expected a number with an optional K, M, G or T suffix", param, ctx)
         number, suffix = float(m.group(1)), m.group(2).lower()
-        return int(number * _SUFFIXES[suffix] / self.unit) if suffix else int(number)
+        converted = int(number * _SUFFIXES[suffix] / self.unit) if suffix else int(number)
+        if converted == 0 and number > 0:
+            # 0 means no limit: a small size must not turn into none without a word.
+            self.fail(f"{value!r} is less than 1 {UNIT_NAMES[self.unit]}, which would mean no limit at all; give at "
+                      f"least 1 {UNIT_NAMES[self.unit]} (or 0 for no limit)", param, ctx)
+        return converted
 
 
 class Duration(click.ParamType):
@@ -64,6 +70,9 @@ class CpuMask(click.ParamType):
             mask = 0
             for part in text.split(","):
                 low, _, high = part.partition("-")
+                if int(high or low) < int(low):
+                    self.fail(f"{value!r}: the range {part} is empty (its first CPU is above its last); "
+                              f"write it {high}-{low}", param, ctx)
                 for cpu in range(int(low), int(high or low) + 1):
                     mask |= 1 << cpu
             return mask
@@ -81,17 +90,26 @@ class HostPath(click.ParamType):
 
 
 class Bind(click.ParamType):
-    """SRC:DST[:ro] (SRC may be a Windows path with a drive letter)."""
+    """SRC[:DST][:ro|rw] (ro/rw in any case; SRC and DST may be Windows paths with a drive
+    letter): without DST the directory appears at the same path inside. `read_only` is the
+    default when neither ro nor rw is given (--bind-ro)."""
 
-    name = "src:dst[:ro]"
+    name = "src[:dst][:ro]"
+
+    def __init__(self, read_only: bool = False):
+        self.read_only = read_only
 
     def convert(self, value, param, ctx):
         if isinstance(value, dict):
             return value
-        m = re.fullmatch(r"((?:[A-Za-z]:)?[^:]+):((?:[A-Za-z]:)?[^:]+)(?::(ro|rw))?", value)
+        m = re.fullmatch(r"(?P<src>(?:[A-Za-z]:)?[^:]+)(?::(?P<dst>(?:[A-Za-z]:)?[^:]+?))??(?::(?P<mode>ro|rw))?",
+                         value, re.IGNORECASE)
         if not m:
-            self.fail(f"{value!r}; expected HOST_PATH:CONTAINER_PATH or HOST_PATH:CONTAINER_PATH:ro", param, ctx)
-        return {"host_path": absolute(m.group(1)), "container_path": m.group(2), "read_only": m.group(3) == "ro"}
+            self.fail(f"{value!r}; expected HOST_PATH, HOST_PATH:CONTAINER_PATH or either with :ro or :rw", param, ctx)
+        source = absolute(m.group("src"))
+        mode = (m.group("mode") or "").lower()
+        return {"host_path": source, "container_path": m.group("dst") or source,
+                "read_only": mode == "ro" if mode else self.read_only}
 
 
 def absolute(path: str) -> str:
@@ -99,14 +117,53 @@ def absolute(path: str) -> str:
     return path if re.match(r"^(?:[A-Za-z]:|\\\\)", path) or os.path.isabs(path) else os.path.abspath(path)
 
 
+def host_value(name: str) -> str | None:
+    """The launcher's own value of NAME, for `-E NAME` and a bare NAME in an --env-file."""
+    return os.environ.get(name)
+
+
 def setenv(ctx, param, values):
-    """-E NAME=VALUE, repeated, as the environment mapping."""
+    """-E NAME=VALUE, or -E NAME for the host's value of NAME, repeated, as the environment mapping."""
     env = {}
     for item in values:
         name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"{item!r}; expected NAME=VALUE", ctx, param)
+        if not name:
+            raise click.BadParameter(f"{item!r}; expected NAME=VALUE, or NAME for this host's value", ctx, param)
+        if not sep:
+            value = host_value(name)
+            if value is None:
+                raise click.BadParameter(f"{name!r} is not set on this host, so there is no value to pass; "
+                                         f"give one with {name}=VALUE", ctx, param)
         env[name] = value
+    return env
+
+
+def env_file(ctx, param, paths):
+    """--env-file FILE, repeated, in docker's format: NAME=VALUE lines (the value as written,
+    quotes and all), `#` comment lines, blank lines; a bare NAME takes this host's value. The
+    environment mapping, later files over earlier ones; a bad line is named by file and line."""
+    env = {}
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise click.BadParameter(f"{path}: cannot read it: {getattr(e, 'strerror', None) or e}", ctx, param)
+        for number, line in enumerate(lines, 1):
+            text = line.lstrip()
+            if not text or text.startswith("#"):
+                continue
+            name, sep, value = text.partition("=")
+            where = f"{path}:{number}"
+            if not name or name != name.strip() or any(c.isspace() or c == "\0" for c in name):
+                raise click.BadParameter(f"{where}: {line!r}; expected NAME=VALUE or NAME (no spaces in NAME)",
+                                         ctx, param)
+            if not sep:
+                value = host_value(name)
+                if value is None:
+                    raise click.BadParameter(f"{where}: {name} is not set on this host, so there is no value "
+                                             "to pass; give one with NAME=VALUE", ctx, param)
+            env[name] = value
     return env
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import click
 
+from nspawn.cli import verbosity_options
+
 
 @click.command()
+@verbosity_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per container.")
 def ps(as_json):
     """List the containers nspawn has running, and what killed launchers left."""

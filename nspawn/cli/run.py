@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from nspawn.cli import verbosity
-from nspawn.cli.params import field_option
+from nspawn.cli import verbosity, verbosity_options
+from nspawn.cli.params import Bind, env_file, field_option
 from nspawn.config.fields import FIELDS
 
 
@@ -16,18 +16,47 @@ def _field_options(command):
     return command
 
 
-@click.command()
+class _Run(click.Command):
+    """`run`, whose --json prints a result line for a command line click refuses too (exit 2)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        given = list(args)
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as e:
+            if "--json" in given[:given.index("--") if "--" in given else len(given)]:
+                import json
+
+                problem = {"source": "command line", "path": "", "line": None, "column": None,
+                           "message": e.format_message(), "exit_code": e.exit_code,
+                           "text": f"command line: {e.format_message()}"}
+                click.echo(json.dumps({"exit_code": e.exit_code, "error": problem["text"], "container_id": None,
+                                       "problems": [problem]}, ensure_ascii=False))
+            raise
+
+
+@click.command(cls=_Run)
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="Config file (JSON).")
 @_field_options
+@click.option("--bind-ro", "bind_ro", type=Bind(read_only=True), multiple=True,
+              help="Extra read-only mount SRC[:DST] (systemd-nspawn's spelling of --bind SRC[:DST]:ro); repeatable.")
+@click.option("--env-file", "env_files", type=click.Path(dir_okay=False), multiple=True, callback=env_file,
+              help="Environment from a file: NAME=VALUE lines, # comments; a bare NAME passes this host's value. "
+                   "-E wins over it; repeatable.")
 @click.option("--dry-run", is_flag=True, help="Print the backend's plan as JSON; touch nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout when done.")
+@verbosity_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def run(ctx, config_path, dry_run, as_json, command, **options):
+def run(ctx, config_path, dry_run, as_json, command, bind_ro, env_files, **options):
     """Run a container: `nspawn run -c config.json` or `nspawn run [OPTIONS] -- EXECUTABLE [ARG]...`.
 
     Options override the config file; without a file they describe the run alone.
     """
+    if env_files:
+        options["environment"] = {**env_files, **(options.get("environment") or {})}
+    if bind_ro:
+        options["mounts"] = (*(options.get("mounts") or ()), *bind_ro)
     # Repeated options arrive as tuples; a config's arrays are lists.
     overrides = {key: list(value) if isinstance(value, tuple) else value
                  for key, value in options.items() if value not in (None, (), {})}

@@ -5,12 +5,13 @@ from __future__ import annotations
 import click
 
 from nspawn import exitcodes
-from nspawn.cli import reporter
+from nspawn.cli import reporter, verbosity_options
 
 
 @click.command()
 @click.argument("configs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--host", is_flag=True, help="Also check the config against this host.")
+@verbosity_options
 @click.pass_context
 def validate(ctx, configs, host):
     """Check config files: every problem, one line each; exit 2 if any."""
