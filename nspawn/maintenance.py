@@ -26,6 +26,18 @@ class Container:
     state: str
     source: str | None  # the config file it ran
     resources: list  # what it holds that is not released yet, one description each
+    command: list | None = None  # what the container runs, argv, where known
+    started: float | None = None  # seconds since the epoch, when its launcher began it
+
+    def age_seconds(self, now: float | None = None) -> float | None:
+        import time
+
+        return None if self.started is None else max(0.0, (now or time.time()) - self.started)
+
+    def to_json(self, now: float | None = None) -> dict:
+        """`ps --json`'s object: the fields, and the age in seconds."""
+        age = self.age_seconds(now)
+        return {**self._asdict(), "age_seconds": None if age is None else round(age, 3)}
 
 
 @record
@@ -72,11 +84,33 @@ def _unjournaled(known: set[str]):
                 yield name, system
 
 
+def _command(journal) -> list | None:
+    """What the journal's container runs: the command its header records, else, while it runs
+    on this host, the command line of its init's first child (the payload), else None."""
+    command = journal.header.get("command")
+    if isinstance(command, list):
+        return command
+    if not journal.alive:
+        return None
+    for entry in journal.entries:
+        pid = entry.data.get("pid")
+        if entry.kind == "process" and entry.data.get("what") == "container init" and pid and not entry.released:
+            try:
+                with open(f"/proc/{pid}/task/{pid}/children") as f:
+                    child = f.read().split()[0]
+                with open(f"/proc/{child}/cmdline", "rb") as f:
+                    return [arg.decode(errors="replace") for arg in f.read().split(b"\0")[:-1]] or None
+            except (OSError, IndexError):
+                return None
+    return None
+
+
 def containers() -> list[Container]:
     """The containers nspawn has running, what killed launchers left, and what host services
     run for nspawn with no journal."""
     rows = [Container(j.container_id, j.header.get("backend"), j.header.get("pid"), RUNNING if j.alive else ORPHANED,
-                      j.header.get("source"), [e.describe() for e in j.entries if not e.released])
+                      j.header.get("source"), [e.describe() for e in j.entries if not e.released],
+                      _command(j), j.header.get("started"))
             for j in read_journals()]
     known = {row.id for row in rows}
     rows += [Container(system["id"], name, None, UNJOURNALED, None,

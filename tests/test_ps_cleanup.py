@@ -17,10 +17,10 @@ from nspawn.journal import Journal
 from nspawn.maintenance import RELEASE, SWEEP, TERMINATE, Check, Container, Step
 
 
-def leave_journal(state_dir, container_id, backend="hcs"):
+def leave_journal(state_dir, container_id, backend="hcs", **header):
     """A launcher that writes its journal and is then SIGKILLed."""
     script = (f"from pathlib import Path; from nspawn.journal import Journal; "
-              f"j = Journal({container_id!r}, {backend!r}, Path({str(state_dir)!r}), source='job.json'); "
+              f"j = Journal({container_id!r}, {backend!r}, Path({str(state_dir)!r}), source='job.json', **{header!r}); "
               f"print('ready', flush=True); import time; time.sleep(60)")
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "ready"
@@ -94,7 +94,9 @@ def test_ps_and_cleanup_records_over_journals_and_a_host_service(service, tmp_pa
     orphan.record("thing", what="two", fail=True)
     orphan.close()  # as a killed launcher leaves it: on disk, unlocked
     try:
-        assert maintenance.containers() == [
+        rows = maintenance.containers()
+        assert all(row.started is not None for row in rows[:2]) and rows[2].started is None
+        assert [row._replace(started=None) for row in rows] == [
             Container("nspawn-a", "svc", os.getpid(), maintenance.RUNNING, "a.json", []),
             Container("nspawn-b", "svc", os.getpid(), maintenance.ORPHANED, "b.json", ["thing one", "thing two"]),
             Container("sys-1", "svc", None, maintenance.UNJOURNALED, None, ["compute system (Running)"]),
@@ -123,3 +125,41 @@ def test_doctor_records_come_from_the_chosen_backend(monkeypatch):
     monkeypatch.setattr(backends, "host_default", lambda: "linux")
     monkeypatch.setattr(backends.load("linux"), "doctor", lambda config: [("namespaces", True, "user, pid, mount")])
     assert maintenance.doctor() == [Check("namespaces", True, "user, pid, mount")]
+
+
+def test_ps_prints_its_header_when_nothing_runs(tmp_path):
+    ran = nspawn("ps", env={"NSPAWN_STATE_DIR": str(tmp_path / "empty")})
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split() == ["ID", "STATE", "BACKEND", "PID", "AGE", "COMMAND", "SOURCE"]
+    assert nspawn("ps", "--json", env={"NSPAWN_STATE_DIR": str(tmp_path / "empty")}).stdout == ""
+
+
+def test_ps_shows_the_command_and_the_age(tmp_path):
+    state = tmp_path / "state"
+    env = {"NSPAWN_STATE_DIR": str(state)}
+    running = leave_journal(state, "nspawn-a", command=["/bin/sleep", "100", "two words"])
+    orphan = leave_journal(state, "nspawn-b")
+    orphan.kill()
+    orphan.wait()
+    try:
+        lines = nspawn("ps", env=env).stdout.splitlines()
+        rows = [json.loads(line) for line in nspawn("ps", "--json", env=env).stdout.splitlines()]
+    finally:
+        running.kill()
+        running.wait()
+    assert lines[0].split() == ["ID", "STATE", "BACKEND", "PID", "AGE", "COMMAND", "SOURCE"]
+    by_id = {line.split()[0]: line for line in lines[1:]}
+    assert "/bin/sleep 100 'two words'" in by_id["nspawn-a"] and "job.json" in by_id["nspawn-a"]
+    assert by_id["nspawn-a"].index("/bin/sleep") == lines[0].index("COMMAND")  # in its column
+    assert by_id["nspawn-b"].split()[5] == "-"  # a journal that names no command
+    json_by_id = {r["id"]: r for r in rows}
+    assert json_by_id["nspawn-a"]["command"] == ["/bin/sleep", "100", "two words"]
+    assert json_by_id["nspawn-b"]["command"] is None
+    assert all(0 <= r["age_seconds"] < 60 and r["started"] for r in rows)
+
+
+def test_ps_age_column():
+    from nspawn.cli.ps import age
+
+    assert [age(s) for s in (None, 0, 59.9, 61, 3600 + 5 * 60, 2 * 86400 + 3 * 3600)] == \
+        ["-", "0s", "59s", "1m01s", "1h05m", "2d03h"]
