@@ -49,8 +49,13 @@ def refusal(error) -> dict:
     """The --json line of a run refused before anything was made (exit 2, or 126/127 for an
     executable the checks found missing or not executable): the problems, one object each."""
     return {"exit_code": error.exit_code, "error": error.one_line(), "container_id": None,
-            "problems": [{"source": p.source, "path": p.path, "line": p.line, "column": p.column,
-                          "message": p.message, "exit_code": p.exit_code, "text": str(p)} for p in error.problems]}
+            "problems": [problem_json(p) for p in error.problems]}
+
+
+def problem_json(problem) -> dict:
+    """A Problem (nspawn.errors) as --json shows it: where, what, and the line stderr shows."""
+    return {"source": problem.source, "path": problem.path, "line": problem.line, "column": problem.column,
+            "message": problem.message, "exit_code": problem.exit_code, "text": str(problem)}
 
 
 class _LineTracking:

@@ -202,3 +202,38 @@ def test_env_file_names_the_bad_line(monkeypatch, tmp_path, text, said):
 def test_env_file_that_cannot_be_read(monkeypatch, tmp_path):
     ran, _ = _overrides(monkeypatch, "--env-file", str(tmp_path / "missing.env"), "--", "/bin/true")
     assert ran.exit_code == 2 and "missing.env" in ran.output
+
+
+# --- item 8: --json for validate and doctor
+
+def test_validate_json_one_object_per_file(tmp_path):
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text('{"process_executable": "/bin/true"}')
+    bad.write_text('{"process_executable": "x",\n "max_ram_mb": "lots", "netwrk": 1}')
+    ran = nspawn("validate", "--json", str(good), str(bad))
+    assert ran.returncode == 2
+    first, second = (json.loads(line) for line in ran.stdout.splitlines())
+    assert first == {"path": str(good), "ok": True, "problems": []}
+    assert second["path"] == str(bad) and second["ok"] is False and len(second["problems"]) == 2
+    lengthy = second["problems"][0]
+    assert (lengthy["source"], lengthy["path"], lengthy["line"], lengthy["exit_code"]) == (str(bad), "$.max_ram_mb", 2, 2)
+    assert lengthy["text"] in ran.stderr
+
+
+def test_doctor_json_checks_as_objects(monkeypatch):
+    from nspawn import backends
+
+    monkeypatch.setattr(backends, "host_default", lambda: "linux")
+    monkeypatch.setattr(backends.load("linux"), "doctor", lambda config: [("namespaces", True, "usable"),
+                                                                         ("memory", False, "no controller")])
+    ran = CliRunner().invoke(cli, ["doctor", "--json"])
+    assert ran.exit_code == 1
+    assert [json.loads(line) for line in ran.output.splitlines()] == [
+        {"name": "namespaces", "ok": True, "detail": "usable"}, {"name": "memory", "ok": False, "detail": "no controller"}]
+
+
+def test_doctor_json_for_a_config_that_does_not_load(tmp_path):
+    ran = nspawn("doctor", "--json", "-c", str(tmp_path / "missing.json"))
+    assert ran.returncode == 2
+    [line] = _json_lines(ran.stdout)
+    assert line["exit_code"] == 2 and "cannot read the config file" in line["error"]
