@@ -13,6 +13,7 @@ from nspawn.backends.hcs.native.errors import HcsError
 from nspawn.output import to_launcher, write_all
 
 _POLL_SECONDS = 0.05
+STOP_SECONDS = 1.0  # how long the forwarder's stop waits for a write in progress
 
 
 class Output:
@@ -110,7 +111,7 @@ class StdinForwarder:
             except OSError:
                 data = b""
             with self._lock:
-                if data is None or not self._open:
+                if data is None or not self._open or self._stopping.is_set():
                     return
                 try:
                     if not data:
@@ -122,10 +123,19 @@ class StdinForwarder:
                     self._open = False
                     return
 
-    def stop(self) -> None:
-        """Before the process handle closes: no write may reach a closed handle."""
+    def stop(self, timeout: float = STOP_SECONDS) -> bool:
+        """Before the process handle closes: no write may reach a closed handle. A write the
+        container never reads (a child of it holds its stdin open) can block for good, holding
+        the lock: after `timeout` the stdin handle is left to the launcher's exit instead, never
+        closed under the blocked writer, which ending the silo breaks off. False then."""
         self._stopping.set()
-        with self._lock:
+        if not self._lock.acquire(timeout=timeout):
+            self._process.stdin = None
+            return False
+        try:
             self._open = False
+        finally:
+            self._lock.release()
         if sys.platform != "win32":
             self._thread.join()
+        return True
