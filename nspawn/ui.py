@@ -1,6 +1,7 @@
 """The launcher's own messages on stderr: rich on a terminal, plain lines otherwise.
 
-rich is imported only when stderr is a terminal, so pipelines and CI pay nothing for it.
+rich is imported only when stderr is a terminal, so pipelines and CI pay nothing for it; where
+it is not installed, a terminal gets the plain lines too.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ class Reporter:
         self._console = None
         if self.stream is not None and self.stream.isatty() and not os.environ.get("NO_COLOR") \
                 and os.environ.get("TERM") != "dumb":
-            from rich.console import Console
-
+            try:
+                from rich.console import Console
+            except ImportError:  # an interpreter without rich: plain lines on the terminal too
+                return
             self._console = Console(file=self.stream, highlight=False, soft_wrap=True)
 
     @property

@@ -24,8 +24,10 @@ def demand_of(config: Config) -> Demand:
 
 
 class Admission:
-    def __init__(self, memory_budget: int | None, cpus: list[int] | None = None):
+    def __init__(self, memory_budget: int | None, cpus: list[int] | None = None, *,
+                 budget_from: str = "this host has available for the batch"):
         self.memory_budget = memory_budget  # None: memory is not admitted by
+        self.budget_from = budget_from  # where the budget came from, as the refusal says it
         self.memory_reserved = 0
         self.cpus = allowed_cpus() if cpus is None else cpus  # the CPUs jobs may be given
         self.cpus_taken: set[int] = set()
@@ -34,7 +36,7 @@ class Admission:
         """Why the job could not start even alone, or None."""
         if self.memory_budget is not None and demand.memory_bytes > self.memory_budget:
             return (f"its memory limit of {show_mib(demand.memory_bytes)} exceeds the {show_mib(self.memory_budget)} "
-                    "this host has available for the batch; it can never start")
+                    f"{self.budget_from}; it can never start")
         if demand.cpu_count > len(self.cpus):
             return (f"it asks for {demand.cpu_count} CPUs and this launcher may use {len(self.cpus)}; "
                     "it can never start")

@@ -45,12 +45,9 @@ def batch(ctx, paths, slots, logs_dir, report_path, junit_path, fail_fast, timeo
     if problems:
         reporter.problems(problems)
         ctx.exit(exitcodes.USAGE)
-    if logs_dir:
-        try:
-            os.makedirs(logs_dir, exist_ok=True)
-        except OSError as e:
-            raise click.UsageError(f"--logs {logs_dir}: {e.strerror}") from None
+    _check_outputs(ctx, reporter, logs_dir, report_path, junit_path)
     budget = mib_to_bytes(memory_budget) if memory_budget else memory_available()
+    budget_from = "--memory-budget gives the batch" if memory_budget else "this host has available for the batch"
     started = time.time()
     jobs, refused = [], {}
     for path, name in zip(files, sources.job_names(files)):
@@ -64,7 +61,7 @@ def batch(ctx, paths, slots, logs_dir, report_path, junit_path, fail_fast, timeo
     shown = display.make(len(jobs), reporter)
     executor = LocalExecutor(slots)
     try:
-        outcome = scheduler.run_batch(jobs, refused, executor, admission.Admission(budget), slots, shown,
+        outcome = scheduler.run_batch(jobs, refused, executor, admission.Admission(budget, budget_from=budget_from), slots, shown,
                                       fail_fast=fail_fast)
     finally:
         executor.close()
@@ -80,3 +77,34 @@ def batch(ctx, paths, slots, logs_dir, report_path, junit_path, fail_fast, timeo
                 reporter.error(f"{path}: cannot write it: {e.strerror}")
                 ctx.exit(exitcodes.LAUNCHER)
     ctx.exit(outcome.exit_code)
+
+
+def _check_outputs(ctx, reporter, logs_dir, report_path, junit_path) -> None:
+    """Before the first job: the report and JUnit file can be written where asked, and the logs
+    directory exists or is made (itself only, said at -v: never its parents). Exit 2 otherwise."""
+    from nspawn.batch.report import check_writable
+
+    problems = []
+    for option, path in (("--report", report_path), ("--junit", junit_path)):
+        why = check_writable(path) if path else None
+        if why:
+            problems.append(f"{option} {path}: cannot write the file there: {why}")
+    if logs_dir:
+        parent = os.path.dirname(os.path.abspath(logs_dir))
+        if not os.path.isdir(logs_dir):
+            if not os.path.isdir(parent):
+                problems.append(f"--logs {logs_dir}: its parent directory {parent} does not exist")
+            else:
+                try:
+                    os.mkdir(logs_dir)
+                    reporter.info(f"made the logs directory {os.path.abspath(logs_dir)}")
+                except OSError as e:
+                    problems.append(f"--logs {logs_dir}: cannot make it: {e.strerror or e}")
+        if not problems and os.path.isdir(logs_dir):
+            why = check_writable(os.path.join(logs_dir, "job.stdout"))
+            if why:
+                problems.append(f"--logs {logs_dir}: cannot write the logs there: {why}")
+    for problem in problems:
+        reporter.error(problem)
+    if problems:
+        ctx.exit(exitcodes.USAGE)

@@ -59,13 +59,34 @@ def document(outcome: Outcome, started: float) -> dict:
 
 
 def write_atomically(path: str, text: str) -> None:
-    """Readers (a CI step, a dashboard) see the old file or the whole new one, never half."""
+    """Readers (a CI step, a dashboard) see the old file or the whole new one, never half. The
+    directory must exist (check_writable said so before the batch began): none is made."""
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
     temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     with open(temporary, "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(temporary, path)
+
+
+def check_writable(path: str) -> str | None:
+    """Why a report could not be written at `path` (its directory missing, not a directory,
+    or refusing a new file; the path a directory), or None. Checked before the first job, so
+    that a batch never runs for an hour to find its report has nowhere to go; the file itself
+    is written atomically beside it (write_atomically), so creating a file there is the test."""
+    path = os.path.abspath(path)
+    directory = os.path.dirname(path)
+    if os.path.isdir(path):
+        return "it is a directory"
+    if not os.path.isdir(directory):
+        return f"its directory {directory} does not exist" if not os.path.lexists(directory) else \
+            f"{directory} is not a directory"
+    probe = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.check")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as e:
+        return f"a file cannot be made in {directory}: {e.strerror or e}"
+    os.unlink(probe)
+    return None
 
 
 def write_report(path: str, outcome: Outcome, started: float) -> None:

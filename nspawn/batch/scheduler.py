@@ -84,6 +84,8 @@ def run_batch(jobs: list[Job], refused: dict[str, JobResult], executor: Executor
                 job = running.pop(future)
                 admission.release(job.demand)
                 result = future.result()
+                if caught.signum and result.status == FAILED and result.run is not None:
+                    _interrupted(result, caught.signum)
                 if result.peak_memory_bytes is None:
                     result.peak_memory_bytes = peaks.get(job.name)
                 results[job.name] = result
@@ -101,6 +103,17 @@ def run_batch(jobs: list[Job], refused: dict[str, JobResult], executor: Executor
             listener.finished(results[job.name])
     outcome.results = [results[job.name] for job in jobs]
     return outcome
+
+
+def _interrupted(result: JobResult, signum: int) -> None:
+    """A job that ran and failed after the batch was signalled was stopped, whatever its code
+    says: Ctrl-C typed on a terminal reaches the containers' processes too (they are in the
+    terminal's foreground process group), so a payload may die of SIGINT (130), or trap it and
+    exit with its own code, before the batch asks its run to stop, and the run then never hears
+    of a stop. Its verdict is unknown, as for any job the stop ended."""
+    result.status = INTERRUPTED
+    result.run.setdefault("interrupted_by", None)
+    result.run["interrupted_by"] = result.run["interrupted_by"] or signum
 
 
 def counts(results: list[JobResult]) -> dict[str, int]:

@@ -217,3 +217,95 @@ def test_a_job_s_error_says_what_nspawn_run_says_on_stderr(tmp_path, _scratch):
     [job] = json.loads((tmp_path / "r.json").read_text())["jobs"]
     assert (job["exit_code"], job["errors"]) == (137, ["the container process was killed by signal 9"])
     assert leftovers(str(_scratch), _container_ids({"jobs": [job]})) == []
+
+
+def _batch_on_a_terminal(args: list[str]):
+    """`nspawn batch ARGS` with a pseudo-terminal as its controlling terminal and its stdin,
+    stdout and stderr, as a user's shell runs it: (process, master fd, what it wrote so far)."""
+    import fcntl
+    import termios
+
+    master, slave = os.openpty()
+
+    def controlling_terminal():  # in the child, a session leader after start_new_session
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    child = subprocess.Popen([sys.executable, "-m", "nspawn", "batch", *args], cwd=ROOT, stdin=slave, stdout=slave,
+                             stderr=slave, start_new_session=True, preexec_fn=controlling_terminal,
+                             env={**os.environ, "TERM": "xterm", "COLUMNS": "120"})
+    os.close(slave)
+    seen = bytearray()
+
+    def drain():  # the live display must never block on a full terminal
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                return
+            if not data:
+                return
+            seen.extend(data)
+
+    threading.Thread(target=drain, daemon=True).start()
+    return child, master, seen
+
+
+def test_ctrl_c_typed_on_a_terminal_marks_the_running_jobs_interrupted(tmp_path, _scratch):
+    import time
+
+    configs, shared = tmp_path / "configs", tmp_path / "shared"
+    configs.mkdir()
+    shared.mkdir()
+    common = {"process_directory": str(shared), "stop_grace_seconds": 2}
+    _write(configs, "a-dies", _sh("touch a-dies.started; sleep 30", **common))  # dies of SIGINT: 130
+    _write(configs, "b-traps", _sh("trap 'exit 3' INT; touch b-traps.started; sleep 30 & wait", **common))
+    _write(configs, "c-later", _sh("true"))
+    report_path = tmp_path / "report.json"
+    child, master, seen = _batch_on_a_terminal([str(configs), "-j", "2", "--report", str(report_path)])
+    try:
+        deadline = time.monotonic() + 30
+        while not all((shared / f"{n}.started").exists() for n in ("a-dies", "b-traps")):
+            assert time.monotonic() < deadline and child.poll() is None, seen.decode(errors="replace")
+            time.sleep(0.05)
+        time.sleep(0.3)  # the trap is set before the marker; let the shell reach its wait
+        os.write(master, b"\x03")  # Ctrl-C, as typed: the line discipline signals the foreground group
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        os.close(master)
+    assert child.returncode == 128 + signal.SIGINT, seen.decode(errors="replace")
+    report = json.loads(report_path.read_text())
+    jobs = {j["name"]: j for j in report["jobs"]}
+    assert (jobs["a-dies"]["status"], jobs["b-traps"]["status"]) == ("interrupted", "interrupted"), jobs
+    assert jobs["a-dies"]["interrupted_by"] == jobs["b-traps"]["interrupted_by"] == signal.SIGINT
+    assert jobs["c-later"]["status"] == "not run"
+    assert report["interrupted_by"] == signal.SIGINT and report["counts"]["interrupted"] == 2
+    assert leftovers(str(_scratch), _container_ids(report)) == []
+
+
+def test_output_paths_are_checked_before_the_first_job(tmp_path):
+    configs, marker = tmp_path / "configs", tmp_path / "ran"
+    configs.mkdir()
+    _write(configs, "job", _sh(f"touch {marker}"))
+    for args, said in ((["--report", "/proc/x.json"], "--report /proc/x.json: cannot write the file there"),
+                       (["--junit", str(tmp_path / "no" / "such" / "j.xml")], "does not exist"),
+                       (["--report", str(tmp_path)], "is a directory"),
+                       (["--logs", str(tmp_path / "no" / "logs")], "its parent directory")):
+        batch = _batch(str(configs), *args)
+        out, err = batch.communicate(timeout=60)
+        assert batch.returncode == 2 and said in err, (args, err)
+        assert "start" not in err and not marker.exists(), args  # no job ran
+    assert not (tmp_path / "no").exists()  # no parent directory was made
+
+
+def test_the_logs_directory_itself_is_made_and_said_at_v(tmp_path):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    _write(configs, "job", _sh("echo hi"))
+    batch = _batch(str(configs), "-v", "--logs", str(tmp_path / "logs"))
+    out, err = batch.communicate(timeout=60)
+    assert batch.returncode == 0, err
+    assert f"made the logs directory {tmp_path / 'logs'}" in err
+    assert (tmp_path / "logs" / "job.stdout").read_text() == "hi\n"

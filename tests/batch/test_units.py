@@ -126,6 +126,7 @@ def _results():
 
 def test_the_report_has_one_record_per_job_with_what_happened(tmp_path):
     path = tmp_path / "out" / "report.json"
+    path.parent.mkdir()  # the command checks it exists before the batch; writing makes no directory
     write_report(str(path), Outcome(_results(), interrupted_by=2), started=99.0)
     doc = json.loads(path.read_text())
     assert doc["exit_code"] == 130 and doc["interrupted_by"] == 2
@@ -179,3 +180,30 @@ def test_the_junit_file_is_valid_and_says_what_happened_job_by_job(tmp_path):
 ])
 def test_the_junit_check_rejects_what_the_schema_rejects(broken, complaint):
     assert any(complaint in v for v in violations(broken))
+
+
+def test_the_budget_refusal_names_where_the_budget_came_from():
+    given = Admission(memory_budget=100 * MIB, budget_from="--memory-budget gives the batch")
+    assert "exceeds the 100 MiB --memory-budget gives the batch" in given.never_fits(Demand(200 * MIB))
+    assert "this host has available" in Admission(memory_budget=100 * MIB).never_fits(Demand(200 * MIB))
+
+
+def test_the_budget_refusal_of_the_command_names_the_option(tmp_path):
+    from conftest import nspawn
+
+    config = tmp_path / "big.json"
+    config.write_text(json.dumps({"process_executable": "/bin/true", "max_ram_mb": 512}))
+    ran = nspawn("batch", str(config), "--memory-budget", "100M", "--report", str(tmp_path / "r.json"))
+    assert ran.returncode == 1
+    [job] = json.loads((tmp_path / "r.json").read_text())["jobs"]
+    assert "--memory-budget" in job["errors"][0] and "this host" not in job["errors"][0]
+
+
+def test_reports_are_not_written_into_directories_made_for_them(tmp_path):
+    from nspawn.batch.report import check_writable
+
+    assert check_writable(str(tmp_path / "r.json")) is None and os.listdir(tmp_path) == []
+    assert "does not exist" in check_writable(str(tmp_path / "a" / "r.json"))
+    with pytest.raises(OSError):
+        write_report(str(tmp_path / "a" / "r.json"), Outcome([]), 0.0)
+    assert not (tmp_path / "a").exists()
