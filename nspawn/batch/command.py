@@ -13,6 +13,13 @@ from nspawn.cli.params import Duration, Size
 from nspawn.hostfacts import allowed_cpus, memory_available
 from nspawn.units import MIB, mib_to_bytes
 
+# What nspawn.batch.run_job.retriable decides, said where --help shows it (not imported from
+# there: listing the commands must not import the run).
+RETRIES_HELP = ("Run a job again, at most N times, after a launcher failure (exit 125) that may pass: a busy or "
+                "temporarily unavailable resource, memory or descriptors short, a host call timed out. Never after "
+                "a config or host-check error (2, 126, 127), the payload's own exit code, a stop, or a launcher "
+                "failure that would repeat (permissions, missing paths, what the host cannot do).")
+
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("paths", nargs=-1, required=True)
@@ -23,7 +30,7 @@ from nspawn.units import MIB, mib_to_bytes
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False), help="Write JUnit XML (a job is a test case) to this file.")
 @click.option("--fail-fast", is_flag=True, help="After the first failed job, stop the running ones and start no more.")
 @click.option("--timeout", "timeout_seconds", type=Duration(), default=0, help="Per-job timeout for configs that set none (30, 90s, 5m).")
-@click.option("--retries", type=click.IntRange(0), default=0, help="Run a job again after a launcher failure (exit 125), at most N times.")
+@click.option("--retries", type=click.IntRange(0), default=0, help=RETRIES_HELP)
 @click.option("--memory-budget", type=Size(MIB), help="Memory the running jobs' limits may add up to (MiB or 512M, 4G; default: MemAvailable).")
 @verbosity_options
 @click.pass_context

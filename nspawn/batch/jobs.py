@@ -28,7 +28,7 @@ class Job:
     name: str  # unique in the batch; its log files are <name>.stdout and <name>.stderr
     config_path: str  # absolute
     timeout_seconds: float = 0  # applies when the config sets none
-    retries: int = 0  # further attempts after a launcher failure (exit 125)
+    retries: int = 0  # further attempts after a launcher failure that may pass (run_job.retriable)
     logs_dir: str | None = None  # where the executing host keeps the output; None: only its tail
     demand: Demand = Demand()
 

@@ -4,6 +4,7 @@ for the result."""
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 
@@ -16,6 +17,21 @@ from nspawn.session import Stop
 from nspawn.units import cpus_to_mask
 
 TAIL_BYTES = 16 * 1024
+
+# What --retries may cure: a launcher failure (exit 125) whose error names a cause that passes
+# with time, the errno texts of a host short of something or busy for a moment (and Windows'
+# device-not-ready, which HCS answers while a volume settles). Anything else a launcher failure
+# says (permissions, a missing path, what the host cannot do, an internal error) fails the same
+# way each time: a retry would only wait for it again. `nspawn batch --help` says so (command.py).
+_PASSING = tuple(os.strerror(n) for n in (errno.EAGAIN, errno.EBUSY, errno.ENOMEM, errno.EINTR, errno.ETIMEDOUT,
+                                          errno.ENFILE, errno.EMFILE)) + ("The device is not ready",)
+
+
+def retriable(exit_code: int, error: str | None, stopped: bool = False) -> bool:
+    """Whether a run that ended so may end otherwise if run again (--retries)."""
+    if exit_code != exitcodes.LAUNCHER or stopped or not error:
+        return False
+    return any(cause.lower() in error.lower() for cause in _PASSING)
 
 
 class Output:
@@ -46,8 +62,8 @@ class Output:
 
 
 def run_job(job: Job, stop: Stop, listener=None) -> JobResult:
-    """Validate the config against this host and run it, again after a launcher failure while
-    retries are left; never raises for a failed job."""
+    """Validate the config against this host and run it, again after a launcher failure that
+    may pass (retriable) while retries are left; never raises for a failed job."""
     result = JobResult(job.name, job.config_path, status=FAILED, demand=job.demand, started=time.time())
     logs = (os.path.join(job.logs_dir, job.name + ".stdout"), os.path.join(job.logs_dir, job.name + ".stderr")) \
         if job.logs_dir else (None, None)
@@ -69,7 +85,7 @@ def run_job(job: Job, stop: Stop, listener=None) -> JobResult:
             out.close()
             err.close()
         result.attempts = attempt
-        if ran.exit_code != exitcodes.LAUNCHER or stop.signum is not None:
+        if not retriable(ran.exit_code, ran.error, stop.signum is not None):
             break
     result.ended = time.time()
     result.run = ran.to_dict()

@@ -207,3 +207,33 @@ def test_reports_are_not_written_into_directories_made_for_them(tmp_path):
     with pytest.raises(OSError):
         write_report(str(tmp_path / "a" / "r.json"), Outcome([]), 0.0)
     assert not (tmp_path / "a").exists()
+
+
+def test_retries_only_what_a_retry_can_cure(tmp_path, monkeypatch):
+    import errno
+
+    import nspawn
+    from nspawn.batch import run_job as job_module
+    from nspawn.result import Result
+    from nspawn.session import Stop
+
+    config = tmp_path / "job.json"
+    config.write_text(json.dumps({"process_executable": "/bin/true"}))
+    for code, error, attempts in ((125, f"setting up the container failed: {os.strerror(errno.EBUSY)}", 3),
+                                  (125, f"mount /x: {os.strerror(errno.EAGAIN)}", 3),
+                                  (125, f"setting up the container failed: {os.strerror(errno.EPERM)}", 1),
+                                  (125, "/srv/data: No such file or directory", 1),
+                                  (125, "internal error: TypeError: x", 1),
+                                  (1, None, 1), (127, "not found", 1), (0, None, 1)):
+        calls = []
+
+        def run(config, **how):
+            calls.append(config)
+            result = Result("c", "linux", exit_code=code)
+            result.error = error
+            return result
+
+        monkeypatch.setattr(nspawn, "run", run)
+        result = job_module.run_job(Job("j", str(config), retries=2), Stop())
+        assert (result.attempts, len(calls), result.exit_code) == (attempts, attempts, code), error
+    assert job_module.retriable(125, os.strerror(errno.EBUSY), stopped=True) is False  # a stop is never retried
