@@ -237,3 +237,28 @@ def test_doctor_json_for_a_config_that_does_not_load(tmp_path):
     assert ran.returncode == 2
     [line] = _json_lines(ran.stdout)
     assert line["exit_code"] == 2 and "cannot read the config file" in line["error"]
+
+
+# --- item 9: PowerShell completion
+
+def test_powershell_completion_script():
+    script = nspawn("completion", "powershell").stdout
+    assert script.startswith("Register-ArgumentCompleter -Native -CommandName nspawn")
+    assert '$env:_NSPAWN_COMPLETE = "powershell_complete"' in script
+    assert "COMP_WORDS" in script and "CompletionResult" in script
+    assert script.count("{") == script.count("}")
+    assert nspawn(env={"_NSPAWN_COMPLETE": "powershell_source"}).stdout == script  # click's protocol, both ways
+
+
+def _complete(line: str, incomplete: str) -> list[list[str]]:
+    ran = nspawn(env={"_NSPAWN_COMPLETE": "powershell_complete", "COMP_WORDS": line, "COMP_INCOMPLETE": incomplete})
+    assert ran.returncode == 0, ran.stderr
+    return [answer.split("\t") for answer in ran.stdout.splitlines()]
+
+
+def test_powershell_completion_protocol_answers_a_partial_command_line():
+    assert [kind_value[:2] for kind_value in _complete("nspawn ru", "ru")] == [["plain", "run"]]
+    assert ["plain", "--memory"] in [a[:2] for a in _complete("nspawn run --mem", "--mem")]
+    assert [a[1] for a in _complete("nspawn run --network ", "")] == ["none", "host", "nat"]
+    assert [a[1] for a in _complete("nspawn completion p", "p")] == ["powershell"]
+    assert _complete("nspawn run -c ", "")[0][0] == "file"  # paths: PowerShell's own completion

@@ -6,11 +6,15 @@ start-up is part of every run. The plain `run` forms do not come here at all (ns
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
 from nspawn import __version__, exitcodes
+
+if os.environ.get("_NSPAWN_COMPLETE", "").startswith("powershell"):
+    import nspawn.cli.completion  # noqa: F401 (registers the PowerShell class click's protocol looks up)
 
 # Command name -> the module whose attribute of that name is the command.
 COMMANDS = {
