@@ -45,6 +45,7 @@ def _overrides(monkeypatch, *argv):
     (["--io-bandwidth", "0.4"], "less than 1 byte"),
     (["--affinity", "5-3"], "the range 5-3 is empty"),
     (["--affinity", "0,7-2"], "the range 7-2 is empty"),
+    (["--cpu-percent", "nan"], "not a finite number"),  # found by tests/test_cli_properties.py: a crash in the plan
 ])
 def test_a_value_that_would_mean_no_limit_is_refused(monkeypatch, argv, said):
     ran, (overrides, _) = _overrides(monkeypatch, *argv, "--", "/bin/true")

@@ -112,6 +112,17 @@ class Bind(click.ParamType):
                 "read_only": mode == "ro" if mode else self.read_only}
 
 
+class Number(click.FloatRange):
+    """A number within the field's bounds, and finite: FloatRange lets nan through its bounds
+    (every comparison with it is false), and a file's JSON cannot hold one at all."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if number != number or number in (float("inf"), float("-inf")):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
 def absolute(path: str) -> str:
     """A command-line host path made absolute against the working directory (Windows ones stay as given)."""
     return path if re.match(r"^(?:[A-Za-z]:|\\\\)", path) or os.path.isabs(path) else os.path.abspath(path)
@@ -183,7 +194,7 @@ PARAMS = {
     "setenv": lambda field: {"callback": setenv},
     "size": lambda field: {"type": Size(UNIT_BYTES[field.unit])},
     "integer": lambda field: {"type": click.IntRange(**_bounds(field))},
-    "number": lambda field: {"type": click.FloatRange(**_bounds(field))},
+    "number": lambda field: {"type": Number(**_bounds(field))},
     "duration": lambda field: {"type": Duration()},
     "cpu_mask": lambda field: {"type": CpuMask()},
     "choice": lambda field: {"type": click.Choice(field.schema["enum"])},
