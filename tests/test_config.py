@@ -185,3 +185,11 @@ def test_a_process_directory_without_a_drive_needs_a_mapped_directory(tmp_path, 
     found, error = problems(tmp_path, {"backend": "hcs", "parent_layer_directory": str(tmp_path),
                                        "process_directory": str(tmp_path), "process_executable": "x.exe"})
     assert error.exit_code == 2 and "$.mapped_directory: missing; expected it" in found[0], found
+
+
+@pytest.mark.parametrize("key", ["max_cpu_percent", "timeout_seconds", "stop_grace_seconds"])
+def test_a_nan_from_the_command_line_is_refused(key):
+    # The schema's bounds never catch NaN: every comparison with it is false.
+    with pytest.raises(ConfigError) as info:
+        load_config(None, {"process_executable": "/bin/true", key: float("nan")})
+    assert info.value.exit_code == 2 and "expected a finite number" in str(info.value.problems[0])

@@ -7,6 +7,7 @@ file's directory; container paths must be absolute in the target's flavour.
 
 from __future__ import annotations
 
+import math
 import os
 import posixpath
 import re
@@ -120,6 +121,10 @@ def build_config(document: dict, source: str, base_dir: str) -> tuple[Config, li
             return tuple(_item(field.items, item, where + (i,)) for i, item in enumerate(value))
         if is_integer(field):
             return int(value, 16) if isinstance(value, str) else int(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            # JSON has no NaN (the loader refuses it), but an override may; bounds never catch it.
+            findings.append(Finding(where, f"found {value}; expected a finite number"))
+            return absent(field)
         if isinstance(value, list):
             return tuple(value)
         if isinstance(value, dict):

@@ -109,7 +109,7 @@ FIELDS = (
     Field("environment", {"type": "object", "propertyNames": {"pattern": "^[^=\\u0000]+$"},
                           "additionalProperties": {"type": "string"}},
           "Extra environment variables for the process.", additive=True,
-          option=Option(("-E", "--setenv"), "setenv", "NAME=VALUE; repeatable.")),
+          option=Option(("-E", "--setenv"), "setenv", "NAME=VALUE, or NAME for this host's value; repeatable.")),
     Field("working_directory", _string(),
           "Absolute working directory inside the container. Defaults to mapped_directory, or the root without one.",
           kind=CONTAINER_PATH,
@@ -119,7 +119,7 @@ FIELDS = (
           option=Option(("--hostname",), "text", "Container host name.")),
     Field("mounts", {"type": "array"}, "Extra host directories mapped into the container.", items=MOUNT_FIELDS,
           additive=True,
-          option=Option(("--bind",), "bind", "Extra mount SRC:DST[:ro]; repeatable.")),
+          option=Option(("--bind",), "bind", "Extra mount SRC[:DST][:ro|rw] (without DST: the same path inside); repeatable.")),
     Field("network", {"enum": list(NETWORK_MODES)},
           "none: no network (Linux: loopback only); host: share the host's network (Linux only); nat: an endpoint "
           "on the host's NAT network (HCS only).",
