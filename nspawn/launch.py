@@ -7,7 +7,7 @@ import contextlib
 from nspawn import backends, exitcodes
 from nspawn.config.model import Config
 from nspawn.errors import Interrupted, NspawnError
-from nspawn.result import Result
+from nspawn.result import Result, error_text
 
 
 def plan(config: Config):
@@ -38,7 +38,7 @@ def run(config: Config, *, listener=None, container_id: str | None = None, stdou
             except NspawnError as e:
                 result.error, result.exit_code = str(e), e.exit_code
             except OSError as e:
-                result.error, result.exit_code = f"{e.filename or ''}: {e.strerror or e}".lstrip(": "), exitcodes.LAUNCHER
+                result.error, result.exit_code = error_text(e), exitcodes.LAUNCHER
             finally:
                 # A second Ctrl-C must not cut the rollback short.
                 session.stop.deferred = True

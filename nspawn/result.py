@@ -30,6 +30,17 @@ def outcome_of(run: dict) -> list[tuple[str, str]]:
     return lines
 
 
+def error_text(e: BaseException) -> str:
+    """One line for an exception that ended a run or its setup. An OSError the os module raised
+    reads "[Errno 2] No such file or directory: 'x'"; it is said as "x: No such file or
+    directory". One that says itself (the Linux backend's NativeError names the call, the path
+    and the errno) is said its own way, as is anything else; a bare one by its type."""
+    if isinstance(e, OSError) and type(e).__str__ is OSError.__str__ and e.strerror:
+        paths = " ".join(p for p in (e.filename, e.filename2) if p)
+        return f"{paths}: {e.strerror}" if paths else e.strerror
+    return str(e) or type(e).__name__
+
+
 class Result:
     # A plain class rather than a dataclass: defining one costs every launch about a millisecond.
     def __init__(self, container_id: str, backend: str, exit_code: int = 0):

@@ -1,4 +1,5 @@
-"""The libc and raw system calls the Linux backend needs, typed, each raising OSError on failure.
+"""The libc and raw system calls the Linux backend needs, typed, each raising NativeError (an
+OSError naming the call, its path and the errno) on failure.
 
 Python's os module lacks these (mount, unshare, pivot_root, capset, …) before 3.12, and a
 helper binary would cost a process start; ctypes into the already-loaded libc costs nothing.
@@ -7,6 +8,7 @@ helper binary would cost a process start; ctypes into the already-loaded libc co
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import signal
 import sys
@@ -59,32 +61,49 @@ _SYSCALLS = {  # pivot_root, capset and clone3 have no glibc wrapper
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 
-def _errcheck(result, func, args):
-    if result == -1:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{func.__name__}: {os.strerror(err)}")
-    return result
+class NativeError(OSError):
+    """A libc call failed: `call` is its name, `filename` the path it was given where there is
+    one (`filename2` a second: a mount's target), errno and strerror the kernel's answer. An
+    OSError, so callers test `errno` as for os calls."""
+
+    def __init__(self, call: str, err: int, path: str | None = None, path2: str | None = None, text: str | None = None):
+        super().__init__(err, text or os.strerror(err), path, None, path2)
+        self.call = call
+
+    def __str__(self) -> str:
+        where = "".join(f" {p}" for p in (self.filename, self.filename2) if p)
+        name = errno.errorcode.get(self.errno, str(self.errno))
+        return f"{self.call}{where}: {self.strerror} ({name})"
 
 
-def _function(name: str, restype, *argtypes, library=_libc):
-    # A fresh function object per binding: syscall() is bound thrice with different argtypes.
-    func = library._FuncPtr((name, library))
-    func.restype, func.argtypes, func.errcheck = restype, argtypes, _errcheck
+def _function(name: str, restype, *argtypes, paths: tuple[int, ...] = (), syscall: bool = False, library=_libc):
+    """A fresh function object per binding (syscall() is bound thrice with different argtypes)
+    whose failure (-1) raises NativeError naming `name` and the arguments at `paths`, in argument
+    order (a mount's source may be a filesystem's name). With `syscall`, it is called through
+    syscall(), whose first argument, the call's number, is not the call's own."""
+    func = library._FuncPtr(("syscall" if syscall else name, library))
+    first = 1 if syscall else 0
+
+    def errcheck(result, _func, args):
+        if result != -1:
+            return result
+        shown = [None if args[first + i] is None else os.fsdecode(args[first + i]) for i in paths]
+        raise NativeError(name, ctypes.get_errno(), *shown)
+
+    func.restype, func.argtypes, func.errcheck = restype, argtypes, errcheck
     return func
 
 
-_mount = _function("mount", c_int, c_char_p, c_char_p, c_char_p, c_ulong, c_char_p)
-_umount2 = _function("umount2", c_int, c_char_p, c_int)
+_mount = _function("mount", c_int, c_char_p, c_char_p, c_char_p, c_ulong, c_char_p, paths=(0, 1))
+_umount2 = _function("umount2", c_int, c_char_p, c_int, paths=(0,))
 _unshare = _function("unshare", c_int, c_int)
 _sethostname = _function("sethostname", c_int, c_char_p, c_size_t)
 _prctl = _function("prctl", c_int, c_int, c_ulong, c_ulong, c_ulong, c_ulong)
 _socket = _function("socket", c_int, c_int, c_int, c_int)
 _ioctl = _function("ioctl", c_int, c_int, c_ulong, c_void_p)
-_pivot_root = _function("syscall", c_long, c_long, c_char_p, c_char_p)
-_capset = _function("syscall", c_long, c_long, c_void_p, c_void_p)
-_clone3 = _function("syscall", c_long, c_long, c_void_p, c_size_t, library=_libc_holding_gil)
-for _func, _name in ((_pivot_root, "pivot_root"), (_capset, "capset"), (_clone3, "clone3")):
-    _func.__name__ = _name
+_pivot_root = _function("pivot_root", c_long, c_long, c_char_p, c_char_p, paths=(0,), syscall=True)
+_capset = _function("capset", c_long, c_long, c_void_p, c_void_p, syscall=True)
+_clone3 = _function("clone3", c_long, c_long, c_void_p, c_size_t, syscall=True, library=_libc_holding_gil)
 
 
 class _CloneArgs(ctypes.Structure):  # struct clone_args up to its cgroup field (linux/sched.h)
@@ -112,14 +131,11 @@ def _syscall_number(name: str) -> int:
     try:
         return _SYSCALLS[os.uname().machine][name]
     except KeyError:
-        raise OSError(0, f"{name}: unknown system call number on {os.uname().machine}") from None
+        raise NativeError(name, errno.ENOSYS, text=f"no system call number known on {os.uname().machine}") from None
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
-    try:
-        _mount(_b(source), _b(target), _b(fstype), flags, _b(data))
-    except OSError as e:
-        raise OSError(e.errno, f"mount {fstype or 'bind'} {source or ''} on {target}: {os.strerror(e.errno)}") from None
+    _mount(_b(source), _b(target), _b(fstype), flags, _b(data))
 
 
 def umount2(target: str, flags: int) -> None:

@@ -1,0 +1,93 @@
+"""Every libc wrapper's failure: a NativeError (an OSError) naming the call, the path where
+there is one, and the errno with its text. Calls that would change this host if they worked
+run in a forked child that has given up the capability they need first."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from nspawn.backends.linux import diagnosis, libc
+from tests.linux.conftest import needs_root
+
+pytestmark = needs_root
+
+CAP_SYS_ADMIN = 21
+
+
+def in_child(action) -> str:
+    """Run `action` in a forked child; what it returned, or what it raised, as
+    "errno|call|filename|text"."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(w, str(action()).encode())
+        except libc.NativeError as e:
+            os.write(w, f"{errno.errorcode[e.errno]}|{e.call}|{e.filename}|{e}".encode())
+        except BaseException as e:
+            os.write(w, repr(e).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    said = os.read(r, 4096).decode()
+    os.close(r)
+    os.waitpid(pid, 0)
+    return said
+
+
+def without_sys_admin(action):
+    def act() -> None:
+        with open("/proc/self/status") as f:
+            permitted = next(int(line.split()[1], 16) for line in f if line.startswith("CapPrm:"))
+        rest = permitted & ~(1 << CAP_SYS_ADMIN)
+        libc.capset(rest, rest, 0)
+        action()
+    return act
+
+
+CASES = {
+    "mount": (lambda: libc.mount("/nonexistent-source", "/mnt", None, libc.MS_BIND),
+              "ENOENT|mount|/nonexistent-source|mount /nonexistent-source /mnt: No such file or directory (ENOENT)"),
+    "umount2": (lambda: libc.umount2("/nonexistent-target", libc.MNT_DETACH),
+                "ENOENT|umount2|/nonexistent-target|umount2 /nonexistent-target: No such file or directory (ENOENT)"),
+    "unshare": (without_sys_admin(lambda: libc.unshare(libc.CLONE_NEWNS)),
+                "EPERM|unshare|None|unshare: Operation not permitted (EPERM)"),
+    "sethostname": (without_sys_admin(lambda: libc.sethostname("x")),
+                    "EPERM|sethostname|None|sethostname: Operation not permitted (EPERM)"),
+    "prctl": (lambda: libc.prctl(12345), "EINVAL|prctl|None|prctl: Invalid argument (EINVAL)"),
+    "pivot_root": (lambda: libc.pivot_root("/nonexistent-root", "/nonexistent-root/old"),
+                   "ENOENT|pivot_root|/nonexistent-root|pivot_root /nonexistent-root: No such file or directory (ENOENT)"),
+    "capset": (without_sys_admin(lambda: libc.capset(1 << CAP_SYS_ADMIN, 1 << CAP_SYS_ADMIN, 0)),
+               "EPERM|capset|None|capset: Operation not permitted (EPERM)"),
+    "clone3": (lambda: libc.fork_into_cgroup(os.open("/dev/null", os.O_RDONLY)),
+               "EBADF|clone3|None|clone3: Bad file descriptor (EBADF)"),
+    "ioctl": (lambda: libc._ioctl(-1, libc.SIOCGIFFLAGS, None), "EBADF|ioctl|None|ioctl: Bad file descriptor (EBADF)"),
+    "ioctl on a missing interface": (lambda: libc.interface_up("nspawn-none0"),
+                                     "ENODEV|ioctl|None|ioctl: No such device (ENODEV)"),
+    "socket": (lambda: libc._socket(12345, libc.SOCK_DGRAM, 0),
+               "EAFNOSUPPORT|socket|None|socket: Address family not supported by protocol (EAFNOSUPPORT)"),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_a_failing_call_names_itself_its_path_and_its_errno(name):
+    action, said = CASES[name]
+    assert in_child(action) == said
+
+
+def test_every_binding_is_covered():
+    bound = {name[1:] for name, value in vars(libc).items() if isinstance(value, libc._libc._FuncPtr)}
+    assert bound <= {case.split()[0] for case in CASES}, bound
+
+
+def test_doctor_as_a_user_says_why_each_namespace_is_refused():
+    def doctor_as_nobody() -> list:
+        os.setgid(65534)
+        os.setuid(65534)
+        checks = {name: (ok, detail) for name, ok, detail in diagnosis.doctor()}
+        return [checks[f"{ns} namespace"] for ns in libc.NAMESPACE_FLAGS]
+
+    assert in_child(doctor_as_nobody) == repr([(False, "unshare: Operation not permitted (EPERM)")] * len(libc.NAMESPACE_FLAGS))
