@@ -29,13 +29,20 @@ class Stop:
         self.signum: int | None = None
         self.event = threading.Event()
         self.deferred = False  # true while the backend handles stops itself
+        # Set by a backend while its container process is being started: true once it has
+        # started. From that moment its stops are the backend's, before the backend gets to
+        # `stops_deferred`: a stop raised then would lose the container's own exit code.
+        self.started: Callable[[], bool] | None = None
         self.handled = False  # raised as Interrupted, or seen by the backend's own handling
+
+    def _backends(self) -> bool:
+        return self.deferred or (self.started is not None and self.started())
 
     def request(self, signum: int) -> None:
         """From a signal handler on the thread that runs: raises Interrupted there."""
         first = self.signum is None
         self.ask(signum)
-        if first and not self.deferred:
+        if first and not self._backends():
             self.handled = True
             raise Interrupted(signum)
 
@@ -46,7 +53,7 @@ class Stop:
 
     def check(self) -> None:
         """Raise a stop that was asked and not yet acted on, unless the backend handles stops now."""
-        if self.signum is not None and not self.deferred and not self.handled:
+        if self.signum is not None and not self.handled and not self._backends():
             self.handled = True
             raise Interrupted(self.signum)
 
@@ -84,7 +91,7 @@ class Session:
         try:
             yield self.stop
         finally:
-            self.stop.deferred = False
+            self.stop.deferred, self.stop.started = False, None
             self.stop.handled |= self.stop.signum is not None  # the backend has acted on it
 
     def applied(self, field: str, value: object) -> None:

@@ -25,9 +25,11 @@ import os
 import select
 import signal
 
+from nspawn import exitcodes
 from nspawn.backends.linux import cgroups, libc, mounts
 from nspawn.backends.linux.plan import LinuxPlan
 from nspawn.records import record
+from nspawn.result import error_text
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
              signal.SIGWINCH, signal.SIGCONT)
@@ -35,6 +37,8 @@ _step = "fork"  # the setup step this forked process is at: each child has its o
 
 # Python ignores these at start-up and ignored signals survive execve; the payload gets defaults.
 _RESET = FORWARDED + (signal.SIGPIPE, signal.SIGXFSZ)
+_WAITED = FORWARDED + (signal.SIGCHLD,)  # what the container's init waits for
+_SI_KERNEL = 0x80  # siginfo's si_code for a signal the kernel sent (asm-generic/siginfo.h)
 
 
 @record
@@ -98,10 +102,11 @@ def _close_all_but(keep: tuple[int, ...], max_fd: int) -> None:
 
 
 def _fail(launch: Launch, e: BaseException) -> None:
+    code = getattr(e, "exit_code", exitcodes.LAUNCHER)  # a user's mistake found here says its own
     try:
-        launch.report(125, str(e.strerror if isinstance(e, OSError) and e.strerror else e) or type(e).__name__)
+        launch.report(code, error_text(e))
     finally:
-        os._exit(125)
+        os._exit(code)
 
 
 def start(launch: Launch) -> int:
@@ -197,39 +202,59 @@ def _stage_b(launch: Launch, parent_fd: int, in_groups: bool) -> None:
         launch.at("loopback")
         libc.interface_up("lo")
 
-    child = [0]
-    pending: list[int] = []
-
-    def forward(signum, frame):
-        if child[0] > 0:
-            os.kill(child[0], signum)
-        else:
-            pending.append(signum)
-
-    for s in FORWARDED:
-        signal.signal(s, forward)
+    # Signals are taken one at a time with their origin (sigwaitinfo), never by a handler: a
+    # handler could run after the payload is reaped and find no process to pass its signal to.
+    # Blocked before the fork, none is lost before the loop; the payload unblocks them.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED)
     launch.at("fork-payload")
-    child[0] = os.fork()
-    if child[0] == 0:
+    payload = os.fork()
+    if payload == 0:
         try:
             _stage_c(launch)
         except BaseException as e:
             _fail(launch, e)
     for fd in (launch.report_w, *(launch.output_w or ())):
         os.close(fd)
-    for s in pending:
-        os.kill(child[0], s)
-    while True:  # as PID 1, reap every orphan until the payload itself exits
-        pid, status = os.waitpid(-1, 0)
-        if pid == child[0]:
-            break
+    status = _serve(payload)
     os.write(launch.status_w, status.to_bytes(4, "little"))
     os._exit(_exit_code(status))
+
+
+def _serve(payload: int) -> int:
+    """As PID 1: pass signals on to the payload and reap every orphan until the payload itself
+    exits; returns its wait status.
+
+    A signal the kernel sent (SI_KERNEL) came from the terminal to its whole foreground process
+    group: a payload still in this process group (it may have made its own) has it already,
+    and is not sent it twice. The launcher
+    passes on the stop it got, so after a Ctrl-C the same signal comes from outside the
+    container (a sender B cannot see: pid 0) once more; that one copy is dropped too."""
+    from_terminal: set[int] = set()
+    while True:
+        info = signal.sigwaitinfo(_WAITED)
+        signum = info.si_signo
+        if signum == signal.SIGCHLD:
+            while True:  # one SIGCHLD may stand for several children
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    pid = 0
+                if pid == payload:
+                    return status
+                if pid == 0:
+                    break
+        elif info.si_code == _SI_KERNEL and os.getpgid(payload) == os.getpgrp():
+            from_terminal.add(signum)
+        elif info.si_pid == 0 and signum in from_terminal:
+            from_terminal.discard(signum)
+        else:
+            os.kill(payload, signum)
 
 
 def _stage_c(launch: Launch) -> None:
     for s in _RESET:
         signal.signal(s, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())  # the mask survives execve too
     plan = launch.plan
     launch.at("exec-prepare")
     if launch.output_w:

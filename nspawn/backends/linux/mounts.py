@@ -8,9 +8,11 @@ root is detached last, once the bind sources have been taken from it.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
+from nspawn import exitcodes
 from nspawn.backends.linux import libc
 from nspawn.backends.linux.libc import MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT
 
@@ -60,14 +62,28 @@ def mount_system() -> None:
     libc.mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
 
 
+class BindMismatch(OSError):
+    """A bind source and its container path are not both files or both directories: the user's
+    mistake, which the host checks refuse (exit 2) and which reaches the container's init only
+    when a path changed after them; it ends the run the same way."""
+
+    exit_code = exitcodes.USAGE
+
+
 def bind(source: str, target: str, read_only: bool, is_file: bool) -> None:
-    """Bind host `source` (a real path, no symlinks) at container path `target`."""
-    os.makedirs(os.path.dirname(target) if is_file else target, exist_ok=True)
-    if is_file and not os.path.lexists(target):
-        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+    """Bind host `source` (a real path, no symlinks) at container path `target`. The target is
+    resolved before anything is made for it, so that a symbolic link of the lower layer cannot
+    have directories made on the host through the old root."""
     resolved = os.path.realpath(target)
     if resolved == OLD_ROOT or resolved.startswith(OLD_ROOT + "/"):
         raise OSError(0, f"{target} leads out of the container through a symbolic link")
+    if os.path.exists(resolved) and os.path.isdir(resolved) == is_file:
+        kinds = ("a file", "a directory") if is_file else ("a directory", "a file")
+        raise BindMismatch(errno.ENOTDIR if is_file else errno.EISDIR,
+                           f"{source} is {kinds[0]} and {target} is {kinds[1]} in the container; it cannot be mounted there")
+    os.makedirs(os.path.dirname(resolved) if is_file else resolved, exist_ok=True)
+    if is_file and not os.path.exists(resolved):
+        os.close(os.open(resolved, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
     libc.mount(OLD_ROOT + source, resolved, None, MS_BIND)
     if read_only:
         libc.mount(None, resolved, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)

@@ -22,6 +22,7 @@ from nspawn.backends.linux.release import start_time
 from nspawn.config.host import within
 from nspawn.errors import LaunchError
 from nspawn.output import to_launcher, write_all
+from nspawn.result import error_text
 from nspawn.session import Session
 
 _TICK = 0.05  # how often the wait looks at stop requests, which cannot wake poll()
@@ -117,6 +118,12 @@ def _signal(pid: int, signum: int) -> None:
         pass
 
 
+def _hung_up(fd: int) -> bool:
+    poller = select.poll()
+    poller.register(fd, 0)  # POLLHUP is reported whatever is asked
+    return any(events & select.POLLHUP for _, events in poller.poll(0))
+
+
 def _read_report(fd: int, on_init) -> tuple[str | None, int]:
     """(error message, exit code) from the report pipe, read to its end of file; `on_init`
     gets init's pid as soon as it is known."""
@@ -159,6 +166,7 @@ def execute(plan: LinuxPlan, session: Session) -> None:
     try:
         _execute(plan, session, fds)
     finally:
+        session.stop.started = None  # it asks about a descriptor closed here
         fds.close_all()
 
 
@@ -183,7 +191,7 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             with open("/proc/sys/kernel/cap_last_cap") as f:
                 cap_last = int(f.read())
         except OSError as e:
-            raise LaunchError(f"setting up the container failed: {e.strerror or e}") from None
+            raise LaunchError(f"setting up the container failed: {error_text(e)}") from None
         report_r, report_w = fds.add(*os.pipe())
         status_r, status_w = fds.add(*os.pipe())
         copying = stdout_fd is not None or session.stdout is not None or session.stderr is not None
@@ -204,6 +212,9 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
         for fd in (report_w, status_w, *(w for _, w in pump)):
             fds.close(fd)  # the children hold them now; their closing is how the launcher hears
         init_pid = None
+        # The report pipe hangs up once no process of the container holds it: the payload was
+        # exec'd (or setup failed and said so). From then on a stop is the run's (session.Stop).
+        session.stop.started = functools.partial(_hung_up, report_r)
 
         def on_init(pid: int) -> None:
             nonlocal init_pid
@@ -217,9 +228,11 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
         if init_pid is None:
             raise LaunchError("the container's first process died before starting its init")
 
-    with session.phase("run"):
-        a_status, timed_out = _wait(plan, session, fds, a_pid, init_pid, tuple(r for r, _ in pump), stdout_fd)
-    raw = os.read(status_r, 4)
+    # Until the container's exit status is read, a stop is the container's to act on: one that
+    # comes as it ends (a Ctrl-C reaches both at once) must not cost the run that status.
+    with session.phase("run"), session.stops_deferred() as stop:
+        a_status, timed_out = _wait(plan, stop, session, fds, a_pid, init_pid, tuple(r for r, _ in pump), stdout_fd)
+        raw = os.read(status_r, 4)
     if raw:
         code = os.waitstatus_to_exitcode(int.from_bytes(raw, "little"))
         exit_code, result.signal = (128 - code, -code) if code < 0 else (code, None)
@@ -236,9 +249,10 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
         result.exit_code = exitcodes.TIMEOUT
 
 
-def _wait(plan: LinuxPlan, session: Session, fds: _Fds, a_pid: int, init_pid: int, outputs: tuple[int, ...],
+def _wait(plan: LinuxPlan, stop, session: Session, fds: _Fds, a_pid: int, init_pid: int, outputs: tuple[int, ...],
           stdout_fd: int | None) -> tuple[int, bool]:
-    """Wait for the container to end, copying its output; returns (A's wait status, timed out)."""
+    """Wait for the container to end, copying its output and acting on `stop` (the session's,
+    deferred to this wait); returns (A's wait status, timed out)."""
     pidfd = fds.add(os.pidfd_open(a_pid))[0]
     poller = select.poll()
     poller.register(pidfd, select.POLLIN)
@@ -261,31 +275,32 @@ def _wait(plan: LinuxPlan, session: Session, fds: _Fds, a_pid: int, init_pid: in
         if stdout_fd is not None:
             write_all(stdout_fd, data)
 
-    def stop_politely(now: float) -> None:
+    def stop_politely(now: float, signum: int) -> None:
         nonlocal kill_at, stopping
         if not stopping:
             stopping = True
-            _signal(init_pid, signal.SIGTERM)
+            _signal(init_pid, signum)
             kill_at = now + plan.stop_grace_seconds
 
-    with session.stops_deferred() as stop:
-        exited = False
-        while not exited:
-            now = time.monotonic()
-            if stop.event.is_set():
-                stop_politely(now)
-            if deadline is not None and now >= deadline and not timed_out:
-                timed_out = True
-                stop_politely(now)
-            if kill_at is not None and now >= kill_at:
-                _signal(init_pid, signal.SIGKILL)
-                kill_at = None
-            waits = [_TICK] + [t - now for t in (deadline if not timed_out else None, kill_at) if t is not None]
-            for fd, _ in poller.poll(max(0.0, min(waits)) * 1000):
-                if fd == pidfd:
-                    exited = True
-                else:
-                    copy(fd)
+    exited = False
+    while not exited:
+        now = time.monotonic()
+        if stop.event.is_set():
+            # The signal the launcher got, as docker's signal proxy passes it: a payload that
+            # traps SIGINT (Ctrl-C) ends its own way. The init drops the copy of a terminal's.
+            stop_politely(now, stop.signum)
+        if deadline is not None and now >= deadline and not timed_out:
+            timed_out = True
+            stop_politely(now, signal.SIGTERM)
+        if kill_at is not None and now >= kill_at:
+            _signal(init_pid, signal.SIGKILL)
+            kill_at = None
+        waits = [_TICK] + [t - now for t in (deadline if not timed_out else None, kill_at) if t is not None]
+        for fd, _ in poller.poll(max(0.0, min(waits)) * 1000):
+            if fd == pidfd:
+                exited = True
+            else:
+                copy(fd)
     _, status = os.waitpid(a_pid, 0)
     while open_outputs:  # what the payload wrote just before it ended
         copy(next(iter(open_outputs)))
