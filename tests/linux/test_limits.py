@@ -48,6 +48,14 @@ def test_memory_limit_kills_a_larger_allocation(clean):
     assert "max_ram_mb" in r.result.limits_applied  # swap included, or no swap at all
 
 
+def test_memory_limit_is_on_resident_memory_not_on_allocations(clean):
+    """What limits_applied and doctor say: an allocation beyond the limit succeeds; the
+    pages count when touched (Windows limits commit: there the allocation fails)."""
+    r = run(py("import mmap; m = mmap.mmap(-1, 512 * 2**20); print('allocated')", max_ram_mb=64))
+    assert (r.code, r.out) == (0, "allocated\n"), r.err
+    assert r.result.limits_applied["max_ram_mb"].startswith(f"{64 << 20} bytes of resident memory (memory.")
+
+
 def test_cpu_percent_is_a_share_of_the_whole_host(clean):
     r = run(py(BUSY_TWO_CPUS.format(seconds=3), max_cpu_percent=25))
     assert r.code == 0 and r.result.limits_applied["max_cpu_percent"], r.err

@@ -65,7 +65,7 @@ def test_what_a_run_reports(every):
     asked = every.asked.asked()
     applied, failed, caveats = limits.outcome(every.limits, asked, ALL, Facts(2, ("8:0",), swap=SWAP_LIMITED))
     assert applied == {
-        "max_ram_mb": f"{64 << 20} bytes, swap included",
+        "max_ram_mb": f"{64 << 20} bytes of resident memory (memory.max), swap included",
         "max_cpu_percent": f"{every.limits.cpu_quota_us}us per 100000us",
         "cpus_count": "CPUs 1", "cpu_affinity": "CPUs 1",
         "max_storage_iops": 7, "max_storage_bandwidth_bytes_per_sec": 4096,
@@ -89,7 +89,8 @@ def test_swap_decides_whether_the_memory_limit_holds():
     def said(version, swap):
         return limits.outcome(memory.limits, asked, ["memory"], Facts(version, swap=swap))[:2]
 
-    assert said(2, NO_SWAP) == ({"max_ram_mb": f"{64 << 20} bytes (no swap on this host)"}, {})
+    assert said(2, NO_SWAP) == ({"max_ram_mb": f"{64 << 20} bytes of resident memory (memory.max) (no swap on this host)"}, {})
+    assert said(1, SWAP_LIMITED)[0] == {"max_ram_mb": f"{64 << 20} bytes of resident memory (memory.limit_in_bytes), swap included"}
     assert said(2, SWAP_ESCAPES) == ({}, {"max_ram_mb": "memory.swap.max is missing (swap accounting is off) and swap is on, "
                                                         "so the container can swap past 64 MiB"})
     assert said(1, SWAP_ESCAPES)[1]["max_ram_mb"].startswith("memory.memsw.limit_in_bytes is missing")
@@ -97,9 +98,11 @@ def test_swap_decides_whether_the_memory_limit_holds():
 
 def test_what_doctor_says_of_each_controller():
     says = {c.name: c for c in limits.CONTROLLERS}
-    assert says["memory"].host_report(Facts(2, swap=SWAP_LIMITED)) == (True, "enforces max_ram_mb; swap is limited too")
+    assert says["memory"].host_report(Facts(2, swap=SWAP_LIMITED)) == (
+        True, f"enforces max_ram_mb; {limits.RESIDENT_MEANING}; swap is limited too")
+    assert limits.RESIDENT_MEANING.startswith("it limits resident memory: allocations beyond it succeed")
     assert says["memory"].host_report(Facts(1, swap=NO_SWAP)) == (
-        True, "enforces max_ram_mb; memory.memsw.limit_in_bytes is missing but there is no swap to escape to")
+        True, f"enforces max_ram_mb; {limits.RESIDENT_MEANING}; memory.memsw.limit_in_bytes is missing but there is no swap to escape to")
     assert says["memory"].host_report(Facts(2, swap=SWAP_ESCAPES)) == (
         False, "memory.swap.max is missing and swap is on: a container could swap past max_ram_mb")
     assert says["cpu"].host_report(Facts(2)) == (True, "enforces max_cpu_percent")

@@ -70,9 +70,19 @@ def _memory_files(limits, facts: Facts) -> list[tuple[str, str]]:
     return files
 
 
+# What max_ram_mb means here, said by a run and by doctor: the memory controller charges pages
+# as they are touched, so allocations beyond the limit succeed and touching them gets the
+# container OOM-killed. Windows limits commit instead (an allocation beyond it fails); Linux has
+# no per-group commit accounting to offer that (RLIMIT_AS/RLIMIT_DATA are per process,
+# vm.overcommit_memory is host-wide).
+RESIDENT = "resident memory"
+RESIDENT_MEANING = ("it limits resident memory: allocations beyond it succeed, touching them gets the "
+                    "container OOM-killed (137), where Windows limits commit")
+
+
 def _memory_applied(limits, facts: Facts) -> dict:
     swap = ", swap included" if facts.swap == SWAP_LIMITED else " (no swap on this host)"
-    return {"max_ram_mb": f"{limits.memory_bytes} bytes{swap}"}
+    return {"max_ram_mb": f"{limits.memory_bytes} bytes of {RESIDENT} ({_memory_files(limits, facts)[0][0]}){swap}"}
 
 
 def _swap_escape(limits, facts: Facts) -> str | None:
@@ -85,10 +95,10 @@ def _swap_escape(limits, facts: Facts) -> str | None:
 def _memory_note(facts: Facts) -> tuple[bool, str]:
     probe = swap_file(facts.version)
     if facts.swap == SWAP_LIMITED:
-        return True, "swap is limited too"
+        return True, f"{RESIDENT_MEANING}; swap is limited too"
     if facts.swap == SWAP_ESCAPES:
         return False, f"{probe} is missing and swap is on: a container could swap past max_ram_mb"
-    return True, f"{probe} is missing but there is no swap to escape to"
+    return True, f"{RESIDENT_MEANING}; {probe} is missing but there is no swap to escape to"
 
 
 def _cpu_files(limits, facts: Facts) -> list[tuple[str, str]]:
