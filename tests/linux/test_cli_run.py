@@ -53,3 +53,20 @@ def test_a_reader_that_goes_away_ends_neither_the_run_nor_the_output_file(tmp_pa
     launcher.stdout.close()  # as `| head -1` does
     assert launcher.wait(timeout=60) == 0, launcher.stderr.read()
     assert len((tmp_path / "log.txt").read_text().splitlines()) == 100001
+
+
+
+def test_the_run_passes_exactly_the_environment_the_dry_run_shows(monkeypatch):
+    """The plan decides the environment (the host's TERM included, or not when unset); the
+    payload gets exactly that, nothing added or dropped on the way."""
+    args = ["-E", "GREETING=hi", "--", "/usr/bin/env", "-0"]
+    for term in ("vt220", None):
+        if term:
+            monkeypatch.setenv("TERM", term)
+        else:
+            monkeypatch.delenv("TERM", raising=False)
+        shown = json.loads(nspawn("run", "--dry-run", *args).stdout)["env"]
+        run = nspawn("run", *args)
+        assert run.returncode == 0, run.stderr
+        got = dict(item.split("=", 1) for item in run.stdout.split("\0") if item)
+        assert got == shown and got.get("TERM") == term and got["GREETING"] == "hi", (got, shown)
