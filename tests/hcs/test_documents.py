@@ -6,6 +6,7 @@ documents.py, and through the plan)."""
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import ntpath
 import pathlib
@@ -17,6 +18,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
+from nspawn import hostfacts
 from nspawn.backends import hcs
 from nspawn.backends.hcs import documents
 from nspawn.backends.hcs.layers import utility_vm_image
@@ -153,6 +155,8 @@ BROKEN = [
     ("v2_compute_system", "Container/MappedDirectories/0/ContainerPath", "nspawndir"),
     ("v2_compute_system", "Container/MappedDirectories/0/IOPSMaximum", 5),  # v1 only
     ("v2_compute_system", "Container/Networking", {"Namespace": "not-a-guid"}),
+    ("v2_compute_system", "Container/Storage/QoS", {"IopsMaximum": 2**31}),  # int32 in hcsshim
+    ("v2_compute_system", "Container/GuestOs", {"HostName": "1234"}),  # Windows refuses digits only
     ("v2_compute_system", "Container/RegistryChanges/AddValues/0/DWordValue", 1),  # two values
     ("v2_compute_system", "Container/Unknown", {}),
     ("v2_compute_system", "SchemaVersion", {"Major": 1, "Minor": 0}),
@@ -233,7 +237,47 @@ def test_storage_limits_pass_through_unchanged():
     assert docs["v2_compute_system"]["Container"]["Storage"]["QoS"] == {"IopsMaximum": 2000, "BandwidthMaximum": 104857600}
     v1 = docs["v1_compute_system"]
     assert (v1["StorageIOPSMaximum"], v1["StorageBandwidthMaximum"]) == (2000, 104857600)
-    assert all((m["IOPSMaximum"], m["BandwidthMaximum"]) == (2000, 104857600) for m in v1["MappedDirectories"])
+
+
+def test_v1_caps_storage_for_the_container_only_as_v2_does_not_each_mapping_too():
+    docs = built(original(limits=Limits(max_storage_iops=2000, max_storage_bandwidth_bytes_per_sec=104857600)))
+    assert docs["v1_compute_system"]["MappedDirectories"]
+    for mapping in docs["v1_compute_system"]["MappedDirectories"]:
+        assert not {"IOPSMaximum", "BandwidthMaximum"} & mapping.keys()
+    assert all(mapping.keys() == {"HostPath", "ContainerPath", "ReadOnly"}
+               for mapping in docs["v2_compute_system"]["Container"]["MappedDirectories"])
+
+
+def test_a_cpu_count_above_the_host_s_cpus_is_capped_and_says_so(monkeypatch):
+    from nspawn import hostfacts
+
+    monkeypatch.setattr(hostfacts, "cpu_count", lambda: 4)
+    config = original(isolation="hyperv", limits=Limits(cpus_count=64))
+    docs = built(config)
+    assert docs["v1_compute_system"]["ProcessorCount"] == 4
+    assert docs["v2_compute_system"]["Container"]["Processor"] == {"Count": 4}
+    (limit,) = hcs.plan(config).limits
+    assert (limit.field, limit.enforced, limit.detail) == ("cpus_count", True, "4 (capped at the host's 4 CPUs)")
+    (limit,) = hcs.plan(config.replace(limits=Limits(cpus_count=3))).limits
+    assert limit.detail == 3
+
+
+@pytest.mark.parametrize("digits", [b"\x12\x34\x56\x78", b"\x00\x00\x00\x00"])
+def test_a_generated_hostname_is_never_all_digits(monkeypatch, digits):
+    answers = itertools.cycle([digits, b"\xab\x01\x02\x03"])
+    monkeypatch.setattr(hcs.os, "urandom", lambda n: next(answers))
+    plan = hcs.plan(original(hostname=None))
+    assert plan.hostname == "ab010203"
+    docs = built(original(hostname=None))
+    assert not docs["v1_compute_system"]["HostName"].isdigit()
+    assert not docs["v2_compute_system"]["Container"]["GuestOs"]["HostName"].isdigit()
+
+
+def test_hostname_is_sent_only_when_the_plan_has_one():
+    plan = hcs.plan(original())._replace(hostname="")
+    storage = run_time_storage(original(), CONTAINER_ID)
+    assert "GuestOs" not in documents.v2_compute_system(plan, storage, None)["Container"]
+    assert "HostName" not in documents.v1_compute_system(plan, CONTAINER_ID, storage, [], None)
 
 
 def test_limits_left_out_are_absent_not_zero():
@@ -274,8 +318,8 @@ def test_a_hyperv_plan_offers_no_process_isolated_v2_document():
 _name = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_- "),
                 min_size=1, max_size=12).map(str.strip).filter(bool)
 _windows_dir = st.lists(_name, min_size=1, max_size=3).map(lambda parts: "C:/" + "/".join(parts))
-_label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
-_big = st.integers(0, 2**63 - 1)
+_label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True).filter(lambda s: not s.isdigit())
+_int32 = st.integers(0, 2**31 - 1)  # what validate accepts for the storage QoS (HCS's int32 fields)
 
 
 @st.composite
@@ -290,7 +334,7 @@ def windows_configs(draw) -> dict:
            "max_ram_mb": draw(st.one_of(st.just(0), st.integers(8, 2**32 - 1))),  # HCS takes no less than 8
            "cpus_count": draw(st.integers(0, 65535)),
            "max_cpu_percent": draw(st.one_of(st.integers(0, 100), st.floats(0, 100))),
-           "max_storage_iops": draw(_big), "max_storage_bandwidth_bytes_per_sec": draw(_big)}
+           "max_storage_iops": draw(_int32), "max_storage_bandwidth_bytes_per_sec": draw(_int32)}
     doc["hcs_api"] = draw(st.sampled_from(["auto", "v1"] + (["v2"] if doc["isolation"] == "process" else [])))
     if draw(st.booleans()):
         doc["process_directory"] = draw(_windows_dir)
@@ -328,8 +372,9 @@ def test_documents_of_generated_configs_validate_and_carry_theLimits(tmp_path, d
         assert v2["Processor"] == {"Maximum": v1["ProcessorMaximum"]} and "ProcessorCount" not in v1
         assert abs(v1["ProcessorMaximum"] - limits.max_cpu_percent * 100) <= 0.5 or v1["ProcessorMaximum"] == 1
     else:
-        assert v2.get("Processor") == ({"Count": limits.cpus_count} if limits.cpus_count else None)
-        assert v1.get("ProcessorCount") == (limits.cpus_count or None) and "ProcessorMaximum" not in v1
+        count = min(limits.cpus_count, hostfacts.cpu_count())  # capped at the host's CPUs
+        assert v2.get("Processor") == ({"Count": count} if count else None)
+        assert v1.get("ProcessorCount") == (count or None) and "ProcessorMaximum" not in v1
     assert (v1["HvPartition"], "HvRuntime" in v1, "VolumePath" in v1) == (
         (True, True, False) if document["isolation"] == "hyperv" else (False, False, True))
     assert len(v2["MappedDirectories"]) == len(v1["MappedDirectories"]) == len(document["mounts"]) + ("process_directory" in document)

@@ -71,12 +71,36 @@ def test_silo_affinity_reaches_the_processes(sim, tmp_path):
             process.terminate()
     (record,) = sim.calls("NtOpenJobObject")
     assert record["args"] == ["\\Container_pinned"]
-    assert sim.calls("SetInformationJobObject")[0]["args"] == [14, [1 << cpus[0]]]
+    assert sim.calls("SetInformationJobObject")[0]["args"] == [14, [[0, 1 << cpus[0]]]]
     with pytest.raises(HcsError) as info:
         kernel32.set_silo_affinity("no-such-container", {0: 1})
     assert (info.value.call, info.value.name) == ("NtOpenJobObject", "ERROR_FILE_NOT_FOUND")
     with pytest.raises(ValueError):
         kernel32.set_silo_affinity("pinned", {0: 0})
+    assert sim.wait_clean() == {}
+
+
+def test_processor_groups_and_build_are_the_host_s(sim, monkeypatch):
+    monkeypatch.setenv("NSPAWN_HCS_SIM_GROUPS", "36,36,3")
+    monkeypatch.setenv("NSPAWN_HCS_SIM_BUILD", "17763")
+    assert kernel32.processor_groups() == (36, 36, 3)
+    assert kernel32.windows_build() == 17763
+    monkeypatch.delenv("NSPAWN_HCS_SIM_GROUPS")
+    monkeypatch.delenv("NSPAWN_HCS_SIM_BUILD")
+    assert kernel32.processor_groups() == (os.cpu_count(),)
+    assert kernel32.windows_build() == 20348
+
+
+def test_a_group_the_host_lacks_or_a_bit_beyond_its_cpus_is_refused(sim, monkeypatch):
+    monkeypatch.setenv("NSPAWN_HCS_SIM_GROUPS", "3,5")
+    doc = {"Owner": "nspawn", "ShouldTerminateOnLastHandleClosed": True, "Container": {"MappedDirectories": []}}
+    with cc.create_compute_system("pinned", doc):
+        for masks in ({2: 1}, {0: 1 << 3}, {1: 1 << 5}):
+            with pytest.raises(HcsError) as info:
+                kernel32.set_silo_affinity("pinned", masks)
+            assert info.value.name == "ERROR_INVALID_PARAMETER"
+        kernel32.set_silo_affinity("pinned", {0: 0b100, 1: 0b10000})
+    assert sim.calls("SetInformationJobObject")[-1]["args"] == [14, [[0, 0b100], [1, 0b10000]]]
     assert sim.wait_clean() == {}
 
 

@@ -61,6 +61,20 @@ def test_hyperv_with_hcs_api_v2_is_refused(tmp_path, isolation, api, refused):
     assert hcs.validate(config) == ([Finding(("hcs_api",), HYPERV_V2)] if refused else [])
 
 
+@pytest.mark.parametrize("field", ["max_storage_iops", "max_storage_bandwidth_bytes_per_sec"])
+def test_storage_qos_above_int32_is_a_finding_naming_its_field(tmp_path, field):
+    config = config_of(tmp_path, process_executable="C:\\x.exe", **{field: 2**31})
+    assert hcs.validate(config) == [Finding((field,), f"found {2**31}; expected at most 2147483647: HCS holds it "
+                                                      "in a 32-bit signed field")]
+    assert hcs.validate(config_of(tmp_path, process_executable="C:\\x.exe", **{field: 2**31 - 1})) == []
+
+
+def test_an_all_digit_hostname_is_a_finding(tmp_path):
+    (finding,) = hcs.validate(config_of(tmp_path, process_executable="C:\\x.exe", hostname="1234"))
+    assert finding.path == ("hostname",) and "digits only" in finding.message
+    assert hcs.validate(config_of(tmp_path, process_executable="C:\\x.exe", hostname="h1234")) == []
+
+
 _text = st.text(st.sampled_from('ab" \\/:.'), min_size=1, max_size=8)
 
 
@@ -117,8 +131,7 @@ def test_without_a_mapped_directory_the_process_starts_in_the_root(tmp_path):
 def test_the_plan_takes_one_processor_limit_and_says_what_windows_enforces(tmp_path):
     plan = hcs.plan(config_of(tmp_path, process_executable="C:\\x.exe", max_ram_mb=512, cpus_count=1,
                               max_cpu_percent=25, cpu_affinity_hex="0x1", max_processes=3))
-    assert (plan.memory_mb, plan.processor, plan.cpu_affinity, plan.affinity_groups) == (512, ("Maximum", 2500), 1,
-                                                                                         ((0, 1),))
+    assert (plan.memory_mb, plan.processor, plan.cpu_affinity, plan.silo_affinity) == (512, ("Maximum", 2500), 1, 1)
     applied = {limit.field: limit.detail for limit in plan.limits if limit.enforced}
     assert applied == {"max_ram_mb": "512 MB", "max_cpu_percent": "2500 of 10000 processor cycles",
                        "cpu_affinity": "0x1"}
@@ -127,7 +140,7 @@ def test_the_plan_takes_one_processor_limit_and_says_what_windows_enforces(tmp_p
 
 def test_under_hyperv_the_plan_takes_v1_and_sets_no_silo_affinity(tmp_path):
     plan = hcs.plan(config_of(tmp_path, process_executable="C:\\x.exe", isolation="hyperv", cpu_affinity_hex="0x3"))
-    assert (plan.api, plan.affinity_groups) == ("v1", ())
+    assert (plan.api, plan.silo_affinity) == ("v1", 0)
     assert [(limit.field, limit.enforced) for limit in plan.limits] == [("cpu_affinity", False)]
 
 

@@ -13,7 +13,8 @@ import sys
 import pytest
 
 from nspawn.backends import contract
-from nspawn.backends.hcs import affinity_groups
+from nspawn.backends.hcs.affinity import processor_groups
+from nspawn.errors import LaunchError
 from tests.conftest import ROOT
 from tests.hcs.conftest import gone
 
@@ -147,16 +148,62 @@ def test_cpu_affinity_lands_on_the_silo_before_start(host, api):
     assert opened["args"] == [f"\\Container_{result['container_id']}"]
     names = [c["call"].split("!")[1] for c in run.ledger["calls"]]
     assert names.index("SetInformationJobObject") < names.index("HcsStartComputeSystem")
-    assert run.calls("SetInformationJobObject")[0]["args"] == [14, [1]]
+    assert run.calls("SetInformationJobObject")[0]["args"] == [14, [[0, 1]]]
     assert result["limits_applied"]["cpu_affinity"] == "0x1"
     clean(run, host)
 
 
-def test_affinity_masks_wider_than_64_cpus_split_into_processor_groups():
-    assert affinity_groups(0x1) == ((0, 1),)
-    assert affinity_groups(1 << 64 | 0b101) == ((0, 0b101), (1, 1))
-    assert affinity_groups(0xFF << 128) == ((2, 0xFF),)
-    assert affinity_groups((1 << 130) - 1) == ((0, (1 << 64) - 1), (1, (1 << 64) - 1), (2, 0b11))
+def test_cpus_map_to_processor_groups_by_their_active_counts_not_64_per_group():
+    assert processor_groups(0x1, (36, 36)) == ((0, 1),)
+    assert processor_groups(1 << 40, (36, 36)) == ((1, 1 << 4),)  # CPU 40: bit 4 of group 1, not bit 40 of 0
+    assert processor_groups(1 << 35 | 1 << 36, (36, 36)) == ((0, 1 << 35), (1, 1))
+    assert processor_groups((1 << 72) - 1, (36, 36)) == ((0, (1 << 36) - 1), (1, (1 << 36) - 1))
+    assert processor_groups(1 << 64 | 0b101, (64, 64)) == ((0, 0b101), (1, 1))
+    assert processor_groups(0b1000, (3, 5, 1)) == ((1, 1),)
+
+
+def test_a_cpu_beyond_the_host_s_groups_is_refused_naming_it():
+    with pytest.raises(LaunchError, match=r"names CPU 72; this host has CPUs 0 to 71 in 2 processor groups of 36, 36"):
+        processor_groups(1 << 72 | 1, (36, 36))
+
+
+def _two_groups_of_one(monkeypatch, build: int) -> None:
+    # Group 0 holds CPU 0 and group 1 CPU 1: the simulator pins group 1's bit 0 to Linux CPU 1.
+    monkeypatch.setenv("NSPAWN_HCS_SIM_GROUPS", "1,1")
+    monkeypatch.setenv("NSPAWN_HCS_SIM_BUILD", str(build))
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or not {0, 1} <= os.sched_getaffinity(0),
+                    reason="needs CPUs 0 and 1")
+def test_cpu_1_of_a_host_of_two_one_cpu_groups_is_set_as_group_1(host, monkeypatch):
+    _two_groups_of_one(monkeypatch, 20348)
+    host.script("cpus.sh", "grep Cpus_allowed_list /proc/self/status\n")
+    run = host.run("--json", process_executable="cpus.sh", cpu_affinity_hex="0x2")
+    assert run.returncode == 0, run.stderr
+    assert run.calls("SetInformationJobObject")[0]["args"] == [14, [[1, 1]]]
+    assert run.stdout.splitlines()[0].split() == ["Cpus_allowed_list:", "1"]
+    clean(run, host)
+
+
+@pytest.mark.parametrize("mask", ["0x2", "0x3"], ids=["group 1", "groups 0 and 1"])
+def test_before_ws2022_a_mask_outside_group_0_is_refused_before_anything_is_made(host, monkeypatch, mask):
+    _two_groups_of_one(monkeypatch, 17763)
+    host.script("true.sh", "exit 0\n")
+    run = host.run(process_executable="true.sh", cpu_affinity_hex=mask)
+    assert run.returncode == 125, run.stderr
+    assert "Windows build 17763 pins a container to group 0 only" in run.stderr
+    assert "needs Windows Server 2022" in run.stderr
+    assert run.calls("SetInformationJobObject") == [] and run.calls("HcsCreateComputeSystem") == []
+    clean(run, host)
+
+
+def test_before_ws2022_a_mask_in_group_0_still_pins(host, monkeypatch):
+    _two_groups_of_one(monkeypatch, 17763)
+    host.script("true.sh", "exit 0\n")
+    run = host.run(process_executable="true.sh", cpu_affinity_hex="0x1")
+    assert run.returncode == 0, run.stderr
+    assert run.calls("SetInformationJobObject")[0]["args"] == [14, [[0, 1]]]
+    clean(run, host)
 
 
 @pytest.mark.parametrize("isolation", ["process", "hyperv"])
@@ -190,6 +237,23 @@ def test_a_run_reports_its_limits_from_the_table_doctor_prints(host, api):
         assert result["limits_not_enforced"].get(field) == (None if enforced else why)
     [document] = run.documents("HcsCreateComputeSystem", 1 if api == "v2" else -1)
     assert "ProcessorCount" not in document and "Count" not in document.get("Container", {}).get("Processor", {})
+    clean(run, host)
+
+
+@APIS
+def test_mapped_host_paths_reach_hcs_with_their_symbolic_links_resolved(host, api):
+    link = host.tmp / "link"
+    link.symlink_to(host.job, target_is_directory=True)
+    host.script("ok.sh", "exit 0\n")
+    data = host.tmp / "data"
+    data.mkdir()
+    (host.tmp / "data-link").symlink_to(data, target_is_directory=True)
+    run = host.run(process_executable="ok.sh", hcs_api=api, process_directory=str(link),
+                   mounts=[{"host_path": str(host.tmp / "data-link"), "container_path": "C:\\data"}])
+    assert run.returncode == 0, run.stderr
+    [document] = run.documents("HcsCreateComputeSystem", 1 if api == "v2" else -1)
+    mapped = (document["Container"] if api == "v2" else document)["MappedDirectories"]
+    assert [m["HostPath"] for m in mapped] == [str(host.job.resolve()), str(data.resolve())]
     clean(run, host)
 
 

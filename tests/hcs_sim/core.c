@@ -1000,43 +1000,130 @@ SIM_API uint32_t ntdll_RtlNtStatusToDosError(int32_t status)
     }
 }
 
+/* The host's processor topology and Windows build, as the tests set them:
+ * NSPAWN_HCS_SIM_GROUPS="36,36" is two processor groups of 36 active CPUs (Windows sizes groups
+ * by NUMA node, so they need not hold 64; GetActiveProcessorGroupCount's page), by default one
+ * group of this host's CPUs; NSPAWN_HCS_SIM_BUILD is the build RtlGetVersion reports (20348,
+ * Windows Server 2022, by default). Read at each call, so a test may change them. */
+#define MAX_GROUPS 32
+static int sim_groups(uint32_t sizes[MAX_GROUPS])
+{
+    const char *env = getenv("NSPAWN_HCS_SIM_GROUPS");
+    int n = 0;
+    if (env && *env) {
+        char *end;
+        for (const char *p = env; *p && n < MAX_GROUPS; p = *end ? end + 1 : end) {
+            unsigned long v = strtoul(p, &end, 10);
+            if (end == p || v == 0 || v > 64)
+                break;
+            sizes[n++] = (uint32_t)v;
+        }
+    }
+    if (!n) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        sizes[n++] = cpus < 1 ? 1 : cpus > 64 ? 64 : (uint32_t)cpus;
+    }
+    return n;
+}
+
+SIM_API uint16_t kernel32_GetActiveProcessorGroupCount(void)
+{
+    record("kernel32!GetActiveProcessorGroupCount", 0, NULL);
+    uint32_t sizes[MAX_GROUPS];
+    return (uint16_t)sim_groups(sizes);
+}
+
+#define ALL_PROCESSOR_GROUPS 0xFFFF
+
+SIM_API uint32_t kernel32_GetActiveProcessorCount(uint16_t group)
+{
+    record("kernel32!GetActiveProcessorCount", 0, NULL);
+    uint32_t sizes[MAX_GROUPS], total = 0;
+    int n = sim_groups(sizes);
+    if (group == ALL_PROCESSOR_GROUPS) {
+        for (int i = 0; i < n; i++)
+            total += sizes[i];
+        return total;
+    }
+    if (group >= n) {
+        set_last_error(ERROR_INVALID_PARAMETER);
+        return 0;
+    }
+    return sizes[group];
+}
+
+struct os_version_info_w {
+    uint32_t size, major, minor, build, platform;
+    wchar_t csd[128]; /* WCHAR: as c_wchar, the Python side's width */
+};
+
+SIM_API int32_t ntdll_RtlGetVersion(struct os_version_info_w *info)
+{
+    record("ntdll!RtlGetVersion", 0, NULL);
+    if (!info || info->size != sizeof *info)
+        return STATUS_INVALID_PARAMETER;
+    const char *env = getenv("NSPAWN_HCS_SIM_BUILD");
+    info->major = 10;
+    info->minor = 0;
+    info->build = env && *env ? (uint32_t)strtoul(env, NULL, 10) : 20348;
+    info->platform = 2; /* VER_PLATFORM_WIN32_NT */
+    memset(info->csd, 0, sizeof info->csd);
+    return 0;
+}
+
 #define JobObjectGroupInformationEx 14
 struct group_affinity { uint64_t mask; uint16_t group, reserved[3]; };
 
-/* The affinity reaches the real Linux processes of the silo, current and future. */
+/* The affinity reaches the real Linux processes of the silo, current and future: CPU `bit` of
+ * group g is Linux CPU (sizes of the groups before g) + bit. A group the host lacks, or a bit
+ * beyond its active CPUs, is refused as Windows refuses them (ERROR_INVALID_PARAMETER). */
 SIM_API int32_t kernel32_SetInformationJobObject(HANDLE job, int32_t cls, void *info, uint32_t len)
 {
+    uint32_t sizes[MAX_GROUPS], first[MAX_GROUPS];
+    int groups = sim_groups(sizes);
+    for (int g = 0; g < groups; g++)
+        first[g] = g ? first[g - 1] + sizes[g - 1] : 0;
     pthread_mutex_lock(&g_lock);
     sim_handle *h = handle_get(job, K_JOB);
     uint32_t err = 0;
     struct group_affinity *ga = info;
+    uint32_t n = info ? len / sizeof *ga : 0;
     if (!h)
         err = ERROR_INVALID_HANDLE;
     else if (cls != JobObjectGroupInformationEx || !len || len % sizeof *ga)
         err = ERROR_INVALID_PARAMETER;
     else
-        for (uint32_t i = 0; i < len / sizeof *ga; i++)
-            if (!ga[i].mask || ga[i].group)
+        for (uint32_t i = 0; i < n; i++)
+            if (!ga[i].mask || ga[i].group >= groups || (sizes[ga[i].group] < 64 && ga[i].mask >> sizes[ga[i].group]))
                 err = ERROR_INVALID_PARAMETER;
     if (!err) {
-        h->sys->affinity = ga[0].mask;
+        /* The silo's Linux CPUs (0-63), which processes started later take too. */
+        uint64_t cpus = 0;
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        for (uint32_t i = 0; i < n; i++)
+            for (uint32_t c = 0; c < 64; c++)
+                if (ga[i].mask >> c & 1) {
+                    CPU_SET(first[ga[i].group] + c, &set);
+                    if (first[ga[i].group] + c < 64)
+                        cpus |= 1ULL << (first[ga[i].group] + c);
+                }
+        h->sys->affinity = cpus;
         for (sim_process *p = g_processes; p; p = p->next)
-            if (p->sys == h->sys && !p->exited) {
-                cpu_set_t set;
-                CPU_ZERO(&set);
-                for (int c = 0; c < 64; c++)
-                    if (ga[0].mask >> c & 1)
-                        CPU_SET(c, &set);
+            if (p->sys == h->sys && !p->exited)
                 sched_setaffinity(p->pid, sizeof set, &set);
-            }
     }
     pthread_mutex_unlock(&g_lock);
     cJSON *rec = cJSON_CreateArray();
     cJSON_AddItemToArray(rec, cJSON_CreateNumber(cls));
-    cJSON *masks = cJSON_CreateArray();
-    for (uint32_t i = 0; info && i < len / sizeof *ga; i++)
-        cJSON_AddItemToArray(masks, cJSON_CreateNumber((double)ga[i].mask));
-    cJSON_AddItemToArray(rec, masks);
+    cJSON *entries = cJSON_CreateArray();
+    for (uint32_t i = 0; i < n; i++) {
+        cJSON *entry = cJSON_CreateArray();
+        cJSON_AddItemToArray(entry, cJSON_CreateNumber(ga[i].group));
+        cJSON_AddItemToArray(entry, cJSON_CreateNumber((double)ga[i].mask));
+        cJSON_AddItemToArray(entries, entry);
+    }
+    cJSON_AddItemToArray(rec, entries);
     record_json("kernel32!SetInformationJobObject", rec);
     if (err) {
         set_last_error(err);

@@ -97,7 +97,7 @@ struct sim_system {
     int guard_fd;           /* write end of the TerminateOnLastHandleClosed guardian, or -1 */
     cJSON *mapped;          /* [{"host":..., "container":...}] */
     cJSON *groups;          /* process group of every process it started */
-    uint64_t affinity;      /* 0 = not set through the silo job */
+    uint64_t affinity;      /* Linux CPUs 0-63 of the silo job; 0 = not set */
     cJSON *backlog;         /* events that arrived before any callback */
     sim_system *next;
 };

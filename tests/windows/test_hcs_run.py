@@ -119,6 +119,35 @@ def test_the_timeout_sends_ctrl_shutdown(tmp_path):
     assert (tmp_path / "event.txt").read_text() == "6"
 
 
+def test_the_processor_groups_hold_every_cpu_of_the_host():
+    from nspawn.backends.hcs.native import kernel32
+
+    groups = kernel32.processor_groups()
+    assert groups and all(0 < size <= 64 for size in groups)
+    assert sum(groups) == os.cpu_count()
+
+
+def test_a_cpu_of_group_1_pins_the_container_there():
+    """Windows sizes processor groups by NUMA node (two groups of 36 on a 72-CPU host): the
+    first CPU of group 1 is CPU groups[0], which the container must run on, in group 1."""
+    from nspawn.backends.hcs.native import kernel32
+
+    groups = kernel32.processor_groups()
+    if len(groups) < 2:
+        pytest.skip(f"this host has one processor group of {groups[0]} CPUs; the mapping needs two or more")
+    if kernel32.windows_build() < 20348:
+        pytest.skip("a container outside processor group 0 needs Windows Server 2022")
+    payload = ("import ctypes\n"
+               "class P(ctypes.Structure):\n"
+               "    _fields_ = [('Group', ctypes.c_uint16), ('Number', ctypes.c_uint8), ('Reserved', ctypes.c_uint8)]\n"
+               "p = P()\n"
+               "ctypes.windll.kernel32.GetCurrentProcessorNumberEx(ctypes.byref(p))\n"
+               "print('group', p.Group, 'number', p.Number)\n")
+    result = nspawn_run(*with_python("--affinity", str(groups[0]), "--json", "--", PYTHON, "-I", "-c", payload))
+    assert result.returncode == 0, result.stderr
+    assert "group 1 number 0" in result.stdout, result.stdout
+
+
 @pytest.mark.parametrize("network,reaches", [("none", False), ("nat", True)])
 def test_network_none_has_no_route_and_nat_has_one(network, reaches):
     connect = "import socket; socket.create_connection(('1.1.1.1', 53), timeout=10); print('connected')"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
+from nspawn import hostfacts
 from nspawn.backends.hcs import cmdline
 from nspawn.backends.hcs.enforcement import verdict
 from nspawn.backends.hcs.release import RELEASERS  # noqa: F401 (the backend interface)
@@ -20,7 +21,6 @@ from nspawn.records import record
 DEFAULT_WORKING_DIRECTORY = "C:\\"
 # How a dry run shows the compute system's id: the session names each run (journal, ps, cleanup).
 RUN_TIME_ID = "<the run's container id>"
-_MASK64 = (1 << 64) - 1
 
 
 @record
@@ -52,7 +52,7 @@ class HcsPlan:
     storage_iops: int
     storage_bandwidth: int  # bytes per second
     cpu_affinity: int  # the mask asked
-    affinity_groups: tuple[tuple[int, int], ...]  # (processor group, mask) set on the silo; () when not enforced
+    silo_affinity: int  # the mask set on the silo (in processor groups at run time: affinity.py); 0 when not enforced
     limits: tuple[Limit, ...]
     hostname: str
     isolation: str
@@ -138,20 +138,31 @@ def cpu_maximum(percent: float) -> int:
     return max(1, min(10000, round(percent * 100)))
 
 
-def _processor(limits) -> tuple[str, int] | None:
+def _processor(limits, host_cpus: int) -> tuple[str, int] | None:
     """Count, Maximum and Weight exclude each other, and Maximum is the one Windows enforces
-    (enforcement.py)."""
+    (enforcement.py says the count gives way to it). A Count above the host's CPUs is capped at
+    them, as hcsshim's NormalizeProcessorCount does (internal/hcsoci/resources.go)."""
     if limits.max_cpu_percent:
         return "Maximum", cpu_maximum(limits.max_cpu_percent)
     if limits.cpus_count:
-        return "Count", limits.cpus_count
+        return "Count", min(limits.cpus_count, host_cpus)
     return None
 
 
-def affinity_groups(mask: int) -> tuple[tuple[int, int], ...]:
-    """(processor group, 64-bit mask) of a CPU mask of any width (Windows groups hold 64 CPUs)."""
-    groups = ((group, mask >> (64 * group) & _MASK64) for group in range((mask.bit_length() + 63) // 64))
-    return tuple((group, part) for group, part in groups if part)
+# HCS's schema 2 holds the storage QoS values in 32-bit signed fields (hcsshim
+# internal/hcs/schema2/storage_qo_s.go): a larger value would not reach Windows as asked.
+INT32_MAX = 2**31 - 1
+_INT32_FIELDS = ("max_storage_iops", "max_storage_bandwidth_bytes_per_sec")
+
+
+def generated_hostname() -> str:
+    """8 random hex digits, as hcsshim names a container without one, never all digits:
+    Windows refuses a computer name of digits only (Microsoft's docs, "Naming conventions in
+    Active Directory for computers, domains, sites, and OUs")."""
+    while True:
+        name = os.urandom(4).hex()
+        if not name.isdigit():
+            return name
 
 
 _SHOWN = {
@@ -161,12 +172,16 @@ _SHOWN = {
 }
 
 
-def _limits(config: Config) -> tuple[Limit, ...]:
+def _limits(config: Config, host_cpus: int) -> tuple[Limit, ...]:
     asked = config.limits.asked()
     limits = []
     for field, value in asked.items():
         enforced, why = verdict(field, config.isolation, asked)
-        limits.append(Limit(field, enforced, _SHOWN.get(field, lambda v: v)(value) if enforced else why))
+        detail = _SHOWN.get(field, lambda v: v)(value) if enforced else why
+        if field == "cpus_count" and value > host_cpus and not asked.get("max_cpu_percent"):
+            capped = f"capped at the host's {host_cpus} CPUs"
+            detail = f"{host_cpus} ({capped})" if enforced else f"{why} ({capped})"
+        limits.append(Limit(field, enforced, detail))
     return tuple(limits)
 
 
@@ -177,7 +192,8 @@ def plan(config: Config) -> HcsPlan:
     if config.process_directory:
         mapped.insert(0, MappedDirectory(config.process_directory, config.mapped_directory,
                                          config.mapped_directory_read_only))
-    decided = _limits(config)
+    host_cpus = hostfacts.cpu_count()
+    decided = _limits(config, host_cpus)
     affinity_enforced = any(limit.field == "cpu_affinity" and limit.enforced for limit in decided)
     return HcsPlan(
         argv=argv,
@@ -186,13 +202,13 @@ def plan(config: Config) -> HcsPlan:
         environment=tuple(config.environment.items()),
         mapped_directories=tuple(mapped),
         memory_mb=limits.max_ram_mb,
-        processor=_processor(limits),
+        processor=_processor(limits, host_cpus),
         storage_iops=limits.max_storage_iops,
         storage_bandwidth=limits.max_storage_bandwidth_bytes_per_sec,
         cpu_affinity=limits.cpu_affinity,
-        affinity_groups=affinity_groups(limits.cpu_affinity) if affinity_enforced else (),
+        silo_affinity=limits.cpu_affinity if affinity_enforced else 0,
         limits=decided,
-        hostname=config.hostname or os.urandom(4).hex(),
+        hostname=config.hostname or generated_hostname(),
         isolation=config.isolation,
         api=api_route(config.hcs_api, config.isolation),
         network=config.network,
@@ -216,6 +232,14 @@ def validate(config: Config) -> list:
         problem = cmdline.program_problem(value)
         if problem:
             findings.append(Finding((key,), f"found {value!r}; expected {problem}"))
+    for field in _INT32_FIELDS:
+        value = getattr(config.limits, field)
+        if value > INT32_MAX:
+            findings.append(Finding((field,), f"found {value}; expected at most {INT32_MAX}: HCS holds it in a "
+                                              "32-bit signed field"))
+    if config.hostname and config.hostname.isdigit():
+        findings.append(Finding(("hostname",), f"found {config.hostname!r}; expected a letter or hyphen in it: "
+                                               "Windows refuses a computer name of digits only"))
     if config.isolation == "hyperv" and config.hcs_api == "v2":
         findings.append(Finding(("hcs_api",), "found 'v2' with isolation 'hyperv'; expected 'v1' or 'auto': "
                                               "Hyper-V containers run through vmcompute.dll (HvPartition)"))

@@ -23,11 +23,12 @@ class Storage:
 
 def v2_compute_system(plan: HcsPlan, storage: Storage, namespace: str | None) -> dict:
     container: dict = {
-        "GuestOs": {"HostName": plan.hostname},
         "Storage": {"Layers": [{"Id": guid, "Path": path} for guid, path in storage.layers], "Path": storage.volume_path},
         "MappedDirectories": [{"HostPath": m.host_path, "ContainerPath": m.container_path, "ReadOnly": m.read_only}
                               for m in plan.mapped_directories],
     }
+    if plan.hostname:
+        container["GuestOs"] = {"HostName": plan.hostname}
     qos = {k: v for k, v in (("IopsMaximum", plan.storage_iops), ("BandwidthMaximum", plan.storage_bandwidth)) if v}
     if qos:
         container["Storage"]["QoS"] = qos
@@ -48,8 +49,6 @@ def v1_compute_system(plan: HcsPlan, container_id: str, storage: Storage, endpoi
     """utility_vm: the UtilityVM folder of the layer chain (layers.utility_vm_image) under
     Hyper-V isolation; None under process isolation."""
     hyperv = plan.isolation == "hyperv"
-    storage_qos = {k: v for k, v in (("IOPSMaximum", plan.storage_iops),
-                                     ("BandwidthMaximum", plan.storage_bandwidth)) if v}
     doc: dict = {
         "SystemType": "Container",
         "Name": container_id,
@@ -58,9 +57,10 @@ def v1_compute_system(plan: HcsPlan, container_id: str, storage: Storage, endpoi
         "IgnoreFlushesDuringBoot": True,
         "LayerFolderPath": storage.scratch_folder,
         "Layers": [{"ID": guid, "Path": path} for guid, path in storage.layers],
-        "HostName": plan.hostname,
-        "MappedDirectories": [{"HostPath": m.host_path, "ContainerPath": m.container_path, "ReadOnly": m.read_only,
-                               **storage_qos} for m in plan.mapped_directories],
+        # The storage limits are the container-wide Storage* fields alone, as v2 has only
+        # Storage.QoS: a per-directory copy would cap each mapping on top of them.
+        "MappedDirectories": [{"HostPath": m.host_path, "ContainerPath": m.container_path, "ReadOnly": m.read_only}
+                              for m in plan.mapped_directories],
         "HvPartition": hyperv,
         "EndpointList": endpoints,
         "AllowUnqualifiedDNSQuery": True,
@@ -68,6 +68,8 @@ def v1_compute_system(plan: HcsPlan, container_id: str, storage: Storage, endpoi
         # As in the v2 document: the container dies with the launcher's last handle.
         "TerminateOnLastHandleClosed": True,
     }
+    if plan.hostname:
+        doc["HostName"] = plan.hostname
     if hyperv:
         # HCS attaches the scratch to the utility VM itself.
         doc["HvRuntime"] = {"ImagePath": utility_vm}

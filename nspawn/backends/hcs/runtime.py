@@ -14,13 +14,14 @@ check, while the process runs by stopping it politely and then firmly.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
 
 from nspawn import exitcodes
 from nspawn.backends import contract
-from nspawn.backends.hcs import HcsPlan, documents, layers, network, release, stdio
+from nspawn.backends.hcs import HcsPlan, affinity, documents, layers, network, release, stdio
 from nspawn.backends.hcs.generations import GENERATIONS, Exit, Generation, choose, kill
 from nspawn.backends.hcs.native.errors import HcsError, LibraryUnavailable, is_process_gone
 from nspawn.errors import Interrupted, LaunchError
@@ -54,6 +55,7 @@ def _execute(plan: HcsPlan, session: Session, stop: Stop) -> None:
             raise Interrupted(stop.signum)
 
     generation = GENERATIONS[choose(plan.api)]()
+    pinned = _processor_groups(plan)  # before anything is made: a mask this host cannot set fails here
     # Recorded first, so released last: the system's handle closes after the journal released
     # the system, the network and the layers (release.release_system_handle).
     session.journal.record("hcs-system-handle", what=container_id, id=container_id)
@@ -67,7 +69,7 @@ def _execute(plan: HcsPlan, session: Session, stop: Stop) -> None:
         with session.phase("network"):
             attach = network.attach_v2 if generation.api == "v2" else network.attach_v1
             attached = attach(session, container_id, raise_if_stopped)
-    document = generation.document(plan, container_id, storage, attached)
+    document = generation.document(_mapped_host_paths_resolved(plan), container_id, storage, attached)
     system_exit = Exit()
     with session.phase("create"):
         session.journal.record("hcs-system", what=container_id, id=container_id, api=generation.api)
@@ -75,7 +77,7 @@ def _execute(plan: HcsPlan, session: Session, stop: Stop) -> None:
         release.hold(container_id, system)
     try:
         raise_if_stopped()
-        _limits(plan, session, system.id)
+        _limits(plan, session, system.id, pinned)
         raise_if_stopped()
         with session.phase("start"):
             generation.start(system)
@@ -103,14 +105,39 @@ def _teardown(session: Session, generation: Generation, system, system_exit: Exi
             session.warn(e.message)
 
 
-def _limits(plan: HcsPlan, session: Session, system_id: str) -> None:
+def _mapped_host_paths_resolved(plan: HcsPlan) -> HcsPlan:
+    """Under process isolation the documents map host paths with their symbolic links
+    resolved, as hcsshim does because HCS mis-resolves file paths through them
+    (internal/hcsoci/hcsdoc_wcow.go, createMountsConfig). At run time, not in the plan: it
+    reads the host's file system."""
+    if plan.isolation != "process":
+        return plan
+    return plan._replace(mapped_directories=tuple(m._replace(host_path=os.path.realpath(m.host_path))
+                                                  for m in plan.mapped_directories))
+
+
+def _processor_groups(plan: HcsPlan) -> tuple[tuple[int, int], ...]:
+    """The silo's affinity as (processor group, mask), from this host's groups; () for none."""
+    if not plan.silo_affinity:
+        return ()
+    from nspawn.backends.hcs.native import kernel32
+
+    sizes = kernel32.processor_groups()
+    groups = affinity.processor_groups(plan.silo_affinity, sizes)
+    problem = affinity.refusal(plan.silo_affinity, groups, sizes, kernel32.windows_build())
+    if problem:
+        raise LaunchError(problem)
+    return groups
+
+
+def _limits(plan: HcsPlan, session: Session, system_id: str, pinned: tuple[tuple[int, int], ...]) -> None:
     """Applies what goes on the silo, then says limit by limit what Windows enforces."""
-    if plan.affinity_groups:
+    if pinned:
         from nspawn.backends.hcs.native import kernel32
 
         # After create, before start: every process of the silo inherits it (hcsshim
         # internal/hcsoci/cpuaffinity.go).
-        kernel32.set_silo_affinity(system_id, dict(plan.affinity_groups))
+        kernel32.set_silo_affinity(system_id, dict(pinned))
     for limit in plan.limits:
         if limit.enforced:
             session.applied(limit.field, limit.detail)

@@ -1,6 +1,6 @@
 """The few Win32 calls the HCS backend needs: stdio pipe I/O, handle and
-string freeing, and CPU affinity on a container's silo job (as hcsshim's
-internal/hcsoci/cpuaffinity.go sets it).
+string freeing, the processor groups and Windows build, and CPU affinity on a
+container's silo job (as hcsshim's internal/hcsoci/cpuaffinity.go sets it).
 
 NtOpenJobObject/RtlNtStatusToDosError (ntdll.dll) and CoTaskMemFree
 (ole32.dll) live here too: they are single functions of system DLLs serving
@@ -37,6 +37,11 @@ class GROUP_AFFINITY(Structure):
 
 class UNICODE_STRING(Structure):
     _fields_ = [("Length", c_uint16), ("MaximumLength", c_uint16), ("Buffer", c_void_p)]
+
+
+class OSVERSIONINFOW(Structure):
+    _fields_ = [("dwOSVersionInfoSize", c_uint32), ("dwMajorVersion", c_uint32), ("dwMinorVersion", c_uint32),
+                ("dwBuildNumber", c_uint32), ("dwPlatformId", c_uint32), ("szCSDVersion", ctypes.c_wchar * 128)]
 
 
 class OBJECT_ATTRIBUTES(Structure):
@@ -91,10 +96,13 @@ _kernel32 = Bindings("kernel32.dll", {
     "LocalFree": (c_void_p, [c_void_p], _local_free_check),
     "GetFileType": (c_uint32, [c_void_p], _file_type_check),
     "SetInformationJobObject": (_BOOL, [c_void_p, c_int32, c_void_p, c_uint32], _zero_fails),
+    "GetActiveProcessorGroupCount": (c_uint16, [], _zero_fails),
+    "GetActiveProcessorCount": (c_uint32, [c_uint16], _zero_fails),
 })
 _ntdll = Bindings("ntdll.dll", {
     "NtOpenJobObject": (c_int32, [POINTER(c_void_p), c_uint32, POINTER(OBJECT_ATTRIBUTES)], _ntstatus),
     "RtlNtStatusToDosError": (c_uint32, [c_int32], unchecked),
+    "RtlGetVersion": (c_int32, [POINTER(OSVERSIONINFOW)], _ntstatus),
 })
 _ole32 = Bindings("ole32.dll", {
     "CoTaskMemFree": (None, [c_void_p], unchecked),
@@ -121,6 +129,23 @@ def file_type(handle: int) -> int:
     """FILE_TYPE_DISK, FILE_TYPE_CHAR (a console or the null device), FILE_TYPE_PIPE (a pipe or
     a socket) or FILE_TYPE_UNKNOWN."""
     return _kernel32.GetFileType(handle)
+
+
+def processor_groups() -> tuple[int, ...]:
+    """The active CPUs of each processor group, group 0 first. Windows sizes groups by NUMA
+    node, so a group may hold fewer than 64 (a 72-CPU host has two of 36), and numbers CPUs
+    group after group (Microsoft's docs, "Processor Groups")."""
+    count = _kernel32.GetActiveProcessorGroupCount()
+    return tuple(_kernel32.GetActiveProcessorCount(group) for group in range(count))
+
+
+def windows_build() -> int:
+    """The build RtlGetVersion reports: unlike GetVersionEx it is not capped by the
+    application's manifest (its reference page)."""
+    info = OSVERSIONINFOW()
+    info.dwOSVersionInfoSize = ctypes.sizeof(OSVERSIONINFOW)
+    _ntdll.RtlGetVersion(byref(info))
+    return info.dwBuildNumber
 
 
 def _transfer(start, handle: int, buf, size: int) -> int:
