@@ -193,3 +193,9 @@ def test_a_nan_from_the_command_line_is_refused(key):
     with pytest.raises(ConfigError) as info:
         load_config(None, {"process_executable": "/bin/true", key: float("nan")})
     assert info.value.exit_code == 2 and "expected a finite number" in str(info.value.problems[0])
+
+
+def test_a_field_only_another_backend_reads_is_refused(tmp_path):
+    found, error = problems(tmp_path, {"backend": "linux", "process_executable": "/bin/true", "hcs_api": "v2"})
+    assert error.exit_code == 2 and "$.hcs_api: found 'v2', which only the hcs backend reads" in found[0]
+    load_config(write(tmp_path, json.dumps({"backend": "linux", "process_executable": "/bin/true", "hcs_api": "auto"})))

@@ -197,10 +197,15 @@ def _collisions(config: Config, paths: _Paths) -> list[Finding]:
 
 
 def _offered(config: Config) -> list[Finding]:
-    """What the registry says the chosen backend offers; its own rules are its validate's."""
+    """What the registry says the chosen backend offers, and fields only other backends read;
+    its own rules are its validate's."""
     caps = BACKENDS[config.backend]
-    findings = [Finding((key,), f"missing; expected it, as the {config.backend} backend needs it")
-                for key in caps.requires if getattr(config, key) is None]
+    ignored = [f for f in FIELDS if f.backends and config.backend not in f.backends
+               and getattr(config, f.name) != absent(f)]
+    findings = [Finding((f.key,), f"found {getattr(config, f.name)!r}, which only the {' and '.join(f.backends)} backend reads; expected it left out with the {config.backend} backend")
+                for f in ignored]
+    findings += [Finding((key,), f"missing; expected it, as the {config.backend} backend needs it")
+                 for key in caps.requires if getattr(config, key) is None]
     if config.network not in caps.network_modes:
         findings.append(Finding(("network",), f"found {config.network!r}, which the {config.backend} backend does not offer{caps.why_not(config.network)}; expected one of " + ", ".join(repr(m) for m in sorted(caps.network_modes))))
     if config.isolation not in caps.isolations:

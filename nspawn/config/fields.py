@@ -48,6 +48,7 @@ class Field:
     attribute: str | None = None  # the model's name for it, when not the key
     limit: bool = False  # a resource limit (Config.limits); 0 means none, as in hostcompute_nspawn
     items: tuple = ()  # the fields of each object in an array of objects
+    backends: tuple = ()  # the backends that read it, when not all: set otherwise, it is refused
 
     @property
     def name(self) -> str:
@@ -131,7 +132,7 @@ FIELDS = (
           default="auto", option=Option(("--backend",), "choice", "Backend (default: by OS).")),
     Field("hcs_api", {"enum": list(HCS_APIS)},
           "HCS API generation: v2 (computecore.dll) where it loads, else v1 (vmcompute.dll).",
-          default="auto", option=Option(("--hcs-api",), "choice", "HCS API generation.")),
+          default="auto", backends=("hcs",), option=Option(("--hcs-api",), "choice", "HCS API generation.")),
     Field("timeout_seconds", {"type": "number", "minimum": 0, "maximum": 31536000},
           "Wall-clock limit; then the process is stopped and the launcher exits 124. 0: none.",
           default=0, unit="seconds",
