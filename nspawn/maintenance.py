@@ -85,24 +85,10 @@ def _unjournaled(known: set[str]):
 
 
 def _command(journal) -> list | None:
-    """What the journal's container runs: the command its header records, else, while it runs
-    on this host, the command line of its init's first child (the payload), else None."""
+    """What the journal's container runs, as its launcher recorded it (None in a journal older
+    than that record)."""
     command = journal.header.get("command")
-    if isinstance(command, list):
-        return command
-    if not journal.alive:
-        return None
-    for entry in journal.entries:
-        pid = entry.data.get("pid")
-        if entry.kind == "process" and entry.data.get("what") == "container init" and pid and not entry.released:
-            try:
-                with open(f"/proc/{pid}/task/{pid}/children") as f:
-                    child = f.read().split()[0]
-                with open(f"/proc/{child}/cmdline", "rb") as f:
-                    return [arg.decode(errors="replace") for arg in f.read().split(b"\0")[:-1]] or None
-            except (OSError, IndexError):
-                return None
-    return None
+    return command if isinstance(command, list) else None
 
 
 def containers() -> list[Container]:

@@ -71,7 +71,8 @@ class Session:
         self.journal: Journal | None = None
 
     def open_journal(self) -> Journal:
-        self.journal = Journal(self.container_id, self.config.backend, source=self.config.source)
+        self.journal = Journal(self.container_id, self.config.backend, source=self.config.source,
+                               command=[self.config.process_executable, *self.config.process_arguments])
         return self.journal
 
     @contextlib.contextmanager
