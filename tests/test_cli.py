@@ -7,11 +7,11 @@ import sys
 
 from click.testing import CliRunner
 
-from conftest import nspawn
+from tests.conftest import nspawn
 from nspawn import runcmd
 from nspawn.cli import COMMANDS, cli
 from nspawn.config.fields import FIELDS
-from nspawn.config.model import Mount
+from nspawn.config.model import Mount, Tmpfs
 from nspawn.config.resolve import load_config
 from tests.linux.conftest import ROOT, _scratch, leftovers, needs_root  # noqa: F401 (_scratch: the fixture)
 
@@ -63,6 +63,8 @@ def _option_samples(here: str) -> dict:
         "hostname": (["--hostname", "box"], "box"),
         "mounts": (["--bind", "data:/data:ro", "--bind", "/srv:/srv"],
                    (Mount(os.path.join(here, "data"), "/data", True), Mount("/srv", "/srv", False))),
+        "tmpfs": (["--tmpfs", "/scratch:64M", "--tmpfs", "/cache"], (Tmpfs("/scratch", 64), Tmpfs("/cache", 0))),
+        "seccomp": (["--seccomp", "unconfined"], "unconfined"),
         "network": (["--network", "host"], "host"),
         "isolation": (["--isolation", "process"], "process"),
         "backend": (["--backend", "linux"], "linux"),

@@ -10,7 +10,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from conftest import nspawn
+from tests.conftest import nspawn
 from nspawn import entry, runcmd
 from nspawn.cli import cli
 from nspawn.config.model import Mount

@@ -9,7 +9,7 @@ import types
 
 import pytest
 
-from conftest import nspawn
+from tests.conftest import nspawn
 from nspawn import backends, maintenance
 from nspawn.backends import Backend
 from nspawn.errors import LaunchError

@@ -155,6 +155,18 @@ def test_ctrl_c_half_way_stops_the_running_jobs_and_still_writes_the_reports(tmp
     assert leftovers(str(_scratch), _container_ids(report)) == []
 
 
+def _open_files(pid: int) -> set[str]:
+    """What `pid` holds open; a descriptor that closes while we look (the payload closes all but
+    its own before exec) is not held."""
+    held = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            held.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except FileNotFoundError:
+            pass
+    return held
+
+
 def test_runs_on_worker_threads_hold_only_their_own_descriptors(_scratch):
     """A container forked on one thread must not keep another run's pipes open (its launcher
     would wait for their end of file until this container ended)."""
@@ -175,7 +187,7 @@ def test_runs_on_worker_threads_hold_only_their_own_descriptors(_scratch):
         ours = {os.readlink(f"/proc/self/fd/{fd}") for fd in (read_end, write_end)}
         theirs = set()
         for pid in [pids[0], *map(int, open(f"/proc/{pids[0]}/task/{pids[0]}/children").read().split())]:
-            theirs |= {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+            theirs |= _open_files(pid)
         assert ours and not ours & theirs
     finally:
         os.close(read_end)

@@ -189,7 +189,7 @@ def test_the_budget_refusal_names_where_the_budget_came_from():
 
 
 def test_the_budget_refusal_of_the_command_names_the_option(tmp_path):
-    from conftest import nspawn
+    from tests.conftest import nspawn
 
     config = tmp_path / "big.json"
     config.write_text(json.dumps({"process_executable": "/bin/true", "max_ram_mb": 512}))
