@@ -46,6 +46,10 @@ def _values(field) -> st.SearchStrategy:
                                 f"{HERE}:relative", f"{HERE}:/proc"])
     if param == "setenv":
         return st.sampled_from(["A=1", "B=", "A=x=y", "PATH", "=x", "Ü=1", "NSPAWN_PROPERTY_UNSET"])
+    if param == "tmpfs":
+        return st.sampled_from(["/scratch", "/scratch:64M", "/scratch:100K", "/proc/x", "relative", "/x:lots", "/job/t"])
+    if param == "profile":
+        return st.sampled_from([*field.keywords, "/nonexistent.json", os.path.join(HERE, "test_cli_properties.py")])
     if param == "host_path":
         return st.sampled_from([HERE, "/nonexistent", "C:/layers/base", "relative", os.path.join(HERE, "..")])
     if param == "text":

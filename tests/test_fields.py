@@ -26,6 +26,8 @@ EVERY_FIELD = {
     "working_directory": ("/inside/sub", "/inside/sub"),
     "hostname": ("box-1", "box-1"),
     "mounts": ([{"host_path": "/srv", "container_path": "/srv", "read_only": True}], None),
+    "tmpfs": ([{"container_path": "/scratch", "size_mb": 64.0}], None),
+    "seccomp": ("unconfined", "unconfined"),
     "network": ("host", "host"),
     "isolation": ("process", "process"),
     "backend": ("linux", "linux"),
@@ -58,8 +60,8 @@ def test_every_field_reaches_the_model(tmp_path):
     for field in fields.FIELDS:
         held = getattr(config.limits if field.limit else config, field.name)
         expected = EVERY_FIELD[field.key][1]
-        if field.key == "mounts":
-            assert [m._asdict() for m in held] == EVERY_FIELD["mounts"][0]
+        if field.items:
+            assert [m._asdict() for m in held] == EVERY_FIELD[field.key][0]
         elif isinstance(expected, dict):
             assert dict(held) == expected
         else:

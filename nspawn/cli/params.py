@@ -89,6 +89,16 @@ class HostPath(click.ParamType):
         return absolute(value)
 
 
+class Profile(HostPath):
+    """One of a field's keywords as it is, or else a host path made absolute."""
+
+    def __init__(self, keywords: tuple):
+        self.keywords = keywords
+
+    def convert(self, value, param, ctx):
+        return value if value in self.keywords else super().convert(value, param, ctx)
+
+
 class Bind(click.ParamType):
     """SRC[:DST][:ro|rw] (ro/rw in any case; SRC and DST may be Windows paths with a drive
     letter): without DST the directory appears at the same path inside. `read_only` is the
@@ -110,6 +120,18 @@ class Bind(click.ParamType):
         mode = (m.group("mode") or "").lower()
         return {"host_path": source, "container_path": m.group("dst") or source,
                 "read_only": mode == "ro" if mode else self.read_only}
+
+
+class Tmpfs(click.ParamType):
+    """PATH[:SIZE]: an in-memory file system at a container path, SIZE as --memory takes it."""
+
+    name = "path[:size]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, dict):
+            return value
+        path, _, size = value.rpartition(":") if ":" in value else (value, "", "")
+        return {"container_path": path, "size_mb": Size(MIB).convert(size, param, ctx) if size else 0}
 
 
 class Number(click.FloatRange):
@@ -189,8 +211,10 @@ def _bounds(field) -> dict:
 PARAMS = {
     "text": lambda field: {},
     "host_path": lambda field: {"type": HostPath()},
+    "profile": lambda field: {"type": Profile(field.keywords)},
     "flag": lambda field: {"is_flag": True, "default": None},
     "bind": lambda field: {"type": Bind()},
+    "tmpfs": lambda field: {"type": Tmpfs()},
     "setenv": lambda field: {"callback": setenv},
     "size": lambda field: {"type": Size(UNIT_BYTES[field.unit])},
     "integer": lambda field: {"type": click.IntRange(**_bounds(field))},

@@ -19,7 +19,7 @@ from nspawn.config.derived import is_container_absolute
 from nspawn.config.jsonpos import path_text
 from nspawn.config.load import Finding
 from nspawn.config.fields import CONTAINER_PATH, EXECUTABLE, FIELDS, HOST_PATH, IN_MAPPED, is_integer
-from nspawn.config.model import Config, Limits, Mount, absent
+from nspawn.config.model import ITEMS, Config, Limits, absent
 from nspawn.units import mask_to_cpus
 
 _WINDOWS_PATH = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\|//)")
@@ -117,8 +117,10 @@ def build_config(document: dict, source: str, base_dir: str) -> tuple[Config, li
         """The model's value of one field as the file gives it, normalised by its kind."""
         if value is None:
             return absent(field)
+        if value in field.keywords:
+            return value
         if field.items:
-            return tuple(_item(field.items, item, where + (i,)) for i, item in enumerate(value))
+            return tuple(_item(field, item, where + (i,)) for i, item in enumerate(value))
         if is_integer(field):
             return int(value, 16) if isinstance(value, str) else int(value)
         if isinstance(value, float) and not math.isfinite(value):
@@ -143,8 +145,8 @@ def build_config(document: dict, source: str, base_dir: str) -> tuple[Config, li
             return inside(where, value)
         return value
 
-    def _item(fields, item: dict, where: tuple):
-        return Mount(**{f.name: typed(f, item.get(f.key), where + (f.key,)) for f in fields})
+    def _item(field, item: dict, where: tuple):
+        return ITEMS[field.key](**{f.name: typed(f, item.get(f.key), where + (f.key,)) for f in field.items})
 
     values = {f.name: typed(f, document.get(f.key), (f.key,)) for f in FIELDS if f.kind != EXECUTABLE}
     limits = Limits(**{f.name: values.pop(f.name) for f in FIELDS if f.limit})
@@ -184,6 +186,7 @@ def _collisions(config: Config, paths: _Paths) -> list[Finding]:
     if config.mapped_directory:
         targets.append((("mapped_directory",), config.mapped_directory))
     targets += [(("mounts", i, "container_path"), m.container_path) for i, m in enumerate(config.mounts)]
+    targets += [(("tmpfs", i, "container_path"), t.container_path) for i, t in enumerate(config.tmpfs)]
     seen: dict[str, tuple] = {}
     for where, target in targets:
         if not paths.is_absolute(target):

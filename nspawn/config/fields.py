@@ -49,6 +49,7 @@ class Field:
     limit: bool = False  # a resource limit (Config.limits); 0 means none, as in hostcompute_nspawn
     items: tuple = ()  # the fields of each object in an array of objects
     backends: tuple = ()  # the backends that read it, when not all: set otherwise, it is refused
+    keywords: tuple = ()  # words the field takes as they are, besides values of its kind
 
     @property
     def name(self) -> str:
@@ -77,6 +78,12 @@ MOUNT_FIELDS = (
           kind=HOST_PATH),
     Field("container_path", _string(), "Absolute path inside the container.", kind=CONTAINER_PATH),
     Field("read_only", {"type": "boolean"}, "Map it read-only.", default=False),
+)
+
+TMPFS_FIELDS = (
+    Field("container_path", _string(), "Absolute path inside the container.", kind=CONTAINER_PATH),
+    Field("size_mb", _count(), "Its size limit in MiB; 0: the kernel's default, half of the host's memory.",
+          default=0, unit="MiB"),
 )
 
 FIELDS = (
@@ -121,6 +128,10 @@ FIELDS = (
     Field("mounts", {"type": "array"}, "Extra host directories mapped into the container.", items=MOUNT_FIELDS,
           additive=True,
           option=Option(("--bind",), "bind", "Extra mount SRC[:DST][:ro|rw] (without DST: the same path inside); repeatable.")),
+    Field("tmpfs", {"type": "array"},
+          "Linux: empty in-memory file systems mounted in the container (nosuid, nodev, mode 1777), after the "
+          "system's own and before the mounts.", items=TMPFS_FIELDS, additive=True, backends=("linux",),
+          option=Option(("--tmpfs",), "tmpfs", "An in-memory file system PATH[:SIZE] (SIZE as 64M; default: half the RAM); repeatable.")),
     Field("network", {"enum": list(NETWORK_MODES)},
           "none: no network (Linux: loopback only); host: share the host's network (Linux only); nat: an endpoint "
           "on the host's NAT network (HCS only).",
@@ -133,6 +144,12 @@ FIELDS = (
     Field("hcs_api", {"enum": list(HCS_APIS)},
           "HCS API generation: v2 (computecore.dll) where it loads, else v1 (vmcompute.dll).",
           default="auto", backends=("hcs",), option=Option(("--hcs-api",), "choice", "HCS API generation.")),
+    Field("seccomp", _string(),
+          "Linux: the payload's system-call filter: default (Docker's default profile, compiled for the "
+          "capabilities the payload keeps), unconfined (no filter, warned), or the host path of a Docker-format "
+          "seccomp profile.",
+          default="default", kind=HOST_PATH, keywords=("default", "unconfined"), backends=("linux",),
+          option=Option(("--seccomp",), "profile", "System-call filter: default, unconfined, or a profile file.")),
     Field("timeout_seconds", {"type": "number", "minimum": 0, "maximum": 31536000},
           "Wall-clock limit; then the process is stopped and the launcher exits 124. 0: none.",
           default=0, unit="seconds",

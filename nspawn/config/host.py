@@ -10,6 +10,7 @@ from nspawn import exitcodes
 from nspawn.backends import BACKENDS
 from nspawn.config.build import simulated_host
 from nspawn.config.derived import host_executable, stdout_host_path
+from nspawn.config.fields import FIELDS, HOST_PATH
 from nspawn.config.load import Finding
 from nspawn.config.model import Config
 from nspawn.hostfacts import cpu_count
@@ -42,11 +43,21 @@ def _privileges(config: Config) -> list[Finding]:
     return []
 
 
+def _files(config: Config) -> list[Finding]:
+    """Host files a field names unless it holds one of its keywords (a seccomp profile)."""
+    findings = []
+    for field in FIELDS:
+        value = getattr(config, field.name, None)
+        if field.keywords and field.kind == HOST_PATH and value not in field.keywords and not os.path.isfile(value):
+            findings.append(Finding((field.key,), f"{value} is not a file; expected {' or '.join(field.keywords)}, or an existing file"))
+    return findings
+
+
 def _directories(config: Config) -> list[Finding]:
     wanted = [(("process_directory",), config.process_directory, False),
               (("parent_layer_directory",), config.parent_layer_directory, False)]
     wanted += [(("mounts", i, "host_path"), m.host_path, config.flavour == "posix") for i, m in enumerate(config.mounts)]
-    findings = []
+    findings = _files(config)
     for where, path, file_ok in wanted:
         if path is None:
             continue

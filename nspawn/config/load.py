@@ -115,13 +115,17 @@ def _duplicate_problems(text: str, source: str) -> list[Problem]:
 
 # -- the schema -------------------------------------------------------------------------------
 
+def cache_root() -> str:
+    """Where nspawn keeps what it can make again: the schema verdicts, compiled seccomp filters."""
+    return os.environ.get("NSPAWN_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "nspawn"
+    )
+
+
 def _cache_dir() -> str | None:
     if os.environ.get("NSPAWN_NO_CACHE"):
         return None
-    base = os.environ.get("NSPAWN_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "nspawn"
-    )
-    return os.path.join(base, "valid")
+    return os.path.join(cache_root(), "valid")
 
 
 def _digest(document) -> str:

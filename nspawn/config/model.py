@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from nspawn.config.fields import FIELDS, MOUNT_FIELDS, REQUIRED
+from nspawn.config.fields import FIELDS, MOUNT_FIELDS, REQUIRED, TMPFS_FIELDS
 from nspawn.records import record
 
 
@@ -53,6 +53,8 @@ def _replace_config(self, **changes):
 # Records (nspawn.records) rather than frozen dataclasses: as immutable, and several
 # milliseconds cheaper to define, which every launch pays.
 Mount = _record("Mount", MOUNT_FIELDS)
+Tmpfs = _record("Tmpfs", TMPFS_FIELDS)
+ITEMS = {"mounts": Mount, "tmpfs": Tmpfs}  # the record of each array-of-objects field's items
 Limits = _record("Limits", [f for f in FIELDS if f.limit], methods={"asked": _asked})
 Config = _record(
     "Config", [f for f in FIELDS if not f.limit],

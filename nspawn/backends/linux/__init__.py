@@ -18,11 +18,16 @@ RESERVED = ("/", "/proc", "/dev", "/sys")
 
 def validate(config) -> list[Finding]:
     """The Linux backend's own rules on a config that passed the file checks."""
-    targets = [(("mapped_directory",), config.mapped_directory)] if config.mapped_directory else []
-    targets += [(("mounts", i, "container_path"), m.container_path) for i, m in enumerate(config.mounts)]
-    return [Finding(where, f"found {target!r}, which would cover the container's {reserved}; expected another directory")
-            for where, target in targets for reserved in RESERVED
-            if target == reserved or (reserved != "/" and within(target, reserved))]
+    binds = [(("mapped_directory",), config.mapped_directory)] if config.mapped_directory else []
+    binds += [(("mounts", i, "container_path"), m.container_path) for i, m in enumerate(config.mounts)]
+    memory = [(("tmpfs", i, "container_path"), t.container_path) for i, t in enumerate(config.tmpfs)]
+    findings = [Finding(where, f"found {target!r}, which would cover the container's {reserved}; expected another directory")
+                for where, target in binds + memory for reserved in RESERVED
+                if target == reserved or (reserved != "/" and within(target, reserved))]
+    # The tmpfs are mounted before the binds, so one below a bind would be hidden by it.
+    findings += [Finding(where, f"found {target!r}, below {bound!r}, whose mount would hide it; expected a path outside it")
+                 for where, target in memory for _, bound in binds if target != bound and within(target, bound)]
+    return findings
 
 
 def execute(the_plan: LinuxPlan, session) -> None:

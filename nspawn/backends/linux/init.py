@@ -26,7 +26,7 @@ import select
 import signal
 
 from nspawn import exitcodes
-from nspawn.backends.linux import cgroups, libc, mounts
+from nspawn.backends.linux import cgroups, libc, mounts, seccomp_filter
 from nspawn.backends.linux.plan import LinuxPlan
 from nspawn.records import record
 from nspawn.result import error_text
@@ -58,6 +58,7 @@ class Launch:
     cap_last: int
     max_fd: int
     fail_at: tuple[str, str] | None  # test seam: (step, "" to fail, or a signal name to send the launcher)
+    seccomp: object = None  # seccomp_filter.Prepared, loaded last before exec; None: unconfined
 
     def at(self, step: str) -> None:
         global _step
@@ -191,6 +192,8 @@ def _stage_b(launch: Launch, parent_fd: int, in_groups: bool) -> None:
     mounts.enter_root(launch.plan.lower_dir, *(os.path.join(launch.scratch, sub) for sub in mounts.SCRATCH_DIRS))
     launch.at("mount-system")
     mounts.mount_system()
+    for target, size in plan.tmpfs:
+        mounts.tmpfs(target, size)
     launch.at("bind-mounts")
     for source, target, read_only, is_file in launch.binds:
         mounts.bind(source, target, read_only, is_file)
@@ -276,6 +279,8 @@ def _stage_c(launch: Launch) -> None:
         if not keep >> cap & 1:
             libc.prctl(libc.PR_CAPBSET_DROP, cap)
     libc.capset(keep, keep, keep)
+    if launch.seccomp is not None:
+        seccomp_filter.load_filter(launch.seccomp)  # last: what follows is exec, which the filter allows
     launch.at("exec")
     env = dict(plan.env)
     try:

@@ -89,6 +89,16 @@ def bind(source: str, target: str, read_only: bool, is_file: bool) -> None:
         libc.mount(None, resolved, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
+def tmpfs(target: str, size_bytes: int) -> None:
+    """An empty in-memory file system at container path `target` (resolved as a bind's is)."""
+    resolved = os.path.realpath(target)
+    if resolved == OLD_ROOT or resolved.startswith(OLD_ROOT + "/"):
+        raise OSError(0, f"{target} leads out of the container through a symbolic link")
+    os.makedirs(resolved, exist_ok=True)
+    size = f",size={size_bytes}" if size_bytes else ""
+    libc.mount("tmpfs", resolved, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777" + size)
+
+
 def leave_old_root() -> None:
     libc.umount2(OLD_ROOT, MNT_DETACH)
     os.rmdir(OLD_ROOT)

@@ -59,6 +59,7 @@ class LinuxPlan:
     lower_dir: str  # the overlay's read-only layer
     scratch_parent: str  # the per-run scratch dir (upper, work, root) is made below it
     mounts: tuple[BindMount, ...]  # in mount order: parents before children
+    tmpfs: tuple[tuple[str, int], ...]  # (container path, size in bytes or 0), mounted before the binds
     process_directory: str | None
     host_executable: str | None  # a relative executable's host path, checked again at run time
     stdout_file: str | None  # host path the output is copied to
@@ -67,6 +68,7 @@ class LinuxPlan:
     capabilities: tuple[str, ...]
     timeout_seconds: float
     stop_grace_seconds: float
+    seccomp: str  # "default", "unconfined" or a profile's host path (seccomp_filter compiles it)
 
     @property
     def capability_mask(self) -> int:
@@ -76,6 +78,7 @@ class LinuxPlan:
         data = self._asdict()
         data["env"] = dict(self.env)
         data["mounts"] = [m._asdict() for m in self.mounts]
+        data["tmpfs"] = [{"target": target, "size_bytes": size} for target, size in self.tmpfs]
         data["limits"] = self.limits._asdict()
         data["asked"] = self.asked.asked()
         data["capability_mask"] = f"{self.capability_mask:016x}"
@@ -107,6 +110,8 @@ def plan(config: Config) -> LinuxPlan:
         lower_dir=config.parent_layer_directory or "/",
         scratch_parent=os.environ.get("NSPAWN_SCRATCH_DIR") or DEFAULT_SCRATCH_PARENT,
         mounts=tuple(mounts),
+        tmpfs=tuple(sorted(((t.container_path, mib_to_bytes(t.size_mb)) for t in config.tmpfs),
+                           key=lambda t: t[0].rstrip("/").count("/"))),
         process_directory=config.process_directory,
         host_executable=host_executable(config),
         stdout_file=stdout_host_path(config),
@@ -115,6 +120,7 @@ def plan(config: Config) -> LinuxPlan:
         capabilities=tuple(CAPABILITY_BITS),
         timeout_seconds=config.timeout_seconds,
         stop_grace_seconds=config.stop_grace_seconds,
+        seccomp=config.seccomp,
     )
 
 

@@ -16,11 +16,12 @@ import time
 
 from nspawn import exitcodes
 from nspawn.backends import contract
-from nspawn.backends.linux import cgroups, enforcement, init, limits, mounts
+from nspawn.backends.linux import cgroups, enforcement, init, limits, mounts, seccomp_filter
 from nspawn.backends.linux.plan import LinuxPlan
 from nspawn.backends.linux.release import start_time
 from nspawn.config.host import within
-from nspawn.errors import LaunchError
+from nspawn.config.load import cache_root
+from nspawn.errors import ConfigError, LaunchError
 from nspawn.output import to_launcher, write_all
 from nspawn.result import error_text
 from nspawn.session import Session
@@ -111,6 +112,21 @@ def _make_cgroups(plan: LinuxPlan, session: Session, fail_at, signal_me) -> tupl
     return layout, groups
 
 
+def _syscall_filter(plan: LinuxPlan, session: Session):
+    """The payload's seccomp filter, ready for init to load just before exec (None: unconfined,
+    which is said); compiled once per profile and capability set, then read from the cache."""
+    if plan.seccomp == seccomp_filter.UNCONFINED:
+        session.warn("seccomp is unconfined: the payload may make every system call this kernel offers")
+        return None
+    try:
+        found = seccomp_filter.filter_for(plan.seccomp, plan.capability_mask, os.path.join(cache_root(), "seccomp"))
+    except ConfigError as e:  # a profile that does not read: the user's to fix
+        raise LaunchError("; ".join(map(str, e.problems)), exitcodes.USAGE) from None
+    except OSError as e:  # libseccomp missing or refusing the profile, the profile unreadable
+        raise LaunchError(f"the seccomp filter cannot be made: {error_text(e)}") from None
+    return seccomp_filter.prepare(found.bpf)
+
+
 def _signal(pid: int, signum: int) -> None:
     try:
         os.kill(pid, signum)
@@ -192,6 +208,7 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
                 cap_last = int(f.read())
         except OSError as e:
             raise LaunchError(f"setting up the container failed: {error_text(e)}") from None
+        syscall_filter = _syscall_filter(plan, session)
         report_r, report_w = fds.add(*os.pipe())
         status_r, status_w = fds.add(*os.pipe())
         copying = stdout_fd is not None or session.stdout is not None or session.stderr is not None
@@ -203,6 +220,7 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             scratch=scratch, binds=binds, report_w=report_w, status_w=status_w,
             output_w=(pump[0][1], pump[1][1]) if pump else None,
             oom_score_adj=_read_oom_score_adj(), cap_last=cap_last, max_fd=os.sysconf("SC_OPEN_MAX"), fail_at=fail_at,
+            seccomp=syscall_filter,
         )
         init.fault_point(fail_at, "fork", signal_me)
         a_entry = journal.record("process", what="container launcher child")
