@@ -9,7 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 say() { echo "nspawn setup: $*" >&2; }
 
-packages=(python3-venv)
+packages=(python3-venv libseccomp2)  # libseccomp: the default seccomp filter is compiled with it
 if [ -n "${extras:-}" ]; then
   packages+=(gcc libc6-dev libcjson-dev)  # the tests build the simulated HCS library
 fi
