@@ -109,7 +109,8 @@ def _linux_runs(tmp_path):
         "exit": {**job, "process_arguments": ["-c", "exit 3"], "max_ram_mb": 64, "max_processes": 20},
         "timeout": {**job, "process_arguments": ["-c", "sleep 5"], "timeout_seconds": 0.3, "stop_grace_seconds": 1},
         "signal": {**job, "process_arguments": ["-c", "kill -KILL $$"]},
-        "oom": {**job, "process_executable": sys.executable, "process_arguments": ["-c", "b = bytearray(200 * 2**20)"],
+        "oom": {**job, "process_executable": "/usr/bin/python3",  # the host's: a venv under /tmp is hidden inside
+                "process_arguments": ["-c", "b = bytearray(200 * 2**20)"],
                 "max_ram_mb": 32},
     }
     cases = {}
