@@ -27,11 +27,11 @@ class _Run(click.Command):
             if "--json" in given[:given.index("--") if "--" in given else len(given)]:
                 import json
 
-                problem = {"source": "command line", "path": "", "line": None, "column": None,
-                           "message": e.format_message(), "exit_code": e.exit_code,
-                           "text": f"command line: {e.format_message()}"}
-                click.echo(json.dumps({"exit_code": e.exit_code, "error": problem["text"], "container_id": None,
-                                       "problems": [problem]}, ensure_ascii=False))
+                from nspawn.errors import ConfigError, Problem
+                from nspawn.runcmd import refusal
+
+                error = ConfigError([Problem("command line", "", e.format_message(), exit_code=e.exit_code)])
+                click.echo(json.dumps(refusal(error), ensure_ascii=False))
             raise
 
 

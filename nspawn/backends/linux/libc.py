@@ -43,6 +43,8 @@ CLONE_INTO_CGROUP = 0x200000000  # sched.h, Linux 5.7
 PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2  # linux/seccomp.h
 
 # Network interface flags, for bringing up lo in a fresh network namespace.
 AF_INET = 2
@@ -151,8 +153,8 @@ def sethostname(name: str) -> None:
     _sethostname(raw, len(raw))
 
 
-def prctl(option: int, arg2: int = 0) -> None:
-    _prctl(option, arg2, 0, 0, 0)
+def prctl(option: int, arg2: int = 0, arg3: int = 0) -> None:
+    _prctl(option, arg2, arg3, 0, 0)
 
 
 def pivot_root(new_root: str, put_old: str) -> None:

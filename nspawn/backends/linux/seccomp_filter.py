@@ -31,6 +31,7 @@ import ctypes
 import os
 import struct
 
+from nspawn.backends.linux import libc
 from nspawn.records import record
 
 try:  # the same SHA-256 as hashlib's, without hashlib's OpenSSL start-up (3-5 ms) on a hit
@@ -50,9 +51,6 @@ _MAGIC = b"nspawnS1"  # the entry format; a change of it or of the stub is a new
 _LIBRARY_NOTE = "libseccomp.path"  # in the cache: the libseccomp file the entries were compiled with
 _MAX_INSTRUCTIONS = 4096  # BPF_MAXINSNS
 
-PR_SET_SECCOMP = 22
-PR_SET_NO_NEW_PRIVS = 38
-SECCOMP_MODE_FILTER = 2
 ENOSYS = 38
 
 
@@ -190,23 +188,6 @@ class _SockFprog(ctypes.Structure):  # struct sock_fprog (linux/filter.h)
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_prctl = _libc.prctl
-_prctl.restype = ctypes.c_int
-_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-
-
-def _prctl_errcheck(result, _func, args):
-    if result == -1:
-        err = ctypes.get_errno()
-        name = {PR_SET_SECCOMP: "PR_SET_SECCOMP", PR_SET_NO_NEW_PRIVS: "PR_SET_NO_NEW_PRIVS"}.get(args[0], args[0])
-        raise OSError(err, f"prctl({name}): {os.strerror(err)}")
-    return result
-
-
-_prctl.errcheck = _prctl_errcheck
-
-
 class Prepared:
     """A program ready for prctl: its buffer and the sock_fprog pointing at it, kept alive."""
 
@@ -228,8 +209,8 @@ def load_filter(bpf) -> None:
     """Installs the filter on this thread (BPF bytes, or a Prepared made before fork); for the
     container's last process just before exec. Raises OSError naming the prctl."""
     program = bpf if isinstance(bpf, Prepared) else Prepared(bpf)
-    _prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    _prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, program.address, 0, 0)
+    libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
+    libc.prctl(libc.PR_SET_SECCOMP, libc.SECCOMP_MODE_FILTER, program.address)
 
 
 # ------------------------------------------------------------------ compiling (libseccomp)
