@@ -67,6 +67,8 @@ CASES = {
     "ioctl": (lambda: libc._ioctl(-1, libc.SIOCGIFFLAGS, None), "EBADF|ioctl|None|ioctl: Bad file descriptor (EBADF)"),
     "ioctl on a missing interface": (lambda: libc.interface_up("nspawn-none0"),
                                      "ENODEV|ioctl|None|ioctl: No such device (ENODEV)"),
+    "keyctl": (lambda: libc._keyctl(libc._syscall_number("keyctl"), 12345, None),
+               "ENOTSUP|keyctl|None|keyctl: Operation not supported (ENOTSUP)"),
     "socket": (lambda: libc._socket(12345, libc.SOCK_DGRAM, 0),
                "EAFNOSUPPORT|socket|None|socket: Address family not supported by protocol (EAFNOSUPPORT)"),
 }

@@ -116,6 +116,25 @@ def directories(layout: Layout, controllers: list[str], name: str) -> dict[str, 
     return {key: os.path.join(layout.v1[key], name) for key in (group_key(layout, c) for c in controllers)}
 
 
+def namespace_view(layout: Layout, groups: dict[str, str]) -> list[tuple[str, str, str]]:
+    """The container's read-only /sys/fs/cgroup: (directory below it, file system type, mount
+    options) for each hierarchy the container has a group in. Mounted inside the container's
+    cgroup namespace, each shows that group as its root; hierarchies it has no group in are left
+    out, so nothing above or beside its groups is in view."""
+    if layout.version == 2:
+        return [("", "cgroup2", "")] if UNIFIED in groups else []
+    view = []
+    for line in _read("/proc/self/mountinfo").splitlines():
+        fields = line.split()
+        sep = fields.index("-")
+        if fields[sep + 1] != "cgroup":
+            continue
+        controllers = [o for o in fields[sep + 3].split(",") if o not in ("rw", "ro")]
+        if any(key in controllers for key in groups):
+            view.append((os.path.basename(fields[4]), "cgroup", ",".join(controllers)))
+    return view
+
+
 def block_device(path: str) -> str | None:
     """"major:minor" of the whole disk under `path`, or None when it is not on a block device
     (tmpfs, overlay, network filesystems). Throttling accepts whole disks, not partitions."""

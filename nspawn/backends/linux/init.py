@@ -1,7 +1,9 @@
 """The container's processes, forked from the launcher (no interpreter start, no imports):
 
-    launcher ─ A: dies with the launcher, unshares the namespaces, forks B
-                └ B: PID 1 of the new PID namespace, in the container's cgroups; builds the
+    launcher ─ A: dies with the launcher, makes a session of its own (no controlling
+                terminal), unshares the namespaces, forks B
+                └ B: PID 1 of the new PID namespace, in the container's cgroups and a cgroup
+                     namespace rooted at them; builds the
                      filesystem, forks C, forwards signals to it, reaps orphans, reports C's
                      wait status and exits with it
                    └ C: trims its privileges and execs the payload
@@ -38,7 +40,6 @@ _step = "fork"  # the setup step this forked process is at: each child has its o
 # Python ignores these at start-up and ignored signals survive execve; the payload gets defaults.
 _RESET = FORWARDED + (signal.SIGPIPE, signal.SIGXFSZ)
 _WAITED = FORWARDED + (signal.SIGCHLD,)  # what the container's init waits for
-_SI_KERNEL = 0x80  # siginfo's si_code for a signal the kernel sent (asm-generic/siginfo.h)
 
 
 @record
@@ -49,6 +50,7 @@ class Launch:
     launcher_pid: int
     cgroup_v2: str | None  # v2: the group B is forked into
     cgroup_joins: list[str]  # the files B writes "0" to, to join its groups when not forked into them
+    cgroup_view: list[tuple[str, str, str]]  # the hierarchies mounted read-only at /sys/fs/cgroup
     scratch: str  # holds the overlay's upper, work and root directories
     binds: list[tuple[str, str, bool, bool]]  # (real host path, container path, read only, is a file)
     report_w: int
@@ -123,6 +125,9 @@ def start(launch: Launch) -> int:
 
 def _stage_a(launch: Launch) -> None:
     _close_all_but((launch.report_w, launch.status_w, *(launch.output_w or ())), launch.max_fd)
+    # A session of its own, with no controlling terminal: the container cannot open /dev/tty
+    # to type into the host's shell (TIOCSTI), and kill(0, ...) reaches no launcher.
+    os.setsid()
     for s in FORWARDED:
         signal.signal(s, signal.SIG_IGN)  # the launcher, which stops the container, gets them too
     libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -187,11 +192,15 @@ def _stage_b(launch: Launch, parent_fd: int, in_groups: bool) -> None:
     launch.at("join-cgroups")
     if not in_groups:
         _join(launch.cgroup_joins)
+    # Rooted at the groups just joined: the payload's /proc/self/cgroup and /sys/fs/cgroup show
+    # its own groups as "/", never the host's tree.
+    libc.unshare(libc.CLONE_NEWCGROUP)
     plan = launch.plan
     launch.at("mount-root")
     mounts.enter_root(launch.plan.lower_dir, *(os.path.join(launch.scratch, sub) for sub in mounts.SCRATCH_DIRS))
     launch.at("mount-system")
     mounts.mount_system()
+    mounts.cgroup_view(launch.cgroup_view)
     for target, size in plan.tmpfs:
         mounts.tmpfs(target, size)
     launch.at("bind-mounts")
@@ -225,14 +234,8 @@ def _stage_b(launch: Launch, parent_fd: int, in_groups: bool) -> None:
 
 def _serve(payload: int) -> int:
     """As PID 1: pass signals on to the payload and reap every orphan until the payload itself
-    exits; returns its wait status.
-
-    A signal the kernel sent (SI_KERNEL) came from the terminal to its whole foreground process
-    group: a payload still in this process group (it may have made its own) has it already,
-    and is not sent it twice. The launcher
-    passes on the stop it got, so after a Ctrl-C the same signal comes from outside the
-    container (a sender B cannot see: pid 0) once more; that one copy is dropped too."""
-    from_terminal: set[int] = set()
+    exits; returns its wait status. The container has a session of its own, so no terminal
+    signals it: what comes, the launcher sent once, and it is passed on once."""
     while True:
         info = signal.sigwaitinfo(_WAITED)
         signum = info.si_signo
@@ -246,10 +249,6 @@ def _serve(payload: int) -> int:
                     return status
                 if pid == 0:
                     break
-        elif info.si_code == _SI_KERNEL and os.getpgid(payload) == os.getpgrp():
-            from_terminal.add(signum)
-        elif info.si_pid == 0 and signum in from_terminal:
-            from_terminal.discard(signum)
         else:
             os.kill(payload, signum)
 
@@ -279,6 +278,7 @@ def _stage_c(launch: Launch) -> None:
         if not keep >> cap & 1:
             libc.prctl(libc.PR_CAPBSET_DROP, cap)
     libc.capset(keep, keep, keep)
+    libc.new_session_keyring()  # the launcher's (its login's keys) stays out of reach
     if launch.seccomp is not None:
         seccomp_filter.load_filter(launch.seccomp)  # last: what follows is exec, which the filter allows
     launch.at("exec")

@@ -24,8 +24,9 @@ CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWPID = 0x20000000
+CLONE_NEWCGROUP = 0x02000000
 NAMESPACE_FLAGS = {"mount": CLONE_NEWNS, "uts": CLONE_NEWUTS, "ipc": CLONE_NEWIPC,
-                   "net": CLONE_NEWNET, "pid": CLONE_NEWPID}
+                   "net": CLONE_NEWNET, "pid": CLONE_NEWPID, "cgroup": CLONE_NEWCGROUP}
 
 # mount(2) flags
 MS_RDONLY = 1
@@ -53,13 +54,14 @@ SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
 
-_SYSCALLS = {  # pivot_root, capset and clone3 have no glibc wrapper
-    "x86_64": {"pivot_root": 155, "capset": 126, "clone3": 435},
-    "aarch64": {"pivot_root": 41, "capset": 91, "clone3": 435},
-    "riscv64": {"pivot_root": 41, "capset": 91, "clone3": 435},
-    "ppc64le": {"pivot_root": 203, "capset": 184, "clone3": 435},
-    "s390x": {"pivot_root": 217, "capset": 185, "clone3": 435},
+_SYSCALLS = {  # pivot_root, capset, clone3 and keyctl have no glibc wrapper
+    "x86_64": {"pivot_root": 155, "capset": 126, "clone3": 435, "keyctl": 250},
+    "aarch64": {"pivot_root": 41, "capset": 91, "clone3": 435, "keyctl": 219},
+    "riscv64": {"pivot_root": 41, "capset": 91, "clone3": 435, "keyctl": 219},
+    "ppc64le": {"pivot_root": 203, "capset": 184, "clone3": 435, "keyctl": 271},
+    "s390x": {"pivot_root": 217, "capset": 185, "clone3": 435, "keyctl": 280},
 }
+KEYCTL_JOIN_SESSION_KEYRING = 1  # linux/keyctl.h
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 
@@ -105,6 +107,7 @@ _socket = _function("socket", c_int, c_int, c_int, c_int)
 _ioctl = _function("ioctl", c_int, c_int, c_ulong, c_void_p)
 _pivot_root = _function("pivot_root", c_long, c_long, c_char_p, c_char_p, paths=(0,), syscall=True)
 _capset = _function("capset", c_long, c_long, c_void_p, c_void_p, syscall=True)
+_keyctl = _function("keyctl", c_long, c_long, c_int, c_char_p, syscall=True)
 _clone3 = _function("clone3", c_long, c_long, c_void_p, c_size_t, syscall=True, library=_libc_holding_gil)
 
 
@@ -169,6 +172,12 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         shift = 32 * word
         data[3 * word:3 * word + 3] = [(m >> shift) & 0xFFFFFFFF for m in (effective, permitted, inheritable)]
     _capset(_syscall_number("capset"), header, data)
+
+
+def new_session_keyring() -> None:
+    """Join a fresh anonymous session keyring, leaving the one inherited from the launcher's
+    login (and the keys in it) out of reach."""
+    _keyctl(_syscall_number("keyctl"), KEYCTL_JOIN_SESSION_KEYRING, None)
 
 
 def fork_into_cgroup(group_fd: int) -> int:

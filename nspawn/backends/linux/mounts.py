@@ -121,3 +121,17 @@ def mounted_under(path: str) -> list[str]:
             if point == path or point.startswith(path + "/"):
                 found.append(point)
     return sorted(found, key=len, reverse=True)
+
+
+def cgroup_view(hierarchies: list[tuple[str, str, str]]) -> None:
+    """/sys/fs/cgroup as the container's cgroup namespace shows it, all read-only: the payload
+    reads its own limits and can change none (nor reach any other group)."""
+    base = "/sys/fs/cgroup"
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    libc.mount("tmpfs", base, "tmpfs", flags, "mode=755,size=16k")
+    for name, fstype, options in hierarchies:
+        target = os.path.join(base, name) if name else base
+        os.makedirs(target, exist_ok=True)
+        libc.mount(fstype, target, fstype, flags | MS_RDONLY, options or None)
+    if not any(name == "" for name, _, _ in hierarchies):
+        libc.mount(None, base, None, MS_REMOUNT | MS_BIND | MS_RDONLY | flags)

@@ -217,6 +217,7 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             plan=plan, launcher_pid=me,
             cgroup_v2=groups.get(cgroups.UNIFIED),
             cgroup_joins=[os.path.join(p, "cgroup.procs" if key == cgroups.UNIFIED else "tasks") for key, p in groups.items()],
+            cgroup_view=cgroups.namespace_view(layout, groups) if groups else [],
             scratch=scratch, binds=binds, report_w=report_w, status_w=status_w,
             output_w=(pump[0][1], pump[1][1]) if pump else None,
             oom_score_adj=_read_oom_score_adj(), cap_last=cap_last, max_fd=os.sysconf("SC_OPEN_MAX"), fail_at=fail_at,
