@@ -10,6 +10,7 @@ Adding a field is a row here plus the code that uses it.
 from __future__ import annotations
 
 from nspawn.backends import CHOICES as BACKEND_CHOICES
+from nspawn.config.ports import PATTERN as PORT_PATTERN
 from nspawn.records import record
 
 # What a string field holds, which says how the builder normalises and checks it.
@@ -133,9 +134,15 @@ FIELDS = (
           "system's own and before the mounts.", items=TMPFS_FIELDS, additive=True, backends=("linux",),
           option=Option(("--tmpfs",), "tmpfs", "An in-memory file system PATH[:SIZE] (SIZE as 64M; default: half the RAM); repeatable.")),
     Field("network", {"enum": list(NETWORK_MODES)},
-          "none: no network (Linux: loopback only); host: share the host's network (Linux only); nat: an endpoint "
-          "on the host's NAT network (HCS only).",
+          "none: no network (Linux: loopback only); host: share the host's network (Linux only); nat: a private "
+          "address behind the host's (HCS: an endpoint on the host's NAT network; Linux: a veth on the nspawn0 "
+          "bridge, masqueraded; containers cannot reach each other or the host's services).",
           default="none", option=Option(("--network",), "choice", "Network mode.")),
+    Field("ports", {"type": "array", "items": {"type": "string", "pattern": PORT_PATTERN}},
+          "Published ports with network nat, each \"[IP:]HOSTPORT:CONTAINERPORT[/tcp|udp]\" (tcp by default; "
+          "without IP on every host address, loopback included).",
+          default=(), additive=True,
+          option=Option(("-p", "--publish"), "text", "Publish a port [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp]; repeatable.")),
     Field("isolation", {"enum": list(ISOLATIONS)}, "HCS only: process isolation, or a Hyper-V utility VM.",
           default="process", option=Option(("--isolation",), "choice", "HCS isolation.")),
     Field("backend", {"enum": list(BACKEND_CHOICES)},

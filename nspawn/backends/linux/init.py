@@ -61,6 +61,9 @@ class Launch:
     max_fd: int
     fail_at: tuple[str, str] | None  # test seam: (step, "" to fail, or a signal name to send the launcher)
     seccomp: object = None  # seccomp_filter.Prepared, loaded last before exec; None: unconfined
+    # network "nat": the pipe on which the launcher says (one byte) that the container's network,
+    # made from outside once init exists, is ready; init waits for it before forking the payload.
+    network_ready: int = -1
 
     def at(self, step: str) -> None:
         global _step
@@ -124,7 +127,7 @@ def start(launch: Launch) -> int:
 
 
 def _stage_a(launch: Launch) -> None:
-    _close_all_but((launch.report_w, launch.status_w, *(launch.output_w or ())), launch.max_fd)
+    _close_all_but((launch.report_w, launch.status_w, *(launch.output_w or ()), *_ready(launch)), launch.max_fd)
     # A session of its own, with no controlling terminal: the container cannot open /dev/tty
     # to type into the host's shell (TIOCSTI), and kill(0, ...) reaches no launcher.
     os.setsid()
@@ -151,10 +154,14 @@ def _stage_a(launch: Launch) -> None:
         except BaseException as e:
             _fail(launch, e)
     os.write(launch.report_w, b"P%d\n" % pid)
-    for fd in (launch.report_w, launch.status_w, self_fd, *(launch.output_w or ())):
+    for fd in (launch.report_w, launch.status_w, self_fd, *(launch.output_w or ()), *_ready(launch)):
         os.close(fd)
     _, status = os.waitpid(pid, 0)
     os._exit(_exit_code(status))
+
+
+def _ready(launch: Launch) -> tuple[int, ...]:
+    return (launch.network_ready,) if launch.network_ready >= 0 else ()
 
 
 def _fork_init(group: str | None) -> tuple[int, bool]:
@@ -213,6 +220,13 @@ def _stage_b(launch: Launch, parent_fd: int, in_groups: bool) -> None:
     if "net" in plan.namespaces:
         launch.at("loopback")
         libc.interface_up("lo")
+
+    if launch.network_ready >= 0:
+        launch.at("network")
+        ready = os.read(launch.network_ready, 1)
+        os.close(launch.network_ready)
+        if not ready:
+            raise OSError(errno.ENETDOWN, "the launcher did not finish the container's network")
 
     # Signals are taken one at a time with their origin (sigwaitinfo), never by a handler: a
     # handler could run after the payload is reaped and find no process to pass its signal to.

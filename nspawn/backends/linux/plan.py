@@ -69,6 +69,7 @@ class LinuxPlan:
     timeout_seconds: float
     stop_grace_seconds: float
     seccomp: str  # "default", "unconfined" or a profile's host path (seccomp_filter compiles it)
+    ports: tuple = ()  # config.ports.PortMapping, with network "nat"
 
     @property
     def capability_mask(self) -> int:
@@ -82,6 +83,7 @@ class LinuxPlan:
         data["limits"] = self.limits._asdict()
         data["asked"] = self.asked.asked()
         data["capability_mask"] = f"{self.capability_mask:016x}"
+        data["ports"] = [p.text() for p in self.ports]
         return data
 
 
@@ -105,7 +107,7 @@ def plan(config: Config) -> LinuxPlan:
         env=tuple(env.items()),
         cwd=config.working_directory or config.mapped_directory or "/",
         hostname=config.hostname or os.urandom(4).hex(),
-        namespaces=("mount", "pid", "uts", "ipc") + (("net",) if config.network == "none" else ()),
+        namespaces=("mount", "pid", "uts", "ipc") + (("net",) if config.network != "host" else ()),
         network=config.network,
         lower_dir=config.parent_layer_directory or "/",
         scratch_parent=os.environ.get("NSPAWN_SCRATCH_DIR") or DEFAULT_SCRATCH_PARENT,
@@ -121,7 +123,16 @@ def plan(config: Config) -> LinuxPlan:
         timeout_seconds=config.timeout_seconds,
         stop_grace_seconds=config.stop_grace_seconds,
         seccomp=config.seccomp,
+        ports=_published(config.ports),
     )
+
+
+def _published(texts: tuple[str, ...]) -> tuple:
+    if not texts:
+        return ()
+    from nspawn.config.ports import parse
+
+    return tuple(parse(text) for text in texts)
 
 
 def cgroup_limits(limits: Limits) -> CgroupLimits:

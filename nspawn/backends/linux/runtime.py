@@ -127,6 +127,12 @@ def _syscall_filter(plan: LinuxPlan, session: Session):
     return seccomp_filter.prepare(found.bpf)
 
 
+def _nat():
+    from nspawn.backends.linux import nat  # only network "nat" pays for its imports
+
+    return nat
+
+
 def _signal(pid: int, signum: int) -> None:
     try:
         os.kill(pid, signum)
@@ -209,6 +215,8 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
         except OSError as e:
             raise LaunchError(f"setting up the container failed: {error_text(e)}") from None
         syscall_filter = _syscall_filter(plan, session)
+        lease = _nat().prepare(session, plan.ports) if plan.network == "nat" else None
+        ready_r, ready_w = fds.add(*os.pipe()) if lease else (-1, -1)
         report_r, report_w = fds.add(*os.pipe())
         status_r, status_w = fds.add(*os.pipe())
         copying = stdout_fd is not None or session.stdout is not None or session.stderr is not None
@@ -221,14 +229,14 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             scratch=scratch, binds=binds, report_w=report_w, status_w=status_w,
             output_w=(pump[0][1], pump[1][1]) if pump else None,
             oom_score_adj=_read_oom_score_adj(), cap_last=cap_last, max_fd=os.sysconf("SC_OPEN_MAX"), fail_at=fail_at,
-            seccomp=syscall_filter,
+            seccomp=syscall_filter, network_ready=ready_r,
         )
         init.fault_point(fail_at, "fork", signal_me)
         a_entry = journal.record("process", what="container launcher child")
         b_entry = journal.record("process", what="container init")
         a_pid = init.start(launch)
         journal.update(a_entry, pid=a_pid, start=start_time(a_pid))
-        for fd in (report_w, status_w, *(w for _, w in pump)):
+        for fd in (report_w, status_w, *(w for _, w in pump), *((ready_r,) if lease else ())):
             fds.close(fd)  # the children hold them now; their closing is how the launcher hears
         init_pid = None
         # The report pipe hangs up once no process of the container holds it: the payload was
@@ -240,6 +248,9 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             init_pid = pid
             journal.update(b_entry, pid=pid, start=start_time(pid))
             session.listener(contract.PROCESS, {"what": "container init", "pid": pid})
+            if lease:  # init waits for this before forking the payload
+                _nat().attach(session, lease, pid, b_entry.data["start"])
+                os.write(ready_w, b"1")
 
         error, code = _read_report(report_r, on_init)
         if error:
