@@ -29,6 +29,7 @@ EVERY_FIELD = {
     "tmpfs": ([{"container_path": "/scratch", "size_mb": 64.0}], None),
     "seccomp": ("unconfined", "unconfined"),
     "network": ("host", "host"),
+    "ports": ([], ()),  # published ports need network nat: tests/linux/test_nat*.py, tests/test_config.py
     "isolation": ("process", "process"),
     "backend": ("linux", "linux"),
     "hcs_api": ("auto", "auto"),  # a Linux config may not set another (the HCS tests set it)
