@@ -210,3 +210,19 @@ def test_cleanup_after_sigkill_leaves_nothing(host):
     assert os.listdir(os.path.join(nat, "leases")) == os.listdir(os.path.join(nat, "ports")) == []
     assert not os.path.exists(os.path.join(nat, "subnet"))
     assert not [n for n in os.listdir(host.state) if n.endswith(".journal")]
+
+
+def test_doctor_and_verbose_say_what_nat_does_to_the_host(host):
+    with open("/proc/sys/net/ipv4/ip_forward") as f:
+        assert f.read().strip() == "0"  # a fresh namespace's default
+    ran = host.nspawn("-v", "run", "--network", "nat", "--", "/bin/true")
+    _, err = ran.communicate(timeout=60)
+    assert ran.returncode == 0, err
+    assert "turned IP forwarding on" in err and "made the bridge nspawn0 (10.213.0.0/16)" in err
+    subprocess.run(["nft", "add table ip filter; add chain ip filter FORWARD { type filter hook forward priority 0; policy drop; }"],
+                   check=True)
+    doctor = subprocess.run([sys.executable, "-m", "nspawn", "doctor"], capture_output=True, text=True, cwd=ROOT)
+    lines = {line.split(":")[1].strip(): line for line in doctor.stdout.splitlines() if ": " in line and "nat" in line.split(":")[0]}
+    assert "on" in lines["IP forwarding"] and "nspawn0 is up with 10.213.0.0/16, 0 container" in lines["bridge"]
+    assert "table ip nspawn in place" in lines["nftables"]
+    assert "table ip filter chain FORWARD drops forwarded packets" in lines["other firewalls"]

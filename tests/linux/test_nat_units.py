@@ -221,3 +221,18 @@ def test_nft_text_loads_in_a_dry_run():
 def test_link_names_fit_ifnamsiz():
     names = {nat.link_name(f"nspawn-20261207-1200{i:02d}-abcdef01") for i in range(100)}
     assert len(names) == 100 and all(len(n) <= 15 for n in names)
+
+
+def test_conflicts_name_docker_s_drop_policy_and_libvirt_s_chains():
+    ruleset = {"nftables": [
+        {"metainfo": {"version": "1.0.6"}},
+        {"chain": {"family": "ip", "table": "filter", "name": "FORWARD", "hook": "forward", "policy": "drop"}},
+        {"chain": {"family": "ip", "table": "filter", "name": "LIBVIRT_FWO"}},
+        {"chain": {"family": "ip", "table": "nspawn", "name": "forward", "hook": "forward", "policy": "drop"}},
+        {"chain": {"family": "inet", "table": "other", "name": "fw", "hook": "forward", "policy": "accept"}},
+    ]}
+    found = nat.conflicts(ruleset)
+    assert len(found) == 2
+    assert found[0].startswith("table ip filter chain FORWARD drops forwarded packets") and "DOCKER-USER" in found[0]
+    assert "LIBVIRT_FWO" in found[1]
+    assert nat.conflicts({"nftables": []}) == []

@@ -77,6 +77,9 @@ def doctor(config=None) -> list[tuple[str, bool, str]]:
     why = _overlay(lower)
     checks.append(("overlayfs", why is None, f"an overlay on {lower} mounts" if why is None else why))
 
+    from nspawn.backends.linux.nat import doctor as network
+
+    checks += network()
     try:
         layout = cgroups.detect()
     except OSError as e:

@@ -306,3 +306,53 @@ def tidy() -> list[str]:
         if pool.subnet():
             pool.set_subnet(None)
     return removed
+
+
+def conflicts(ruleset: dict) -> list[str]:
+    """What in another table's rules (nft's JSON listing) would undo nspawn's: a forward hook
+    whose policy drops (Docker's iptables FORWARD policy) or libvirt's and Docker's chains."""
+    found = []
+    for item in ruleset.get("nftables", ()):
+        chain = item.get("chain")
+        if not chain or chain.get("table") == TABLE:
+            continue
+        where = f"table {chain.get('family')} {chain.get('table')} chain {chain.get('name')}"
+        if chain.get("hook") == "forward" and chain.get("policy") == "drop":
+            docker = " (Docker sets it; allow nspawn0 in DOCKER-USER: iptables -I DOCKER-USER -i nspawn0 -j ACCEPT and -o nspawn0 -j ACCEPT)"
+            found.append(f"{where} drops forwarded packets by default, nat containers' among them" + docker)
+        elif chain.get("name", "").startswith(("LIBVIRT_FW", "DOCKER-ISOLATION")) or chain.get("table") == "libvirt_network":
+            found.append(f"{where} (libvirt's or Docker's) judges forwarded packets too; it rejects only its own bridges' traffic, check it leaves nspawn0's alone")
+    return found
+
+
+def doctor() -> list[tuple[str, bool, str]]:
+    """The `doctor` lines for network nat: forwarding, the bridge, nftables, other firewalls."""
+    from nspawn.backends.linux.nftables import Nft, NftError, available
+
+    checks = []
+    off = forwarding_off()
+    checks.append(("nat: IP forwarding", True, "off: a nat run turns it on (net.ipv4.ip_forward=1) and says so" if off else "on"))
+    pool = addresses.Pool(state_dir())
+    try:
+        with netlink.Rtnl() as rtnl:
+            bridge = rtnl.link(BRIDGE)
+            subnet = pool.subnet() if bridge else addresses.choose_subnet(
+                [(d, n) for d, n, table in rtnl.routes() if table == netlink.RT_TABLE_MAIN], os.environ.get(addresses.SUBNET_ENV))
+        held = len(os.listdir(pool.leases)) if os.path.isdir(pool.leases) else 0
+        checks.append(("nat: bridge", True, f"{BRIDGE} is up with {subnet}, {held} container address(es) leased" if bridge
+                       else f"absent: the first nat run makes {BRIDGE} with {subnet}"))
+    except (OSError, ValueError) as e:
+        checks.append(("nat: bridge", False, str(e)))
+    why = available()
+    if why:
+        return checks + [("nat: nftables", False, f"libnftables cannot be loaded: {why} (install libnftables1)")]
+    try:
+        with Nft(json_output=True) as nft:
+            ruleset = nft.run_json({"nftables": [{"list": {"ruleset": None}}]}) or {}
+    except NftError as e:
+        return checks + [("nat: nftables", False, str(e))]
+    ours = any(item.get("table", {}).get("name") == TABLE for item in ruleset.get("nftables", ()))
+    checks.append(("nat: nftables", True, f"libnftables works; table ip {TABLE} " + ("in place" if ours else "made by the first nat run")))
+    found = conflicts(ruleset)
+    checks.append(("nat: other firewalls", not found, "; ".join(found) or "no other table drops forwarded packets"))
+    return checks
