@@ -17,8 +17,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import socket
 import struct
+
+import _socket as socket  # not socket.py, whose enums cost a launch (netlink.py)
 
 # Tried in order when NSPAWN_NAT_SUBNET does not choose: private /16s that Docker (172.17+/16,
 # 192.168/20 pools), podman (10.88/16, 10.89+/24), libvirt (192.168.122/24) and most home and

@@ -47,6 +47,7 @@ FORWARDING = "/proc/sys/net/ipv4/ip_forward"
 class Lease:
     address: str
     subnet: str
+    bridge: int  # its index, as found while the lease was taken
 
     @property
     def prefix(self) -> int:
@@ -124,13 +125,13 @@ def _bridge_subnet(rtnl: netlink.Rtnl, index: int) -> str | None:
     return None
 
 
-def _ensure_network(pool: addresses.Pool, note) -> str:
-    """The subnet of the bridge, which exists with its table when this returns (under the lock)."""
+def _ensure_network(pool: addresses.Pool, note) -> tuple[str, int]:
+    """(subnet, index) of the bridge, which exists with its table when this returns (under the lock)."""
     subnet = pool.subnet()
     with netlink.Rtnl() as rtnl:
         found = rtnl.link(BRIDGE)
         if found and subnet:
-            return subnet
+            return subnet, found[0]
         if found:
             subnet = _bridge_subnet(rtnl, found[0])
         subnet = subnet or addresses.choose_subnet([(d, n) for d, n, table in rtnl.routes() if table == netlink.RT_TABLE_MAIN],
@@ -157,7 +158,7 @@ def _ensure_network(pool: addresses.Pool, note) -> str:
     with Nft() as nft:
         nft.run(table_text(subnet))
     note(f"made the bridge {BRIDGE} ({subnet}) and the nftables table ip {TABLE}; `nspawn cleanup` removes them when no container uses them")
-    return subnet
+    return subnet, found[0]
 
 
 def forwarding_off() -> bool:
@@ -176,7 +177,7 @@ def prepare(session, ports: tuple[PortMapping, ...]) -> Lease:
     entry = journal.record("nat-lease", what=container, state=pool.directory, container=container)
     try:
         with pool:
-            subnet = _ensure_network(pool, note)
+            subnet, bridge = _ensure_network(pool, note)
             address = pool.lease(subnet, container)
         journal.update(entry, what=address, address=address)
         if forwarding_off():
@@ -186,7 +187,7 @@ def prepare(session, ports: tuple[PortMapping, ...]) -> Lease:
             _publish(journal, pool, container, address, ports)
     except (OSError, ValueError) as e:
         raise LaunchError(f"the NAT network cannot be set up: {e}") from None
-    return Lease(address, subnet)
+    return Lease(address, subnet, bridge)
 
 
 def _publish(journal, pool, container: str, address: str, ports: tuple[PortMapping, ...]) -> None:
@@ -212,10 +213,7 @@ def attach(session, lease: Lease, init_pid: int, init_start: int | None) -> None
     session.journal.record("nat-link", what=name, name=name, pid=init_pid, start=init_start)
     try:
         with netlink.Rtnl() as rtnl:
-            bridge = rtnl.link(BRIDGE)
-            if bridge is None:
-                raise LaunchError(f"the bridge {BRIDGE} is gone (removed while this container started?)")
-            rtnl.request(netlink.new_veth(name, PEER, bridge[0], peer_pid=init_pid), f"create veth {name}")
+            rtnl.request(netlink.new_veth(name, PEER, lease.bridge, peer_pid=init_pid), f"create veth {name}")
             rtnl.request(netlink.isolate_port(rtnl.link(name)[0]), f"isolate bridge port {name}")
         inside = _socket_in(f"/proc/{init_pid}/ns/net", libc)
         with inside:

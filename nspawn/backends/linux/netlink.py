@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 import struct
+
+# The C module under `socket`: socket.py builds enums of every constant on import, which would
+# cost a nat run more than all of its netlink requests.
+import _socket as socket
 
 NETLINK_ROUTE = 0
 
@@ -47,7 +50,7 @@ IFLA_BRPORT_ISOLATED = 33
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 IFF_UP = 0x1
 
-AF_UNSPEC, AF_INET, AF_BRIDGE = 0, socket.AF_INET, 7
+AF_UNSPEC, AF_INET, AF_BRIDGE = 0, 2, 7
 
 _HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, seq, pid
 _IFINFO = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
