@@ -226,3 +226,20 @@ def test_doctor_and_verbose_say_what_nat_does_to_the_host(host):
     assert "on" in lines["IP forwarding"] and "nspawn0 is up with 10.213.0.0/16, 0 container" in lines["bridge"]
     assert "table ip nspawn in place" in lines["nftables"]
     assert "table ip filter chain FORWARD drops forwarded packets" in lines["other firewalls"]
+
+
+@pytest.mark.parametrize("step", ["network", "fork-payload"])
+def test_a_failed_start_rolls_the_network_back(host, step):
+    """Failures once the veth, the lease and the port rules exist: nothing of them stays."""
+    before = _links()
+    ran = host.nspawn("run", "--network", "nat", "-p", "8083:80", "--", "/bin/true", env={**os.environ, "NSPAWN_FAIL_AT": step})
+    _, err = ran.communicate(timeout=60)
+    assert ran.returncode == 125 and f"{step}: failure injected" in err, err
+    kept = before | {"nspawn0"}  # the bridge stays while unused (cleanup's to remove)
+    deadline = time.monotonic() + 30
+    while _links() != kept and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _links() == kept
+    nat = os.path.join(host.state, "nat")
+    assert os.listdir(os.path.join(nat, "leases")) == os.listdir(os.path.join(nat, "ports")) == []
+    assert "dnat to" not in subprocess.run(["nft", "list", "table", "ip", "nspawn"], capture_output=True, text=True, check=True).stdout
