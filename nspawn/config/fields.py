@@ -138,7 +138,8 @@ FIELDS = (
           "address behind the host's (HCS: an endpoint on the host's NAT network; Linux: a veth on the nspawn0 "
           "bridge, masqueraded; containers cannot reach each other or the host's services).",
           default="none", option=Option(("--network",), "choice", "Network mode.")),
-    Field("ports", {"type": "array", "items": {"type": "string", "pattern": PORT_PATTERN}},
+    Field("ports", {"type": "array", "items": {"type": "string", "pattern": PORT_PATTERN,
+                                               "description": "[IP:]HOSTPORT:CONTAINERPORT[/tcp|udp], such as 8080:80"}},
           "Published ports with network nat, each \"[IP:]HOSTPORT:CONTAINERPORT[/tcp|udp]\" (tcp by default; "
           "without IP on every host address, loopback included).",
           default=(), additive=True,
