@@ -243,3 +243,6 @@ def test_a_failed_start_rolls_the_network_back(host, step):
     nat = os.path.join(host.state, "nat")
     assert os.listdir(os.path.join(nat, "leases")) == os.listdir(os.path.join(nat, "ports")) == []
     assert "dnat to" not in subprocess.run(["nft", "list", "table", "ip", "nspawn"], capture_output=True, text=True, check=True).stdout
+    subprocess.run(["nft", "delete table ip nspawn"], check=True)
+    doctor = subprocess.run([sys.executable, "-m", "nspawn", "doctor"], capture_output=True, text=True, cwd=ROOT)
+    assert "table ip nspawn is gone while nspawn0 stays" in doctor.stdout

@@ -331,6 +331,7 @@ def doctor() -> list[tuple[str, bool, str]]:
     off = forwarding_off()
     checks.append(("nat: IP forwarding", True, "off: a nat run turns it on (net.ipv4.ip_forward=1) and says so" if off else "on"))
     pool = addresses.Pool(state_dir())
+    bridge = None
     try:
         with netlink.Rtnl() as rtnl:
             bridge = rtnl.link(BRIDGE)
@@ -350,7 +351,12 @@ def doctor() -> list[tuple[str, bool, str]]:
     except NftError as e:
         return checks + [("nat: nftables", False, str(e))]
     ours = any(item.get("table", {}).get("name") == TABLE for item in ruleset.get("nftables", ()))
-    checks.append(("nat: nftables", True, f"libnftables works; table ip {TABLE} " + ("in place" if ours else "made by the first nat run")))
+    if bridge and not ours:  # the table is made with the bridge, so it would not be made again
+        checks.append(("nat: nftables", False, f"table ip {TABLE} is gone while {BRIDGE} stays (a flushed ruleset?): nat "
+                       "containers are neither masqueraded nor kept from the host's services; `nspawn cleanup` once none runs, and the next "
+                       "nat run makes both again"))
+    else:
+        checks.append(("nat: nftables", True, f"libnftables works; table ip {TABLE} " + ("in place" if ours else "made by the first nat run")))
     found = conflicts(ruleset)
     checks.append(("nat: other firewalls", not found, "; ".join(found) or "no other table drops forwarded packets"))
     return checks
