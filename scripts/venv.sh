@@ -10,8 +10,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 say() { echo "nspawn setup: $*" >&2; }
 
 packages=(python3-venv libseccomp2)  # libseccomp: the default seccomp filter is compiled with it
+packages+=(libnftables1)  # network nat's firewall, through ctypes
 if [ -n "${extras:-}" ]; then
   packages+=(gcc libc6-dev libcjson-dev)  # the tests build the simulated HCS library
+  packages+=(iproute2 nftables)  # the nat tests build their namespaces with ip and read rules with nft
 fi
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
