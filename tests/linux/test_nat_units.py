@@ -8,6 +8,7 @@ import os
 import socket
 import struct
 import threading
+import time
 
 import pytest
 
@@ -98,7 +99,7 @@ def test_the_kernel_takes_the_messages():
                 if child == 0:
                     libc.unshare(libc.CLONE_NEWNET)
                     os.write(peer_w, b"x")
-                    os.read(peer_r, 1)  # its own end: never written, it waits to be killed
+                    time.sleep(60)  # until killed: its namespace must outlive the veth's making
                     os._exit(0)
                 os.read(peer_r, 1)
                 rtnl.request(nl.new_veth("v9", "eth0", bridge[0], peer_pid=child), "veth")
