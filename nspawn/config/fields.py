@@ -10,7 +10,6 @@ Adding a field is a row here plus the code that uses it.
 from __future__ import annotations
 
 from nspawn.backends import CHOICES as BACKEND_CHOICES
-from nspawn.config.ports import PATTERN as PORT_PATTERN
 from nspawn.records import record
 
 # What a string field holds, which says how the builder normalises and checks it.
@@ -21,6 +20,8 @@ IN_MAPPED = "in the mapped directory"  # relative, and never climbing out with "
 EXECUTABLE = "executable"  # IN_MAPPED with a process directory, else absolute or a command name
 
 INT64_MAX = 2**63 - 1
+# One published port, [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp]; nspawn/config/ports.py checks the numbers.
+PORT_PATTERN = r"^(?:(?:[0-9]{1,3}\.){3}[0-9]{1,3}:)?[0-9]{1,5}:[0-9]{1,5}(?:/(?:tcp|udp))?$"
 NETWORK_MODES = ("none", "host", "nat")
 ISOLATIONS = ("process", "hyperv")
 HCS_APIS = ("auto", "v1", "v2")

@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import re
 
+from nspawn.config.fields import PORT_PATTERN
 from nspawn.records import record
-
-# The schema's pattern for one entry (fields.py); the numbers' ranges are checked by `parse`.
-PATTERN = r"^(?:(?:[0-9]{1,3}\.){3}[0-9]{1,3}:)?[0-9]{1,5}:[0-9]{1,5}(?:/(?:tcp|udp))?$"
-PROTOCOLS = ("tcp", "udp")
-_FORM = re.compile(PATTERN)
 
 
 @record
@@ -26,7 +22,7 @@ class PortMapping:
 
 def parse(text: str) -> PortMapping:
     """The mapping `text` says; ValueError saying what was expected."""
-    if not _FORM.match(text):
+    if not re.match(PORT_PATTERN, text):
         raise ValueError("expected [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp], such as 8080:80 or 127.0.0.1:5353:53/udp")
     text, _, protocol = text.partition("/")
     *ip, host, container = text.split(":")

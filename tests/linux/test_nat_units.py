@@ -220,7 +220,7 @@ def test_nft_text_loads_in_a_dry_run():
 
 
 def test_link_names_fit_ifnamsiz():
-    names = {nat.link_name(f"nspawn-20261207-1200{i:02d}-abcdef01") for i in range(100)}
+    names = {nat.link_name() for _ in range(100)}
     assert len(names) == 100 and all(len(n) <= 15 for n in names)
 
 

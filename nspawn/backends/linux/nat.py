@@ -4,7 +4,7 @@ directory's pool, a default route through the bridge, and nftables rules (one ta
 nspawn's own) that masquerade the subnet, keep containers from each other and from the host's
 services, and send published ports to their containers.
 
-    host:       nspawn0 (bridge, <subnet>.1, route_localnet) ── nsv<hash> (port, isolated)
+    host:       nspawn0 (bridge, <subnet>.1, route_localnet) ── nsv<random> (port, isolated)
     container:                                                   eth0 (<leased address>)
 
 What is shared (the bridge, the table, the chosen subnet) is made by the first container, under
@@ -28,11 +28,9 @@ from __future__ import annotations
 
 import errno
 import os
-import zlib
 
 from nspawn.backends import contract
 from nspawn.backends.linux import addresses, netlink
-from nspawn.config.ports import PortMapping
 from nspawn.errors import LaunchError
 from nspawn.journal import state_dir
 from nspawn.records import record
@@ -54,9 +52,10 @@ class Lease:
         return int(self.subnet.partition("/")[2])
 
 
-def link_name(container_id: str) -> str:
-    """The host end's name: within IFNAMSIZ (15), and the same for a releaser that has only the id."""
-    return f"nsv{zlib.crc32(container_id.encode()):08x}"
+def link_name() -> str:
+    """A host end's name, within IFNAMSIZ (15): random, as the journal keeps it for the releaser,
+    and 48 bits make two live containers' alike unlikely enough (the kernel refuses the second)."""
+    return f"nsv{os.urandom(6).hex()}"
 
 
 def table_text(subnet: str, bridge: str = BRIDGE) -> str:
@@ -94,7 +93,7 @@ table ip {TABLE} {{
 """
 
 
-def port_rules(ports: tuple[PortMapping, ...], address: str, tag: str) -> str:
+def port_rules(ports: tuple, address: str, tag: str) -> str:
     """DNAT of each published port to the container, for packets arriving (prerouting) and for
     the host's own connections (output: `curl 127.0.0.1:8080`); each rule carries `tag` (the
     container id), by which its releaser finds it."""
@@ -165,7 +164,7 @@ def forwarding_off() -> bool:
     return _read(FORWARDING) == "0"
 
 
-def prepare(session, ports: tuple[PortMapping, ...]) -> Lease:
+def prepare(session, ports: tuple) -> Lease:
     """Before the container exists: its address leased (and the shared network made if need be),
     IP forwarding on, its published ports' rules in place."""
     journal, container = session.journal, session.container_id
@@ -190,7 +189,7 @@ def prepare(session, ports: tuple[PortMapping, ...]) -> Lease:
     return Lease(address, subnet, bridge)
 
 
-def _publish(journal, pool, container: str, address: str, ports: tuple[PortMapping, ...]) -> None:
+def _publish(journal, pool, container: str, address: str, ports: tuple) -> None:
     claims = [f"{p.protocol}-{p.host_ip or 'any'}-{p.host_port}" for p in ports]
     journal.record("nat-ports", what=", ".join(p.text() for p in ports), state=pool.directory,
                    container=container, claims=claims)
@@ -209,7 +208,7 @@ def attach(session, lease: Lease, init_pid: int, init_start: int | None) -> None
     container's end configured from inside its namespace."""
     from nspawn.backends.linux import libc
 
-    name = link_name(session.container_id)
+    name = link_name()
     session.journal.record("nat-link", what=name, name=name, pid=init_pid, start=init_start)
     try:
         with netlink.Rtnl() as rtnl:
