@@ -10,7 +10,9 @@
 
 Setup failures travel to the launcher on the report pipe as one line "E<exit code> <step>:
 <message>" ("S<signal>" asks the launcher to signal itself, for tests); the pipe is close-on-exec, so its end of file after A's "P<pid of B>" line means
-the payload was exec'd (as runc does). B writes C's raw wait status to the status pipe.
+the payload was exec'd (as runc does). B writes C's raw wait status to the status pipe. With
+network "nat", B waits before forking C for one byte on the ready pipe: the launcher writes it
+once it has made the container's network from outside, on hearing B's pid.
 
 A launcher may run containers from several threads at once (`nspawn batch`). The fork copies
 only the forking thread, so nothing here takes a lock another thread may hold: no imports, no
