@@ -23,6 +23,9 @@ INT64_MAX = 2**63 - 1
 NETWORK_MODES = ("none", "host", "nat")
 ISOLATIONS = ("process", "hyperv")
 HCS_APIS = ("auto", "v1", "v2")
+PRIVATE_USERS = ("no", "pick")
+RESOLV_CONF_MODES = ("auto", "copy-host", "keep", "none")
+TIMEZONE_MODES = ("copy-host", "keep")
 
 
 @record
@@ -150,6 +153,29 @@ FIELDS = (
           "seccomp profile.",
           default="default", kind=HOST_PATH, keywords=("default", "unconfined"), backends=("linux",),
           option=Option(("--seccomp",), "profile", "System-call filter: default, unconfined, or a profile file.")),
+    Field("user", _string(maxLength=256, pattern="^[^:\\s]+(:[^:\\s]+)?$"),
+          "The user the process runs as. Linux: NAME or UID, optionally with :GROUP or :GID; a name is looked up in "
+          "the container's /etc/passwd (its groups in /etc/group), HOME, USER and LOGNAME follow it, and a user "
+          "other than root keeps no capabilities at all. HCS: the process's User, e.g. ContainerUser or "
+          "ContainerAdministrator. Default: root (Linux), the image's default user (HCS).",
+          option=Option(("-u", "--user"), "text", "Run as NAME|UID[:GROUP|GID] (HCS: a Windows user name).")),
+    Field("private_users", {"enum": list(PRIVATE_USERS)},
+          "Linux: pick: the container's users are a range of 65536 unprivileged host uids and gids picked for it "
+          "alone (its root is no root on the host), with the mapped directories id-mapped so their files keep "
+          "their host owners; no: the container's root is the host's root (in a sandbox).",
+          default="no", backends=("linux",),
+          option=Option(("--private-users",), "choice", "Container users on a private host uid range (pick) or not (no).")),
+    Field("resolv_conf", {"enum": list(RESOLV_CONF_MODES)},
+          "Linux: the container's /etc/resolv.conf. copy-host: the host's, with loopback resolvers (as "
+          "systemd-resolved's 127.0.0.53) replaced by their upstream servers; keep: the root's own; none: no "
+          "file; auto: copy-host unless the network is none, then keep.",
+          default="auto", backends=("linux",),
+          option=Option(("--resolv-conf",), "choice", "The container's /etc/resolv.conf.")),
+    Field("timezone", {"enum": list(TIMEZONE_MODES)},
+          "Linux: the container's /etc/localtime. copy-host: the host's zone (a link to the root's own zoneinfo "
+          "file where it has one, else a copy); keep: the root's own.",
+          default="copy-host", backends=("linux",),
+          option=Option(("--timezone",), "choice", "The container's /etc/localtime.")),
     Field("timeout_seconds", {"type": "number", "minimum": 0, "maximum": 31536000},
           "Wall-clock limit; then the process is stopped and the launcher exits 124. 0: none.",
           default=0, unit="seconds",

@@ -31,6 +31,7 @@ def host_findings(config: Config) -> list[Finding]:
         findings += _executable(config)
         findings += _working_directory(config)
         findings += _stdout(config)
+        findings += _user(config)
     findings += _cpus(config)
     return findings
 
@@ -216,6 +217,21 @@ def _stdout(config: Config) -> list[Finding]:
         return [Finding(("stdout_filename",), f"{config.stdout_filename} resolves to {parent}, outside the process directory; expected a path inside it")]
     if not os.path.isdir(parent):
         return [Finding(("stdout_filename",), f"the folder {os.path.dirname(target)} does not exist; expected an existing folder")]
+    return []
+
+
+def _user(config: Config) -> list[Finding]:
+    """A user or group name the container's passwd or group file lacks, refused now rather than
+    by the container's init after setup (which looks again, in case the files change)."""
+    if config.user is None or config.flavour != "posix":
+        return []
+    from nspawn.backends.linux import users
+
+    files = {name: _map(config, f"/etc/{name}") for name in ("passwd", "group")}
+    try:
+        users.lookup(config.user, files["passwd"] or "/nonexistent", files["group"] or "/nonexistent")
+    except users.UnknownUser as e:
+        return [Finding(("user",), f"found {config.user!r}: {e.strerror}")]
     return []
 
 

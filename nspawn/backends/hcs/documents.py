@@ -87,7 +87,7 @@ def v1_compute_system(plan: HcsPlan, container_id: str, storage: Storage, endpoi
 
 def process(plan: HcsPlan) -> dict:
     """ProcessParameters (v2) / ProcessConfig (v1): the same field names."""
-    return {
+    doc = {
         "CommandLine": plan.command_line,
         "WorkingDirectory": plan.working_directory,
         "Environment": dict(plan.environment),
@@ -96,3 +96,6 @@ def process(plan: HcsPlan) -> dict:
         "CreateStdOutPipe": True,
         "CreateStdErrPipe": True,
     }
+    if plan.user:
+        doc["User"] = plan.user  # left out, Windows runs it as the image's default user
+    return doc

@@ -28,7 +28,7 @@ import select
 import signal
 
 from nspawn import exitcodes
-from nspawn.backends.linux import cgroups, libc, mounts, seccomp_filter
+from nspawn.backends.linux import cgroups, etc_files, libc, mounts, seccomp_filter, users
 from nspawn.backends.linux.plan import LinuxPlan
 from nspawn.records import record
 from nspawn.result import error_text
@@ -61,6 +61,7 @@ class Launch:
     max_fd: int
     fail_at: tuple[str, str] | None  # test seam: (step, "" to fail, or a signal name to send the launcher)
     seccomp: object = None  # seccomp_filter.Prepared, loaded last before exec; None: unconfined
+    etc: tuple = ()  # etc_files.Write: the host's resolvers and zone for the container's /etc
 
     def at(self, step: str) -> None:
         global _step
@@ -198,6 +199,8 @@ def _stage_b(launch: Launch, parent_fd: int, in_groups: bool) -> None:
     plan = launch.plan
     launch.at("mount-root")
     mounts.enter_root(launch.plan.lower_dir, *(os.path.join(launch.scratch, sub) for sub in mounts.SCRATCH_DIRS))
+    launch.at("etc-files")
+    etc_files.install(launch.etc, plan.hostname)
     launch.at("mount-system")
     mounts.mount_system()
     mounts.cgroup_view(launch.cgroup_view)
@@ -208,6 +211,8 @@ def _stage_b(launch: Launch, parent_fd: int, in_groups: bool) -> None:
         mounts.bind(source, target, read_only, is_file)
     launch.at("detach-host-root")
     mounts.leave_old_root()
+    launch.at("user")
+    account = users.lookup(plan.user)  # in the container's own files, as the payload will see them
     launch.at("hostname")
     libc.sethostname(plan.hostname)
     if "net" in plan.namespaces:
@@ -222,7 +227,7 @@ def _stage_b(launch: Launch, parent_fd: int, in_groups: bool) -> None:
     payload = os.fork()
     if payload == 0:
         try:
-            _stage_c(launch)
+            _stage_c(launch, account)
         except BaseException as e:
             _fail(launch, e)
     for fd in (launch.report_w, *(launch.output_w or ())):
@@ -253,7 +258,7 @@ def _serve(payload: int) -> int:
             os.kill(payload, signum)
 
 
-def _stage_c(launch: Launch) -> None:
+def _stage_c(launch: Launch, account: users.Account) -> None:
     for s in _RESET:
         signal.signal(s, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())  # the mask survives execve too
@@ -268,21 +273,22 @@ def _stage_c(launch: Launch) -> None:
     _set_oom_score_adj(launch.oom_score_adj)
     if plan.limits.cpus:
         os.sched_setaffinity(0, plan.limits.cpus)
-    try:
-        os.chdir(plan.cwd)
-    except OSError as e:
-        raise OSError(e.errno, f"working directory {plan.cwd}: {e.strerror}") from None
     libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
     keep = plan.capability_mask
     for cap in range(launch.cap_last + 1):
         if not keep >> cap & 1:
             libc.prctl(libc.PR_CAPBSET_DROP, cap)
+    users.become(account)
     libc.capset(keep, keep, keep)
+    try:
+        os.chdir(plan.cwd)  # as the user: a directory it may not enter is refused as it would be later
+    except OSError as e:
+        raise OSError(e.errno, f"working directory {plan.cwd}: {e.strerror}") from None
     libc.new_session_keyring()  # the launcher's (its login's keys) stays out of reach
     if launch.seccomp is not None:
         seccomp_filter.load_filter(launch.seccomp)  # last: what follows is exec, which the filter allows
     launch.at("exec")
-    env = dict(plan.env)
+    env = users.environment(account, dict(plan.env))
     try:
         if "/" in plan.executable:
             os.execve(plan.executable, plan.argv, env)

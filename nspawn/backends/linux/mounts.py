@@ -70,6 +70,13 @@ class BindMismatch(OSError):
     exit_code = exitcodes.USAGE
 
 
+class UnusableTarget(OSError):
+    """A container path that cannot be made to mount on: a symbolic link of the image that
+    loops, or leads below a file or into a read-only place. The user's to change; exit 2."""
+
+    exit_code = exitcodes.USAGE
+
+
 def bind(source: str, target: str, read_only: bool, is_file: bool) -> None:
     """Bind host `source` (a real path, no symlinks) at container path `target`. The target is
     resolved before anything is made for it, so that a symbolic link of the lower layer cannot
@@ -81,9 +88,14 @@ def bind(source: str, target: str, read_only: bool, is_file: bool) -> None:
         kinds = ("a file", "a directory") if is_file else ("a directory", "a file")
         raise BindMismatch(errno.ENOTDIR if is_file else errno.EISDIR,
                            f"{source} is {kinds[0]} and {target} is {kinds[1]} in the container; it cannot be mounted there")
-    os.makedirs(os.path.dirname(resolved) if is_file else resolved, exist_ok=True)
-    if is_file and not os.path.exists(resolved):
-        os.close(os.open(resolved, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+    try:
+        os.makedirs(os.path.dirname(resolved) if is_file else resolved, exist_ok=True)
+        if is_file and not os.path.exists(resolved):
+            os.close(os.open(resolved, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+    except OSError as e:
+        via = f" (a symbolic link to {resolved})" if resolved != target else ""
+        raise UnusableTarget(e.errno, f"{target}{via} cannot be made in the container to mount {source} on: "
+                                      f"{e.strerror}; expected a path that can be made, or no symbolic link there") from None
     libc.mount(OLD_ROOT + source, resolved, None, MS_BIND)
     if read_only:
         libc.mount(None, resolved, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)

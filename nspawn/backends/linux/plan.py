@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from nspawn.backends.linux import users
 from nspawn.config.derived import container_executable, host_executable, stdout_host_path
 from nspawn.config.host import DEFAULT_PATH
 from nspawn.config.model import Config, Limits
@@ -69,6 +70,10 @@ class LinuxPlan:
     timeout_seconds: float
     stop_grace_seconds: float
     seccomp: str  # "default", "unconfined" or a profile's host path (seccomp_filter compiles it)
+    user: str  # NAME|UID[:GROUP|GID], looked up in the container's own files at run time (users.py)
+    private_users: bool  # the container's ids on a host range of their own (userns.py)
+    resolv_conf: str  # copy-host, keep or none (etc_files.py)
+    timezone: str  # copy-host or keep
 
     @property
     def capability_mask(self) -> int:
@@ -77,6 +82,8 @@ class LinuxPlan:
     def to_json(self) -> dict:
         data = self._asdict()
         data["env"] = dict(self.env)
+        for name in users.ACCOUNT_VARIABLES:
+            data["env"].setdefault(name, f"<{name} of {self.user} in the container's /etc/passwd, at run time>")
         data["mounts"] = [m._asdict() for m in self.mounts]
         data["tmpfs"] = [{"target": target, "size_bytes": size} for target, size in self.tmpfs]
         data["limits"] = self.limits._asdict()
@@ -87,7 +94,8 @@ class LinuxPlan:
 
 def plan(config: Config) -> LinuxPlan:
     executable = container_executable(config)
-    env = {"PATH": DEFAULT_PATH, "HOME": "/root"}
+    # HOME, USER and LOGNAME come from the container's passwd file at run time (users.environment).
+    env = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8"}
     if "TERM" in os.environ:
         env["TERM"] = os.environ["TERM"]
     env["container"] = "nspawn"
@@ -117,11 +125,22 @@ def plan(config: Config) -> LinuxPlan:
         stdout_file=stdout_host_path(config),
         limits=cgroup_limits(config.limits),
         asked=config.limits,
-        capabilities=tuple(CAPABILITY_BITS),
+        capabilities=tuple(CAPABILITY_BITS) if users.is_root(config.user) else (),
         timeout_seconds=config.timeout_seconds,
         stop_grace_seconds=config.stop_grace_seconds,
         seccomp=config.seccomp,
+        user=config.user or users.ROOT,
+        private_users=config.private_users == "pick",
+        resolv_conf=resolv_conf_mode(config.resolv_conf, config.network),
+        timezone=config.timezone,
     )
+
+
+def resolv_conf_mode(mode: str, network: str) -> str:
+    """`auto`: the host's resolvers where the container has a network, its root's own file without one."""
+    if mode != "auto":
+        return mode
+    return "keep" if network == "none" else "copy-host"
 
 
 def cgroup_limits(limits: Limits) -> CgroupLimits:

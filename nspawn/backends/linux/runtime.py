@@ -16,7 +16,7 @@ import time
 
 from nspawn import exitcodes
 from nspawn.backends import contract
-from nspawn.backends.linux import cgroups, enforcement, init, limits, mounts, seccomp_filter
+from nspawn.backends.linux import cgroups, enforcement, etc_files, init, limits, mounts, seccomp_filter
 from nspawn.backends.linux.plan import LinuxPlan
 from nspawn.backends.linux.release import start_time
 from nspawn.config.host import within
@@ -203,12 +203,19 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             os.mkdir(scratch, 0o700)
             for sub in mounts.SCRATCH_DIRS:
                 os.mkdir(os.path.join(scratch, sub), 0o700)
+            # The overlay's root takes the upper directory's owner and mode: the image's, so
+            # that a user other than root may walk the container's /.
+            lower = os.stat(plan.lower_dir)
+            upper = os.path.join(scratch, "upper")
+            os.chown(upper, lower.st_uid, lower.st_gid)
+            os.chmod(upper, stat.S_IMODE(lower.st_mode))
             layout, groups = _make_cgroups(plan, session, fail_at, signal_me)
             with open("/proc/sys/kernel/cap_last_cap") as f:
                 cap_last = int(f.read())
         except OSError as e:
             raise LaunchError(f"setting up the container failed: {error_text(e)}") from None
         syscall_filter = _syscall_filter(plan, session)
+        etc = etc_files.prepare(plan.resolv_conf, plan.timezone, plan.network == "host", session.warn)
         report_r, report_w = fds.add(*os.pipe())
         status_r, status_w = fds.add(*os.pipe())
         copying = stdout_fd is not None or session.stdout is not None or session.stderr is not None
@@ -221,7 +228,7 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             scratch=scratch, binds=binds, report_w=report_w, status_w=status_w,
             output_w=(pump[0][1], pump[1][1]) if pump else None,
             oom_score_adj=_read_oom_score_adj(), cap_last=cap_last, max_fd=os.sysconf("SC_OPEN_MAX"), fail_at=fail_at,
-            seccomp=syscall_filter,
+            seccomp=syscall_filter, etc=etc,
         )
         init.fault_point(fail_at, "fork", signal_me)
         a_entry = journal.record("process", what="container launcher child")
