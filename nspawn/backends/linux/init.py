@@ -28,7 +28,7 @@ import select
 import signal
 
 from nspawn import exitcodes
-from nspawn.backends.linux import cgroups, etc_files, libc, mounts, seccomp_filter, users
+from nspawn.backends.linux import cgroups, etc_files, libc, mounts, seccomp_filter, users, userns
 from nspawn.backends.linux.plan import LinuxPlan
 from nspawn.records import record
 from nspawn.result import error_text
@@ -62,6 +62,12 @@ class Launch:
     fail_at: tuple[str, str] | None  # test seam: (step, "" to fail, or a signal name to send the launcher)
     seccomp: object = None  # seccomp_filter.Prepared, loaded last before exec; None: unconfined
     etc: tuple = ()  # etc_files.Write: the host's resolvers and zone for the container's /etc
+    userns_fd: int | None = None  # private users: the user namespace A joins (userns.py)
+    lower_tree: int | None = None  # private users: the lower layer, id-mapped, detached
+    bind_trees: tuple = ()  # private users: each bind's source, id-mapped, detached, in binds' order
+
+    def private_fds(self) -> tuple[int, ...]:
+        return () if self.userns_fd is None else (self.userns_fd, self.lower_tree, *self.bind_trees)
 
     def at(self, step: str) -> None:
         global _step
@@ -125,7 +131,7 @@ def start(launch: Launch) -> int:
 
 
 def _stage_a(launch: Launch) -> None:
-    _close_all_but((launch.report_w, launch.status_w, *(launch.output_w or ())), launch.max_fd)
+    _close_all_but((launch.report_w, launch.status_w, *(launch.output_w or ()), *launch.private_fds()), launch.max_fd)
     # A session of its own, with no controlling terminal: the container cannot open /dev/tty
     # to type into the host's shell (TIOCSTI), and kill(0, ...) reaches no launcher.
     os.setsid()
@@ -138,6 +144,16 @@ def _stage_a(launch: Launch) -> None:
     # the memory limit's OOM killer could pick it over the payload and lose the payload's exit
     # status (A is outside the container's groups).
     _set_oom_score_adj("-1000")
+    private = launch.userns_fd is not None
+    if private:
+        launch.at("private-users")
+        # The groups' files are the host root's, which the namespace's root may not write: A
+        # joins them before, and B, its fork, starts in them. The scratch dir's parent is
+        # closed to the range's ids: it is reached as the working directory, which the
+        # new mount namespace carries over to its own copy of the mount.
+        _join(launch.cgroup_joins)
+        os.chdir(launch.scratch)
+        userns.enter(launch.userns_fd)
     launch.at("unshare")
     flags = 0
     for name in launch.plan.namespaces:
@@ -145,10 +161,10 @@ def _stage_a(launch: Launch) -> None:
     libc.unshare(flags)
     self_fd = os.pidfd_open(os.getpid())  # lets B see whether A died before B armed PDEATHSIG
     launch.at("fork-init")
-    pid, in_groups = _fork_init(launch.cgroup_v2)
+    pid, in_groups = _fork_init(None if private else launch.cgroup_v2)
     if pid == 0:
         try:
-            _stage_b(launch, self_fd, in_groups)
+            _stage_b(launch, self_fd, in_groups or private)
         except BaseException as e:
             _fail(launch, e)
     os.write(launch.report_w, b"P%d\n" % pid)
@@ -198,7 +214,13 @@ def _stage_b(launch: Launch, parent_fd: int, in_groups: bool) -> None:
     libc.unshare(libc.CLONE_NEWCGROUP)
     plan = launch.plan
     launch.at("mount-root")
-    mounts.enter_root(launch.plan.lower_dir, *(os.path.join(launch.scratch, sub) for sub in mounts.SCRATCH_DIRS))
+    scratch, lower = launch.scratch, plan.lower_dir
+    if launch.userns_fd is not None:
+        scratch = "."  # the working directory A set
+        lower = os.path.join(scratch, "lower")
+        libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)  # before attaching anything
+        libc.move_mount(launch.lower_tree, lower)
+    mounts.enter_root(lower, *(os.path.join(scratch, sub) for sub in mounts.SCRATCH_DIRS), userxattr=launch.userns_fd is not None)
     launch.at("etc-files")
     etc_files.install(launch.etc, plan.hostname)
     launch.at("mount-system")
@@ -207,8 +229,8 @@ def _stage_b(launch: Launch, parent_fd: int, in_groups: bool) -> None:
     for target, size in plan.tmpfs:
         mounts.tmpfs(target, size)
     launch.at("bind-mounts")
-    for source, target, read_only, is_file in launch.binds:
-        mounts.bind(source, target, read_only, is_file)
+    for i, (source, target, read_only, is_file) in enumerate(launch.binds):
+        mounts.bind(source, target, read_only, is_file, launch.bind_trees[i] if launch.bind_trees else None)
     launch.at("detach-host-root")
     mounts.leave_old_root()
     launch.at("user")

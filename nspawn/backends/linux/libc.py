@@ -12,7 +12,7 @@ import errno
 import os
 import signal
 import sys
-from ctypes import c_char_p, c_int, c_long, c_size_t, c_ulong, c_void_p
+from ctypes import c_char_p, c_int, c_long, c_size_t, c_uint, c_ulong, c_void_p
 
 _libc = ctypes.CDLL(None, use_errno=True)
 # The same libc through calls that keep the GIL held, as os.fork holds it around fork().
@@ -25,6 +25,7 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUSER = 0x10000000
 NAMESPACE_FLAGS = {"mount": CLONE_NEWNS, "uts": CLONE_NEWUTS, "ipc": CLONE_NEWIPC,
                    "net": CLONE_NEWNET, "pid": CLONE_NEWPID, "cgroup": CLONE_NEWCGROUP}
 
@@ -54,13 +55,27 @@ SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
 
-_SYSCALLS = {  # pivot_root, capset, clone3 and keyctl have no glibc wrapper
+_SYSCALLS = {  # pivot_root, capset, clone3, keyctl and the mount API have no glibc wrapper
     "x86_64": {"pivot_root": 155, "capset": 126, "clone3": 435, "keyctl": 250},
     "aarch64": {"pivot_root": 41, "capset": 91, "clone3": 435, "keyctl": 219},
     "riscv64": {"pivot_root": 41, "capset": 91, "clone3": 435, "keyctl": 219},
     "ppc64le": {"pivot_root": 203, "capset": 184, "clone3": 435, "keyctl": 271},
     "s390x": {"pivot_root": 217, "capset": 185, "clone3": 435, "keyctl": 280},
 }
+for _numbers in _SYSCALLS.values():  # the new mount API has one number on every architecture
+    _numbers.update(open_tree=428, move_mount=429, mount_setattr=442)
+
+# The new mount API (linux/mount.h, fcntl.h)
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_IDMAP = 0x100000
 KEYCTL_JOIN_SESSION_KEYRING = 1  # linux/keyctl.h
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
@@ -108,7 +123,15 @@ _ioctl = _function("ioctl", c_int, c_int, c_ulong, c_void_p)
 _pivot_root = _function("pivot_root", c_long, c_long, c_char_p, c_char_p, paths=(0,), syscall=True)
 _capset = _function("capset", c_long, c_long, c_void_p, c_void_p, syscall=True)
 _keyctl = _function("keyctl", c_long, c_long, c_int, c_char_p, syscall=True)
+_open_tree = _function("open_tree", c_long, c_long, c_int, c_char_p, c_uint, paths=(1,), syscall=True)
+_move_mount = _function("move_mount", c_long, c_long, c_int, c_char_p, c_int, c_char_p, c_uint, paths=(3,), syscall=True)
+_mount_setattr = _function("mount_setattr", c_long, c_long, c_int, c_char_p, c_uint, c_void_p, c_size_t, syscall=True)
+_setns = _function("setns", c_int, c_int, c_int)
 _clone3 = _function("clone3", c_long, c_long, c_void_p, c_size_t, syscall=True, library=_libc_holding_gil)
+
+
+class _MountAttr(ctypes.Structure):  # struct mount_attr (linux/mount.h)
+    _fields_ = [(name, ctypes.c_uint64) for name in ("attr_set", "attr_clr", "propagation", "userns_fd")]
 
 
 class _CloneArgs(ctypes.Structure):  # struct clone_args up to its cgroup field (linux/sched.h)
@@ -172,6 +195,27 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         shift = 32 * word
         data[3 * word:3 * word + 3] = [(m >> shift) & 0xFFFFFFFF for m in (effective, permitted, inheritable)]
     _capset(_syscall_number("capset"), header, data)
+
+
+def open_tree(path: str, flags: int) -> int:
+    """A descriptor of the mount at `path`; with OPEN_TREE_CLONE a detached copy of it."""
+    return _open_tree(_syscall_number("open_tree"), AT_FDCWD, _b(path), flags)
+
+
+def idmap_tree(tree_fd: int, userns_fd: int, attributes: int = 0) -> None:
+    """Id-map the detached mount `tree_fd` as the user namespace `userns_fd` maps its ids, with
+    further MOUNT_ATTR_* `attributes` (read-only, nosuid, nodev)."""
+    attr = _MountAttr(attr_set=MOUNT_ATTR_IDMAP | attributes, userns_fd=userns_fd)
+    _mount_setattr(_syscall_number("mount_setattr"), tree_fd, b"", AT_EMPTY_PATH, ctypes.byref(attr), ctypes.sizeof(attr))
+
+
+def move_mount(tree_fd: int, target: str) -> None:
+    """Attach the detached mount `tree_fd` at `target`."""
+    _move_mount(_syscall_number("move_mount"), tree_fd, b"", AT_FDCWD, _b(target), MOVE_MOUNT_F_EMPTY_PATH)
+
+
+def setns(fd: int, nstype: int) -> None:
+    _setns(fd, nstype)
 
 
 def new_session_keyring() -> None:

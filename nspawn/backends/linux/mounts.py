@@ -32,9 +32,11 @@ def overlay_options(lower: str, upper: str, work: str) -> str:
     return f"lowerdir={_escape(lower)},upperdir={_escape(upper)},workdir={_escape(work)}"
 
 
-def enter_root(lower: str, upper: str, work: str, root: str) -> None:
+def enter_root(lower: str, upper: str, work: str, root: str, userxattr: bool = False) -> None:
+    """`userxattr`: in a user namespace, whose root may not write the trusted.* attributes that
+    mark whiteouts and opaque directories, overlayfs keeps them in user.* ones."""
     libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
-    libc.mount("overlay", root, "overlay", 0, overlay_options(lower, upper, work))
+    libc.mount("overlay", root, "overlay", 0, overlay_options(lower, upper, work) + (",userxattr" if userxattr else ""))
     os.makedirs(root + OLD_ROOT, exist_ok=True)
     libc.pivot_root(root, root + OLD_ROOT)
     os.chdir("/")
@@ -49,7 +51,11 @@ def mount_system() -> None:
     old_umask = os.umask(0)  # device nodes are meant to be 0666 whatever the launcher's umask
     try:
         for name, major, minor in _DEVICES:
-            os.mknod(f"/dev/{name}", stat.S_IFCHR | 0o666, os.makedev(major, minor))
+            try:
+                os.mknod(f"/dev/{name}", stat.S_IFCHR | 0o666, os.makedev(major, minor))
+            except PermissionError:  # in a user namespace (private users): the host's node, bound
+                os.close(os.open(f"/dev/{name}", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666))
+                libc.mount(f"{OLD_ROOT}/dev/{name}", f"/dev/{name}", None, MS_BIND)
         for name in ("pts", "shm"):
             os.mkdir(f"/dev/{name}", 0o755)
     finally:
@@ -77,7 +83,7 @@ class UnusableTarget(OSError):
     exit_code = exitcodes.USAGE
 
 
-def bind(source: str, target: str, read_only: bool, is_file: bool) -> None:
+def bind(source: str, target: str, read_only: bool, is_file: bool, tree: int | None = None) -> None:
     """Bind host `source` (a real path, no symlinks) at container path `target`. The target is
     resolved before anything is made for it, so that a symbolic link of the lower layer cannot
     have directories made on the host through the old root."""
@@ -96,6 +102,9 @@ def bind(source: str, target: str, read_only: bool, is_file: bool) -> None:
         via = f" (a symbolic link to {resolved})" if resolved != target else ""
         raise UnusableTarget(e.errno, f"{target}{via} cannot be made in the container to mount {source} on: "
                                       f"{e.strerror}; expected a path that can be made, or no symbolic link there") from None
+    if tree is not None:  # private users: the source id-mapped, read-only already if asked (userns.py)
+        libc.move_mount(tree, resolved)
+        return
     libc.mount(OLD_ROOT + source, resolved, None, MS_BIND)
     if read_only:
         libc.mount(None, resolved, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)

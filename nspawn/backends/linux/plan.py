@@ -123,7 +123,7 @@ def plan(config: Config) -> LinuxPlan:
         process_directory=config.process_directory,
         host_executable=host_executable(config),
         stdout_file=stdout_host_path(config),
-        limits=cgroup_limits(config.limits),
+        limits=cgroup_limits(config.limits, config.private_users == "pick"),
         asked=config.limits,
         capabilities=tuple(CAPABILITY_BITS) if users.is_root(config.user) else (),
         timeout_seconds=config.timeout_seconds,
@@ -143,7 +143,7 @@ def resolv_conf_mode(mode: str, network: str) -> str:
     return "keep" if network == "none" else "copy-host"
 
 
-def cgroup_limits(limits: Limits) -> CgroupLimits:
+def cgroup_limits(limits: Limits, private_users: bool = False) -> CgroupLimits:
     quota = 0
     if limits.max_cpu_percent:
         # A share of the whole host, as on Windows: 50% of 4 CPUs is 2 CPUs' worth of time.
@@ -157,5 +157,6 @@ def cgroup_limits(limits: Limits) -> CgroupLimits:
         cpus=cpus,
         io_iops=limits.max_storage_iops,
         io_bps=limits.max_storage_bandwidth_bytes_per_sec,
-        pids_max=limits.max_processes + INIT_PROCESSES if limits.max_processes else 0,
+        # With private users the container's first process joins the groups too (init.py).
+        pids_max=limits.max_processes + INIT_PROCESSES + private_users if limits.max_processes else 0,
     )

@@ -8,7 +8,7 @@ import os
 import signal
 import time
 
-from nspawn.backends.linux import cgroups
+from nspawn.backends.linux import cgroups, userns
 
 _WAIT_SECONDS = 5
 
@@ -118,4 +118,5 @@ RELEASERS = {
     "process": release_process,
     "cgroup": cgroups.release,
     "scratch": release_scratch,
+    "uid_range": userns.release_range,
 }

@@ -16,7 +16,7 @@ import time
 
 from nspawn import exitcodes
 from nspawn.backends import contract
-from nspawn.backends.linux import cgroups, enforcement, etc_files, init, limits, mounts, seccomp_filter
+from nspawn.backends.linux import cgroups, enforcement, etc_files, init, limits, mounts, seccomp_filter, userns
 from nspawn.backends.linux.plan import LinuxPlan
 from nspawn.backends.linux.release import start_time
 from nspawn.config.host import within
@@ -55,6 +55,27 @@ def _binds(plan: LinuxPlan) -> list[tuple[str, str, bool, bool]]:
         if not within(real, base):
             raise LaunchError(f"{plan.host_executable} resolves to {real}, outside the process directory {base}", exitcodes.NOT_FOUND)
     return binds
+
+
+def _private_users(plan: LinuxPlan, session: Session, scratch: str, binds: list, fds: _Fds) -> dict:
+    """A host id range of the container's own and what init needs to use it (init.Launch's
+    private fields): the user namespace, and the lower layer and bind sources id-mapped."""
+    journal = session.journal
+    where = userns.directory(journal.directory)
+    entry = journal.record("uid_range", directory=where, owner=session.container_id)
+    base = userns.allocate(where, session.container_id)
+    journal.update(entry, base=base)
+    userns_fd = fds.add(userns.namespace(base))[0]
+    # The container's root (host id `base`) owns its scratch dir and writable layer; the
+    # lower layer's owner is mapped, as every id below it is.
+    lower = os.stat(plan.lower_dir)
+    os.chown(scratch, base, base)
+    for sub in ("upper", "work"):
+        os.chown(os.path.join(scratch, sub), base + lower.st_uid, base + lower.st_gid)
+    os.mkdir(os.path.join(scratch, "lower"), 0o700)
+    lower_tree = fds.add(userns.idmapped(plan.lower_dir, userns_fd, read_only=True))[0]
+    trees = tuple(fds.add(userns.idmapped(real, userns_fd, read_only))[0] for real, _, read_only, _ in binds)
+    return {"userns_fd": userns_fd, "lower_tree": lower_tree, "bind_trees": trees}
 
 
 def _open_stdout(plan: LinuxPlan) -> int:
@@ -209,6 +230,7 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             upper = os.path.join(scratch, "upper")
             os.chown(upper, lower.st_uid, lower.st_gid)
             os.chmod(upper, stat.S_IMODE(lower.st_mode))
+            private = _private_users(plan, session, scratch, binds, fds) if plan.private_users else {}
             layout, groups = _make_cgroups(plan, session, fail_at, signal_me)
             with open("/proc/sys/kernel/cap_last_cap") as f:
                 cap_last = int(f.read())
@@ -228,7 +250,7 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             scratch=scratch, binds=binds, report_w=report_w, status_w=status_w,
             output_w=(pump[0][1], pump[1][1]) if pump else None,
             oom_score_adj=_read_oom_score_adj(), cap_last=cap_last, max_fd=os.sysconf("SC_OPEN_MAX"), fail_at=fail_at,
-            seccomp=syscall_filter, etc=etc,
+            seccomp=syscall_filter, etc=etc, **private,
         )
         init.fault_point(fail_at, "fork", signal_me)
         a_entry = journal.record("process", what="container launcher child")

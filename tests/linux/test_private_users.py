@@ -1,0 +1,167 @@
+"""private_users: pick: the container's root is an unprivileged host id range of its own, the
+mapped directories keep their host owners, and the range is freed however the run ends."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from nspawn.backends.linux import userns
+from nspawn.journal import state_dir
+from tests.linux.conftest import ROOT, STARTED, container_processes, needs_root, run, sh
+from tests.linux.test_rollback import CLEANUP, LAUNCHER
+
+pytestmark = needs_root
+
+
+@pytest.fixture
+def work(tmp_path):
+    d = tmp_path / "work"
+    d.mkdir()
+    os.chown(d, 1001, 1001)
+    return d
+
+
+def ranges() -> dict[int, str]:
+    return userns.taken(userns.directory(state_dir()))
+
+
+def _host_view(token: str) -> list[str]:
+    """The Uid and Gid lines of the host's view of the container process running `token`."""
+    for cmdline in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{cmdline}/cmdline", "rb") as f:
+                if token.encode() not in f.read() or int(cmdline) == os.getpid():
+                    continue
+            with open(f"/proc/{cmdline}/status") as f:
+                return [line.split()[1:] for line in f if line.startswith(("Uid:", "Gid:"))]
+        except (OSError, ValueError):
+            continue
+    return []
+
+
+def _background(cfg: dict) -> tuple[threading.Thread, list]:
+    box: list = []
+    thread = threading.Thread(target=lambda: box.append(run(cfg)))
+    thread.start()
+    return thread, box
+
+
+def _wait_for(path, thread) -> None:
+    deadline = time.monotonic() + 20
+    while not path.exists():
+        assert thread.is_alive() and time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_root_inside_is_an_unprivileged_range_outside(work, clean):
+    token = "pu-root-token"
+    script = f"cat /proc/self/uid_map > {work}/map; id -u > {work}/id; while [ ! -e {work}/stop ]; do sleep 0.02; done # {token}"
+    thread, box = _background(sh(script, process_directory=str(work), private_users="pick"))
+    _wait_for(work / "id", thread)
+    (first, outside, size), = [line.split() for line in (work / "map").read_text().splitlines()]
+    base = int(outside)
+    assert (first, size) == ("0", "65536") and base >= userns.FIRST and (work / "id").read_text() == "0\n"
+    assert ranges() == {base: STARTED[-1]}
+    assert _host_view(token) == [[str(base)] * 4, [str(base)] * 4]  # real, effective, saved, fs: no host root
+    (work / "stop").touch()
+    thread.join(20)
+    assert box[0].code == 0, box[0].err
+    assert ranges() == {}  # released with the run
+
+
+def test_mapped_files_keep_their_host_owners_and_capabilities_stay_inside(work, clean):
+    (work / "theirs").write_text("x")
+    os.chown(work / "theirs", 1001, 1001)
+    r = run(sh("stat -c '%u:%g' theirs; touch by-root; echo hi >> theirs; rm -r /etc/apt && echo layer-ok",
+               process_directory=str(work), private_users="pick"))
+    assert r.code == 0, r.err
+    assert r.out.splitlines() == ["1001:1001", "layer-ok"]
+    assert (os.stat(work / "by-root").st_uid, os.stat(work / "theirs").st_uid) == (0, 1001)
+    assert (work / "theirs").read_text() == "xhi\n"
+    r = run(sh("id -u; touch by-user; grep CapEff /proc/self/status", process_directory=str(work),
+               private_users="pick", user="1001"))
+    assert r.code == 0 and r.out.splitlines() == ["1001", "CapEff:\t0000000000000000"], r.err
+    assert os.stat(work / "by-user").st_uid == 1001
+    assert os.path.exists("/etc/apt")
+
+
+def test_two_live_containers_get_disjoint_ranges(tmp_path, clean):
+    runs = []
+    for name in ("a", "b"):
+        d = tmp_path / name
+        d.mkdir()
+        script = f"cat /proc/self/uid_map > {d}/map; while [ ! -e {d}/stop ]; do sleep 0.02; done"
+        runs.append((d, *_background(sh(script, process_directory=str(d), private_users="pick"))))
+    for d, thread, _ in runs:
+        _wait_for(d / "map", thread)
+    bases = [int((d / "map").read_text().split()[1]) for d, _, _ in runs]
+    assert abs(bases[0] - bases[1]) >= userns.SIZE and sorted(ranges()) == sorted(bases)
+    for d, thread, box in runs:
+        (d / "stop").touch()
+        thread.join(20)
+        assert box[0].code == 0, box[0].err
+    assert ranges() == {}
+
+
+def test_sigkill_of_the_launcher_then_cleanup_frees_the_range(work, clean):
+    cfg = sh(f"echo up > {work}/up; sleep 30", process_directory=str(work), private_users="pick")
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, json.dumps(cfg)], cwd=ROOT)
+    deadline = time.monotonic() + 20
+    while not (work / "up").exists():
+        assert time.monotonic() < deadline and launcher.poll() is None
+        time.sleep(0.01)
+    assert len(ranges()) == 1
+    launcher.kill()
+    assert launcher.wait(10) == -signal.SIGKILL
+    while container_processes(os.environ["NSPAWN_SCRATCH_DIR"]):
+        assert time.monotonic() < deadline, "the container outlived its launcher"
+        time.sleep(0.01)
+    assert len(ranges()) == 1  # nothing frees it but cleanup
+    STARTED.extend(ranges().values())
+    cleanup = subprocess.run([sys.executable, "-c", CLEANUP], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert cleanup.returncode == 0 and cleanup.stdout.strip() == "[]", cleanup.stderr
+    assert ranges() == {}
+
+
+def test_a_directory_whose_filesystem_cannot_be_id_mapped_is_said(clean):
+    r = run(sh("true", private_users="pick", mounts=[{"host_path": "/sys/kernel", "container_path": "/k", "read_only": True}]))
+    assert r.code == 125
+    assert "private_users: /sys/kernel cannot be mapped into the container with its owners: its filesystem cannot be id-mapped" in r.result.error
+    assert ranges() == {}
+
+
+def _take(where: str, owner: str, out) -> None:
+    out.put(userns.allocate(where, owner))
+
+
+def test_concurrent_launchers_never_share_a_range_and_each_releases_only_its_own(tmp_path):
+    where = str(tmp_path / "ranges")
+    queue = multiprocessing.get_context("fork").Queue()
+    procs = [multiprocessing.get_context("fork").Process(target=_take, args=(where, f"c{i}", queue)) for i in range(8)]
+    for p in procs:
+        p.start()
+    bases = sorted(queue.get(timeout=30) for _ in procs)
+    for p in procs:
+        p.join(10)
+    assert bases == [userns.FIRST + i * userns.SIZE for i in range(8)]
+    assert sorted(userns.taken(where).values()) == sorted(f"c{i}" for i in range(8))
+    userns.release_range({"directory": where, "owner": "c3"})
+    assert sorted(userns.taken(where)) == [b for b in bases if b != userns.FIRST + 3 * userns.SIZE]
+    assert userns.allocate(where, "c9") == userns.FIRST + 3 * userns.SIZE  # the freed range is taken again
+    assert os.listdir(where) and not [n for n in os.listdir(where) if n.startswith(".")]  # no claim left behind
+
+
+def test_with_the_hosts_network_it_is_refused_before_anything_is_made():
+    from tests.conftest import nspawn
+
+    result = nspawn("run", "--private-users", "pick", "--network", "host", "--", "/bin/true")
+    assert result.returncode == 2 and "$.private_users: found 'pick' with network 'host'" in result.stderr
