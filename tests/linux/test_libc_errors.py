@@ -71,6 +71,12 @@ CASES = {
                "ENOTSUP|keyctl|None|keyctl: Operation not supported (ENOTSUP)"),
     "socket": (lambda: libc._socket(12345, libc.SOCK_DGRAM, 0),
                "EAFNOSUPPORT|socket|None|socket: Address family not supported by protocol (EAFNOSUPPORT)"),
+    "open_tree": (lambda: libc.open_tree("/nonexistent-tree", libc.OPEN_TREE_CLONE),
+                  "ENOENT|open_tree|/nonexistent-tree|open_tree /nonexistent-tree: No such file or directory (ENOENT)"),
+    "move_mount": (lambda: libc.move_mount(-1, "/nonexistent-target"),
+                   "ENOENT|move_mount|/nonexistent-target|move_mount /nonexistent-target: No such file or directory (ENOENT)"),
+    "mount_setattr": (lambda: libc.idmap_tree(-1, -1), "EINVAL|mount_setattr|None|mount_setattr: Invalid argument (EINVAL)"),
+    "setns": (lambda: libc.setns(-1, libc.CLONE_NEWUSER), "EBADF|setns|None|setns: Bad file descriptor (EBADF)"),
 }
 
 
