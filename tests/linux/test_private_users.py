@@ -55,25 +55,28 @@ def _background(cfg: dict) -> tuple[threading.Thread, list]:
     return thread, box
 
 
-def _wait_for(path, thread) -> None:
+def _wait_for(path, thread, box) -> None:
     deadline = time.monotonic() + 20
     while not path.exists():
-        assert thread.is_alive() and time.monotonic() < deadline
+        assert thread.is_alive(), (box[0].code, box[0].result.error, box[0].err) if box else "no result"
+        assert time.monotonic() < deadline
         time.sleep(0.01)
 
 
 def test_root_inside_is_an_unprivileged_range_outside(work, clean):
     token = "pu-root-token"
-    script = f"cat /proc/self/uid_map > {work}/map; id -u > {work}/id; while [ ! -e {work}/stop ]; do sleep 0.02; done # {token}"
+    script = f"cat /proc/self/uid_map > {work}/map; id -u > {work}/id.tmp; mv {work}/id.tmp {work}/id; while [ ! -e {work}/stop ]; do sleep 0.02; done # {token}"
     thread, box = _background(sh(script, process_directory=str(work), private_users="pick"))
-    _wait_for(work / "id", thread)
-    (first, outside, size), = [line.split() for line in (work / "map").read_text().splitlines()]
-    base = int(outside)
-    assert (first, size) == ("0", "65536") and base >= userns.FIRST and (work / "id").read_text() == "0\n"
-    assert ranges() == {base: STARTED[-1]}
-    assert _host_view(token) == [[str(base)] * 4, [str(base)] * 4]  # real, effective, saved, fs: no host root
-    (work / "stop").touch()
-    thread.join(20)
+    try:
+        _wait_for(work / "id", thread, box)
+        (first, outside, size), = [line.split() for line in (work / "map").read_text().splitlines()]
+        base = int(outside)
+        assert (first, size) == ("0", "65536") and base >= userns.FIRST and (work / "id").read_text() == "0\n"
+        assert ranges() == {base: STARTED[-1]}
+        assert _host_view(token) == [[str(base)] * 4, [str(base)] * 4]  # real, effective, saved, fs: no host root
+    finally:
+        (work / "stop").touch()  # a failed check must not leave the container running
+        thread.join(20)
     assert box[0].code == 0, box[0].err
     assert ranges() == {}  # released with the run
 
@@ -96,19 +99,21 @@ def test_mapped_files_keep_their_host_owners_and_capabilities_stay_inside(work, 
 
 def test_two_live_containers_get_disjoint_ranges(tmp_path, clean):
     runs = []
-    for name in ("a", "b"):
-        d = tmp_path / name
-        d.mkdir()
-        script = f"cat /proc/self/uid_map > {d}/map; while [ ! -e {d}/stop ]; do sleep 0.02; done"
-        runs.append((d, *_background(sh(script, process_directory=str(d), private_users="pick"))))
-    for d, thread, _ in runs:
-        _wait_for(d / "map", thread)
-    bases = [int((d / "map").read_text().split()[1]) for d, _, _ in runs]
-    assert abs(bases[0] - bases[1]) >= userns.SIZE and sorted(ranges()) == sorted(bases)
-    for d, thread, box in runs:
-        (d / "stop").touch()
-        thread.join(20)
-        assert box[0].code == 0, box[0].err
+    try:
+        for name in ("a", "b"):
+            d = tmp_path / name
+            d.mkdir()
+            script = f"cat /proc/self/uid_map > {d}/map.tmp; mv {d}/map.tmp {d}/map; while [ ! -e {d}/stop ]; do sleep 0.02; done"
+            runs.append((d, *_background(sh(script, process_directory=str(d), private_users="pick"))))
+        for d, thread, box in runs:
+            _wait_for(d / "map", thread, box)
+        bases = [int((d / "map").read_text().split()[1]) for d, _, _ in runs]
+        assert abs(bases[0] - bases[1]) >= userns.SIZE and sorted(ranges()) == sorted(bases)
+    finally:
+        for d, thread, _ in runs:
+            (d / "stop").touch()
+            thread.join(20)
+    assert [box[0].code for _, _, box in runs] == [0, 0], [box[0].err for _, _, box in runs]
     assert ranges() == {}
 
 
@@ -165,3 +170,14 @@ def test_with_the_hosts_network_it_is_refused_before_anything_is_made():
 
     result = nspawn("run", "--private-users", "pick", "--network", "host", "--", "/bin/true")
     assert result.returncode == 2 and "$.private_users: found 'pick' with network 'host'" in result.stderr
+
+
+def test_read_only_directories_and_mapped_files_stay_read_only(tmp_path, work, clean):
+    mine = tmp_path / "resolv.conf"
+    mine.write_text("nameserver 203.0.113.7\n")
+    r = run(sh("cat /etc/resolv.conf; touch x 2>/dev/null || echo dir-ro; (echo y > /etc/resolv.conf) 2>/dev/null || echo file-ro",
+               process_directory=str(work), mapped_directory_read_only=True, private_users="pick",
+               mounts=[{"host_path": str(mine), "container_path": "/etc/resolv.conf", "read_only": True}]))
+    assert r.code == 0, r.err
+    assert r.out.splitlines() == ["nameserver 203.0.113.7", "dir-ro", "file-ro"]
+    assert os.listdir(work) == [] and mine.read_text() == "nameserver 203.0.113.7\n"

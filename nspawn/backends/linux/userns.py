@@ -92,8 +92,13 @@ def namespace(base: int) -> int:
     if pid == 0:
         code = 0
         try:
-            os.close(ready_r)
-            os.close(done_w)
+            # Only its own two ends: a copy of another launcher thread's pipe would hold that
+            # thread's end of file back (two runs starting at once would wait on each other).
+            low = 3
+            for fd in sorted((ready_w, done_r)):
+                os.closerange(low, fd)
+                low = fd + 1
+            os.closerange(low, os.sysconf("SC_OPEN_MAX"))
             libc.unshare(libc.CLONE_NEWUSER)
             os.write(ready_w, b"u")
             os.read(done_r, 1)  # end of file: the launcher has what it needs
