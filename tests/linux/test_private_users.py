@@ -17,7 +17,7 @@ import pytest
 from nspawn.backends.linux import userns
 from nspawn.journal import state_dir
 from tests.linux.conftest import ROOT, STARTED, container_processes, needs_root, run, sh
-from tests.linux.test_rollback import CLEANUP, LAUNCHER
+from tests.linux.test_rollback import CLEANUP, LAUNCHER, STEPS
 
 pytestmark = needs_root
 
@@ -158,10 +158,12 @@ def test_concurrent_launchers_never_share_a_range_and_each_releases_only_its_own
     for p in procs:
         p.join(10)
     assert bases == [userns.FIRST + i * userns.SIZE for i in range(8)]
-    assert sorted(userns.taken(where).values()) == sorted(f"c{i}" for i in range(8))
+    owners = userns.taken(where)
+    assert sorted(owners.values()) == sorted(f"c{i}" for i in range(8))
+    (freed,) = [base for base, owner in owners.items() if owner == "c3"]
     userns.release_range({"directory": where, "owner": "c3"})
-    assert sorted(userns.taken(where)) == [b for b in bases if b != userns.FIRST + 3 * userns.SIZE]
-    assert userns.allocate(where, "c9") == userns.FIRST + 3 * userns.SIZE  # the freed range is taken again
+    assert sorted(userns.taken(where)) == [b for b in bases if b != freed]
+    assert userns.allocate(where, "c9") == freed  # the freed range is taken again
     assert os.listdir(where) and not [n for n in os.listdir(where) if n.startswith(".")]  # no claim left behind
 
 
@@ -181,3 +183,13 @@ def test_read_only_directories_and_mapped_files_stay_read_only(tmp_path, work, c
     assert r.code == 0, r.err
     assert r.out.splitlines() == ["nameserver 203.0.113.7", "dir-ro", "file-ro"]
     assert os.listdir(work) == [] and mine.read_text() == "nameserver 203.0.113.7\n"
+
+
+@pytest.mark.parametrize("step", ["private-users"] + STEPS)
+def test_a_failure_at_each_setup_step_frees_the_range_and_leaves_nothing(step, work, monkeypatch, clean):
+    monkeypatch.setenv("NSPAWN_FAIL_AT", step)
+    r = run(sh("echo ran", process_directory=str(work), stdout_filename="log.txt", max_ram_mb=64, max_processes=20,
+               private_users="pick"))
+    assert r.code == 125 and f"failure injected at {step}" in r.result.error
+    assert r.result.rollback_failures == [] and "ran" not in r.out
+    assert ranges() == {}
