@@ -64,7 +64,16 @@ def mount_system() -> None:
     libc.mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
     for name, target in _DEV_LINKS:
         os.symlink(target, f"/dev/{name}")
-    libc.mount("sysfs", "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    try:
+        libc.mount("sysfs", "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    except OSError as e:
+        if e.errno != errno.EPERM:
+            raise
+        # Private users on the host's network: a sysfs belongs to a network namespace, and the
+        # container's users do not own the host's. The host's /sys is the same view: bound,
+        # every mount in it read-only.
+        libc.mount(OLD_ROOT + "/sys", "/sys", None, MS_BIND | MS_REC)
+        libc.restrict_tree("/sys", libc.MOUNT_ATTR_RDONLY | libc.MOUNT_ATTR_NOSUID | libc.MOUNT_ATTR_NODEV)
     libc.mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
 
 
