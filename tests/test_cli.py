@@ -66,7 +66,7 @@ def _option_samples(here: str) -> dict:
         "tmpfs": (["--tmpfs", "/scratch:64M", "--tmpfs", "/cache"], (Tmpfs("/scratch", 64), Tmpfs("/cache", 0))),
         "seccomp": (["--seccomp", "unconfined"], "unconfined"),
         "user": (["-u", "nobody:nogroup"], "nobody:nogroup"),
-        "private_users": (["--private-users", "no"], "no"),  # "pick" refuses the sample's --network host
+        "private_users": (["--private-users", "pick"], "pick"),
         "resolv_conf": (["--resolv-conf", "none"], "none"),
         "timezone": (["--timezone", "keep"], "keep"),
         "network": (["--network", "host"], "host"),

@@ -29,7 +29,7 @@ EVERY_FIELD = {
     "tmpfs": ([{"container_path": "/scratch", "size_mb": 64.0}], None),
     "seccomp": ("unconfined", "unconfined"),
     "user": ("builder:staff", "builder:staff"),
-    "private_users": ("no", "no"),  # "pick" refuses the example's host network (its own test: tests/linux/test_private_users.py)
+    "private_users": ("pick", "pick"),
     "resolv_conf": ("keep", "keep"),
     "timezone": ("keep", "keep"),
     "network": ("host", "host"),
