@@ -30,8 +30,18 @@ def work(tmp_path):
     return d
 
 
+def taken(where: str) -> dict[int, str]:
+    """The ranges in use in the allocator's directory: first host id -> container id."""
+    found = {}
+    for name in os.listdir(where) if os.path.isdir(where) else ():
+        if name.isdigit():
+            with open(os.path.join(where, name)) as f:
+                found[int(name)] = f.read()
+    return found
+
+
 def ranges() -> dict[int, str]:
-    return userns.taken(userns.directory(state_dir()))
+    return taken(userns.directory(state_dir()))
 
 
 def _host_view(token: str) -> list[str]:
@@ -158,11 +168,11 @@ def test_concurrent_launchers_never_share_a_range_and_each_releases_only_its_own
     for p in procs:
         p.join(10)
     assert bases == [userns.FIRST + i * userns.SIZE for i in range(8)]
-    owners = userns.taken(where)
+    owners = taken(where)
     assert sorted(owners.values()) == sorted(f"c{i}" for i in range(8))
     (freed,) = [base for base, owner in owners.items() if owner == "c3"]
     userns.release_range({"directory": where, "owner": "c3"})
-    assert sorted(userns.taken(where)) == [b for b in bases if b != freed]
+    assert sorted(taken(where)) == [b for b in bases if b != freed]
     assert userns.allocate(where, "c9") == freed  # the freed range is taken again
     assert os.listdir(where) and not [n for n in os.listdir(where) if n.startswith(".")]  # no claim left behind
 

@@ -66,19 +66,6 @@ def release_range(data: dict) -> None:
             os.unlink(path)
 
 
-def taken(where: str) -> dict[int, str]:
-    """The ranges in use: first host id -> container id."""
-    found = {}
-    for name in os.listdir(where) if os.path.isdir(where) else ():
-        if name.isdigit():
-            try:
-                with open(os.path.join(where, name)) as f:
-                    found[int(name)] = f.read()
-            except FileNotFoundError:
-                pass
-    return found
-
-
 def map_line(base: int) -> str:
     return f"0 {base} {SIZE}\n"
 
