@@ -10,7 +10,7 @@ from ctypes import POINTER, c_int32, c_void_p, c_wchar_p
 from . import kernel32
 from .errors import E_FAIL, HcsError, fails
 from .loader import Bindings, Closing, take_string
-from .vmcompute import GUID
+from .vmcompute import GUID, guid
 
 SCHEMA = {"Major": 2, "Minor": 0}
 
@@ -51,7 +51,7 @@ BINDINGS = (_hcn_dll,)
 
 def _guid(id: uuid.UUID | str | None) -> GUID:
     # GUID_NULL lets HCN choose the id, as hcsshim does.
-    return GUID() if id is None else GUID.from_uuid(id)
+    return GUID() if id is None else guid(id)
 
 
 class _HcnObject(Closing):

@@ -148,6 +148,124 @@ class Bindings:
         return self.table.keys()
 
 
+def sdk(module: str):
+    """A module of ctypes-windows-sdk (``um.handleapi``, ``shared.winerror``): the Win32
+    structures, constants and prototypes nspawn takes from it instead of writing them.
+
+    On Windows that is a plain import. Elsewhere cwinsdk does not import (its package needs
+    ctypes.WinDLL and its modules bind their DLLs' functions at import), so it is imported
+    through _SdkImporter: Windows' integer widths, and every DLL it names resolved through
+    load(), that is to the simulator, export by export when a function is called, so an
+    export the simulator lacks (or a missing simulator) fails that call and not the import.
+    Either way nspawn calls no cwinsdk function object: Bindings make their own from the
+    prototype, with nspawn's errcheck and (on Windows) use_last_error."""
+    import importlib
+
+    if sys.platform != "win32":
+        _SdkImporter.install()
+    return importlib.import_module(f"cwinsdk.{module}")
+
+
+def prototype(sdk_function, check) -> tuple:
+    """A Bindings table row from a cwinsdk function: its restype and argtypes, nspawn's check."""
+    return (sdk_function.restype, sdk_function.argtypes, check)
+
+
+class _SdkFunction:
+    """A cwinsdk function off Windows: holds the prototype cwinsdk sets on it, and looks its
+    export up in the current simulator when it is called."""
+
+    def __init__(self, dll: str, export: str):
+        self.dll = dll
+        self.__name__ = export
+        self.restype = ctypes.c_int  # ctypes' own default, for a function cwinsdk leaves alone
+        self.argtypes = None
+        self.errcheck = None
+
+    def __call__(self, *args):
+        fn = load(self.dll).function(self.__name__)
+        fn.restype, fn.argtypes = self.restype, self.argtypes
+        if self.errcheck is not None:
+            fn.errcheck = self.errcheck
+        return fn(*args)
+
+
+class _SdkDLL:
+    """What cwinsdk's ``windll.<name>`` gives off Windows."""
+
+    def __init__(self, name: str):
+        self._name = name if name.lower().endswith(".dll") else name + ".dll"
+
+    def __getattr__(self, export: str):
+        if export.startswith("__"):
+            raise AttributeError(export)
+        return _SdkFunction(self._name, export)
+
+
+class _SdkImporter:
+    """Imports cwinsdk's modules off Windows: each sees, instead of ctypes and ctypes.wintypes,
+    copies with Windows' 64-bit data model (long and unsigned long are 32 bits, as the
+    simulator's DWORD and ULONG are) and WinDLL, WINFUNCTYPE and WinError, so its structures
+    have their Windows layouts. wchar_t keeps this platform's width, which the simulator's
+    WCHAR is too. Only cwinsdk's modules see these copies (through their own __import__);
+    ctypes itself is left alone."""
+
+    _installed = False
+
+    @classmethod
+    def install(cls) -> None:
+        with _lock:
+            if not cls._installed:
+                sys.meta_path.insert(0, cls())
+                cls._installed = True
+
+    def __init__(self):
+        import builtins
+        import types
+
+        shim = types.ModuleType("ctypes")
+        shim.__dict__.update(vars(ctypes))
+        shim.c_long, shim.c_ulong = ctypes.c_int32, ctypes.c_uint32
+        shim.WinDLL = _SdkDLL
+        shim.WINFUNCTYPE = ctypes.CFUNCTYPE
+        shim.WinError = lambda code=None, descr=None: OSError(
+            None, descr or "Windows error", None, last_error() if code is None else code)
+        wintypes = types.ModuleType("ctypes.wintypes")
+        wintypes.__dict__["__builtins__"] = self.builtins = dict(vars(builtins))
+        self.ctypes, self.wintypes = shim, wintypes
+        self.builtins["__import__"] = self._import
+        import ctypes.wintypes as real
+
+        with open(real.__file__, encoding="utf-8") as f:
+            exec(compile(f.read(), real.__file__, "exec"), wintypes.__dict__)
+        shim.wintypes = wintypes
+
+    def _import(self, name, globals=None, locals=None, fromlist=(), level=0):
+        if level == 0 and name == "ctypes":
+            return self.ctypes
+        if level == 0 and name == "ctypes.wintypes":
+            return self.wintypes if fromlist else self.ctypes
+        return __import__(name, globals, locals, fromlist, level)
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "cwinsdk" and not name.startswith("cwinsdk."):
+            return None
+        from importlib.machinery import PathFinder, SourceFileLoader
+
+        spec = PathFinder.find_spec(name, path)
+        if spec is None or not isinstance(spec.loader, SourceFileLoader):
+            return spec
+        importer = self
+
+        class Loader(SourceFileLoader):
+            def exec_module(self, module):
+                module.__builtins__ = importer.builtins
+                super().exec_module(module)
+
+        spec.loader = Loader(spec.loader.name, spec.loader.path)
+        return spec
+
+
 def take_string(ptr: ctypes.c_void_p, free: Callable[[ctypes.c_void_p], None]) -> str | None:
     """Copies a returned PWSTR and frees it with the allocator its DLL uses."""
     if not ptr.value:
