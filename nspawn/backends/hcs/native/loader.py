@@ -152,17 +152,16 @@ def sdk(module: str):
     """A module of ctypes-windows-sdk (``um.handleapi``, ``shared.winerror``): the Win32
     structures, constants and prototypes nspawn takes from it instead of writing them.
 
-    On Windows that is a plain import. Elsewhere cwinsdk does not import (its package needs
-    ctypes.WinDLL and its modules bind their DLLs' functions at import), so it is imported
-    through _SdkImporter: Windows' integer widths, and every DLL it names resolved through
-    load(), that is to the simulator, export by export when a function is called, so an
-    export the simulator lacks (or a missing simulator) fails that call and not the import.
-    Either way nspawn calls no cwinsdk function object: Bindings make their own from the
+    cwinsdk binds its DLLs' functions when its modules import, and off Windows does not import
+    at all (its package needs ctypes.WinDLL). So it is imported through _SdkImporter, on every
+    platform: every DLL it names resolves through load() (the simulator under test), export by
+    export when a function is called, so an export the host lacks (an older Windows build, or
+    the simulator) fails that call and not the import; off Windows with Windows' integer widths
+    too. Either way nspawn calls no cwinsdk function object: Bindings make their own from the
     prototype, with nspawn's errcheck and (on Windows) use_last_error."""
     import importlib
 
-    if sys.platform != "win32":
-        _SdkImporter.install()
+    _SdkImporter.install()
     return importlib.import_module(f"cwinsdk.{module}")
 
 
@@ -172,8 +171,8 @@ def prototype(sdk_function, check) -> tuple:
 
 
 class _SdkFunction:
-    """A cwinsdk function off Windows: holds the prototype cwinsdk sets on it, and looks its
-    export up in the current simulator when it is called."""
+    """A cwinsdk function: holds the prototype cwinsdk sets on it, and looks its export up
+    through load() when it is called."""
 
     def __init__(self, dll: str, export: str):
         self.dll = dll
@@ -191,7 +190,7 @@ class _SdkFunction:
 
 
 class _SdkDLL:
-    """What cwinsdk's ``windll.<name>`` gives off Windows."""
+    """What cwinsdk's ``windll.<name>`` gives."""
 
     def __init__(self, name: str):
         self._name = name if name.lower().endswith(".dll") else name + ".dll"
@@ -203,12 +202,12 @@ class _SdkDLL:
 
 
 class _SdkImporter:
-    """Imports cwinsdk's modules off Windows: each sees, instead of ctypes and ctypes.wintypes,
-    copies with Windows' 64-bit data model (long and unsigned long are 32 bits, as the
-    simulator's DWORD and ULONG are) and WinDLL, WINFUNCTYPE and WinError, so its structures
-    have their Windows layouts. wchar_t keeps this platform's width, which the simulator's
-    WCHAR is too. Only cwinsdk's modules see these copies (through their own __import__);
-    ctypes itself is left alone."""
+    """Imports cwinsdk's modules, each seeing instead of ctypes and ctypes.wintypes copies whose
+    WinDLL is _SdkDLL. Off Windows the copies also have Windows' 64-bit data model (long and
+    unsigned long are 32 bits, as the simulator's DWORD and ULONG are), WINFUNCTYPE and WinError,
+    so its structures have their Windows layouts; wchar_t keeps this platform's width, which the
+    simulator's WCHAR is too. Only cwinsdk's modules see these copies (through their own
+    __import__); ctypes itself is left alone."""
 
     _installed = False
 
@@ -225,11 +224,12 @@ class _SdkImporter:
 
         shim = types.ModuleType("ctypes")
         shim.__dict__.update(vars(ctypes))
-        shim.c_long, shim.c_ulong = ctypes.c_int32, ctypes.c_uint32
         shim.WinDLL = _SdkDLL
-        shim.WINFUNCTYPE = ctypes.CFUNCTYPE
-        shim.WinError = lambda code=None, descr=None: OSError(
-            None, descr or "Windows error", None, last_error() if code is None else code)
+        if sys.platform != "win32":
+            shim.c_long, shim.c_ulong = ctypes.c_int32, ctypes.c_uint32
+            shim.WINFUNCTYPE = ctypes.CFUNCTYPE
+            shim.WinError = lambda code=None, descr=None: OSError(
+                None, descr or "Windows error", None, last_error() if code is None else code)
         wintypes = types.ModuleType("ctypes.wintypes")
         wintypes.__dict__["__builtins__"] = self.builtins = dict(vars(builtins))
         self.ctypes, self.wintypes = shim, wintypes
