@@ -89,7 +89,7 @@ def _network(container_id: str, hns_endpoints: list[str]) -> list[str]:
     HCN chose, network.py), each detached from and with any namespace holding it."""
     removed = []
     endpoint, namespace = hcn_ids(container_id)
-    hcn = True
+    has_hcn = True
     try:
         release.release_hcn_attachment({"namespace": namespace, "endpoint": endpoint})
         if release.release_hcn_namespace({"id": namespace}):
@@ -98,8 +98,8 @@ def _network(container_id: str, hns_endpoints: list[str]) -> list[str]:
             removed.append(f"{container_id}: HCN endpoint {endpoint}")
         holders = release.hcn_namespaces_holding(set(hns_endpoints)) if hns_endpoints else []
     except LibraryUnavailable:
-        hcn = False  # no HCN on this host (WS2016): its containers have HNS endpoints only
-    if hcn:
+        has_hcn = False  # no HCN on this host (WS2016): its containers have HNS endpoints only
+    if has_hcn:
         for holder in holders:
             for id in hns_endpoints:
                 release.release_hcn_attachment({"namespace": holder, "endpoint": id})

@@ -90,12 +90,12 @@ NAMES = {
 }
 
 # The Win32 codes hcsshim names (internal/hcs/errors.go), as HRESULTs of facility 7: their
-# values are ctypes-windows-sdk's, read when a message first names one, since this module
-# is imported on paths that make no Win32 call (cleanup, doctor).
-WIN32_NAMES = ("ERROR_FILE_NOT_FOUND", "ERROR_ACCESS_DENIED", "ERROR_INVALID_HANDLE", "ERROR_INVALID_DATA",
-               "ERROR_NOT_READY", "ERROR_NOT_SUPPORTED", "ERROR_INVALID_PARAMETER", "ERROR_BROKEN_PIPE",
-               "ERROR_INSUFFICIENT_BUFFER", "ERROR_PROC_NOT_FOUND", "ERROR_DEVICE_NOT_CONNECTED",
-               "ERROR_NOT_FOUND")
+# values are ctypes-windows-sdk's, read when a message first names one (the loader, through
+# which cwinsdk is imported, imports this module for its exceptions).
+_WIN32_NAMES = ("ERROR_FILE_NOT_FOUND", "ERROR_ACCESS_DENIED", "ERROR_INVALID_HANDLE", "ERROR_INVALID_DATA",
+                "ERROR_NOT_READY", "ERROR_NOT_SUPPORTED", "ERROR_INVALID_PARAMETER", "ERROR_BROKEN_PIPE",
+                "ERROR_INSUFFICIENT_BUFFER", "ERROR_PROC_NOT_FOUND", "ERROR_DEVICE_NOT_CONNECTED",
+                "ERROR_NOT_FOUND")
 _win32_names: dict[int, str] | None = None
 
 
@@ -110,7 +110,7 @@ def name(hresult: int) -> str | None:
         from .loader import sdk
 
         winerror = sdk("shared.winerror")
-        _win32_names = {getattr(winerror, n): n for n in WIN32_NAMES}
+        _win32_names = {getattr(winerror, n): n for n in _WIN32_NAMES}
     return _win32_names.get(hresult & 0xFFFF)
 
 

@@ -4,7 +4,8 @@ On Windows each DLL loads with WinDLL.  When NSPAWN_HCS_LIBRARY names a shared
 object (the simulator in tests/hcs_sim), every DLL name resolves to it; the
 simulator prefixes each export with the DLL's stem (``vmcompute_HcsCreateProcess``)
 because vmcompute.dll and computecore.dll export different functions under
-the same names.
+the same names. ctypes-windows-sdk, where the Win32 structures and prototypes come
+from, is imported here too (sdk()), its DLLs resolved the same way.
 """
 
 from __future__ import annotations
