@@ -150,6 +150,11 @@ FIELDS = (
           "seccomp profile.",
           default="default", kind=HOST_PATH, keywords=("default", "unconfined"), backends=("linux",),
           option=Option(("--seccomp",), "profile", "System-call filter: default, unconfined, or a profile file.")),
+    Field("allow_mknod", {"type": "boolean"},
+          "Linux: keep CAP_MKNOD, so the payload may make device nodes (warned). Only /dev's standard devices "
+          "open either way: every other mount is nodev and the device cgroup allows no other.",
+          default=False, backends=("linux",),
+          option=Option(("--allow-mknod",), "flag", "Keep CAP_MKNOD (device nodes still open only in /dev's standard set).")),
     Field("timeout_seconds", {"type": "number", "minimum": 0, "maximum": 31536000},
           "Wall-clock limit; then the process is stopped and the launcher exits 124. 0: none.",
           default=0, unit="seconds",

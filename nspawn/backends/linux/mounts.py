@@ -34,7 +34,9 @@ def overlay_options(lower: str, upper: str, work: str) -> str:
 
 def enter_root(lower: str, upper: str, work: str, root: str) -> None:
     libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
-    libc.mount("overlay", root, "overlay", 0, overlay_options(lower, upper, work))
+    # nosuid and nodev, as every mount but /dev: a node or a setuid file in the lower layer or
+    # made in the upper does nothing here.
+    libc.mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, overlay_options(lower, upper, work))
     os.makedirs(root + OLD_ROOT, exist_ok=True)
     libc.pivot_root(root, root + OLD_ROOT)
     os.chdir("/")
@@ -85,8 +87,9 @@ def bind(source: str, target: str, read_only: bool, is_file: bool) -> None:
     if is_file and not os.path.exists(resolved):
         os.close(os.open(resolved, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
     libc.mount(OLD_ROOT + source, resolved, None, MS_BIND)
-    if read_only:
-        libc.mount(None, resolved, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    # A bind keeps its source's flags until remounted: nosuid and nodev always, so nothing a
+    # payload leaves in a writable mapping (a setuid file, a device node) works in here.
+    libc.mount(None, resolved, None, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV | (MS_RDONLY if read_only else 0))
 
 
 def tmpfs(target: str, size_bytes: int) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+from nspawn.backends.linux.devices import Rule, v1_files
+from nspawn.backends.linux.devices import rules as device_rules
 from nspawn.config.derived import container_executable, host_executable, stdout_host_path
 from nspawn.config.host import DEFAULT_PATH
 from nspawn.config.model import Config, Limits
@@ -66,6 +68,7 @@ class LinuxPlan:
     limits: CgroupLimits
     asked: Limits
     capabilities: tuple[str, ...]
+    devices: tuple[Rule, ...]  # the devices the payload may use (devices.py enforces them)
     timeout_seconds: float
     stop_grace_seconds: float
     seccomp: str  # "default", "unconfined" or a profile's host path (seccomp_filter compiles it)
@@ -82,6 +85,7 @@ class LinuxPlan:
         data["limits"] = self.limits._asdict()
         data["asked"] = self.asked.asked()
         data["capability_mask"] = f"{self.capability_mask:016x}"
+        data["devices"] = [value for _, value in v1_files(self.devices)]
         return data
 
 
@@ -117,7 +121,9 @@ def plan(config: Config) -> LinuxPlan:
         stdout_file=stdout_host_path(config),
         limits=cgroup_limits(config.limits),
         asked=config.limits,
-        capabilities=tuple(CAPABILITY_BITS),
+        # CAP_MKNOD only when asked: Docker keeps it, relying on the device cgroup alone.
+        capabilities=tuple(c for c in CAPABILITY_BITS if c != "MKNOD" or config.allow_mknod),
+        devices=device_rules(config.allow_mknod),
         timeout_seconds=config.timeout_seconds,
         stop_grace_seconds=config.stop_grace_seconds,
         seccomp=config.seccomp,

@@ -16,7 +16,7 @@ import time
 
 from nspawn import exitcodes
 from nspawn.backends import contract
-from nspawn.backends.linux import cgroups, enforcement, init, limits, mounts, seccomp_filter
+from nspawn.backends.linux import cgroups, devices, enforcement, init, limits, mounts, seccomp_filter
 from nspawn.backends.linux.plan import LinuxPlan
 from nspawn.backends.linux.release import start_time
 from nspawn.config.host import within
@@ -75,21 +75,26 @@ def _read_oom_score_adj() -> str:
 
 
 def _make_cgroups(plan: LinuxPlan, session: Session, fail_at, signal_me) -> tuple[cgroups.Layout | None, dict[str, str]]:
-    wanted = limits.needed(plan.limits)
-    if not wanted:
-        return None, {}
     layout = cgroups.detect()
-    verdict = enforcement.judge(plan, layout, wanted)
+    verdict = enforcement.judge(plan, layout, limits.needed(plan.limits))
     for name, why in verdict.not_enforced.items():
         session.not_enforced(name, why)
-    if not verdict.controllers:
-        return layout, {}
+    device_key = devices.group_key(layout)
+    if device_key is None:
+        session.warn(devices.UNCONFINED)
+        if not verdict.controllers:
+            return layout, {}
     init.fault_point(fail_at, "cgroups", signal_me)
     cgroups.enable(layout, verdict.controllers)
     groups = cgroups.directories(layout, verdict.controllers, session.container_id)
+    if device_key is not None:
+        groups.setdefault(device_key, os.path.join(layout.v1[device_key], session.container_id) if layout.version == 1
+                          else groups[cgroups.UNIFIED])
     for path in groups.values():
         session.journal.record("cgroup", path=path)
         os.mkdir(path)
+    if device_key is not None:
+        devices.confine(layout.version, groups[device_key], plan.devices)
 
     def group(controller: str) -> str:
         return groups[cgroups.group_key(layout, controller)]
@@ -203,12 +208,17 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             os.mkdir(scratch, 0o700)
             for sub in mounts.SCRATCH_DIRS:
                 os.mkdir(os.path.join(scratch, sub), 0o700)
+            # The upper's mode is the container's /: 0755, so programs run as another user can
+            # work there. The scratch dir itself (0700) keeps host users out of it.
+            os.chmod(os.path.join(scratch, "upper"), 0o755)
             layout, groups = _make_cgroups(plan, session, fail_at, signal_me)
             with open("/proc/sys/kernel/cap_last_cap") as f:
                 cap_last = int(f.read())
         except OSError as e:
             raise LaunchError(f"setting up the container failed: {error_text(e)}") from None
         syscall_filter = _syscall_filter(plan, session)
+        if "MKNOD" in plan.capabilities:
+            session.warn("allow_mknod: the payload keeps CAP_MKNOD and may make device nodes (only /dev's standard ones open)")
         report_r, report_w = fds.add(*os.pipe())
         status_r, status_w = fds.add(*os.pipe())
         copying = stdout_fd is not None or session.stdout is not None or session.stderr is not None
