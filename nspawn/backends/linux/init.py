@@ -200,6 +200,7 @@ def _stage_b(launch: Launch, parent_fd: int, in_groups: bool) -> None:
     mounts.enter_root(launch.plan.lower_dir, *(os.path.join(launch.scratch, sub) for sub in mounts.SCRATCH_DIRS))
     launch.at("mount-system")
     mounts.mount_system()
+    mounts.mask_system()
     mounts.cgroup_view(launch.cgroup_view)
     for target, size in plan.tmpfs:
         mounts.tmpfs(target, size)

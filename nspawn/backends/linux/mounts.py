@@ -64,6 +64,35 @@ def mount_system() -> None:
     libc.mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
 
 
+# Docker's defaults (moby's oci/defaults.go): what of /proc and /sys a container must not read
+# (the host's keys, kernel memory, timers that leak other processes' addresses, firmware tables,
+# power meters) and what it must not write (global sysctls such as kernel.core_pattern, which
+# runs a program of its choosing as host root; the SysRq trigger; IRQ affinities).
+MASKED = ("/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+          "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap")
+READ_ONLY = ("/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+
+def mask_system() -> None:
+    """Cover MASKED (an empty read-only tmpfs over a directory, /dev/null over a file) and make
+    READ_ONLY read-only. The payload lacks CAP_SYS_ADMIN to undo either, and in a user namespace
+    of its own these mounts are locked to it."""
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    for path in MASKED:
+        try:
+            is_dir = stat.S_ISDIR(os.lstat(path).st_mode)
+        except FileNotFoundError:
+            continue  # this kernel has none
+        if is_dir:
+            libc.mount("tmpfs", path, "tmpfs", flags | MS_RDONLY, "size=0,mode=555")
+        else:
+            libc.mount("/dev/null", path, None, MS_BIND)
+    for path in READ_ONLY:
+        if os.path.lexists(path):
+            libc.mount(path, path, None, MS_BIND | MS_REC)
+            libc.mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | flags)
+
+
 class BindMismatch(OSError):
     """A bind source and its container path are not both files or both directories: the user's
     mistake, which the host checks refuse (exit 2) and which reaches the container's init only
