@@ -150,6 +150,12 @@ FIELDS = (
           "seccomp profile.",
           default="default", kind=HOST_PATH, keywords=("default", "unconfined"), backends=("linux",),
           option=Option(("--seccomp",), "profile", "System-call filter: default, unconfined, or a profile file.")),
+    Field("host_view", {"enum": ["os", "full"]},
+          "Linux, without parent_layer_directory: how much of the host's / the container sees, read-only (its writes "
+          "go to its own scratch). os: the operating system, with /root, /home, /run, /var, /srv, /mnt and /media "
+          "empty unless mapped, and /etc/shadow, /etc/gshadow and the SSH host keys absent; full: everything (warned).",
+          default="os", backends=("linux",),
+          option=Option(("--host-view",), "choice", "Without a parent layer: the host's OS only (os), or all of / (full).")),
     Field("allow_mknod", {"type": "boolean"},
           "Linux: keep CAP_MKNOD, so the payload may make device nodes (warned). Only /dev's standard devices "
           "open either way: every other mount is nodev and the device cgroup allows no other.",

@@ -32,10 +32,13 @@ def overlay_options(lower: str, upper: str, work: str) -> str:
     return f"lowerdir={_escape(lower)},upperdir={_escape(upper)},workdir={_escape(work)}"
 
 
-def enter_root(lower: str, upper: str, work: str, root: str) -> None:
+def enter_root(lower: str, scratch: str) -> None:
     libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
-    # nosuid and nodev, as every mount but /dev: a node or a setuid file in the lower layer or
-    # made in the upper does nothing here.
+    # Named relative to the scratch dir, the upper and work dirs show so in the container's
+    # mount table: no host path of the scratch. nosuid and nodev, as every mount but /dev: a
+    # node or a setuid file in the lower layer or made in the upper does nothing here.
+    os.chdir(scratch)
+    upper, work, root = SCRATCH_DIRS
     libc.mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, overlay_options(lower, upper, work))
     os.makedirs(root + OLD_ROOT, exist_ok=True)
     libc.pivot_root(root, root + OLD_ROOT)

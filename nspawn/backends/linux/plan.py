@@ -59,6 +59,7 @@ class LinuxPlan:
     namespaces: tuple[str, ...]
     network: str
     lower_dir: str  # the overlay's read-only layer
+    host_view: str | None  # without a parent layer, how much of the host's / (hostview.py); else None
     scratch_parent: str  # the per-run scratch dir (upper, work, root) is made below it
     mounts: tuple[BindMount, ...]  # in mount order: parents before children
     tmpfs: tuple[tuple[str, int], ...]  # (container path, size in bytes or 0), mounted before the binds
@@ -112,6 +113,7 @@ def plan(config: Config) -> LinuxPlan:
         namespaces=("mount", "pid", "uts", "ipc") + (("net",) if config.network == "none" else ()),
         network=config.network,
         lower_dir=config.parent_layer_directory or "/",
+        host_view=None if config.parent_layer_directory else config.host_view,
         scratch_parent=os.environ.get("NSPAWN_SCRATCH_DIR") or DEFAULT_SCRATCH_PARENT,
         mounts=tuple(mounts),
         tmpfs=tuple(sorted(((t.container_path, mib_to_bytes(t.size_mb)) for t in config.tmpfs),

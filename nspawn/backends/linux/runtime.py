@@ -16,7 +16,7 @@ import time
 
 from nspawn import exitcodes
 from nspawn.backends import contract
-from nspawn.backends.linux import cgroups, devices, enforcement, init, limits, mounts, seccomp_filter
+from nspawn.backends.linux import cgroups, devices, enforcement, hostview, init, limits, mounts, seccomp_filter
 from nspawn.backends.linux.plan import LinuxPlan
 from nspawn.backends.linux.release import start_time
 from nspawn.config.host import within
@@ -211,12 +211,16 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             # The upper's mode is the container's /: 0755, so programs run as another user can
             # work there. The scratch dir itself (0700) keeps host users out of it.
             os.chmod(os.path.join(scratch, "upper"), 0o755)
+            if plan.host_view == hostview.OS:
+                hostview.prepare(os.path.join(scratch, "upper"), (plan.scratch_parent, journal.directory))
             layout, groups = _make_cgroups(plan, session, fail_at, signal_me)
             with open("/proc/sys/kernel/cap_last_cap") as f:
                 cap_last = int(f.read())
         except OSError as e:
             raise LaunchError(f"setting up the container failed: {error_text(e)}") from None
         syscall_filter = _syscall_filter(plan, session)
+        if plan.host_view == hostview.FULL:
+            session.warn(hostview.FULL_WARNING)
         if "MKNOD" in plan.capabilities:
             session.warn("allow_mknod: the payload keeps CAP_MKNOD and may make device nodes (only /dev's standard ones open)")
         report_r, report_w = fds.add(*os.pipe())

@@ -1,0 +1,92 @@
+"""What a container without a parent layer sees of the host: its operating system, read-only
+under the overlay (writes go to the run's scratch), and none of its people, services or secrets.
+
+The overlay's upper layer is prepared before it is mounted, as overlayfs documents for an
+offline upper: a directory marked opaque (trusted.overlay.opaque) hides everything below it in
+the lower layer and shows an empty one, a whiteout (a 0:0 character device) hides a file. No
+extra mount, so nothing more in the container's mount table and nothing to release: they go
+with the scratch directory.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import glob
+import os
+import stat
+
+OS = "os"
+FULL = "full"
+FULL_WARNING = ("host_view is full: the container sees the host's whole root filesystem, its /root, /home, /run, "
+                "/var (other containers' scratch included) and /etc/shadow (its writes still go to its own scratch)")
+
+# Empty in the container unless mapped: people's files, services' state and sockets, mounts.
+EMPTY = ("/root", "/home", "/run", "/var", "/srv", "/mnt", "/media")
+# Absent: password hashes and the SSH host keys, which would let the payload be the host.
+SECRETS = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/ssh/ssh_host_*")
+# Made in the empty /var, which programs expect
+VAR_TMP = "/var/tmp"
+
+
+def hidden(extra: tuple[str, ...] = ()) -> list[tuple[str, bool]]:
+    """(host path, shown as an empty directory rather than absent), in making order. `extra`:
+    more host paths to hide (nspawn's own state and scratch when they lie elsewhere)."""
+    found = [(path, True) for path in EMPTY]
+    for pattern in SECRETS:
+        found += [(path, False) for path in sorted(glob.glob(pattern))]
+    found += [(path, False) for path in extra if not any(_within(path, d) for d in EMPTY) and path != "/"]
+    return found
+
+
+def hides(path: str) -> bool:
+    """Whether a host path is out of the container's sight under the default view (the host
+    checks ask, so that what they accept the container finds)."""
+    return any(_within(path, d) for d in EMPTY) or any(fnmatch.fnmatch(path, p) for p in SECRETS)
+
+
+def _within(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def prepare(upper: str, extra: tuple[str, ...] = ()) -> None:
+    """Make the upper layer (empty, not yet mounted, the host's / below it) hide what hidden()
+    names. Directories on the way are made with the lower layer's mode and owner, as a copy-up
+    would, so the container sees them unchanged."""
+    for path, empty in hidden(extra):
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue  # absent already
+        _parents(upper, path)
+        target = upper + path
+        if empty and stat.S_ISDIR(st.st_mode):
+            os.mkdir(target)
+            os.chown(target, st.st_uid, st.st_gid)
+            os.chmod(target, stat.S_IMODE(st.st_mode))
+            try:
+                os.setxattr(target, "trusted.overlay.opaque", b"y")
+            except OSError as e:
+                if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
+                os.rmdir(target)  # no xattrs on the scratch's file system: hide it whole instead
+                os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+                continue
+            if path == "/var":
+                os.mkdir(upper + VAR_TMP)
+                os.chmod(upper + VAR_TMP, 0o1777)
+        else:
+            os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+
+
+def _parents(upper: str, path: str) -> None:
+    parts = [p for p in path.split("/") if p][:-1]
+    current = ""
+    for part in parts:
+        current += "/" + part
+        if os.path.isdir(upper + current):
+            continue
+        st = os.stat(current)
+        os.mkdir(upper + current)
+        os.chown(upper + current, st.st_uid, st.st_gid)
+        os.chmod(upper + current, stat.S_IMODE(st.st_mode))
