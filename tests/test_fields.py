@@ -29,6 +29,7 @@ EVERY_FIELD = {
     "tmpfs": ([{"container_path": "/scratch", "size_mb": 64.0}], None),
     "seccomp": ("unconfined", "unconfined"),
     "allow_mknod": (True, True),
+    "host_view": ("full", "full"),
     "network": ("host", "host"),
     "isolation": ("process", "process"),
     "backend": ("linux", "linux"),
