@@ -226,6 +226,9 @@ def _stdout(config: Config) -> list[Finding]:
         return [Finding(("stdout_filename",), f"{config.stdout_filename} resolves to {parent}, outside the process directory; expected a path inside it")]
     if not os.path.isdir(parent):
         return [Finding(("stdout_filename",), f"the folder {os.path.dirname(target)} does not exist; expected an existing folder")]
+    if os.path.lexists(target) and not stat.S_ISREG(os.lstat(target).st_mode):
+        # the Linux run opens it without following links, and a FIFO or device never
+        return [Finding(("stdout_filename",), f"{target} is there and is not a regular file; expected a regular file or none")]
     return []
 
 

@@ -104,10 +104,11 @@ class BindMismatch(OSError):
     exit_code = exitcodes.USAGE
 
 
-def bind(source: str, target: str, read_only: bool, is_file: bool) -> None:
-    """Bind host `source` (a real path, no symlinks) at container path `target`. The target is
-    resolved before anything is made for it, so that a symbolic link of the lower layer cannot
-    have directories made on the host through the old root."""
+def bind(tree: int, source: str, target: str, read_only: bool, is_file: bool) -> None:
+    """Attach the detached mount `tree` (hostpaths.bind_source: host path `source` as the
+    launcher opened it) at container path `target`. The target is resolved before anything is made for
+    it, so that a symbolic link of the lower layer cannot have directories made on the host
+    through the old root."""
     resolved = os.path.realpath(target)
     if resolved == OLD_ROOT or resolved.startswith(OLD_ROOT + "/"):
         raise OSError(0, f"{target} leads out of the container through a symbolic link")
@@ -118,7 +119,7 @@ def bind(source: str, target: str, read_only: bool, is_file: bool) -> None:
     os.makedirs(os.path.dirname(resolved) if is_file else resolved, exist_ok=True)
     if is_file and not os.path.exists(resolved):
         os.close(os.open(resolved, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-    libc.mount(OLD_ROOT + source, resolved, None, MS_BIND)
+    libc.attach_tree(tree, resolved)
     # A bind keeps its source's flags until remounted: nosuid and nodev always, so nothing a
     # payload leaves in a writable mapping (a setuid file, a device node) works in here.
     libc.mount(None, resolved, None, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV | (MS_RDONLY if read_only else 0))

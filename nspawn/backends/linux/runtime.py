@@ -11,12 +11,11 @@ import functools
 import os
 import select
 import signal
-import stat
 import time
 
 from nspawn import exitcodes
 from nspawn.backends import contract
-from nspawn.backends.linux import cgroups, devices, enforcement, hostview, init, limits, mounts, seccomp_filter
+from nspawn.backends.linux import cgroups, devices, enforcement, hostpaths, hostview, init, limits, mounts, seccomp_filter
 from nspawn.backends.linux.plan import LinuxPlan
 from nspawn.backends.linux.release import start_time
 from nspawn.config.host import within
@@ -38,18 +37,13 @@ def _fail_at() -> tuple[str, str] | None:
     return step, sig
 
 
-def _binds(plan: LinuxPlan) -> list[tuple[str, str, bool, bool]]:
-    """Bind sources as real paths, checked now: they may have changed since the config was."""
+def _binds(plan: LinuxPlan, fds: _Fds) -> list[tuple[int, str, str, bool, bool]]:
+    """Each bind's source as a detached mount (hostpaths.bind_source), held in `fds`."""
     binds = []
     for m in plan.mounts:
-        real = os.path.realpath(m.source)
-        try:
-            mode = os.stat(real).st_mode
-        except OSError as e:
-            raise LaunchError(f"{m.source}: {e.strerror}; it cannot be mounted at {m.target}") from None
-        if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
-            raise LaunchError(f"{m.source} is neither a directory nor a regular file; it cannot be mounted at {m.target}")
-        binds.append((real, m.target, m.read_only, stat.S_ISREG(mode)))
+        tree, is_file = hostpaths.bind_source(m.source, m.target)
+        fds.add(tree)
+        binds.append((tree, m.source, m.target, m.read_only, is_file))
     if plan.host_executable:
         real, base = os.path.realpath(plan.host_executable), os.path.realpath(plan.process_directory)
         if not within(real, base):
@@ -58,15 +52,8 @@ def _binds(plan: LinuxPlan) -> list[tuple[str, str, bool, bool]]:
 
 
 def _open_stdout(plan: LinuxPlan) -> int:
-    base = os.path.realpath(plan.process_directory)
-    parent = os.path.realpath(os.path.dirname(plan.stdout_file))
-    if not within(parent, base):
-        raise LaunchError(f"{plan.stdout_file} resolves to {parent}, outside the process directory {base}")
-    target = os.path.join(parent, os.path.basename(plan.stdout_file))
-    try:
-        return os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    except OSError as e:
-        raise LaunchError(f"{plan.stdout_file}: {e.strerror}" + (" (a symbolic link)" if os.path.islink(target) else "")) from None
+    name = os.path.relpath(plan.stdout_file, plan.process_directory)
+    return hostpaths.open_output(plan.process_directory, name, plan.stdout_file)
 
 
 def _read_oom_score_adj() -> str:
@@ -198,7 +185,7 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
     signal_me = functools.partial(os.kill, me)
     result = session.result
     with session.phase("setup"):
-        binds = _binds(plan)
+        binds = _binds(plan, fds)
         stdout_fd = fds.add(_open_stdout(plan))[0] if plan.stdout_file else None
         try:
             init.fault_point(fail_at, "scratch", signal_me)
