@@ -132,6 +132,20 @@ FIELDS = (
           "Linux: empty in-memory file systems mounted in the container (nosuid, nodev, mode 1777), after the "
           "system's own and before the mounts.", items=TMPFS_FIELDS, additive=True, backends=("linux",),
           option=Option(("--tmpfs",), "tmpfs", "An in-memory file system PATH[:SIZE] (SIZE as 64M; default: half the RAM); repeatable.")),
+    Field("tmp_size_mb", _count(), "Linux: the size of the container's private /tmp in MiB; absent: 10% of the host's memory, "
+          "as systemd-nspawn; 0: the kernel's default, half of it.",
+          unit="MiB", backends=("linux",),
+          option=Option(("--tmp-size",), "size", "Size of /tmp: MiB, or with a suffix (256M); default 10% of RAM.")),
+    Field("shm_size_mb", _count(), "Linux: the size of /dev/shm in MiB; absent: 64, as Docker; 0: the kernel's default, "
+          "half of the host's memory.",
+          unit="MiB", backends=("linux",),
+          option=Option(("--shm-size",), "size", "Size of /dev/shm: MiB, or with a suffix; default 64M.")),
+    Field("scratch_size_mb", _count(),
+          "Linux: most MiB the container may write to its root (the overlay's upper layer), which is then in memory "
+          "(a tmpfs, counted in max_ram_mb) instead of on disk below the scratch directory; absent: on disk, bounded "
+          "only by that disk.",
+          unit="MiB", backends=("linux",),
+          option=Option(("--scratch-size",), "size", "Most the container may write to its root (in memory); default: unbounded, on disk.")),
     Field("network", {"enum": list(NETWORK_MODES)},
           "none: no network (Linux: loopback only); host: share the host's network (Linux only); nat: an endpoint "
           "on the host's NAT network (HCS only).",
@@ -190,7 +204,7 @@ FIELDS = (
           unit="bytes", limit=True,
           option=Option(("--io-bandwidth",), "size", "Storage bytes per second (10M, 1G).")),
     Field("max_processes", _count(),
-          "Most processes (and threads, on Linux) the container may have at once.", limit=True,
+          "Most processes (and threads, on Linux) the container may have at once. Linux: absent or 0, 4096.", limit=True,
           option=Option(("--max-processes",), "integer", "Most processes the container may have.")),
 )
 

@@ -52,6 +52,7 @@ class Launch:
     cgroup_joins: list[str]  # the files B writes "0" to, to join its groups when not forked into them
     cgroup_view: list[tuple[str, str, str]]  # the hierarchies mounted read-only at /sys/fs/cgroup
     scratch: str  # holds the overlay's upper, work and root directories
+    hide: tuple[str, ...] | None  # with the host view, nspawn's own paths it hides too (hostview.prepare)
     binds: list[tuple[int, str, str, bool, bool]]  # (source as a detached mount, its host path, container path, read only, is a file)
     report_w: int
     status_w: int
@@ -198,9 +199,9 @@ def _stage_b(launch: Launch, parent_fd: int, in_groups: bool) -> None:
     libc.unshare(libc.CLONE_NEWCGROUP)
     plan = launch.plan
     launch.at("mount-root")
-    mounts.enter_root(plan.lower_dir, launch.scratch)
+    mounts.enter_root(plan.lower_dir, launch.scratch, plan.scratch_bytes, launch.hide)
     launch.at("mount-system")
-    mounts.mount_system()
+    mounts.mount_system(plan.tmp_size, plan.shm_size)
     mounts.mask_system()
     mounts.cgroup_view(launch.cgroup_view)
     for target, size in plan.tmpfs:

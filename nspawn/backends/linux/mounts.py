@@ -13,7 +13,7 @@ import os
 import stat
 
 from nspawn import exitcodes
-from nspawn.backends.linux import libc
+from nspawn.backends.linux import hostview, libc
 from nspawn.backends.linux.libc import MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT
 
 OLD_ROOT = "/.nspawn-oldroot"
@@ -32,8 +32,18 @@ def overlay_options(lower: str, upper: str, work: str) -> str:
     return f"lowerdir={_escape(lower)},upperdir={_escape(upper)},workdir={_escape(work)}"
 
 
-def enter_root(lower: str, scratch: str) -> None:
+def enter_root(lower: str, scratch: str, size_bytes: int, hide: tuple[str, ...] | None) -> None:
+    """Mount the overlay and pivot into it. `size_bytes`: the upper layer is in a tmpfs of that
+    size, mounted on the scratch dir in this namespace only (it goes with it); 0: on disk.
+    `hide`: the host view's extra paths (hostview.prepare), None for no host view."""
     libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
+    if size_bytes:
+        libc.mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=700,size={size_bytes}")
+        for sub in SCRATCH_DIRS:
+            os.mkdir(os.path.join(scratch, sub), 0o700)
+    os.chmod(os.path.join(scratch, "upper"), 0o755)  # the container's /: others' programs must work there
+    if hide is not None:
+        hostview.prepare(os.path.join(scratch, "upper"), hide)
     # Named relative to the scratch dir, the upper and work dirs show so in the container's
     # mount table: no host path of the scratch. nosuid and nodev, as every mount but /dev: a
     # node or a setuid file in the lower layer or made in the upper does nothing here.
@@ -45,8 +55,13 @@ def enter_root(lower: str, scratch: str) -> None:
     os.chdir("/")
 
 
-def mount_system() -> None:
-    """Fresh /proc (of the new PID namespace), a minimal /dev, /sys read-only and a private /tmp."""
+def _sized(size: str) -> str:
+    return f"mode=1777,size={size}" if size else "mode=1777"
+
+
+def mount_system(tmp_size: str, shm_size: str) -> None:
+    """Fresh /proc (of the new PID namespace), a minimal /dev, /sys read-only and a private /tmp
+    (`tmp_size` and `shm_size`: the tmpfs size= of /tmp and /dev/shm, "" for the kernel's)."""
     for target in ("/proc", "/dev", "/sys", "/tmp"):
         os.makedirs(target, exist_ok=True)
     libc.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -60,11 +75,11 @@ def mount_system() -> None:
     finally:
         os.umask(old_umask)
     libc.mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
-    libc.mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    libc.mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, _sized(shm_size))
     for name, target in _DEV_LINKS:
         os.symlink(target, f"/dev/{name}")
     libc.mount("sysfs", "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    libc.mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    libc.mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, _sized(tmp_size))
 
 
 # Docker's defaults (moby's oci/defaults.go): what of /proc and /sys a container must not read

@@ -193,13 +193,9 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             journal.record("scratch", path=scratch)
             os.makedirs(plan.scratch_parent, mode=0o700, exist_ok=True)
             os.mkdir(scratch, 0o700)
-            for sub in mounts.SCRATCH_DIRS:
-                os.mkdir(os.path.join(scratch, sub), 0o700)
-            # The upper's mode is the container's /: 0755, so programs run as another user can
-            # work there. The scratch dir itself (0700) keeps host users out of it.
-            os.chmod(os.path.join(scratch, "upper"), 0o755)
-            if plan.host_view == hostview.OS:
-                hostview.prepare(os.path.join(scratch, "upper"), (plan.scratch_parent, journal.directory))
+            if not plan.scratch_bytes:  # else init makes them in its tmpfs
+                for sub in mounts.SCRATCH_DIRS:
+                    os.mkdir(os.path.join(scratch, sub), 0o700)
             layout, groups = _make_cgroups(plan, session, fail_at, signal_me)
             with open("/proc/sys/kernel/cap_last_cap") as f:
                 cap_last = int(f.read())
@@ -219,7 +215,8 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             cgroup_v2=groups.get(cgroups.UNIFIED),
             cgroup_joins=[os.path.join(p, "cgroup.procs" if key == cgroups.UNIFIED else "tasks") for key, p in groups.items()],
             cgroup_view=cgroups.namespace_view(layout, groups) if groups else [],
-            scratch=scratch, binds=binds, report_w=report_w, status_w=status_w,
+            scratch=scratch, hide=(plan.scratch_parent, journal.directory) if plan.host_view == hostview.OS else None,
+            binds=binds, report_w=report_w, status_w=status_w,
             output_w=(pump[0][1], pump[1][1]) if pump else None,
             oom_score_adj=_read_oom_score_adj(), cap_last=cap_last, max_fd=os.sysconf("SC_OPEN_MAX"), fail_at=fail_at,
             seccomp=syscall_filter,
