@@ -20,6 +20,7 @@ IN_MAPPED = "in the mapped directory"  # relative, and never climbing out with "
 EXECUTABLE = "executable"  # IN_MAPPED with a process directory, else absolute or a command name
 
 INT64_MAX = 2**63 - 1
+MASK_HEX_DIGITS = 1024  # the widest "0x…" affinity mask: 4096 CPUs
 NETWORK_MODES = ("none", "host", "nat")
 ISOLATIONS = ("process", "hyperv")
 HCS_APIS = ("auto", "v1", "v2")
@@ -65,8 +66,12 @@ class Field:
         return out
 
 
+# No string reaches a system call with a NUL in it: the kernel would read it as its end.
+NO_NUL = "^[^\\u0000]*$"
+
+
 def _string(**more) -> dict:
-    return {"type": "string", "minLength": 1, **more}
+    return {"type": "string", "minLength": 1, "pattern": NO_NUL, **more}
 
 
 def _count(maximum: int = INT64_MAX) -> dict:
@@ -108,14 +113,14 @@ FIELDS = (
           "Executable to run: relative to mapped_directory, an absolute path in the container, or (without "
           "process_directory) a command name searched on the container's PATH.",
           kind=EXECUTABLE),
-    Field("process_arguments", {"type": "array", "items": {"type": "string"}},
+    Field("process_arguments", {"type": "array", "items": {"type": "string", "pattern": NO_NUL}},
           "Arguments passed to the executable, one string each.", default=()),
     Field("stdout_filename", _string(),
           "File (relative to mapped_directory) that receives the process's output as well as the terminal.",
           kind=IN_MAPPED,
           option=Option(("--stdout-file",), "text", "Also write the output to this file in the mapped directory.")),
     Field("environment", {"type": "object", "propertyNames": {"pattern": "^[^=\\u0000]+$"},
-                          "additionalProperties": {"type": "string"}},
+                          "additionalProperties": {"type": "string", "pattern": NO_NUL}},
           "Extra environment variables for the process.", additive=True,
           option=Option(("-E", "--setenv"), "setenv", "NAME=VALUE, or NAME for this host's value; repeatable.")),
     Field("working_directory", _string(),
@@ -190,7 +195,7 @@ FIELDS = (
           "CPUs (cpuset).",
           limit=True, option=Option(("--cpus",), "integer", "Number of CPUs.")),
     Field("cpu_affinity_hex", {"oneOf": [{"type": "integer", "minimum": 0},
-                                         {"type": "string", "pattern": "^0[xX][0-9a-fA-F]{1,1024}$"}]},
+                                         {"type": "string", "pattern": f"^0[xX][0-9a-fA-F]{{1,{MASK_HEX_DIGITS}}}$"}]},
           "CPU affinity mask: an integer whose bits name CPUs (3 = CPUs 0 and 1), or a \"0x…\" string; any width.",
           attribute="cpu_affinity", limit=True,
           option=Option(("--affinity",), "cpu_mask", "CPU affinity: 0x3 or 0-1,4.")),

@@ -253,9 +253,9 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
     if raw:
         code = os.waitstatus_to_exitcode(int.from_bytes(raw, "little"))
         exit_code, result.signal = (128 - code, -code) if code < 0 else (code, None)
-    else:  # init itself was killed: A exited with its code
-        exit_code = os.waitstatus_to_exitcode(a_status)
-        result.signal = exit_code - 128 if exit_code > 128 else None
+    else:  # init itself was killed: A exited with its code, or was killed too (from outside), taking init along
+        code = os.waitstatus_to_exitcode(a_status)
+        exit_code, result.signal = (128 - code, -code) if code < 0 else (code, code - 128 if code > 128 else None)
     result.exit_code = exit_code
     if layout is not None and groups:
         kills, result.peak_memory_bytes = cgroups.memory_stats(layout, groups)
