@@ -35,6 +35,6 @@ def test_a_scratch_size_bounds_what_the_root_takes(clean):
     r = run(sh(write, scratch_size_mb=16))
     assert r.code == 0, r.err
     rc, used = r.out.split()
-    assert rc != "rc=0" and int(used) <= 16
+    assert rc != "rc=0" and int(used) <= 16, r.out
     r = run(sh(write))  # on disk: the default, unbounded
-    assert r.out.split() == ["rc=0", "64"]
+    assert r.out.split() == ["rc=0", "64"], (r.out, r.err)

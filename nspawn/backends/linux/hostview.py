@@ -1,11 +1,12 @@
 """What a container without a parent layer sees of the host: its operating system, read-only
 under the overlay (writes go to the run's scratch), and none of its people, services or secrets.
 
-The overlay's upper layer is prepared before it is mounted, as overlayfs documents for an
-offline upper: a directory marked opaque (trusted.overlay.opaque) hides everything below it in
-the lower layer and shows an empty one, a whiteout (a 0:0 character device) hides a file. No
-extra mount, so nothing more in the container's mount table and nothing to release: they go
-with the scratch directory.
+A layer of its own, stacked between the host's / and the run's upper layer (mounts.enter_root),
+says what the container does not see, as overlayfs reads a layer: a directory marked opaque
+(trusted.overlay.opaque) hides everything below it and shows an empty one, a whiteout (a 0:0
+character device) hides a file. That layer lives in a small tmpfs of the container's mount
+namespace, so nothing is written to disk, shown in the container's mount table, or left to
+release.
 """
 
 from __future__ import annotations
@@ -49,17 +50,17 @@ def _within(path: str, parent: str) -> bool:
     return path == parent or path.startswith(parent.rstrip("/") + "/")
 
 
-def prepare(upper: str, extra: tuple[str, ...] = ()) -> None:
-    """Make the upper layer (empty, not yet mounted, the host's / below it) hide what hidden()
-    names. Directories on the way are made with the lower layer's mode and owner, as a copy-up
-    would, so the container sees them unchanged."""
+def prepare(layer: str, extra: tuple[str, ...] = ()) -> None:
+    """Make the empty directory `layer`, to be stacked over the host's /, hide what hidden()
+    names. Directories on the way are made with the host's mode and owner, so the container
+    sees them unchanged."""
     for path, empty in hidden(extra):
         try:
             st = os.lstat(path)
         except FileNotFoundError:
             continue  # absent already
-        _parents(upper, path)
-        target = upper + path
+        _parents(layer, path)
+        target = layer + path
         if empty and stat.S_ISDIR(st.st_mode):
             os.mkdir(target)
             os.chown(target, st.st_uid, st.st_gid)
@@ -69,24 +70,24 @@ def prepare(upper: str, extra: tuple[str, ...] = ()) -> None:
             except OSError as e:
                 if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
                     raise
-                os.rmdir(target)  # no xattrs on the scratch's file system: hide it whole instead
+                os.rmdir(target)  # a tmpfs without xattrs (CONFIG_TMPFS_XATTR off): hide it whole instead
                 os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0))
                 continue
             if path == "/var":
-                os.mkdir(upper + VAR_TMP)
-                os.chmod(upper + VAR_TMP, 0o1777)
+                os.mkdir(layer + VAR_TMP)
+                os.chmod(layer + VAR_TMP, 0o1777)
         else:
             os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0))
 
 
-def _parents(upper: str, path: str) -> None:
+def _parents(layer: str, path: str) -> None:
     parts = [p for p in path.split("/") if p][:-1]
     current = ""
     for part in parts:
         current += "/" + part
-        if os.path.isdir(upper + current):
+        if os.path.isdir(layer + current):
             continue
         st = os.stat(current)
-        os.mkdir(upper + current)
-        os.chown(upper + current, st.st_uid, st.st_gid)
-        os.chmod(upper + current, stat.S_IMODE(st.st_mode))
+        os.mkdir(layer + current)
+        os.chown(layer + current, st.st_uid, st.st_gid)
+        os.chmod(layer + current, stat.S_IMODE(st.st_mode))

@@ -28,28 +28,39 @@ def _escape(path: str) -> str:
     return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
 
 
-def overlay_options(lower: str, upper: str, work: str) -> str:
-    return f"lowerdir={_escape(lower)},upperdir={_escape(upper)},workdir={_escape(work)}"
+def overlay_options(lower: str, upper: str, work: str, above: str | None = None) -> str:
+    """`above`: a second lower layer stacked over `lower`."""
+    lowers = _escape(lower) if above is None else f"{_escape(above)}:{_escape(lower)}"
+    return f"lowerdir={lowers},upperdir={_escape(upper)},workdir={_escape(work)}"
+
+
+VIEW_DIR = "view"  # in the scratch dir, with the host view: the layer that hides (hostview.py)
 
 
 def enter_root(lower: str, scratch: str, size_bytes: int, hide: tuple[str, ...] | None) -> None:
     """Mount the overlay and pivot into it. `size_bytes`: the upper layer is in a tmpfs of that
     size, mounted on the scratch dir in this namespace only (it goes with it); 0: on disk.
-    `hide`: the host view's extra paths (hostview.prepare), None for no host view."""
+    `hide`: with the host view, nspawn's own paths it hides besides hostview's (None: no view).
+    The view's layer is a small tmpfs of this namespace, stacked over the host's / as a second
+    lower layer: nothing of it is written to disk, nor left to remove."""
     libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
     if size_bytes:
         libc.mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=700,size={size_bytes}")
         for sub in SCRATCH_DIRS:
             os.mkdir(os.path.join(scratch, sub), 0o700)
-    os.chmod(os.path.join(scratch, "upper"), 0o755)  # the container's /: others' programs must work there
-    if hide is not None:
-        hostview.prepare(os.path.join(scratch, "upper"), hide)
-    # Named relative to the scratch dir, the upper and work dirs show so in the container's
-    # mount table: no host path of the scratch. nosuid and nodev, as every mount but /dev: a
-    # node or a setuid file in the lower layer or made in the upper does nothing here.
+    # Named relative to the scratch dir, the layers show so in the container's mount table: no
+    # host path of the scratch. nosuid and nodev, as every mount but /dev: a node or a setuid
+    # file in the lower layer or made in the upper does nothing here.
     os.chdir(scratch)
     upper, work, root = SCRATCH_DIRS
-    libc.mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, overlay_options(lower, upper, work))
+    os.chmod(upper, 0o755)  # the container's /: others' programs must work there
+    view = None
+    if hide is not None:
+        view = VIEW_DIR
+        os.mkdir(view, 0o700)
+        libc.mount("tmpfs", view, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=1m")
+        hostview.prepare(view, hide)
+    libc.mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, overlay_options(lower, upper, work, view))
     os.makedirs(root + OLD_ROOT, exist_ok=True)
     libc.pivot_root(root, root + OLD_ROOT)
     os.chdir("/")
