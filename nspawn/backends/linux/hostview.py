@@ -12,8 +12,6 @@ release.
 from __future__ import annotations
 
 import errno
-import fnmatch
-import glob
 import os
 import stat
 
@@ -24,8 +22,11 @@ FULL_WARNING = ("host_view is full: the container sees the host's whole root fil
 
 # Empty in the container unless mapped: people's files, services' state and sockets, mounts.
 EMPTY = ("/root", "/home", "/run", "/var", "/srv", "/mnt", "/media")
-# Absent: password hashes and the SSH host keys, which would let the payload be the host.
-SECRETS = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/ssh/ssh_host_*")
+# Absent: password hashes and the SSH host keys (every file of SSH_KEYS[0] whose name starts
+# with SSH_KEYS[1]), which would let the payload be the host. Matched without glob: its
+# patterns compile to regular expressions, a cost each launch would pay.
+SECRETS = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-")
+SSH_KEYS = ("/etc/ssh", "ssh_host_")
 # Made in the empty /var, which programs expect
 VAR_TMP = "/var/tmp"
 
@@ -33,9 +34,12 @@ VAR_TMP = "/var/tmp"
 def hidden(extra: tuple[str, ...] = ()) -> list[tuple[str, bool]]:
     """(host path, shown as an empty directory rather than absent), in making order. `extra`:
     more host paths to hide (nspawn's own state and scratch when they lie elsewhere)."""
-    found = [(path, True) for path in EMPTY]
-    for pattern in SECRETS:
-        found += [(path, False) for path in sorted(glob.glob(pattern))]
+    found = [(path, True) for path in EMPTY] + [(path, False) for path in SECRETS]
+    try:
+        keys = sorted(name for name in os.listdir(SSH_KEYS[0]) if name.startswith(SSH_KEYS[1]))
+    except OSError:
+        keys = []
+    found += [(os.path.join(SSH_KEYS[0], name), False) for name in keys]
     found += [(path, False) for path in extra if not any(_within(path, d) for d in EMPTY) and path != "/"]
     return found
 
@@ -43,7 +47,8 @@ def hidden(extra: tuple[str, ...] = ()) -> list[tuple[str, bool]]:
 def hides(path: str) -> bool:
     """Whether a host path is out of the container's sight under the default view (the host
     checks ask, so that what they accept the container finds)."""
-    return any(_within(path, d) for d in EMPTY) or any(fnmatch.fnmatch(path, p) for p in SECRETS)
+    return (any(_within(path, d) for d in EMPTY) or path in SECRETS
+            or (os.path.dirname(path) == SSH_KEYS[0] and os.path.basename(path).startswith(SSH_KEYS[1])))
 
 
 def _within(path: str, parent: str) -> bool:
