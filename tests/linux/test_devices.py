@@ -6,11 +6,13 @@ from __future__ import annotations
 import errno
 import os
 import struct
+import subprocess
+import sys
 
 import pytest
 
-from nspawn.backends.linux import devices, mounts
-from tests.linux.conftest import needs_root, run, sh
+from nspawn.backends.linux import cgroups, devices, mounts
+from tests.linux.conftest import ROOT, needs_root, run, sh
 
 pytestmark = needs_root
 
@@ -198,3 +200,23 @@ def test_the_device_program_holds_in_the_kernel(tmp_path):
         os.rmdir(group)
     assert seen == ["/dev/null opened", "/dev/zero opened", f"/dev/kmsg {errno.EPERM}", "/dev/full opened",
                     f"mknod {errno.EPERM}"]
+
+
+def test_a_launcher_whose_group_denies_a_standard_device_runs_without_it(tmp_path):
+    """A v1 group may allow no more than its parent: a launcher in a group that denies
+    /dev/urandom (as one inside another container may be) still runs its containers, which
+    cannot open it either."""
+    if devices.group_key(cgroups.detect()) != devices.V1_HIERARCHY:
+        pytest.skip("a cgroup v1 devices hierarchy is what this is about; v2 has no such inheritance")
+    parent = os.path.join(cgroups.detect().v1["devices"], f"nspawn-test-parent-{os.getpid()}")
+    os.mkdir(parent)
+    try:
+        cgroups.write(os.path.join(parent, "devices.deny"), "c 1:9 rwm")
+        env = dict(os.environ, NSPAWN_STATE_DIR=str(tmp_path / "state"), NSPAWN_SCRATCH_DIR=str(tmp_path / "scratch"))
+        joined = f"echo $$ > {parent}/tasks && exec \"$@\""
+        r = subprocess.run(["/bin/sh", "-c", joined, "sh", sys.executable, "-m", "nspawn", "run", "--", "/bin/sh", "-c",
+                            "( : < /dev/urandom ) 2>/dev/null && echo urandom || echo no-urandom; head -c1 /dev/zero | wc -c"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert (r.returncode, r.stdout) == (0, "no-urandom\n1\n"), r.stderr
+    finally:
+        os.rmdir(parent)
