@@ -106,6 +106,22 @@ def group_key(layout) -> str | None:
     return V1_HIERARCHY if V1_HIERARCHY in layout.v1 else None
 
 
+def doctor_line(layout) -> tuple[bool, str]:
+    """`nspawn doctor`'s word on device confinement here; on v2 the program is loaded to see."""
+    key = group_key(layout)
+    if key is None:
+        return False, UNCONFINED
+    if layout.version == 1:
+        return True, "the v1 devices controller allows only /dev's standard devices"
+    from nspawn.backends.linux import libc
+
+    try:
+        os.close(libc.load_device_program(program(STANDARD), b"nspawn_doctor"))
+    except OSError as e:
+        return False, f"no device BPF program loads ({e}): runs will fail"
+    return True, "a device BPF program on each run's group allows only /dev's standard devices"
+
+
 def confine(version: int, group: str, allowed: tuple[Rule, ...]) -> None:
     """Let the processes of `group` use only the `allowed` devices. v1: `group` is in the devices
     hierarchy; v2: the run's group, which holds the program until it is removed (so the group's
