@@ -147,9 +147,9 @@ FIELDS = (
           option=Option(("--shm-size",), "size", "Size of /dev/shm: MiB, or with a suffix; default 64M.")),
     Field("scratch_size_mb", _count(),
           "Linux: most MiB the container may write to its root (the overlay's upper layer), which is then in memory "
-          "(a tmpfs, counted in max_ram_mb) instead of on disk below the scratch directory; absent: on disk, bounded "
-          "only by that disk.",
-          unit="MiB", backends=("linux",),
+          "(a tmpfs, counted in max_ram_mb) instead of on disk below the scratch directory; 0: on disk, bounded only "
+          "by that disk.",
+          default=0, unit="MiB", backends=("linux",),
           option=Option(("--scratch-size",), "size", "Most the container may write to its root (in memory); default: unbounded, on disk.")),
     Field("network", {"enum": list(NETWORK_MODES)},
           "none: no network (Linux: loopback only); host: share the host's network (Linux only); nat: an endpoint "

@@ -128,7 +128,7 @@ def plan(config: Config) -> LinuxPlan:
                            key=lambda t: t[0].rstrip("/").count("/"))),
         tmp_size=_tmpfs_size(config.tmp_size_mb, DEFAULT_TMP_SIZE),
         shm_size=_tmpfs_size(config.shm_size_mb, str(mib_to_bytes(DEFAULT_SHM_MB))),
-        scratch_bytes=mib_to_bytes(config.scratch_size_mb or 0),
+        scratch_bytes=mib_to_bytes(config.scratch_size_mb),
         process_directory=config.process_directory,
         host_executable=host_executable(config),
         stdout_file=stdout_host_path(config),
