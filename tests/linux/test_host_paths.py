@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -132,3 +133,17 @@ def test_the_output_file_raced_by_a_concurrent_container_is_never_a_link(work, t
         stop(proc)
     assert not victim.exists(), victim.read_text()
     assert set(codes) <= {0, 2}, codes
+
+
+def test_a_parent_layer_a_previous_run_made_a_link_is_refused(work, tmp_path, clean):
+    """A root file system kept in a writable mapping, turned into a link to the host's / by a
+    payload: the next run would have had the host's whole root, none of it hidden."""
+    rootfs = work / "rootfs"
+    shutil.copytree("/usr/bin", rootfs / "bin", symlinks=True, ignore=lambda d, names: [n for n in names if n != "true"])
+    checked = load_config(None, {"process_executable": "/bin/true", "parent_layer_directory": str(rootfs)}, host=False)
+    first = run_checked(checked)
+    assert first.code in (0, 127), first.result.error  # it mounts (true may lack its libraries there)
+    shutil.rmtree(rootfs)
+    rootfs.symlink_to("/")
+    r = run_checked(checked)
+    assert r.code == 2 and "symbolic link" in r.result.error

@@ -60,7 +60,16 @@ def enter_root(lower: str, scratch: str, size_bytes: int, hide: tuple[str, ...] 
         os.mkdir(view, 0o700)
         libc.mount("tmpfs", view, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=1m")
         hostview.prepare(view, hide)
-    libc.mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, overlay_options(lower, upper, work, view))
+    # A parent layer is opened here without following a link (one a payload planted in a
+    # writable mapping, or swaps in now) and mounted through that descriptor.
+    lower_fd = None if lower == "/" else libc.openat2(libc.AT_FDCWD, lower, libc.O_PATH | os.O_DIRECTORY,
+                                                      libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_NO_MAGICLINKS)
+    try:
+        layer = lower if lower_fd is None else f"/proc/self/fd/{lower_fd}"
+        libc.mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, overlay_options(layer, upper, work, view))
+    finally:
+        if lower_fd is not None:
+            os.close(lower_fd)
     os.makedirs(root + OLD_ROOT, exist_ok=True)
     libc.pivot_root(root, root + OLD_ROOT)
     os.chdir("/")
