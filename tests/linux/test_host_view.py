@@ -81,6 +81,13 @@ def test_the_host_checks_see_what_the_container_sees(clean):
         os.unlink(tool)
 
 
+def test_the_empty_directories_themselves_are_there(clean):
+    r = run(sh("pwd; ls -A", working_directory="/root"))
+    assert r.code == 0 and r.out == "/root\n", (r.out, r.err)
+    r = run(sh("pwd", working_directory="/var/tmp"))
+    assert r.out == "/var/tmp\n"
+
+
 def test_the_full_view_is_asked_for_and_warned(clean):
     r = run(sh("test -e /etc/shadow && echo shadow; test -d /var/lib && echo var", host_view="full"))
     assert r.code == 0, r.err

@@ -46,8 +46,11 @@ def hidden(extra: tuple[str, ...] = ()) -> list[tuple[str, bool]]:
 
 def hides(path: str) -> bool:
     """Whether a host path is out of the container's sight under the default view (the host
-    checks ask, so that what they accept the container finds)."""
-    return (any(_within(path, d) for d in EMPTY) or path in SECRETS
+    checks ask, so that what they accept the container finds). The EMPTY directories
+    themselves, and /var/tmp, are there, empty."""
+    if path == VAR_TMP:
+        return False
+    return (any(path.startswith(d + "/") for d in EMPTY) or path in SECRETS
             or (os.path.dirname(path) == SSH_KEYS[0] and os.path.basename(path).startswith(SSH_KEYS[1])))
 
 
