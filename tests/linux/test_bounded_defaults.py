@@ -38,3 +38,10 @@ def test_a_scratch_size_bounds_what_the_root_takes(clean):
     assert rc != "rc=0" and int(used) <= 16, r.out
     r = run(sh(write))  # on disk: the default, unbounded
     assert r.out.split() == ["rc=0", "64"], (r.out, r.err)
+
+
+def test_an_in_memory_scratch_counts_in_the_memory_limit(clean):
+    """The review wrote 2 GiB to its root under a 100 MiB memory limit: with scratch_size_mb the
+    root's writes are memory of the container's, and the limit ends them."""
+    r = run(sh("dd if=/dev/zero of=/big bs=1M count=200 2>/dev/null; echo wrote", scratch_size_mb=512, max_ram_mb=64))
+    assert r.code == 137 and r.result.oom_killed and "wrote" not in r.out
