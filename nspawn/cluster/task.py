@@ -81,15 +81,11 @@ class CpuIds:
 CPUS: CpuIds | None = None  # set by `nspawn worker` (nspawn.cluster.worker) before it takes work
 
 
-def _watch(batch_id: str, stop: Stop, done: threading.Event) -> None:
-    from distributed import Event, Variable
-
-    event = Event(stop_event_name(batch_id))
+def _watch(event, signal_variable, stop: Stop, done: threading.Event) -> None:
     while not done.is_set():
         try:
             if event.wait(WATCH_SECONDS):
-                signum = Variable(stop_signal_name(batch_id)).get(timeout=5)
-                stop.ask(int(signum))
+                stop.ask(int(signal_variable.get(timeout=5)))
                 return
         except Exception:  # the scheduler is away for a moment; the job goes on, the next wait retries
             done.wait(WATCH_SECONDS)
@@ -97,7 +93,7 @@ def _watch(batch_id: str, stop: Stop, done: threading.Event) -> None:
 
 def run(job_data: dict, batch_id: str) -> dict:
     """Run one job here; returns {"result": plain result, "stdout": bytes, "stderr": bytes}."""
-    from distributed import get_worker
+    from distributed import Event, Variable, get_client, get_worker
 
     worker = get_worker()
     job = job_from_data(job_data)
@@ -108,7 +104,9 @@ def run(job_data: dict, batch_id: str) -> dict:
                          exit_code=exitcodes.LAUNCHER)
         return _answer(result, host, worker.address, None)
     stop, done = Stop(), threading.Event()
-    watcher = threading.Thread(target=_watch, args=(batch_id, stop, done), name=f"nspawn-stop-{job.name}", daemon=True)
+    client = get_client()  # the worker's client: found from the task's thread only, so made here for the watcher
+    watched = Event(stop_event_name(batch_id), client=client), Variable(stop_signal_name(batch_id), client=client)
+    watcher = threading.Thread(target=_watch, args=(*watched, stop, done), name=f"nspawn-stop-{job.name}", daemon=True)
     watcher.start()
     logs = tempfile.mkdtemp(prefix="nspawn-job-")
     try:
