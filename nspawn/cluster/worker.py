@@ -53,9 +53,10 @@ async def _serve(address, security, memory_bytes, cpus, name, say) -> int:
         except NotImplementedError:  # Windows' event loop: a plain handler hands it to the loop
             signal.signal(signum, lambda s, frame: loop.call_soon_threadsafe(on_signal, s))
     # memory_limit=0: Dask's own memory management (spill, pause) is for its data, not for
-    # the containers, whose memory their cgroups bound.
+    # the containers, whose memory their cgroups bound. Its plain-HTTP status server answers
+    # on loopback only: the network reaches a worker over TLS alone.
     worker = Worker(address, nthreads=len(cpus), resources=offer(memory_bytes, len(cpus)), security=security,
-                    memory_limit=0, name=name)
+                    memory_limit=0, name=name, dashboard_address="127.0.0.1:0")
     await worker
     say(f"worker {worker.address} serves {address}: {len(cpus)} CPUs ({','.join(map(str, cpus))}), "
         f"{memory_bytes // 2**20} MiB", True)

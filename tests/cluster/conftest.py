@@ -202,6 +202,20 @@ class Cluster:
         return subprocess.Popen(["nsenter", f"--net={self.netns}", sys.executable, "-m", "nspawn", "batch", "--cluster", SCHEDULER,
                                  *options, *args], cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
+    def on_scheduler(self, function: str) -> object:
+        """What `function` (the source of a function of the Scheduler object) returns, run on the
+        scheduler through a client in its namespace, as JSON."""
+        files = self.certificates["client"]
+        code = ("import json, sys\nfrom distributed import Client\nfrom distributed.security import Security\n"
+                f"security = Security(require_encryption=True, tls_ca_file={files['ca']!r}, tls_client_cert={files['cert']!r}, "
+                f"tls_client_key={files['key']!r})\n"
+                f"with Client({SCHEDULER!r}, security=security, timeout=30) as client:\n"
+                f"    print(json.dumps(client.run_on_scheduler({function})))\n")
+        ran = subprocess.run(["nsenter", f"--net={self.netns}", sys.executable, "-c", code], cwd=self.directory,
+                             capture_output=True, text=True, timeout=60)
+        assert ran.returncode == 0, ran.stderr
+        return json.loads(ran.stdout.splitlines()[-1])
+
     def close(self) -> None:
         for worker in self.workers:
             worker.stop()

@@ -169,3 +169,7 @@ def test_ctrl_c_half_way_leaves_nothing_on_either_worker(cluster, tmp_path):
     assert violations(junit_path.read_text()) == []
     for worker in cluster.workers:
         assert worker.leftovers(_ids(report)) == []
+    # The batch's stop event and signal were cleared off the scheduler.
+    left = cluster.on_scheduler("lambda dask_scheduler: [str(name) for name in [*dask_scheduler.extensions['events']._events, "
+                                "*dask_scheduler.extensions['variables'].variables] if 'nspawn' in str(name)]")
+    assert left == []
