@@ -51,7 +51,7 @@ def test_a_mixed_batch_reports_job_by_job_on_both_workers(cluster, tmp_path):
     for i in range(1, 6):
         _write(configs, f"exit{i}", _sh(f"echo failing {i} >&2; exit {i}"))
         expected[f"exit{i}"] = ("failed", i)
-    _write(configs, "timeout", _sh("sleep 30", timeout_seconds=0.5, stop_grace_seconds=0.5))
+    _write(configs, "timeout", _sh("sleep 30", stop_grace_seconds=0.5))  # the batch's --timeout applies
     expected["timeout"] = ("failed", 124)
     _write(configs, "oom", {"process_executable": "/usr/bin/python3", "max_ram_mb": 32, "timeout_seconds": 60,
                             "process_arguments": ["-c", "b = bytearray(200 * 2**20); print('survived')"]})
@@ -65,7 +65,8 @@ def test_a_mixed_batch_reports_job_by_job_on_both_workers(cluster, tmp_path):
     expected["too-big"] = ("failed", 2)
     assert len(expected) == 20
     report_path, junit_path, logs = tmp_path / "report.json", tmp_path / "junit.xml", tmp_path / "logs"
-    batch = cluster.batch(str(configs), "--report", str(report_path), "--junit", str(junit_path), "--logs", str(logs))
+    batch = cluster.batch(str(configs), "--report", str(report_path), "--junit", str(junit_path), "--logs", str(logs),
+                          "--timeout", "5")
     out, err = batch.communicate(timeout=180)
     assert batch.returncode == 1, err
     report = json.loads(report_path.read_text())
@@ -173,3 +174,21 @@ def test_ctrl_c_half_way_leaves_nothing_on_either_worker(cluster, tmp_path):
     left = cluster.on_scheduler("lambda dask_scheduler: [str(name) for name in [*dask_scheduler.extensions['events']._events, "
                                 "*dask_scheduler.extensions['variables'].variables] if 'nspawn' in str(name)]")
     assert left == []
+
+
+def test_fail_fast_stops_the_jobs_on_the_workers_and_starts_no_more(cluster, tmp_path):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    _write(configs, "a-fails", _sh("sleep 1; exit 1"))
+    for i in range(7):
+        _write(configs, f"b-slow{i}", _sh("sleep 30", stop_grace_seconds=1))
+    report_path = tmp_path / "report.json"
+    batch = cluster.batch(str(configs), "--report", str(report_path), "--fail-fast")
+    out, err = batch.communicate(timeout=60)
+    assert batch.returncode == 1, err
+    report = json.loads(report_path.read_text())
+    statuses = [j["status"] for j in report["jobs"]]
+    assert statuses[0] == "failed" and statuses[1:].count("interrupted") == 3 and statuses[1:].count("not run") == 4, statuses
+    assert all(j["interrupted_by"] == signal.SIGTERM for j in report["jobs"] if j["status"] == "interrupted")
+    for worker in cluster.workers:
+        assert worker.leftovers(_ids(report)) == []
