@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -34,7 +35,7 @@ def worker(ctx, scheduler, memory_mib, cpus, name, tls_ca, tls_cert, tls_key, se
     problems = [why for why in [missing()] if why]
     tls, found = security.resolve(scheduler, tls_ca, tls_cert, tls_key, security_file)
     problems += found
-    if sys.platform.startswith("linux") and __import__("os").geteuid() != 0:
+    if sys.platform.startswith("linux") and os.geteuid() != 0:
         problems.append("nspawn worker runs containers, which needs root")
     offered = allowed_cpus()
     if cpus and cpus > len(offered):

@@ -6,8 +6,6 @@ and the batch alike; distributed itself is imported only to make the Security ob
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import os
 
 import click
@@ -44,6 +42,8 @@ def split(address: str) -> tuple[str, str, str]:
 
 def is_loopback(host: str) -> bool:
     """A literal loopback address or `localhost`; any other name may resolve off this machine."""
+    import ipaddress  # here: the batch command's module imports this one for its options
+
     if host.lower() == "localhost":
         return True
     try:
@@ -70,6 +70,8 @@ def refusal(address: str, tls: Tls | None) -> str | None:
 def tls_from(ca: str | None, cert: str | None, key: str | None, security_file: str | None) -> tuple[Tls | None, list[str]]:
     """The certificates from the options or a security file (JSON: {"ca": …, "cert": …, "key": …},
     paths relative to the file), and the problems found with them."""
+    import json
+
     problems = []
     if security_file:
         if ca or cert or key:
