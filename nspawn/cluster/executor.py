@@ -17,7 +17,7 @@ from concurrent.futures import Future
 
 from nspawn import exitcodes
 from nspawn.batch.jobs import Job, JobResult, job_to_data, not_run, result_from_data
-from nspawn.cluster import task
+from nspawn.cluster import INSTALL, task
 from nspawn.cluster.resources import needs
 
 
@@ -65,6 +65,8 @@ class ClusterExecutor:
                        "(the scheduler's distributed.scheduler.allowed-failures)")
             else:
                 why = f"the cluster could not run it: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                if "deserializ" in why:  # the scheduler unpickles the task, which names nspawn's code
+                    why += f" (the scheduler and the workers need nspawn too: {INSTALL} where they run)"
             result = not_run(job, why, exit_code=exitcodes.LAUNCHER)
             result.lost_runs = starts
             return result

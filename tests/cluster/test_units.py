@@ -139,3 +139,26 @@ def test_a_config_sent_as_data_resolves_its_host_paths_where_it_runs(tmp_path):
     assert "client-only/work" in refused.value.one_line()
     os.makedirs(tmp_path / "client-only" / "work")
     assert load_config(elsewhere, data=data, host=True).process_directory == str(tmp_path / "client-only" / "work")
+
+
+def test_the_displays_say_where_each_job_ran():
+    import io
+
+    from rich.console import Console
+
+    from nspawn.batch.display import LiveDisplay, PlainDisplay
+    from nspawn.batch.scheduler import Outcome
+
+    here = JobResult("local", "/ci/local.json", "passed", 0, started=1.0, ended=2.0)
+    there = JobResult("remote", "/ci/remote.json", "failed", 3, started=1.0, ended=2.0, host="build-3", worker="tls://10.0.0.7:4000")
+    stream = io.StringIO()
+    plain = PlainDisplay(2, stream)
+    plain.finished(here)
+    plain.finished(there)
+    lines = stream.getvalue().splitlines()
+    assert " on " not in lines[0] and lines[1].endswith("exit 3 1.00s on tls://10.0.0.7:4000")
+    console = Console(file=io.StringIO(), width=200, force_terminal=True, color_system=None)
+    live = LiveDisplay(2, console)
+    live.close(Outcome([here, there]), 1.0)
+    table = console.file.getvalue()
+    assert "worker" in table and "build-3 tls://10.0.0.7:4000" in table
