@@ -25,10 +25,9 @@ def demand_of(config: Config) -> Demand:
 
 class Admission:
     def __init__(self, memory_budget: int | None, cpus: list[int] | None = None, *,
-                 budget_from: str = "this host has available for the batch", cpus_from: str = "this launcher may use"):
+                 budget_from: str = "this host has available for the batch"):
         self.memory_budget = memory_budget  # None: memory is not admitted by
         self.budget_from = budget_from  # where the budget came from, as the refusal says it
-        self.cpus_from = cpus_from
         self.memory_reserved = 0
         self.cpus = allowed_cpus() if cpus is None else cpus  # the CPUs jobs may be given
         self.cpus_taken: set[int] = set()
@@ -39,7 +38,7 @@ class Admission:
             return (f"its memory limit of {show_mib(demand.memory_bytes)} exceeds the {show_mib(self.memory_budget)} "
                     f"{self.budget_from}; it can never start")
         if demand.cpu_count > len(self.cpus):
-            return (f"it asks for {demand.cpu_count} CPUs and {self.cpus_from} {len(self.cpus)}; "
+            return (f"it asks for {demand.cpu_count} CPUs and this launcher may use {len(self.cpus)}; "
                     "it can never start")
         return None
 

@@ -39,10 +39,7 @@ class ClusterAdmission:
         if not self.offers:
             return "no nspawn worker is connected to the scheduler"
         asked = Demand(demand.memory_bytes, (), cpus_needed(demand))
-        whys = {address: Admission(int(offered[MEMORY]), list(range(int(offered[CPUS]))), budget_from=f"worker {address} offers",
-                                   cpus_from=f"worker {address} offers").never_fits(asked)
-                for address, offered in self.offers.items()}
-        if all(whys.values()):
+        if all(Admission(int(offered[MEMORY]), list(range(int(offered[CPUS])))).never_fits(asked) for offered in self.offers.values()):
             largest = max(self.offers.values(), key=lambda o: (o[MEMORY], o[CPUS]))
             return (f"no worker of the cluster can hold it ({show_mib(demand.memory_bytes)}, {asked.cpu_count} CPUs; the "
                     f"largest offers {show_mib(int(largest[MEMORY]))} and {int(largest[CPUS])} CPUs); it can never start")
