@@ -2,6 +2,9 @@
 concrete CPUs of this machine, hear the batch's stop, run the job through nspawn.run
 (nspawn.batch.run_job), and return its result and its output as plain data.
 
+A worker asked to stop (SIGTERM) stops its running jobs the same way, and hands the jobs it
+has not started back to the scheduler for another worker.
+
 A stop reaches the job through a distributed.Event named for the batch (and the signal through
 a Variable beside it): the client sets it on Ctrl-C or --fail-fast, and each running job here
 stops politely, then firmly after its grace, and rolls back, as it would locally.
@@ -46,13 +49,15 @@ class CpuIds:
         self._admission = Admission(None, cpus)
         self._changed = threading.Condition()
         self._running: dict[str, Stop] = {}
+        self.stopping = False  # the worker itself was asked to stop: it starts no more jobs
 
     def take(self, name: str, demand: Demand, stop: Stop) -> Demand | None:
-        """The demand held, with its CPUs; None when the job was stopped while it waited."""
+        """The demand held, with its CPUs; None when the job was stopped while it waited, or
+        the worker is stopping."""
         if not demand.cpus:
             demand = demand._replace(cpu_count=cpus_needed(demand))
         with self._changed:
-            while stop.signum is None:
+            while stop.signum is None and not self.stopping:
                 held = self._admission.admit(demand)
                 if held is not None:
                     self._running[name] = stop
@@ -69,6 +74,7 @@ class CpuIds:
     def stop_all(self, signum: int) -> None:
         """The worker itself is asked to stop: its running jobs stop and roll back first."""
         with self._changed:
+            self.stopping = True
             for stop in self._running.values():
                 stop.ask(signum)
             self._changed.notify_all()
@@ -93,12 +99,11 @@ def _watch(event, signal_variable, stop: Stop, done: threading.Event) -> None:
 
 def run(job_data: dict, batch_id: str) -> dict:
     """Run one job here; returns {"result": plain result, "stdout": bytes, "stderr": bytes}."""
-    from distributed import Event, Variable, get_client, get_worker
+    from distributed import Event, Reschedule, Variable, get_client, get_worker
 
     worker = get_worker()
     job = job_from_data(job_data)
     host = socket.gethostname()
-    worker.log_event(events_topic(batch_id), {"job": job.name, "worker": worker.address, "host": host})
     if CPUS is None:
         result = not_run(job, f"worker {worker.address} is a plain Dask worker; jobs run on `nspawn worker`s",
                          exit_code=exitcodes.LAUNCHER)
@@ -111,9 +116,13 @@ def run(job_data: dict, batch_id: str) -> dict:
     logs = tempfile.mkdtemp(prefix="nspawn-job-")
     try:
         held = CPUS.take(job.name, job.demand, stop)
+        if held is None and CPUS.stopping and stop.signum is None:
+            raise Reschedule()  # this worker is leaving: the scheduler sends the job to another
         if held is None:
             result = not_run(job, "not run: the batch was stopped")
         else:
+            # A run begins: the client counts the runs that never answered (lost with their worker).
+            worker.log_event(events_topic(batch_id), {"job": job.name, "worker": worker.address, "host": host})
             try:
                 result = run_job(job._replace(demand=held, logs_dir=logs), stop)
             finally:

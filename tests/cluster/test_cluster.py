@@ -192,3 +192,28 @@ def test_fail_fast_stops_the_jobs_on_the_workers_and_starts_no_more(cluster, tmp
     assert all(j["interrupted_by"] == signal.SIGTERM for j in report["jobs"] if j["status"] == "interrupted")
     for worker in cluster.workers:
         assert worker.leftovers(_ids(report)) == []
+
+
+def test_a_worker_stopped_with_sigterm_stops_its_job_and_hands_back_the_rest(cluster, tmp_path):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    for i in range(4):  # all pinned to CPU 1: a second job sent to a worker waits for the first there
+        _write(configs, f"pinned{i}", _sh("sleep 2", cpu_affinity_hex="0x2", stop_grace_seconds=1))
+    report_path = tmp_path / "report.json"
+    batch = cluster.batch(str(configs), "--report", str(report_path))
+    victim, survivor = cluster.workers
+    deadline = time.monotonic() + 60
+    while not victim.journals():
+        assert time.monotonic() < deadline and batch.poll() is None, "no job started on the first worker"
+        time.sleep(0.05)
+    victim.stop()
+    assert victim.process.returncode == 128 + signal.SIGTERM, victim.output.text
+    out, err = batch.communicate(timeout=120)
+    report = json.loads(report_path.read_text())
+    jobs = report["jobs"]
+    assert sorted(j["status"] for j in jobs) == ["interrupted", "passed", "passed", "passed"], err
+    stopped = next(j for j in jobs if j["status"] == "interrupted")
+    assert stopped["worker"].startswith(victim.address_prefix) and stopped["interrupted_by"] == signal.SIGTERM
+    assert all(j["worker"].startswith(survivor.address_prefix) for j in jobs if j["status"] == "passed")
+    assert victim.leftovers(_ids(report)) == [] and survivor.leftovers(_ids(report)) == []
+    victim.start()
