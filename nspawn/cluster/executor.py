@@ -123,10 +123,14 @@ class ClusterExecutor:
             self._client.close()
 
 
-def connect(address: str, security, timeout: float = 30):
-    """A client of the scheduler at `address`, once at least one worker is there."""
+def connect(address: str, security):
+    """A client of the scheduler at `address`, once at least one worker is there; each wait
+    as long as Dask's distributed.comm.timeouts.connect (30 s unless configured)."""
+    import dask
+    from dask.utils import parse_timedelta
     from distributed import Client
 
+    timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="s")
     client = Client(address, security=security, timeout=timeout, set_as_default=False)
     client.wait_for_workers(1, timeout=timeout)
     return client

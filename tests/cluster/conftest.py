@@ -46,6 +46,14 @@ def make_certificates(directory: str) -> dict[str, dict[str, str]]:
     return made
 
 
+def self_signed(directory: str, ca: str) -> dict[str, str]:
+    """A certificate the cluster's CA did not sign, beside that CA."""
+    key, cert = os.path.join(directory, "rogue.key"), os.path.join(directory, "rogue.pem")
+    _run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key,
+         "-out", cert, "-days", "2", "-subj", "/CN=nspawn rogue client")
+    return {"ca": ca, "cert": cert, "key": key}
+
+
 def tls_options(files: dict[str, str]) -> list[str]:
     return ["--tls-ca", files["ca"], "--tls-cert", files["cert"], "--tls-key", files["key"]]
 
@@ -196,11 +204,13 @@ class Cluster:
         for worker in self.workers:
             worker.start()
 
-    def batch(self, *args: str, tls: bool = True) -> subprocess.Popen:
-        """`nspawn batch --cluster` from the scheduler's namespace; stderr in plain lines."""
-        options = tls_options(self.certificates["client"]) if tls else []
+    def batch(self, *args: str, certificates: dict | None = None, env: dict | None = None) -> subprocess.Popen:
+        """`nspawn batch --cluster` from the scheduler's namespace, as a client of the cluster
+        (or with other `certificates`); stderr in plain lines."""
+        options = tls_options(certificates or self.certificates["client"])
         return subprocess.Popen(["nsenter", f"--net={self.netns}", sys.executable, "-m", "nspawn", "batch", "--cluster", SCHEDULER,
-                                 *options, *args], cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                 *options, *args], cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env={**os.environ, **(env or {})})
 
     def on_scheduler(self, function: str) -> object:
         """What `function` (the source of a function of the Scheduler object) returns, run on the

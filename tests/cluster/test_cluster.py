@@ -194,6 +194,19 @@ def test_fail_fast_stops_the_jobs_on_the_workers_and_starts_no_more(cluster, tmp
         assert worker.leftovers(_ids(report)) == []
 
 
+def test_a_client_whose_certificate_the_cluster_did_not_sign_is_refused(cluster, tmp_path):
+    from tests.cluster.conftest import self_signed
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    _write(configs, "never", _sh("echo ran"))
+    rogue = self_signed(str(tmp_path), cluster.certificates["client"]["ca"])
+    batch = cluster.batch(str(configs), certificates=rogue, env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s"})
+    out, err = batch.communicate(timeout=60)
+    assert batch.returncode == 125 and "cannot reach the scheduler" in err, err
+    assert all(not w.journals() for w in cluster.workers)
+
+
 def test_a_worker_stopped_with_sigterm_stops_its_job_and_hands_back_the_rest(cluster, tmp_path):
     configs = tmp_path / "configs"
     configs.mkdir()
