@@ -4,7 +4,8 @@ task with its memory and CPUs as resources, run by nspawn.cluster.task on an `ns
 A worker lost mid-job (killed, its machine gone) has its job run again on another worker by
 the scheduler, at most distributed.scheduler.allowed-failures times (3 unless the scheduler's
 configuration says otherwise); each run logs an event at its start, and the runs that did not
-end are counted in the job's result (lost_runs).
+end are counted in the job's result (lost_runs). The running jobs' memory is sampled on the
+workers every SAMPLE_SECONDS, for the live display and the peak of jobs without a memory limit.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from nspawn.batch.jobs import Job, JobResult, job_to_data, not_run, result_from_
 from nspawn.cluster import INSTALL, task
 from nspawn.cluster.resources import needs
 
+SAMPLE_SECONDS = 1.0  # how often the running jobs' memory is asked of the workers
+
 
 class ClusterExecutor:
     def __init__(self, client, logs_dir: str | None):
@@ -33,6 +36,10 @@ class ClusterExecutor:
         self._lock = threading.Lock()
         self._futures: list = []
         self._stopped = False
+        self._memory: dict[str, int] = {}
+        self._closing = threading.Event()
+        self._sampler = threading.Thread(target=self._sample_workers, name="nspawn-cluster-memory", daemon=True)
+        self._sampler.start()
 
     def submit(self, job: Job) -> "Future[JobResult]":
         answer: Future = Future()
@@ -102,13 +109,31 @@ class ClusterExecutor:
             pass
 
     def sample(self) -> dict[str, int]:
-        return {}  # the memory of jobs on other machines is not sampled; their peak comes with the result
+        with self._lock:
+            return dict(self._memory)
+
+    def _sample_workers(self) -> None:
+        """Every SAMPLE_SECONDS, the running jobs' memory from every worker, off the batch's
+        loop (a round trip to each worker is too slow for its tick)."""
+        while not self._closing.wait(SAMPLE_SECONDS):
+            try:
+                answers = self._client.run(task.memory, self.batch_id, on_error="return")
+            except Exception:  # the scheduler is away for a moment: the display keeps the last figures
+                continue
+            found = {}
+            for answer in answers.values():
+                if isinstance(answer, dict):
+                    found.update(answer)
+            with self._lock:
+                self._memory = found
 
     def close(self) -> None:
         """Waits for the jobs (stopping them first if the batch ended early: an error of its
         own), then clears this batch's stop event and signal off the scheduler."""
+        self._closing.set()
         with self._lock:
             futures = list(self._futures)
+        self._sampler.join()
         try:
             if not all(f.done() for f in futures):
                 self.stop(signal.SIGTERM)

@@ -19,10 +19,10 @@ import threading
 
 from nspawn import exitcodes
 from nspawn.batch.admission import Admission
+from nspawn.batch.executor import Running, payload_rss
 from nspawn.batch.jobs import Demand, job_from_data, not_run, result_to_data
 from nspawn.batch.run_job import run_job
 from nspawn.cluster.resources import cpus_needed
-from nspawn.session import Stop
 
 WATCH_SECONDS = 0.5  # how long one wait for the stop event lasts before the job is looked at again
 
@@ -48,24 +48,24 @@ class CpuIds:
     def __init__(self, cpus: list[int]):
         self._admission = Admission(None, cpus)
         self._changed = threading.Condition()
-        self._running: dict[str, Stop] = {}
+        self._running: dict[tuple[str, str], Running] = {}  # by (batch, job name)
         self.stopping = False  # the worker itself was asked to stop: it starts no more jobs
 
-    def take(self, name: str, demand: Demand, stop: Stop) -> Demand | None:
+    def take(self, name: tuple[str, str], demand: Demand, running: Running) -> Demand | None:
         """The demand held, with its CPUs; None when the job was stopped while it waited, or
         the worker is stopping."""
         if not demand.cpus:
             demand = demand._replace(cpu_count=cpus_needed(demand))
         with self._changed:
-            while stop.signum is None and not self.stopping:
+            while running.stop.signum is None and not self.stopping:
                 held = self._admission.admit(demand)
                 if held is not None:
-                    self._running[name] = stop
+                    self._running[name] = running
                     return held
                 self._changed.wait(WATCH_SECONDS)
         return None
 
-    def give_back(self, name: str, held: Demand) -> None:
+    def give_back(self, name: tuple[str, str], held: Demand) -> None:
         with self._changed:
             self._running.pop(name, None)
             self._admission.release(held)
@@ -75,19 +75,31 @@ class CpuIds:
         """The worker itself is asked to stop: its running jobs stop and roll back first."""
         with self._changed:
             self.stopping = True
-            for stop in self._running.values():
-                stop.ask(signum)
+            for running in self._running.values():
+                running.stop.ask(signum)
             self._changed.notify_all()
 
     def busy(self) -> bool:
         with self._changed:
             return bool(self._running)
 
+    def memory(self, batch_id: str) -> dict[str, int]:
+        """Resident bytes of the batch's running jobs here, where known."""
+        with self._changed:
+            pids = {name: r.init_pid for (batch, name), r in self._running.items() if batch == batch_id and r.init_pid}
+        found = {name: payload_rss(pid) for name, pid in pids.items()}
+        return {name: rss for name, rss in found.items() if rss is not None}
+
 
 CPUS: CpuIds | None = None  # set by `nspawn worker` (nspawn.cluster.worker) before it takes work
 
 
-def _watch(event, signal_variable, stop: Stop, done: threading.Event) -> None:
+def memory(batch_id: str) -> dict[str, int]:
+    """Run on every worker by the batch's client (Client.run): its running jobs' memory."""
+    return CPUS.memory(batch_id) if CPUS is not None else {}
+
+
+def _watch(event, signal_variable, stop, done: threading.Event) -> None:
     while not done.is_set():
         try:
             if event.wait(WATCH_SECONDS):
@@ -108,15 +120,16 @@ def run(job_data: dict, batch_id: str) -> dict:
         result = not_run(job, f"worker {worker.address} is a plain Dask worker; jobs run on `nspawn worker`s",
                          exit_code=exitcodes.LAUNCHER)
         return _answer(result, host, worker.address, None)
-    stop, done = Stop(), threading.Event()
+    running, done = Running(), threading.Event()
     client = get_client()  # the worker's client: found from the task's thread only, so made here for the watcher
     watched = Event(stop_event_name(batch_id), client=client), Variable(stop_signal_name(batch_id), client=client)
-    watcher = threading.Thread(target=_watch, args=(*watched, stop, done), name=f"nspawn-stop-{job.name}", daemon=True)
+    watcher = threading.Thread(target=_watch, args=(*watched, running.stop, done), name=f"nspawn-stop-{job.name}", daemon=True)
     watcher.start()
     logs = tempfile.mkdtemp(prefix="nspawn-job-")
+    key = (batch_id, job.name)
     try:
-        held = CPUS.take(job.name, job.demand, stop)
-        if held is None and CPUS.stopping and stop.signum is None:
+        held = CPUS.take(key, job.demand, running)
+        if held is None and CPUS.stopping and running.stop.signum is None:
             raise Reschedule()  # this worker is leaving: the scheduler sends the job to another
         if held is None:
             result = not_run(job, "not run: the batch was stopped")
@@ -124,9 +137,9 @@ def run(job_data: dict, batch_id: str) -> dict:
             # A run begins: the client counts the runs that never answered (lost with their worker).
             worker.log_event(events_topic(batch_id), {"job": job.name, "worker": worker.address, "host": host})
             try:
-                result = run_job(job._replace(demand=held, logs_dir=logs), stop)
+                result = run_job(job._replace(demand=held, logs_dir=logs), running.stop, running.listener)
             finally:
-                CPUS.give_back(job.name, held)
+                CPUS.give_back(key, held)
             if result.error and result.run is None:  # refused here: say where, its paths are this host's
                 result.error = f"on {host}: {result.error}"
         return _answer(result, host, worker.address, logs)

@@ -11,6 +11,7 @@ import signal
 import time
 import xml.etree.ElementTree as ET
 
+from nspawn.units import MIB
 from tests.batch.junit_schema import violations
 from tests.linux.conftest import needs_root
 
@@ -48,6 +49,9 @@ def test_a_mixed_batch_reports_job_by_job_on_both_workers(cluster, tmp_path):
         more = {"max_ram_mb": 64} if i % 3 == 0 else {"cpu_affinity_hex": "0x2"} if i % 3 == 1 else {"cpus_count": 1}
         _write(configs, f"ok{i}", _sh(f"echo ok {i}; sleep 0.5", **more))
         expected[f"ok{i}"] = ("passed", 0)
+    # No memory limit: its peak is sampled on the worker while it runs (100 MiB touched for 3 s).
+    _write(configs, "ok2", _sh("echo ok 2; exec /usr/bin/python3 -c 'import time; b = bytearray(100 * 2**20); time.sleep(3)'",
+                               cpus_count=1))
     for i in range(1, 6):
         _write(configs, f"exit{i}", _sh(f"echo failing {i} >&2; exit {i}"))
         expected[f"exit{i}"] = ("failed", i)
@@ -78,6 +82,7 @@ def test_a_mixed_batch_reports_job_by_job_on_both_workers(cluster, tmp_path):
         assert (logs / f"ok{i}.stdout").read_text().endswith(f"ok {i}\n")
     assert (logs / "exit3.stderr").read_text() == "failing 3\n"
     assert jobs["timeout"]["timed_out"] and jobs["oom"]["oom_killed"]
+    assert jobs["ok2"]["peak_memory_bytes"] >= 100 * MIB, jobs["ok2"]
     assert "netwrk" in jobs["bad-config"]["errors"][0] and jobs["bad-config"]["worker"] is None
     assert "/nonexistent-on-the-worker" in jobs["missing-path"]["errors"][0]
     assert jobs["missing-path"]["errors"][0].startswith(f"on {jobs['missing-path']['host']}: ")
