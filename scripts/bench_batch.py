@@ -131,9 +131,9 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     print(f"{args.jobs} no-op jobs (/bin/true) on {os.cpu_count()} CPUs, {sys.executable}")
     for name, seconds in rows:
-        print(f"  {name:<30} {args.jobs / seconds:7.1f} jobs/s  ({seconds:.2f} s)")
+        print(f"  {name:<36} {args.jobs / seconds:7.1f} jobs/s  ({seconds:.2f} s)")
     if not shutil.which("bwrap"):
-        print("  shell loop of bwrap            skipped: bwrap (bubblewrap) is not installed")
+        print("  shell loop of bwrap                  skipped: bwrap (bubblewrap) is not installed")
     batch = rows[0][1]
     loop = next(seconds for name, seconds in rows if name.startswith("shell loop of nspawn"))
     print(f"batch vs the shell loop of nspawn run: {loop / batch:.1f}x")

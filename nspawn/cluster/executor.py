@@ -37,6 +37,8 @@ class ClusterExecutor:
         self._futures: list = []
         self._stopped = False
         self._memory: dict[str, int] = {}
+        self._runs: dict[str, int] = {}  # runs begun per job, as the workers' events say
+        client.subscribe_topic(task.events_topic(self.batch_id), self._run_began)
         self._closing = threading.Event()
         self._sampler = threading.Thread(target=self._sample_workers, name="nspawn-cluster-memory", daemon=True)
         self._sampler.start()
@@ -89,13 +91,17 @@ class ClusterExecutor:
                     setattr(result, f"{stream}_log", path)
         return result
 
+    def _run_began(self, event) -> None:
+        """A worker began a run of a job (the scheduler passes its event on before the job's
+        result, which comes the same way); a run that never answered was lost with its worker."""
+        _, message = event
+        if isinstance(message, dict) and isinstance(message.get("job"), str):
+            with self._lock:
+                self._runs[message["job"]] = self._runs.get(message["job"], 0) + 1
+
     def _starts(self, name: str) -> int:
-        """How many times a worker started the job: a start whose run did not end was lost with its worker."""
-        try:
-            events = self._client.get_events(task.events_topic(self.batch_id))
-        except Exception:
-            return 0
-        return sum(1 for _, message in events if isinstance(message, dict) and message.get("job") == name)
+        with self._lock:
+            return self._runs.get(name, 0)
 
     def stop(self, signum: int) -> None:
         with self._lock:
@@ -142,6 +148,7 @@ class ClusterExecutor:
                     future.result()
                 except Exception:  # said in the job's result already
                     pass
+            self._client.unsubscribe_topic(task.events_topic(self.batch_id))
             self._stop_event.clear()
             self._stop_signal.delete()
         finally:
