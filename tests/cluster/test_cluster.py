@@ -37,6 +37,17 @@ def _cpus(listing: str) -> set[int]:
     return found
 
 
+def _first_busy(cluster, batch) -> tuple:
+    """(the first worker found running a job of the batch, the other one)."""
+    deadline = time.monotonic() + 60
+    while True:
+        for worker in cluster.workers:
+            if worker.journals():
+                return worker, next(w for w in cluster.workers if w is not worker)
+        assert time.monotonic() < deadline and batch.poll() is None, "no job started"
+        time.sleep(0.05)
+
+
 def _ids(report: dict) -> list[str]:
     return [j["container_id"] for j in report["jobs"] if j["container_id"]]
 
@@ -128,11 +139,7 @@ def test_a_worker_killed_mid_job_has_its_job_run_elsewhere_and_cleans_up_when_it
         _write(configs, f"slow{i}", _sh(f"echo slow {i}; sleep 3", cpus_count=2))
     report_path = tmp_path / "report.json"
     batch = cluster.batch(str(configs), "--report", str(report_path))
-    victim, survivor = cluster.workers
-    deadline = time.monotonic() + 60
-    while not victim.journals():
-        assert time.monotonic() < deadline and batch.poll() is None, "no job started on the first worker"
-        time.sleep(0.05)
+    victim, survivor = _first_busy(cluster, batch)
     lost = [j.rsplit("/", 1)[1].removesuffix(".journal") for j in victim.journals()]
     time.sleep(0.5)  # well into the run: its container made
     victim.kill()
@@ -159,9 +166,13 @@ def test_ctrl_c_half_way_leaves_nothing_on_either_worker(cluster, tmp_path):
     report_path, junit_path = tmp_path / "report.json", tmp_path / "junit.xml"
     batch = cluster.batch(str(configs), "--report", str(report_path), "--junit", str(junit_path))
     deadline = time.monotonic() + 60
-    while not all(len(w.journals("b-slow")) == 2 for w in cluster.workers):  # both workers full of slow jobs
+    # Both workers running slow jobs, the batch's four slots taken (Dask may place three on
+    # one worker, whose third then waits there for a CPU: it never starts).
+    while not (all(w.journals("b-slow") for w in cluster.workers) and sum(len(w.journals("b-slow")) for w in cluster.workers) >= 3):
         assert time.monotonic() < deadline and batch.poll() is None, "the workers were not both busy"
         time.sleep(0.05)
+    time.sleep(0.5)
+    running = sum(len(w.journals("b-slow")) for w in cluster.workers)
     batch.send_signal(signal.SIGINT)
     out, err = batch.communicate(timeout=60)
     assert batch.returncode == 128 + signal.SIGINT, err
@@ -169,7 +180,7 @@ def test_ctrl_c_half_way_leaves_nothing_on_either_worker(cluster, tmp_path):
     statuses = {j["name"]: j["status"] for j in report["jobs"]}
     assert [statuses[f"a-quick{i}"] for i in range(2)] == ["passed"] * 2
     slow = [statuses[f"b-slow{i}"] for i in range(8)]
-    assert slow.count("interrupted") == 4 and slow.count("not run") == 4, slow
+    assert slow.count("interrupted") == running and slow.count("not run") == 8 - running, slow
     stopped = [j for j in report["jobs"] if j["status"] == "interrupted"]
     assert all(j["interrupted_by"] == signal.SIGINT and j["rolled_back"] for j in stopped)
     assert violations(junit_path.read_text()) == []
@@ -193,7 +204,10 @@ def test_fail_fast_stops_the_jobs_on_the_workers_and_starts_no_more(cluster, tmp
     assert batch.returncode == 1, err
     report = json.loads(report_path.read_text())
     statuses = [j["status"] for j in report["jobs"]]
-    assert statuses[0] == "failed" and statuses[1:].count("interrupted") == 3 and statuses[1:].count("not run") == 4, statuses
+    # Four slots: three slow jobs were sent with the failing one (one may still wait for a CPU
+    # on its worker, and then never starts); none passes, the last four are never sent.
+    assert statuses[0] == "failed" and "passed" not in statuses and statuses[1:].count("interrupted") >= 2, statuses
+    assert statuses[4:] == ["not run"] * 4, statuses
     assert all(j["interrupted_by"] == signal.SIGTERM for j in report["jobs"] if j["status"] == "interrupted")
     for worker in cluster.workers:
         assert worker.leftovers(_ids(report)) == []
@@ -219,11 +233,7 @@ def test_a_worker_stopped_with_sigterm_stops_its_job_and_hands_back_the_rest(clu
         _write(configs, f"pinned{i}", _sh("sleep 2", cpu_affinity_hex="0x2", stop_grace_seconds=1))
     report_path = tmp_path / "report.json"
     batch = cluster.batch(str(configs), "--report", str(report_path))
-    victim, survivor = cluster.workers
-    deadline = time.monotonic() + 60
-    while not victim.journals():
-        assert time.monotonic() < deadline and batch.poll() is None, "no job started on the first worker"
-        time.sleep(0.05)
+    victim, survivor = _first_busy(cluster, batch)
     victim.stop()
     assert victim.process.returncode == 128 + signal.SIGTERM, victim.output.text
     out, err = batch.communicate(timeout=120)
