@@ -63,8 +63,9 @@ class ClusterExecutor:
 
     def _result(self, job: Job, future) -> JobResult:
         starts = self._starts(job.name)
-        if future.status == "cancelled":
-            return not_run(job, "not run: the batch was stopped")
+        if future.status == "cancelled":  # the batch cancels none: the scheduler dropped it
+            return not_run(job, "the scheduler dropped the job (restarted, or the connection to it was lost)",
+                           exit_code=exitcodes.LAUNCHER)
         if future.status == "error":
             from distributed import KilledWorker
 
