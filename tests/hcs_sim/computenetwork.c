@@ -207,35 +207,11 @@ static HRESULT close_kind(const char *call, HANDLE h, int kind)
 
 /* ---------- networks ---------- */
 
+static HRESULT enumerate(const char *call, cJSON **arr, const wchar_t *q, wchar_t **out, wchar_t **err);
+
 HCN(HcnEnumerateNetworks)(const wchar_t *q, wchar_t **networks, wchar_t **err)
 {
-    HRESULT hr;
-    if (hcn_begin("computenetwork!HcnEnumerateNetworks", q, NULL, networks, err, &hr))
-        return hr;
-    char *qs = w2u(q);
-    cJSON *query = cJSON_Parse(qs ? qs : "{}"), *filter = NULL;
-    cJSON *f = cJSON_GetObjectItem(query, "Filter");
-    if (cJSON_IsString(f))
-        filter = cJSON_Parse(f->valuestring);
-    cJSON *want = cJSON_GetObjectItem(filter, "Name");
-    cJSON *ids = cJSON_CreateArray(), *n;
-    net_begin();
-    cJSON_ArrayForEach(n, g_networks)
-    {
-        if (cJSON_IsString(want) && strcmp(want->valuestring, cJSON_GetObjectItem(n, "Name")->valuestring))
-            continue;
-        cJSON_AddItemToArray(ids, cJSON_CreateString(cJSON_GetObjectItem(n, "ID")->valuestring));
-    }
-    net_end();
-    char *s = cJSON_PrintUnformatted(ids);
-    if (networks)
-        *networks = out_cotask(s);
-    free(s);
-    cJSON_Delete(ids);
-    cJSON_Delete(filter);
-    cJSON_Delete(query);
-    free(qs);
-    return S_OK;
+    return enumerate("computenetwork!HcnEnumerateNetworks", &g_networks, q, networks, err);
 }
 
 HCN(HcnOpenNetwork)(const GUID *id, HANDLE *net, wchar_t **err)
