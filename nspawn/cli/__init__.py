@@ -26,6 +26,7 @@ COMMANDS = {
     "cleanup": "nspawn.cli.cleanup",
     "doctor": "nspawn.cli.doctor",
     "batch": "nspawn.batch.command",
+    "worker": "nspawn.cli.worker",
 }
 
 

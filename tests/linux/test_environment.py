@@ -4,6 +4,7 @@ the loopback ones it cannot reach) and time zone, and mounts over an image's dan
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -85,6 +86,23 @@ def test_the_hosts_time_zone_is_linked_where_the_root_has_it_and_copied_where_no
         assert (work / "tz").read_bytes() == f.read()
     kept = run(sh("readlink /etc/localtime || echo none", parent_layer_directory=str(resolved_image), timezone="keep"))
     assert kept.out == "none\n"
+
+
+def test_with_the_host_view_keep_gives_the_hosts_resolv_conf_that_links_into_run(tmp_path, monkeypatch, clean):
+    """The host view empties /run, where systemd-resolved's resolv.conf is: the host's link, kept
+    as it is, would dangle in the container; it gets the host's file as the host reads it."""
+    hidden = f"/run/nspawn-test-resolve-{os.getpid()}"
+    os.mkdir(hidden)
+    try:
+        with open(f"{hidden}/stub-resolv.conf", "w") as f:
+            f.write(STUB)
+        (tmp_path / "resolv.conf").symlink_to(f"{hidden}/stub-resolv.conf")
+        monkeypatch.setattr(etc_files, "HOST_RESOLV_CONF", str(tmp_path / "resolv.conf"))
+        r = run(sh(f"cat /etc/resolv.conf; test -e {hidden} || echo hidden", network="host", resolv_conf="keep"))
+        assert r.code == 0, r.err
+        assert r.out == STUB + "hidden\n"
+    finally:
+        shutil.rmtree(hidden)
 
 
 def test_a_file_mapped_over_a_dangling_link_lands_where_the_link_leads(tmp_path, resolved_image, clean):

@@ -29,3 +29,20 @@ def test_the_host_name_is_added_to_hosts_once():
     assert etc_files.hosts_with("127.0.0.1 localhost", "box") == "127.0.0.1 localhost\n127.0.1.1\tbox\n"
     assert etc_files.hosts_with("10.0.0.1 other box # here\n", "box") is None
     assert etc_files.hosts_with("# 10.0.0.1 box\n", "box").endswith("127.0.1.1\tbox\n")
+
+
+def test_keep_copies_the_hosts_file_where_its_link_leads_into_what_the_host_view_hides(tmp_path, monkeypatch):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run/stub-resolv.conf").write_text(STUB)
+    (tmp_path / "resolv.conf").symlink_to(tmp_path / "run/stub-resolv.conf")
+    (tmp_path / "localtime").symlink_to("/usr/share/zoneinfo/Etc/UTC")
+    monkeypatch.setattr(etc_files, "HOST_RESOLV_CONF", str(tmp_path / "resolv.conf"))
+    monkeypatch.setattr(etc_files, "HOST_LOCALTIME", str(tmp_path / "localtime"))
+    hidden = lambda path: path.startswith(str(tmp_path / "run") + "/")  # as hostview.hides empties /run
+    warnings = []
+    assert etc_files.prepare("keep", "keep", False, warnings.append, hidden) == (etc_files.Write("/etc/resolv.conf", STUB.encode()),)
+    assert etc_files.prepare("keep", "keep", False, warnings.append) == ()  # a root of its own keeps its own
+    (tmp_path / "resolv.conf").unlink()
+    (tmp_path / "resolv.conf").write_text(STUB)  # a file, not a link: nothing dangles
+    assert etc_files.prepare("keep", "keep", False, warnings.append, hidden) == ()
+    assert warnings == []

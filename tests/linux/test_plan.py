@@ -26,8 +26,11 @@ def test_defaults(monkeypatch):
     assert p.cwd == "/" and p.lower_dir == "/" and p.mounts == ()
     assert len(p.hostname) == 8 and int(p.hostname, 16) >= 0
     assert p.namespaces == ("mount", "pid", "uts", "ipc", "net")
-    assert p.capability_mask == 0xA80425FB  # Docker's default set
-    assert json.loads(json.dumps(p.to_json()))["capability_mask"] == "00000000a80425fb"
+    assert p.capability_mask == 0xA80425FB & ~(1 << 27)  # Docker's default set less CAP_MKNOD
+    shown = json.loads(json.dumps(p.to_json()))
+    assert shown["capability_mask"] == "00000000a00425fb"
+    assert shown["devices"][0] == "a" and "c 1:3 rwm" in shown["devices"] and not any(" m" in d for d in shown["devices"])
+    assert make(allow_mknod=True).capability_mask == 0xA80425FB
 
 
 def test_environment_overrides_and_working_directory(monkeypatch):
@@ -105,13 +108,27 @@ def test_container_paths_may_not_be_or_cover_the_containers_own_mounts():
     ]
     assert findings(process_directory="/srv", mapped_directory="/work",
                     mounts=[{"host_path": "/a", "container_path": "/procs"}, {"host_path": "/b", "container_path": "/devices/x"}]) == []
+    # only root keeps capabilities: CAP_MKNOD asked for another user is refused, not dropped
+    assert findings(user="nobody", allow_mknod=True) == [
+        (("allow_mknod",), "found true with user 'nobody', who keeps no capability (only root may keep CAP_MKNOD); "
+                           "expected it absent")]
+    assert findings(user="0:100", allow_mknod=True) == findings(user="nobody") == []
 
 
-def test_a_user_other_than_root_keeps_no_capability_and_root_keeps_dockers_set():
+def test_a_user_other_than_root_keeps_no_capability_and_root_keeps_dockers_set_less_mknod():
     assert make(user="nobody").capability_mask == 0 and make(user="65534:65534").capabilities == ()
     for user in ("root", "0", "0:100", "root:wheel"):
-        assert make(user=user).capability_mask == 0xA80425FB
+        assert make(user=user).capability_mask == 0xA80425FB & ~(1 << 27)
+        assert make(user=user, allow_mknod=True).capability_mask == 0xA80425FB
     assert make().user == "root" and make(user="nobody").user == "nobody"
+
+
+def test_the_process_limit_counts_the_payloads_own_with_private_users_too():
+    """The default bound (4096) and an asked one alike: init is in the groups, and with private
+    users the container's first process as well."""
+    assert make().limits.pids_max == 4096 + 1
+    assert make(private_users="pick").limits.pids_max == 4096 + 2
+    assert make(max_processes=5, private_users="pick").limits.pids_max == 7
 
 
 def test_lang_is_set_unless_the_config_sets_it():

@@ -179,12 +179,14 @@ def test_concurrent_launchers_never_share_a_range_and_each_releases_only_its_own
 
 def test_with_the_hosts_network_sys_is_the_hosts_read_only(clean):
     """A sysfs belongs to the network namespace it is mounted for: the host's, bound read-only."""
-    r = run(sh("ls /sys/class/net; touch /sys/x 2>/dev/null || echo sys-ro; ls /sys/fs/cgroup | wc -l",
-               private_users="pick", network="host"))
+    r = run(sh("ls /sys/class/net; touch /sys/x 2>/dev/null || echo sys-ro; echo $(ls /sys/fs/cgroup); "
+               "cat /sys/fs/cgroup/pids/pids.max", private_users="pick", network="host", max_processes=7))
     assert r.code == 0, r.err
-    *interfaces, ro, cgroups = r.out.splitlines()
+    *interfaces, ro, groups, pids_max = r.out.splitlines()
     assert sorted(interfaces) == sorted(os.listdir("/sys/class/net")) and ro == "sys-ro"
-    assert cgroups == "0"  # the host's cgroup tree stays covered
+    # The host's cgroup tree stays covered: the container's own groups only, the process limit
+    # its own (the payload's 7, init, and the first process that joined)
+    assert groups.split() == ["devices", "pids"] and pids_max == "9", r.out
 
 
 def test_read_only_directories_and_mapped_files_stay_read_only(tmp_path, work, clean):

@@ -64,10 +64,17 @@ def test_a_uid_the_image_does_not_know_gets_its_own_number_as_group_and_no_name(
     assert r.out.splitlines() == ["4321", "4321", "4321", "home=/ user=unset"]
 
 
-def test_root_is_the_default_with_its_home_and_dockers_capabilities(clean):
+def test_root_is_the_default_with_its_home_and_dockers_capabilities_less_mknod(clean):
     r = run(sh("id -u; echo $HOME $USER $LOGNAME; grep CapEff /proc/self/status"))
     assert r.code == 0, r.err
-    assert r.out.splitlines() == ["0", "/root root root", "CapEff:\t00000000a80425fb"]
+    assert r.out.splitlines() == ["0", "/root root root", "CapEff:\t00000000a00425fb"]
+    r = run(sh("grep CapEff /proc/self/status", allow_mknod=True))
+    assert r.out == "CapEff:\t00000000a80425fb\n", r.out
+
+
+def test_allow_mknod_for_a_user_other_than_root_is_refused():
+    result = nspawn("run", "--user", "65534", "--allow-mknod", "--", "/bin/true")
+    assert result.returncode == 2 and "$.allow_mknod: found true with user '65534', who keeps no capability" in result.stderr
 
 
 def test_an_unknown_name_is_refused_before_anything_is_made(accounts, tmp_path):

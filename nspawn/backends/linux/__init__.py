@@ -4,6 +4,7 @@ Kept light to import: planning (`--dry-run`, on any OS) and validating need only
 the config's own modules; the runtime and the doctor are imported when called.
 """
 
+from nspawn.backends.linux import users
 from nspawn.backends.linux.plan import LinuxPlan, plan
 from nspawn.backends.linux.release import RELEASERS
 from nspawn.config.host import within
@@ -27,6 +28,9 @@ def validate(config) -> list[Finding]:
     # The tmpfs are mounted before the binds, so one below a bind would be hidden by it.
     findings += [Finding(where, f"found {target!r}, below {bound!r}, whose mount would hide it; expected a path outside it")
                  for where, target in memory for _, bound in binds if target != bound and within(target, bound)]
+    if config.allow_mknod and not users.is_root(config.user):
+        findings.append(Finding(("allow_mknod",), f"found true with user {config.user!r}, who keeps no capability "
+                                                  "(only root may keep CAP_MKNOD); expected it absent"))
     return findings
 
 

@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 
-from nspawn.backends.linux import cgroups, enforcement, libc, limits, mounts
+from nspawn.backends.linux import cgroups, devices, enforcement, libc, limits, mounts
 
 
 def _in_child(action) -> str | None:
@@ -51,11 +51,11 @@ def _overlay(lower: str) -> str | None:
 def _private_users(lower: str) -> str | None:
     """Why `private_users: pick` cannot run here (a user namespace, an id-mapped mount of the
     root's layer), or None; the probe's namespace maps a range no container is given."""
-    from nspawn.backends.linux import userns
+    from nspawn.backends.linux import hostpaths, userns
 
     def probe() -> None:
         fd = userns.namespace(userns.LAST + 1)
-        os.close(userns.idmapped(lower, fd, read_only=True))
+        userns.idmap(hostpaths.layer(lower), fd, lower)  # the child's exit closes both
 
     return _in_child(probe)
 
@@ -97,6 +97,7 @@ def doctor(config=None) -> list[tuple[str, bool, str]]:
     except OSError as e:
         return checks + [("cgroups", False, f"cannot read the cgroup layout: {e}")]
     checks.append(("cgroup layout", True, layout.describe()))
+    checks.append(("devices", *devices.doctor_line(layout)))
     facts = limits.Facts(layout.version, swap=_swap(layout) if layout.available("memory") else None)
     for controller in limits.CONTROLLERS:
         if layout.available(controller.name):

@@ -79,9 +79,24 @@ def resolv_conf(host: str, upstream: str | None, shares_host_network: bool) -> t
                   "map a resolv.conf of your own)")
 
 
-def prepare(resolv_mode: str, timezone: str, shares_host_network: bool, warn) -> tuple[Write, ...]:
-    """The writes the host's files call for; `warn` is told what cannot be done as asked."""
+def _hidden_link(path: str, hidden) -> bytes | None:
+    """The host's file `path`, when the container's root is the host's own view and `path` is a
+    link into what that view hides (`hidden`: hostview.hides; systemd-resolved's resolv.conf is
+    in /run, which it empties): kept as it is, the link would dangle in the container."""
+    if hidden is None or not os.path.islink(path) or not hidden(os.path.realpath(path)):
+        return None
+    return _read(path)
+
+
+def prepare(resolv_mode: str, timezone: str, shares_host_network: bool, warn, hidden=None) -> tuple[Write, ...]:
+    """The writes the host's files call for; `warn` is told what cannot be done as asked.
+    `hidden`: with the host's view as the container's root, whether it hides a host path; the
+    root's own files (`keep`) are then the host's, copied where their links would dangle."""
     writes = []
+    for mode, host, path in ((resolv_mode, HOST_RESOLV_CONF, RESOLV_CONF), (timezone, HOST_LOCALTIME, LOCALTIME)):
+        data = _hidden_link(host, hidden) if mode == "keep" else None
+        if data is not None:
+            writes.append(Write(path, data))
     if resolv_mode == "none":
         writes.append(Write(RESOLV_CONF))
     elif resolv_mode == "copy-host":

@@ -51,8 +51,10 @@ class Launch:
     cgroup_v2: str | None  # v2: the group B is forked into
     cgroup_joins: list[str]  # the files B writes "0" to, to join its groups when not forked into them
     cgroup_view: list[tuple[str, str, str]]  # the hierarchies mounted read-only at /sys/fs/cgroup
-    scratch: str  # holds the overlay's upper, work and root directories
-    binds: list[tuple[str, str, bool, bool]]  # (real host path, container path, read only, is a file)
+    scratch: str  # holds the overlay's layers (mounts.enter_root)
+    lower_tree: int  # the overlay's lower layer as a detached mount (hostpaths.layer), id-mapped with private users
+    hide: tuple[str, ...] | None  # with the host view, nspawn's own paths it hides too (hostview.prepare)
+    binds: list[tuple[int, str, str, bool, bool]]  # (source as a detached mount, its host path, container path, read only, is a file)
     report_w: int
     status_w: int
     output_w: tuple[int, int] | None  # payload's stdout and stderr pipes, when the launcher copies them
@@ -63,11 +65,10 @@ class Launch:
     seccomp: object = None  # seccomp_filter.Prepared, loaded last before exec; None: unconfined
     etc: tuple = ()  # etc_files.Write: the host's resolvers and zone for the container's /etc
     userns_fd: int | None = None  # private users: the user namespace A joins (userns.py)
-    lower_tree: int | None = None  # private users: the lower layer, id-mapped, detached
-    bind_trees: tuple = ()  # private users: each bind's source, id-mapped, detached, in binds' order
 
-    def private_fds(self) -> tuple[int, ...]:
-        return () if self.userns_fd is None else (self.userns_fd, self.lower_tree, *self.bind_trees)
+    def held_fds(self) -> tuple[int, ...]:
+        """The launcher's descriptors A and B use: the detached mounts, the user namespace."""
+        return (self.lower_tree, *(b[0] for b in self.binds), *(() if self.userns_fd is None else (self.userns_fd,)))
 
     def at(self, step: str) -> None:
         global _step
@@ -131,7 +132,7 @@ def start(launch: Launch) -> int:
 
 
 def _stage_a(launch: Launch) -> None:
-    _close_all_but((launch.report_w, launch.status_w, *(launch.output_w or ()), *launch.private_fds()), launch.max_fd)
+    _close_all_but((launch.report_w, launch.status_w, *(launch.output_w or ()), *launch.held_fds()), launch.max_fd)
     # A session of its own, with no controlling terminal: the container cannot open /dev/tty
     # to type into the host's shell (TIOCSTI), and kill(0, ...) reaches no launcher.
     os.setsid()
@@ -144,15 +145,16 @@ def _stage_a(launch: Launch) -> None:
     # the memory limit's OOM killer could pick it over the payload and lose the payload's exit
     # status (A is outside the container's groups).
     _set_oom_score_adj("-1000")
+    # The overlay's layers are made in the scratch dir, reached as the working directory, which
+    # the new mount namespace carries over to its own copy of the mount: with private users its
+    # parent is closed to the range's ids.
+    os.chdir(launch.scratch)
     private = launch.userns_fd is not None
     if private:
         launch.at("private-users")
         # The groups' files are the host root's, which the namespace's root may not write: A
-        # joins them before, and B, its fork, starts in them. The scratch dir's parent is
-        # closed to the range's ids: it is reached as the working directory, which the
-        # new mount namespace carries over to its own copy of the mount.
+        # joins them before, and B, its fork, starts in them.
         _join(launch.cgroup_joins)
-        os.chdir(launch.scratch)
         userns.enter(launch.userns_fd)
     launch.at("unshare")
     flags = 0
@@ -168,7 +170,7 @@ def _stage_a(launch: Launch) -> None:
         except BaseException as e:
             _fail(launch, e)
     os.write(launch.report_w, b"P%d\n" % pid)
-    for fd in (launch.report_w, launch.status_w, self_fd, *(launch.output_w or ())):
+    for fd in (launch.report_w, launch.status_w, self_fd, *(launch.output_w or ()), *launch.held_fds()):
         os.close(fd)
     _, status = os.waitpid(pid, 0)
     os._exit(_exit_code(status))
@@ -214,23 +216,20 @@ def _stage_b(launch: Launch, parent_fd: int, in_groups: bool) -> None:
     libc.unshare(libc.CLONE_NEWCGROUP)
     plan = launch.plan
     launch.at("mount-root")
-    scratch, lower = launch.scratch, plan.lower_dir
-    if launch.userns_fd is not None:
-        scratch = "."  # the working directory A set
-        lower = os.path.join(scratch, "lower")
-        libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)  # before attaching anything
-        libc.move_mount(launch.lower_tree, lower)
-    mounts.enter_root(lower, *(os.path.join(scratch, sub) for sub in mounts.SCRATCH_DIRS), userxattr=launch.userns_fd is not None)
+    mounts.enter_root(launch.lower_tree, plan.scratch_bytes, launch.hide, userxattr=plan.private_users)
+    os.close(launch.lower_tree)
     launch.at("etc-files")
     etc_files.install(launch.etc, plan.hostname)
     launch.at("mount-system")
-    mounts.mount_system()
+    mounts.mount_system(plan.tmp_size, plan.shm_size, plan.private_users)
+    mounts.mask_system()
     mounts.cgroup_view(launch.cgroup_view)
     for target, size in plan.tmpfs:
         mounts.tmpfs(target, size)
     launch.at("bind-mounts")
-    for i, (source, target, read_only, is_file) in enumerate(launch.binds):
-        mounts.bind(source, target, read_only, is_file, launch.bind_trees[i] if launch.bind_trees else None)
+    for tree, source, target, read_only, is_file in launch.binds:
+        mounts.bind(tree, source, target, read_only, is_file)
+        os.close(tree)
     launch.at("detach-host-root")
     mounts.leave_old_root()
     launch.at("user")

@@ -11,12 +11,12 @@ import functools
 import os
 import select
 import signal
-import stat
 import time
 
 from nspawn import exitcodes
 from nspawn.backends import contract
-from nspawn.backends.linux import cgroups, enforcement, etc_files, init, limits, mounts, seccomp_filter, userns
+from nspawn.backends.linux import (cgroups, devices, enforcement, etc_files, hostpaths, hostview, init, limits,
+                                   seccomp_filter, userns)
 from nspawn.backends.linux.plan import LinuxPlan
 from nspawn.backends.linux.release import start_time
 from nspawn.config.host import within
@@ -38,18 +38,13 @@ def _fail_at() -> tuple[str, str] | None:
     return step, sig
 
 
-def _binds(plan: LinuxPlan) -> list[tuple[str, str, bool, bool]]:
-    """Bind sources as real paths, checked now: they may have changed since the config was."""
+def _binds(plan: LinuxPlan, fds: _Fds) -> list[tuple[int, str, str, bool, bool]]:
+    """Each bind's source as a detached mount (hostpaths.bind_source), held in `fds`."""
     binds = []
     for m in plan.mounts:
-        real = os.path.realpath(m.source)
-        try:
-            mode = os.stat(real).st_mode
-        except OSError as e:
-            raise LaunchError(f"{m.source}: {e.strerror}; it cannot be mounted at {m.target}") from None
-        if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
-            raise LaunchError(f"{m.source} is neither a directory nor a regular file; it cannot be mounted at {m.target}")
-        binds.append((real, m.target, m.read_only, stat.S_ISREG(mode)))
+        tree, is_file = hostpaths.bind_source(m.source, m.target)
+        fds.add(tree)
+        binds.append((tree, m.source, m.target, m.read_only, is_file))
     if plan.host_executable:
         real, base = os.path.realpath(plan.host_executable), os.path.realpath(plan.process_directory)
         if not within(real, base):
@@ -57,37 +52,25 @@ def _binds(plan: LinuxPlan) -> list[tuple[str, str, bool, bool]]:
     return binds
 
 
-def _private_users(plan: LinuxPlan, session: Session, scratch: str, binds: list, fds: _Fds) -> dict:
-    """A host id range of the container's own and what init needs to use it (init.Launch's
-    private fields): the user namespace, and the lower layer and bind sources id-mapped."""
+def _private_users(session: Session, scratch: str, trees: list[tuple[int, str]], fds: _Fds) -> int:
+    """A host id range of the container's own, and its user namespace (returned, held in `fds`)
+    through which each detached mount of `trees` ((descriptor, its host path): the lower layer
+    and the bind sources) is id-mapped."""
     journal = session.journal
     where = userns.directory(journal.directory)
     entry = journal.record("uid_range", directory=where, owner=session.container_id)
     base = userns.allocate(where, session.container_id)
     journal.update(entry, base=base)
     userns_fd = fds.add(userns.namespace(base))[0]
-    # The container's root (host id `base`) owns its scratch dir and writable layer; the
-    # lower layer's owner is mapped, as every id below it is.
-    lower = os.stat(plan.lower_dir)
-    os.chown(scratch, base, base)
-    for sub in ("upper", "work"):
-        os.chown(os.path.join(scratch, sub), base + lower.st_uid, base + lower.st_gid)
-    os.mkdir(os.path.join(scratch, "lower"), 0o700)
-    lower_tree = fds.add(userns.idmapped(plan.lower_dir, userns_fd, read_only=True))[0]
-    trees = tuple(fds.add(userns.idmapped(real, userns_fd, read_only))[0] for real, _, read_only, _ in binds)
-    return {"userns_fd": userns_fd, "lower_tree": lower_tree, "bind_trees": trees}
+    os.chown(scratch, base, base)  # the container's root makes its layers there (mounts.enter_root)
+    for tree, path in trees:
+        userns.idmap(tree, userns_fd, path)
+    return userns_fd
 
 
 def _open_stdout(plan: LinuxPlan) -> int:
-    base = os.path.realpath(plan.process_directory)
-    parent = os.path.realpath(os.path.dirname(plan.stdout_file))
-    if not within(parent, base):
-        raise LaunchError(f"{plan.stdout_file} resolves to {parent}, outside the process directory {base}")
-    target = os.path.join(parent, os.path.basename(plan.stdout_file))
-    try:
-        return os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    except OSError as e:
-        raise LaunchError(f"{plan.stdout_file}: {e.strerror}" + (" (a symbolic link)" if os.path.islink(target) else "")) from None
+    name = os.path.relpath(plan.stdout_file, plan.process_directory)
+    return hostpaths.open_output(plan.process_directory, name, plan.stdout_file)
 
 
 def _read_oom_score_adj() -> str:
@@ -96,21 +79,26 @@ def _read_oom_score_adj() -> str:
 
 
 def _make_cgroups(plan: LinuxPlan, session: Session, fail_at, signal_me) -> tuple[cgroups.Layout | None, dict[str, str]]:
-    wanted = limits.needed(plan.limits)
-    if not wanted:
-        return None, {}
     layout = cgroups.detect()
-    verdict = enforcement.judge(plan, layout, wanted)
+    verdict = enforcement.judge(plan, layout, limits.needed(plan.limits))
     for name, why in verdict.not_enforced.items():
         session.not_enforced(name, why)
-    if not verdict.controllers:
-        return layout, {}
+    device_key = devices.group_key(layout)
+    if device_key is None:
+        session.warn(devices.UNCONFINED)
+        if not verdict.controllers:
+            return layout, {}
     init.fault_point(fail_at, "cgroups", signal_me)
     cgroups.enable(layout, verdict.controllers)
     groups = cgroups.directories(layout, verdict.controllers, session.container_id)
+    if device_key is not None:
+        groups.setdefault(device_key, os.path.join(layout.v1[device_key], session.container_id) if layout.version == 1
+                          else groups[cgroups.UNIFIED])
     for path in groups.values():
         session.journal.record("cgroup", path=path)
         os.mkdir(path)
+    if device_key is not None:
+        devices.confine(layout.version, groups[device_key], plan.devices)
 
     def group(controller: str) -> str:
         return groups[cgroups.group_key(layout, controller)]
@@ -214,7 +202,8 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
     signal_me = functools.partial(os.kill, me)
     result = session.result
     with session.phase("setup"):
-        binds = _binds(plan)
+        lower_tree = fds.add(hostpaths.layer(plan.lower_dir))[0]
+        binds = _binds(plan, fds)
         stdout_fd = fds.add(_open_stdout(plan))[0] if plan.stdout_file else None
         try:
             init.fault_point(fail_at, "scratch", signal_me)
@@ -222,22 +211,22 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             journal.record("scratch", path=scratch)
             os.makedirs(plan.scratch_parent, mode=0o700, exist_ok=True)
             os.mkdir(scratch, 0o700)
-            for sub in mounts.SCRATCH_DIRS:
-                os.mkdir(os.path.join(scratch, sub), 0o700)
-            # The overlay's root takes the upper directory's owner and mode: the image's, so
-            # that a user other than root may walk the container's /.
-            lower = os.stat(plan.lower_dir)
-            upper = os.path.join(scratch, "upper")
-            os.chown(upper, lower.st_uid, lower.st_gid)
-            os.chmod(upper, stat.S_IMODE(lower.st_mode))
-            private = _private_users(plan, session, scratch, binds, fds) if plan.private_users else {}
+            userns_fd = None
+            if plan.private_users:
+                trees = [(lower_tree, plan.lower_dir), *((tree, source) for tree, source, *_ in binds)]
+                userns_fd = _private_users(session, scratch, trees, fds)
             layout, groups = _make_cgroups(plan, session, fail_at, signal_me)
             with open("/proc/sys/kernel/cap_last_cap") as f:
                 cap_last = int(f.read())
         except OSError as e:
             raise LaunchError(f"setting up the container failed: {error_text(e)}") from None
         syscall_filter = _syscall_filter(plan, session)
-        etc = etc_files.prepare(plan.resolv_conf, plan.timezone, plan.network == "host", session.warn)
+        etc = etc_files.prepare(plan.resolv_conf, plan.timezone, plan.network == "host", session.warn,
+                                hostview.hides if plan.host_view == hostview.OS else None)
+        if plan.host_view == hostview.FULL:
+            session.warn(hostview.FULL_WARNING)
+        if "MKNOD" in plan.capabilities:
+            session.warn("allow_mknod: the payload keeps CAP_MKNOD and may make device nodes (only /dev's standard ones open)")
         report_r, report_w = fds.add(*os.pipe())
         status_r, status_w = fds.add(*os.pipe())
         copying = stdout_fd is not None or session.stdout is not None or session.stderr is not None
@@ -247,10 +236,12 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             cgroup_v2=groups.get(cgroups.UNIFIED),
             cgroup_joins=[os.path.join(p, "cgroup.procs" if key == cgroups.UNIFIED else "tasks") for key, p in groups.items()],
             cgroup_view=cgroups.namespace_view(layout, groups) if groups else [],
-            scratch=scratch, binds=binds, report_w=report_w, status_w=status_w,
+            scratch=scratch, lower_tree=lower_tree,
+            hide=(plan.scratch_parent, journal.directory) if plan.host_view == hostview.OS else None,
+            binds=binds, report_w=report_w, status_w=status_w,
             output_w=(pump[0][1], pump[1][1]) if pump else None,
             oom_score_adj=_read_oom_score_adj(), cap_last=cap_last, max_fd=os.sysconf("SC_OPEN_MAX"), fail_at=fail_at,
-            seccomp=syscall_filter, etc=etc, **private,
+            seccomp=syscall_filter, etc=etc, userns_fd=userns_fd,
         )
         init.fault_point(fail_at, "fork", signal_me)
         a_entry = journal.record("process", what="container launcher child")
@@ -284,9 +275,9 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
     if raw:
         code = os.waitstatus_to_exitcode(int.from_bytes(raw, "little"))
         exit_code, result.signal = (128 - code, -code) if code < 0 else (code, None)
-    else:  # init itself was killed: A exited with its code
-        exit_code = os.waitstatus_to_exitcode(a_status)
-        result.signal = exit_code - 128 if exit_code > 128 else None
+    else:  # init itself was killed: A exited with its code, or was killed too (from outside), taking init along
+        code = os.waitstatus_to_exitcode(a_status)
+        exit_code, result.signal = (128 - code, -code) if code < 0 else (code, code - 128 if code > 128 else None)
     result.exit_code = exit_code
     if layout is not None and groups:
         kills, result.peak_memory_bytes = cgroups.memory_stats(layout, groups)

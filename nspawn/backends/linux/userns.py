@@ -6,8 +6,8 @@ link(2) (which fails if the name exists: two launchers never get the same range)
 the container's id, so that its releaser, from the journal alone, removes only its own.
 
 The user namespace: a short-lived child unshares one and the launcher writes its id maps; its
-descriptor then serves twice: the mapped directories and the root's lower layer are cloned
-as detached mounts id-mapped through it (mount_setattr(MOUNT_ATTR_IDMAP)), so that a file
+descriptor then serves twice: the detached copies of the mapped directories and of the root's
+lower layer (hostpaths.py) are id-mapped through it (mount_setattr(MOUNT_ATTR_IDMAP)), so that a file
 owned by uid N on the host is owned by N in the container too; and the container's first
 process joins it (`enter`) before making its other namespaces, which it then owns.
 """
@@ -109,24 +109,18 @@ def namespace(base: int) -> int:
         os.waitpid(pid, 0)
 
 
-def idmapped(path: str, userns_fd: int, read_only: bool = False) -> int:
-    """A detached, id-mapped copy of the mount holding `path` (a real host path), as a descriptor."""
+def idmap(tree: int, userns_fd: int, path: str) -> None:
+    """Id-map the detached mount `tree` (hostpaths' copy of host path `path`) through the user
+    namespace `userns_fd`: a file owned by host uid N reads as N in the container."""
     try:
-        tree = libc.open_tree(path, libc.OPEN_TREE_CLONE | libc.OPEN_TREE_CLOEXEC)
+        libc.idmap_tree(tree, userns_fd)
     except OSError as e:
-        raise LaunchError(f"private_users: {path} cannot be cloned as a mount: {e}") from None
-    flags = libc.MOUNT_ATTR_RDONLY | libc.MOUNT_ATTR_NOSUID | libc.MOUNT_ATTR_NODEV if read_only else 0
-    try:
-        libc.idmap_tree(tree, userns_fd, flags)
-    except OSError as e:
-        os.close(tree)
         why = {errno.EINVAL: "its filesystem cannot be id-mapped (ext4, xfs, btrfs and tmpfs from Linux 6.3 can; "
                              "overlayfs, NFS and FUSE cannot)",
                errno.ENOSYS: "this kernel has no id-mapped mounts (Linux 5.12 and later do)",
                errno.EPERM: "the kernel refuses it"}.get(e.errno, "")
         raise LaunchError(f"private_users: {path} cannot be mapped into the container with its owners: "
                           f"{why}{'; ' if why else ''}{e}") from None
-    return tree
 
 
 def enter(userns_fd: int) -> None:
