@@ -108,6 +108,11 @@ def test_container_paths_may_not_be_or_cover_the_containers_own_mounts():
     ]
     assert findings(process_directory="/srv", mapped_directory="/work",
                     mounts=[{"host_path": "/a", "container_path": "/procs"}, {"host_path": "/b", "container_path": "/devices/x"}]) == []
+    # the host view is of the host's /, which a parent layer replaces: asked for with one, it is refused, not dropped
+    assert findings(parent_layer_directory="/srv/root", host_view="full") == [
+        (("host_view",), "found 'full' with a parent_layer_directory, whose root the container sees instead of the host's; "
+                         "expected it absent")]
+    assert findings(parent_layer_directory="/srv/root", host_view="os") == findings(host_view="full") == []
     # only root keeps capabilities: CAP_MKNOD asked for another user is refused, not dropped
     assert findings(user="nobody", allow_mknod=True) == [
         (("allow_mknod",), "found true with user 'nobody', who keeps no capability (only root may keep CAP_MKNOD); "
