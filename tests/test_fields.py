@@ -28,7 +28,7 @@ EVERY_FIELD = {
     "mounts": ([{"host_path": "/srv", "container_path": "/srv", "read_only": True}], None),
     "tmpfs": ([{"container_path": "/scratch", "size_mb": 64.0}], None),
     "seccomp": ("unconfined", "unconfined"),
-    "user": ("builder:staff", "builder:staff"),
+    "user": ("root:staff", "root:staff"),  # root: allow_mknod below is refused for any other user
     "private_users": ("pick", "pick"),
     "resolv_conf": ("keep", "keep"),
     "timezone": ("keep", "keep"),
@@ -62,12 +62,20 @@ def test_the_example_covers_every_field():
     assert set(EVERY_FIELD) == set(fields.BY_KEY)
 
 
+# Fields refused beside another of EVERY_FIELD (host_view full beside a parent layer): given alone
+APART = ("host_view",)
+
+
 def test_every_field_reaches_the_model(tmp_path):
     path = tmp_path / "every.json"
-    path.write_text(json.dumps({key: given for key, (given, _) in EVERY_FIELD.items()}))
+    path.write_text(json.dumps({key: given for key, (given, _) in EVERY_FIELD.items() if key not in APART}))
     config = load_config(str(path))
+    path = tmp_path / "apart.json"
+    path.write_text(json.dumps({"process_executable": "/bin/true", **{key: EVERY_FIELD[key][0] for key in APART}}))
+    apart = load_config(str(path))
     for field in fields.FIELDS:
-        held = getattr(config.limits if field.limit else config, field.name)
+        holder = apart if field.key in APART else config
+        held = getattr(holder.limits if field.limit else holder, field.name)
         expected = EVERY_FIELD[field.key][1]
         if field.items:
             assert [m._asdict() for m in held] == EVERY_FIELD[field.key][0]
