@@ -63,6 +63,8 @@ class _LineTracking:
     line: with --json the result line follows it, and must not be glued to a last line that
     has no newline."""
 
+    launchers_own = True  # it is the launcher's stdout still: a terminal there may be the payload's
+
     def __init__(self):
         self.at_line_start = True
 

@@ -65,7 +65,9 @@ class Session:
         self.container_id = container_id or new_container_id()
         self.listener = listener or (lambda event, details: None)
         self.stop = stop or Stop()
-        self.stdout = stdout  # binary streams the container's output is copied to (None: the launcher's)
+        # Binary streams the container's output is copied to (None: the launcher's fds 1 and 2;
+        # a stream with a true `launchers_own` writes there too, so it keeps a terminal's use).
+        self.stdout = stdout
         self.stderr = stderr
         self.result = Result(self.container_id, config.backend, exit_code=0)
         self.journal: Journal | None = None

@@ -65,6 +65,7 @@ def _option_samples(here: str) -> dict:
                    (Mount(os.path.join(here, "data"), "/data", True), Mount("/srv", "/srv", False))),
         "tmpfs": (["--tmpfs", "/scratch:64M", "--tmpfs", "/cache"], (Tmpfs("/scratch", 64), Tmpfs("/cache", 0))),
         "seccomp": (["--seccomp", "unconfined"], "unconfined"),
+        "tty": (["-t"], "always"),
         "network": (["--network", "host"], "host"),
         "isolation": (["--isolation", "process"], "process"),
         "backend": (["--backend", "linux"], "linux"),

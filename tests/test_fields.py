@@ -28,6 +28,7 @@ EVERY_FIELD = {
     "mounts": ([{"host_path": "/srv", "container_path": "/srv", "read_only": True}], None),
     "tmpfs": ([{"container_path": "/scratch", "size_mb": 64.0}], None),
     "seccomp": ("unconfined", "unconfined"),
+    "tty": ("never", "never"),
     "network": ("host", "host"),
     "isolation": ("process", "process"),
     "backend": ("linux", "linux"),

@@ -222,6 +222,7 @@ PARAMS = {
     "duration": lambda field: {"type": Duration()},
     "cpu_mask": lambda field: {"type": CpuMask()},
     "choice": lambda field: {"type": click.Choice(field.schema["enum"])},
+    "switch": lambda field: {"flag_value": "always", "default": None},
 }
 
 

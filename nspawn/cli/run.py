@@ -38,6 +38,7 @@ class _Run(click.Command):
 @click.command(cls=_Run)
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="Config file (JSON).")
 @_field_options
+@click.option("--no-tty", "tty", flag_value="never", help="Pipes for the payload's stdio even on a terminal.")
 @click.option("--bind-ro", "bind_ro", type=Bind(read_only=True), multiple=True,
               help="Extra read-only mount SRC[:DST] (systemd-nspawn's spelling of --bind SRC[:DST]:ro); repeatable.")
 @click.option("--env-file", "env_files", type=click.Path(dir_okay=False), multiple=True, callback=env_file,

@@ -69,6 +69,7 @@ class LinuxPlan:
     timeout_seconds: float
     stop_grace_seconds: float
     seccomp: str  # "default", "unconfined" or a profile's host path (seccomp_filter compiles it)
+    tty: str  # "auto" (decided at run time: the launcher's stdin and stdout are terminals), "always", "never"
 
     @property
     def capability_mask(self) -> int:
@@ -121,6 +122,7 @@ def plan(config: Config) -> LinuxPlan:
         timeout_seconds=config.timeout_seconds,
         stop_grace_seconds=config.stop_grace_seconds,
         seccomp=config.seccomp,
+        tty=config.tty,
     )
 
 
