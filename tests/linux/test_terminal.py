@@ -14,7 +14,8 @@ import sys
 import pytest
 
 from tests.conftest import skip_unless_ci
-from tests.linux.conftest import ROOT, needs_root
+from tests.linux.conftest import ROOT, needs_root, sh
+from tests.linux.conftest import run as run_captured
 from tests.linux.terminals import PYTHON, Launcher, run
 
 pytestmark = needs_root
@@ -204,3 +205,11 @@ def test_the_output_file_is_teed_from_the_terminal(tmp_path, clean):
         assert t.wait() == 0, t.stderr()
     assert b"stdout is a terminal\r\nto stderr\r\n" in t.shown
     assert (tmp_path / "log.txt").read_bytes() == b"stdout is a terminal\r\nto stderr\r\n"
+
+
+def test_a_caller_that_captures_the_output_gives_no_terminal(clean):
+    """As a batch job's run does: its output goes to the caller's streams, which a terminal
+    would merge; tty always is said to be ignored."""
+    r = run_captured(sh("test -t 1 || echo not a terminal; echo err >&2", tty="always"))
+    assert (r.code, r.out, r.err) == (0, "not a terminal\n", "err\n")
+    assert any("tty always is ignored" in w for w in r.warnings())
