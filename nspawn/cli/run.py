@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from nspawn.cli import verbosity, verbosity_options
-from nspawn.cli.params import Bind, env_file, field_option
+from nspawn.cli.params import Bind, env_file, field_option, open_fd
 from nspawn.config.fields import FIELDS
 
 
@@ -46,10 +46,13 @@ class _Run(click.Command):
                    "-E wins over it; repeatable.")
 @click.option("--dry-run", is_flag=True, help="Print the backend's plan as JSON; touch nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout when done.")
+@click.option("--json-fd", "json_fd", type=click.IntRange(min=0), callback=open_fd, metavar="FD",
+              help="Write the result as one JSON line to this open descriptor when done (as bubblewrap's "
+                   "--json-status-fd): never mixed with the container's output.")
 @verbosity_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def run(ctx, config_path, dry_run, as_json, command, bind_ro, env_files, **options):
+def run(ctx, config_path, dry_run, as_json, json_fd, command, bind_ro, env_files, **options):
     """Run a container: `nspawn run -c config.json` or `nspawn run [OPTIONS] -- EXECUTABLE [ARG]...`.
 
     Options override the config file; without a file they describe the run alone.
@@ -68,4 +71,4 @@ def run(ctx, config_path, dry_run, as_json, command, bind_ro, env_files, **optio
     from nspawn.runcmd import exit_after_run, run_and_report  # not at the top: `run --help` needs neither
 
     exit_after_run(*run_and_report(config_path, overrides, verbosity=verbosity(ctx), dry_run=dry_run,
-                                   as_json=as_json))
+                                   as_json=as_json, json_fd=json_fd))

@@ -5,6 +5,7 @@ however the run ends, the output file teed from it, and no way to type into the 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -213,3 +214,10 @@ def test_a_caller_that_captures_the_output_gives_no_terminal(clean):
     r = run_captured(sh("test -t 1 || echo not a terminal; echo err >&2", tty="always"))
     assert (r.code, r.out, r.err) == (0, "not a terminal\n", "err\n")
     assert any("tty always is ignored" in w for w in r.warnings())
+
+
+def test_json_starts_a_line_of_its_own_after_the_terminals_output(clean):
+    with Launcher(["run", "--json", "--", "printf", "abc"]) as t:
+        assert t.wait() == 0, t.stderr()
+    output, line = t.shown.split(b"\r\n", 1)
+    assert output == b"abc" and json.loads(line)["exit_code"] == 0
