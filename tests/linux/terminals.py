@@ -41,6 +41,7 @@ class Launcher:
         os.close(err_w)
         self.err = err_r
         self.shown = b""
+        self.cursor = 0  # where the next expect looks from
         self.status = None
 
     def resize(self, rows: int, columns: int) -> None:
@@ -55,10 +56,11 @@ class Launcher:
         os.write(self.master, data)
 
     def expect(self, wanted: bytes, timeout: float = 30) -> bytes:
-        """What the terminal shows, read until `wanted` appears after what was expected before."""
-        start = len(self.shown)
+        """What the terminal shows up to `wanted`, read until it appears after what was
+        expected before."""
+        start = self.cursor
         deadline = time.monotonic() + timeout
-        while wanted not in self.shown[start:]:
+        while (at := self.shown.find(wanted, start)) < 0:
             left = deadline - time.monotonic()
             assert left > 0 and select.select([self.master], [], [], left)[0], (wanted, self.shown, self.stderr())
             try:
@@ -67,10 +69,11 @@ class Launcher:
                 chunk = b""
             assert chunk, (wanted, self.shown)
             self.shown += chunk
-        return self.shown[start:]
+        self.cursor = at + len(wanted)
+        return self.shown[start:self.cursor]
 
     def glance(self, seconds: float) -> bytes:
-        """What the terminal shows within `seconds`, if anything."""
+        """What the terminal shows within `seconds`, if anything (expect still looks at it)."""
         start = len(self.shown)
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0 and select.select([self.master], [], [], left)[0]:

@@ -71,13 +71,9 @@ def _open_stdout(plan: LinuxPlan) -> int:
 
 def _wants_terminal(plan: LinuxPlan, session: Session) -> bool:
     """A terminal for the payload: `always`, or `auto` on a launcher in the foreground of a
-    terminal that is both its stdin and stdout. Never when a caller captures the output (a
-    batch's jobs): a terminal asked for then is said to be ignored."""
-    if plan.tty == "never":
-        return False
-    if not all(getattr(stream, "launchers_own", stream is None) for stream in (session.stdout, session.stderr)):
-        if plan.tty == "always":
-            session.warn("tty always is ignored: the caller captures the output, which a terminal would not keep apart")
+    terminal that is both its stdin and stdout; as the session allows (no caller captures
+    the output)."""
+    if not session.may_have_terminal(plan.tty):
         return False
     if plan.tty == "always":
         return True
