@@ -100,16 +100,23 @@ class Relay:
         self._flush_input()
 
     def read_output(self, fd: int) -> bytes | None:
-        """What the payload's terminal showed; b"" once every holder of its slave is gone, None
-        when nothing is waiting after all."""
-        try:
-            return os.read(fd, 65536)
-        except BlockingIOError:
-            return None
-        except OSError as e:
-            if e.errno == errno.EIO:  # the slave's last holder closed it
-                return b""
-            raise
+        """What the payload's terminal showed, up to 64 KiB (a pty hands out some 4 KiB a read:
+        one poll per read would cost the relay most of its throughput); b"" once every holder
+        of its slave is gone, None when nothing is waiting after all."""
+        data = b""
+        while len(data) < 65536:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno != errno.EIO:  # EIO: the slave's last holder closed it
+                    raise
+                chunk = b""
+            if not chunk:
+                return data  # its end; what came before it first, and b"" on the next call
+            data += chunk
+        return data or None
 
     def read_input(self) -> bool:
         """Takes what the launcher's stdin has; False once it has nothing more to give. The end
