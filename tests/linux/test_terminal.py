@@ -127,6 +127,19 @@ def test_a_stop_without_a_terminal_reaches_the_payload_once(signum, clean):
     assert out == f"signals: {signal.Signals(signum).name}\n".encode()
 
 
+def test_a_timeout_stops_politely_once_then_kills(clean):
+    """The polite stop comes once; a payload that ignores it is killed after the grace."""
+    says = ("import signal, time\n"
+            "for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):\n"
+            "    signal.signal(s, lambda n, f: print('got', signal.Signals(n).name, flush=True))\n"
+            "print('ready', flush=True)\n"
+            "while True: time.sleep(1)\n")
+    ran = subprocess.run([sys.executable, "-m", "nspawn", "run", "--timeout", "2", "--grace", "1", "--", PYTHON, "-c", says],
+                         cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 124, ran.stderr
+    assert ran.stdout.splitlines() == ["ready", "got SIGTERM"]
+
+
 def test_ctrl_d_ends_the_payloads_input(clean):
     with Launcher(run("/bin/cat")) as t:
         t.type(b"abc\r")
