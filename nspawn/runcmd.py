@@ -28,7 +28,7 @@ def run_and_report(config_path: str | None, overrides: dict, *, verbosity: int =
     except ConfigError as e:
         Reporter(verbosity).problems(e.problems)
         # A script reading the result line gets one for every ending, this one too.
-        _result_line(refusal(e), as_json, json_fd)
+        result_line(refusal(e), as_json, json_fd)
         return e.exit_code, None
     if dry_run:
         print(json.dumps(launch.plan(config).to_json(), indent=2, ensure_ascii=False))
@@ -42,11 +42,13 @@ def run_and_report(config_path: str | None, overrides: dict, *, verbosity: int =
         reporter.info(f"limit {field} = {value}")
     for phase, seconds in result.timings.items():
         reporter.debug(f"{phase}: {seconds * 1000:.1f} ms")
-    _result_line(result.to_dict(), as_json, json_fd, at_line_start=output is None or output.at_line_start)
+    result_line(result.to_dict(), as_json, json_fd, at_line_start=output is None or output.at_line_start)
     return result.exit_code, result.backend
 
 
-def _result_line(data: dict, as_json: bool, json_fd: int | None, at_line_start: bool = True) -> None:
+def result_line(data: dict, as_json: bool, json_fd: int | None, at_line_start: bool = True) -> None:
+    """The result line: on stdout (after the container's output, on a line of its own) and to
+    the --json-fd descriptor."""
     line = json.dumps(data, ensure_ascii=False) + "\n"
     if as_json:
         print(("" if at_line_start else "\n") + line, end="", flush=True)

@@ -116,6 +116,24 @@ def test_json_fd_gets_the_line_of_a_refused_run_and_stdout_none():
     assert line["exit_code"] == 127 and line["container_id"] is None and line["problems"]
 
 
+@pytest.mark.parametrize("spelling", [["--json-fd", "{fd}"], ["--json-fd={fd}"]])
+def test_json_fd_gets_the_line_of_a_command_line_click_refuses(spelling):
+    r, w = os.pipe()
+    try:
+        ran = subprocess.run([sys.executable, "-m", "nspawn", "run", *(a.format(fd=w) for a in spelling),
+                              "--memory", "lots", "--", "/bin/true"], pass_fds=(w,), capture_output=True, text=True,
+                             cwd=ROOT, timeout=60)
+        os.close(w)
+        w = None
+        [line] = os.read(r, 65536).decode().splitlines()
+    finally:
+        for fd in (r, w):
+            if fd is not None:
+                os.close(fd)
+    assert ran.returncode == 2 and ran.stdout == ""
+    assert json.loads(line)["exit_code"] == 2 and "--memory" in json.loads(line)["error"]
+
+
 def test_json_fd_must_be_open():
     ran = nspawn("run", "--json-fd", "97", "--", "/bin/true")
     assert ran.returncode == 2 and "97 is not an open descriptor" in ran.stderr

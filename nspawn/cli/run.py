@@ -24,15 +24,28 @@ class _Run(click.Command):
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.UsageError as e:
-            if "--json" in given[:given.index("--") if "--" in given else len(given)]:
-                import json
-
+            options = given[:given.index("--") if "--" in given else len(given)]
+            json_fd = _json_fd(options)
+            if "--json" in options or json_fd is not None:
                 from nspawn.errors import ConfigError, Problem
-                from nspawn.runcmd import refusal
+                from nspawn.runcmd import refusal, result_line
 
                 error = ConfigError([Problem("command line", "", e.format_message(), exit_code=e.exit_code)])
-                click.echo(json.dumps(refusal(error), ensure_ascii=False))
+                result_line(refusal(error), "--json" in options, json_fd)
             raise
+
+
+def _json_fd(options: list[str]) -> int | None:
+    """The descriptor --json-fd names on a command line click refused, if it names an open one."""
+    for at, arg in enumerate(options):
+        value = arg.partition("=")[2] if arg.startswith("--json-fd=") else \
+            options[at + 1] if arg == "--json-fd" and at + 1 < len(options) else None
+        if value is not None and value.isdigit():
+            try:
+                return open_fd(None, None, int(value))
+            except click.BadParameter:
+                return None
+    return None
 
 
 @click.command(cls=_Run)
