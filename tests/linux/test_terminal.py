@@ -195,12 +195,13 @@ def test_less_is_usable(clean):
         assert t.wait() == 0, t.stderr()
 
 
-@pytest.mark.parametrize("ending", ["exit", "error", "SIGTERM", "SIGHUP"])
+@pytest.mark.parametrize("ending", ["exit", "error", "setup-error", "SIGTERM", "SIGHUP"])
 def test_the_host_terminal_is_given_back_as_it_was(ending, clean):
-    env = {"NSPAWN_FAIL_AT": "relay"} if ending == "error" else {}
+    """error: an exception while the terminal is relayed; setup-error: init fails making it."""
+    env = {"NSPAWN_FAIL_AT": {"error": "relay", "setup-error": "terminal"}[ending]} if "error" in ending else {}
     with Launcher(run(PYTHON, "-c", "import time; print('ready', flush=True); time.sleep(100)"), env=env) as t:
         before = t.settings()
-        if ending != "error":
+        if "error" not in ending:
             t.expect(b"ready")
             during = t.settings()
             assert during != before and "-icanon" in during and "-echo " in during  # raw while it runs
@@ -210,7 +211,10 @@ def test_the_host_terminal_is_given_back_as_it_was(ending, clean):
                 os.kill(t.pid, getattr(signal, ending))
         code = t.wait()
         assert t.settings() == before
-    assert code == {"exit": 130, "error": 125, "SIGTERM": 143, "SIGHUP": 129}[ending], t.stderr()
+        stderr = t.stderr()
+    assert code == {"exit": 130, "error": 125, "setup-error": 125, "SIGTERM": 143, "SIGHUP": 129}[ending], stderr
+    if "error" in ending:
+        assert f"failure injected at {env['NSPAWN_FAIL_AT']}" in stderr, stderr
 
 
 def test_the_output_file_is_teed_from_the_terminal(tmp_path, clean):
