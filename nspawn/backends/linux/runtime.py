@@ -252,7 +252,7 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
         for fd in (report_w, status_w, *(w for _, w in pump)):
             fds.close(fd)  # the children hold them now; their closing is how the launcher hears
         if tty is not None:
-            tty.channel.close()  # init's end: the launcher hears init's end of file on its own
+            tty.channel.close()  # init's end, theirs now: kept here, an init that died would never read as one
         init_pid = None
         # The report pipe hangs up once no process of the container holds it: the payload was
         # exec'd (or setup failed and said so). From then on a stop is the run's (session.Stop).
