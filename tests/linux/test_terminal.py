@@ -148,12 +148,14 @@ def test_ctrl_d_ends_the_payloads_input(clean):
         assert t.wait() == 0, t.stderr()
 
 
-def test_a_terminal_asked_for_without_one_ends_its_input_with_the_pipe(clean):
+@pytest.mark.parametrize("given", [b"one line\n", b"no newline"])
+def test_a_terminal_asked_for_without_one_ends_its_input_with_the_file(given, tmp_path, clean):
     """-t with stdin from a file: its end is the terminal's end-of-file character, so cat ends."""
-    with open("/etc/hostname", "rb") as f:
+    (tmp_path / "input").write_bytes(given)
+    with open(tmp_path / "input", "rb") as f:
         with Launcher(run("/bin/sh", "-c", "test -t 0 && cat && echo done", options=("-t",)), stdin=f.fileno()) as t:
             assert t.wait() == 0, (t.shown, t.stderr())
-    assert b"done" in t.shown
+    assert given.rstrip(b"\n") in t.shown and b"done" in t.shown
 
 
 def test_job_control_works_in_an_interactive_shell(clean):

@@ -71,6 +71,7 @@ class Relay:
         self.master = master
         os.set_blocking(master, False)  # input waits in `pending` rather than block the loop
         self.pending = b""
+        self.line_open = False  # the input relayed so far ends inside a line
         self.terminal = host_terminal()
         self.saved = None
         self.resized = False
@@ -121,7 +122,8 @@ class Relay:
     def read_input(self) -> bool:
         """Takes what the launcher's stdin has; False once it has nothing more to give. The end
         of a stdin that is not a terminal is the payload's terminal's end-of-file character
-        (Ctrl-D), so that a payload reading it ends as it would on the pipe."""
+        (Ctrl-D), so that a payload reading it ends as it would on the pipe (in canonical mode,
+        as a terminal's end of input is)."""
         try:
             data = os.read(0, 65536)
         except OSError as e:
@@ -130,8 +132,10 @@ class Relay:
             data = b""
         if data:
             self.pending += data
+            self.line_open = not data.endswith(b"\n")
         elif not os.isatty(0):
-            self.pending += termios.tcgetattr(self.master)[6][termios.VEOF]
+            # A line not ended yet: the first VEOF hands it over, the second is the end.
+            self.pending += termios.tcgetattr(self.master)[6][termios.VEOF] * (2 if self.line_open else 1)
         self._flush_input()
         return bool(data)
 
