@@ -18,6 +18,8 @@ def run_and_report(config_path: str | None, overrides: dict, *, verbosity: int =
     and the backend that ran the container (None when none ran). The result line goes to
     stdout with `as_json`, and to descriptor `json_fd` when given (bubblewrap's
     --json-status-fd), where no output of the container can be mixed with it."""
+    if json_fd == 1:  # the same line as --json's, which starts it on a line of its own
+        as_json, json_fd = True, None
     from nspawn import launch
     from nspawn.config.resolve import load_config
     from nspawn.errors import ConfigError

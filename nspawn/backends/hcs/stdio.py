@@ -8,6 +8,7 @@ import select
 import sys
 import threading
 
+from nspawn.backends.hcs import console_size, documents
 from nspawn.backends.hcs.native import kernel32, loader
 from nspawn.backends.hcs.native.errors import HcsError, is_process_gone
 from nspawn.output import to_launcher, write_all
@@ -71,9 +72,10 @@ class Pumps:
 
 def stdin_has_input() -> bool:
     """Without an emulated console, the launcher's stdin is forwarded when it is a pipe or a
-    file, given on purpose; not a console nor the null device, which is no input at all. Decided by the handle's type (GetFileType: both
-    are FILE_TYPE_CHAR): CPython's os.fstat on Windows reports device and inode 0 for every
-    handle that is not a disk file, so comparing it with os.devnull took a pipe for nul."""
+    file, given on purpose; not a console nor the null device, which is no input at all.
+    Decided by the handle's type (GetFileType: both are FILE_TYPE_CHAR): CPython's os.fstat on
+    Windows reports device and inode 0 for every handle that is not a disk file, so comparing
+    it with os.devnull took a pipe for nul."""
     handle = loader.os_handle(0)
     if handle is None:
         return False
@@ -150,8 +152,6 @@ class ConsoleSize:
         self._size = size
 
     def tick(self) -> None:
-        from nspawn.backends.hcs import console_size, documents
-
         size = console_size()
         if size is None or size == self._size:
             return
