@@ -134,12 +134,12 @@ def _placeholder_storage(parent: str, chain: list[str] | None):
 
 
 def console(tty: str) -> tuple[int, int] | tuple[()] | None:
-    """The emulated console the process gets (the `tty` field): None for pipes; else the
-    launcher's console size as (height, width), or () when the launcher has no console to
-    take it from. `auto` gives one when the launcher's stdin and stdout are consoles."""
-    if tty == "never" or (tty == "auto" and not (os.isatty(0) and os.isatty(1))):
-        return None
-    return console_size() or ()
+    """The emulated console the process gets (the `tty` field, output.terminal_asked): None
+    for pipes; else the launcher's console size as (height, width), or () when the launcher
+    has no console to take it from."""
+    from nspawn.output import terminal_asked
+
+    return (console_size() or ()) if terminal_asked(tty) else None
 
 
 def console_size() -> tuple[int, int] | None:

@@ -22,7 +22,7 @@ from nspawn.backends.linux.release import start_time
 from nspawn.config.host import within
 from nspawn.config.load import cache_root
 from nspawn.errors import ConfigError, LaunchError
-from nspawn.output import to_launcher, write_all
+from nspawn.output import terminal_asked, to_launcher, write_all
 from nspawn.result import error_text
 from nspawn.session import Session
 
@@ -70,15 +70,12 @@ def _open_stdout(plan: LinuxPlan) -> int:
 
 
 def _wants_terminal(plan: LinuxPlan, session: Session) -> bool:
-    """A terminal for the payload: `always`, or `auto` on a launcher in the foreground of a
-    terminal that is both its stdin and stdout; as the session allows (no caller captures
-    the output)."""
-    if not session.may_have_terminal(plan.tty):
+    """A terminal for the payload, as `tty` asks and the session allows; for `auto`, only to
+    a launcher in its terminal's foreground (a background one would be stopped taking it)."""
+    if not (session.may_have_terminal(plan.tty) and terminal_asked(plan.tty)):
         return False
     if plan.tty == "always":
         return True
-    if not (os.isatty(0) and os.isatty(1)):
-        return False
     from nspawn.backends.linux import terminal
 
     return terminal.in_foreground(0)
