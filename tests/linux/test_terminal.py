@@ -176,6 +176,17 @@ def _foreground_job(argv: list[str]) -> bool:
     return False
 
 
+def test_a_terminal_takes_a_stdin_file_larger_than_it_holds(tmp_path, clean):
+    """The relay holds input back while the payload does not read (it is not read into memory
+    whole), and every line still arrives, then the end."""
+    (tmp_path / "input").write_bytes(b"".join(b"%d\n" % n for n in range(300000)))  # 2 MB
+    script = "stty -echo; sleep 1; echo counted $(wc -l)"  # what came before stty is echoed, as typed ahead
+    with open(tmp_path / "input", "rb") as f:
+        with Launcher(run("/bin/sh", "-c", script, options=("-t",)), stdin=f.fileno()) as t:
+            assert t.wait(timeout=120) == 0, t.stderr()
+    assert t.shown.rsplit(b"counted", 1)[1].split() == [b"300000"]
+
+
 def test_job_control_works_in_an_interactive_shell(clean):
     bash = ["/bin/bash", "--norc", "--noprofile", "-i"]
     with Launcher(run(*bash, options=("-E", "PS1=prompt$ "))) as t:

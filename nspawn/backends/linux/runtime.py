@@ -365,8 +365,7 @@ def _wait(plan: LinuxPlan, stop, session: Session, fds: _Fds, a_pid: int, init_p
             if fd == pidfd:
                 exited = True
             elif fd == 0:
-                if events & select.POLLNVAL or not relay.read_input():
-                    poller.unregister(0)  # the launcher's stdin ended (or hung up)
+                relay.on_input(events)
             else:
                 copy(fd)
     _, status = os.waitpid(a_pid, 0)

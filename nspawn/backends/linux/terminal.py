@@ -21,6 +21,8 @@ import tty
 
 from nspawn.backends.linux.init import Terminal
 
+_HELD = 1 << 20  # input read ahead of the payload, most: a stdin file is not read into memory whole
+
 
 def host_terminal() -> int | None:
     """The launcher's terminal, whose size the payload's follows: stdin's, else stdout's."""
@@ -70,8 +72,10 @@ class Relay:
     def __init__(self, master: int):
         self.master = master
         os.set_blocking(master, False)  # input waits in `pending` rather than block the loop
-        self.pending = b""
+        self.pending = b""  # input the master has not taken yet
         self.line_open = False  # the input relayed so far ends inside a line
+        self._poller = None
+        self._input = "unread"  # stdin: read, held (the payload is behind), ended, or unread
         self.terminal = host_terminal()
         self.saved = None
         self.resized = False
@@ -87,7 +91,10 @@ class Relay:
         self.resized = True
 
     def watch(self, poller) -> None:
+        """Polls the launcher's stdin on `poller` (its events go to `on_input`)."""
+        self._poller = poller
         if not os.isatty(0) or in_foreground(0):  # a background launcher reading it would be stopped (SIGTTIN)
+            self._input = "read"
             poller.register(0, select.POLLIN)
 
     def tick(self) -> None:
@@ -119,25 +126,27 @@ class Relay:
             data += chunk
         return data or None
 
-    def read_input(self) -> bool:
-        """Takes what the launcher's stdin has; False once it has nothing more to give. The end
-        of a stdin that is not a terminal is the payload's terminal's end-of-file character
-        (Ctrl-D), so that a payload reading it ends as it would on the pipe (in canonical mode,
-        as a terminal's end of input is)."""
-        try:
-            data = os.read(0, 65536)
-        except OSError as e:
-            if e.errno != errno.EIO:  # EIO: the host terminal hung up
-                raise
-            data = b""
+    def on_input(self, events: int) -> None:
+        """Takes what the launcher's stdin has. The end of a stdin that is not a terminal is
+        the payload's terminal's end-of-file character (Ctrl-D), so that a payload reading it
+        ends as it would on the pipe (in canonical mode, as a terminal's end of input is)."""
+        data = b""
+        if not events & select.POLLNVAL:
+            try:
+                data = os.read(0, 65536)
+            except OSError as e:
+                if e.errno != errno.EIO:  # EIO: the host terminal hung up
+                    raise
         if data:
             self.pending += data
             self.line_open = not data.endswith(b"\n")
-        elif not os.isatty(0):
-            # A line not ended yet: the first VEOF hands it over, the second is the end.
-            self.pending += termios.tcgetattr(self.master)[6][termios.VEOF] * (2 if self.line_open else 1)
+        else:
+            self._poller.unregister(0)
+            self._input = "ended"
+            if not os.isatty(0):
+                # A line not ended yet: the first VEOF hands it over, the second is the end.
+                self.pending += termios.tcgetattr(self.master)[6][termios.VEOF] * (2 if self.line_open else 1)
         self._flush_input()
-        return bool(data)
 
     def _flush_input(self) -> None:
         try:
@@ -149,6 +158,13 @@ class Relay:
             if e.errno != errno.EIO:
                 raise
             self.pending = b""  # nobody is left to read it
+        # Held back while the payload does not read: stdin is read again once it has caught up.
+        if self._input == "read" and len(self.pending) >= _HELD:
+            self._poller.unregister(0)
+            self._input = "held"
+        elif self._input == "held" and len(self.pending) < _HELD:
+            self._poller.register(0, select.POLLIN)
+            self._input = "read"
 
     def restore(self) -> None:
         if self._previous_winch is not None:
