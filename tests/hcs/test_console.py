@@ -12,6 +12,7 @@ import pytest
 from nspawn.backends.hcs import documents
 from tests.conftest import nspawn
 from tests.hcs.test_documents import errors
+from tests.hcs_sim.ledger import live
 from tests.linux.terminals import Launcher
 
 APIS = pytest.mark.parametrize("api", ["v1", "v2"])
@@ -82,7 +83,9 @@ def test_the_console_has_the_launchers_size_and_follows_it(host, api):
         t.type(b"hello\r")
         t.expect(b"got hello")
         assert t.wait() == 0, t.stderr()
-    run_calls = host._ledger()["calls"]
+    ledger = host._ledger()
+    assert live(ledger) == {} and host.scratch_folders() == [], live(ledger)  # the console's handles too
+    run_calls = ledger["calls"]
     [create] = [c for c in run_calls if c["call"].endswith("!HcsCreateProcess")]
     document = json.loads(next(a for a in create["args"] if isinstance(a, str) and "CommandLine" in a))
     assert document["EmulateConsole"] is True and document["ConsoleSize"] == [30, 100]
