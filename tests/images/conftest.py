@@ -1,0 +1,228 @@
+"""A real registry (Debian's docker-registry) on a loopback port, and test images built inside
+the tests: umoci from a root of this host's own sh and cat (and their libraries), a second
+layer deleting one file and adding another, Env and WorkingDir set, pushed by skopeo as OCI
+and as Docker schema 2, and a multi-platform index with a Windows entry."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+
+import pytest
+
+from tests.conftest import skip_unless_ci
+
+TOOLS = ("docker-registry", "skopeo", "umoci")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RegistryServer:
+    """docker-registry with a config the test writes, storage in a temporary directory."""
+
+    def __init__(self, directory, htpasswd: str | None = None):
+        self.directory = str(directory)
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        auth = ""
+        if htpasswd:
+            path = os.path.join(self.directory, "htpasswd")
+            with open(path, "w") as f:
+                f.write(htpasswd)
+            auth = f"auth:\n  htpasswd:\n    realm: test\n    path: {path}\n"
+        self.config = os.path.join(self.directory, "config.yml")
+        with open(self.config, "w") as f:
+            f.write(f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: "
+                    f"{self.directory}/data\n  delete:\n    enabled: true\nhttp:\n  addr: {self.host}\n{auth}")
+        self.process = None
+
+    def start(self):
+        self.process = subprocess.Popen(["docker-registry", "serve", self.config], stdout=subprocess.DEVNULL,
+                                        stderr=open(os.path.join(self.directory, "log"), "ab"))
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1).close()
+                return self
+            except urllib.error.HTTPError:
+                return self  # 401 from an authenticating registry: it is up
+            except OSError:
+                if self.process.poll() is not None:
+                    raise RuntimeError("docker-registry exited: " + open(os.path.join(self.directory, "log")).read())
+                time.sleep(0.05)
+        raise RuntimeError("docker-registry did not answer")
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+    def blob_path(self, digest: str) -> str:
+        hex_ = digest.split(":", 1)[1]
+        return os.path.join(self.directory, "data", "docker", "registry", "v2", "blobs", "sha256", hex_[:2], hex_, "data")
+
+
+def _need_tools():
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        skip_unless_ci(f"needs {', '.join(missing)} (Debian packages docker-registry, skopeo, umoci)")
+
+
+def host_binaries_root(root: str, programs=("/bin/sh", "/bin/cat")) -> None:
+    """A minimal root: these programs and the libraries ldd names for them, at their paths."""
+    for program in programs:
+        files = {program}
+        for line in subprocess.run(["ldd", program], capture_output=True, text=True, check=True).stdout.splitlines():
+            for word in line.split():
+                if word.startswith("/"):
+                    files.add(word)
+        for path in files:
+            target = root + path
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copy2(os.path.realpath(path), target)
+
+
+def run_tool(*argv):
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(argv)}: {done.stderr}")
+    return done.stdout
+
+
+class BuiltImage:
+    """The OCI layout the tests push from, and the facts the tests check."""
+
+    def __init__(self, directory):
+        self.layout = os.path.join(str(directory), "oci")
+        bundle = os.path.join(str(directory), "bundle")
+        run_tool("umoci", "init", "--layout", self.layout)
+        run_tool("umoci", "new", "--image", self.layout + ":t")
+        run_tool("umoci", "unpack", "--image", self.layout + ":t", bundle)
+        rootfs = os.path.join(bundle, "rootfs")
+        host_binaries_root(rootfs)
+        os.makedirs(rootfs + "/etc")
+        os.makedirs(rootfs + "/data/work")
+        for name, text in (("deleted", "to be deleted\n"), ("kept", "kept\n")):
+            with open(f"{rootfs}/etc/{name}", "w") as f:
+                f.write(text)
+        os.link(f"{rootfs}/etc/kept", f"{rootfs}/etc/kept-link")
+        os.symlink("kept", f"{rootfs}/etc/kept-symlink")
+        with open(f"{rootfs}/data/owned", "w") as f:
+            f.write("owned\n")
+        os.chown(f"{rootfs}/data/owned", 1234, 5678)
+        os.chmod(f"{rootfs}/data/owned", 0o640)
+        os.setxattr(f"{rootfs}/data/owned", "user.note", b"from the layer")
+        run_tool("umoci", "repack", "--image", self.layout + ":t", bundle)
+        shutil.rmtree(bundle)
+        run_tool("umoci", "unpack", "--image", self.layout + ":t", bundle)
+        os.unlink(f"{bundle}/rootfs/etc/deleted")
+        with open(f"{bundle}/rootfs/etc/added", "w") as f:
+            f.write("added in layer 2\n")
+        run_tool("umoci", "repack", "--image", self.layout + ":t", bundle)
+        shutil.rmtree(bundle)
+        run_tool("umoci", "config", "--image", self.layout + ":t", "--config.env", "GREETING=hello from the image",
+                 "--config.workingdir", "/data/work", "--config.entrypoint", "/bin/sh",
+                 "--config.cmd", "-c", "--config.cmd", "echo \"$GREETING\"; echo cwd=$(pwd); cat /etc/added")
+        run_tool("umoci", "gc", "--layout", self.layout)
+
+    def push(self, registry: RegistryServer, name: str, fmt: str) -> str:
+        """Push as `fmt` (oci or v2s2); returns the reference."""
+        ref = f"{registry.host}/{name}"
+        run_tool("skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--format", fmt,
+                 f"oci:{self.layout}:t", f"docker://{ref}")
+        return ref
+
+
+def _blob(layout: str, data: bytes, media_type: str) -> dict:
+    digest = hashlib.sha256(data).hexdigest()
+    with open(os.path.join(layout, "blobs", "sha256", digest), "wb") as f:
+        f.write(data)
+    return {"mediaType": media_type, "digest": "sha256:" + digest, "size": len(data)}
+
+
+def tar_bytes(entries) -> bytes:
+    """A gzip tar of (TarInfo, bytes or None) pairs."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in entries:
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return gzip.compress(raw.getvalue(), mtime=0)
+
+
+def add_manifest(layout: str, layers: list, config: dict) -> dict:
+    """A manifest of gzip `layers` (bytes each) and `config` in the OCI layout; its descriptor."""
+    diff_ids = ["sha256:" + hashlib.sha256(gzip.decompress(layer)).hexdigest() for layer in layers]
+    config = {**config, "rootfs": {"type": "layers", "diff_ids": diff_ids}}
+    config_blob = _blob(layout, json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json")
+    descriptors = [_blob(layout, layer, "application/vnd.oci.image.layer.v1.tar+gzip") for layer in layers]
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": config_blob, "layers": descriptors}
+    return _blob(layout, json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json")
+
+
+def set_index(layout: str, tag: str, manifests: list) -> None:
+    """Tag `tag` in the layout as an image index of `manifests` (descriptors with platforms)."""
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests}
+    descriptor = _blob(layout, json.dumps(index).encode(), "application/vnd.oci.image.index.v1+json")
+    path = os.path.join(layout, "index.json")
+    with open(path) as f:
+        top = json.load(f)
+    top["manifests"] = [m for m in top["manifests"] if m.get("annotations", {}).get("org.opencontainers.image.ref.name") != tag]
+    top["manifests"].append({**descriptor, "annotations": {"org.opencontainers.image.ref.name": tag}})
+    with open(path, "w") as f:
+        json.dump(top, f)
+
+
+def push_layout(layout: str, tag: str, ref: str, all_platforms: bool = False) -> None:
+    run_tool("skopeo", "copy", "--quiet", "--dest-tls-verify=false", *(["--all"] if all_platforms else []),
+             "--preserve-digests", f"oci:{layout}:{tag}", f"docker://{ref}")
+
+
+@pytest.fixture(scope="session")
+def test_image(tmp_path_factory):
+    _need_tools()
+    return BuiltImage(tmp_path_factory.mktemp("image"))
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory, test_image):
+    server = RegistryServer(tmp_path_factory.mktemp("registry")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    path = tmp_path / "store"
+    monkeypatch.setenv("NSPAWN_STORE", str(path))
+    return str(path)
+
+
+def manifest_of(registry: RegistryServer, ref_path: str, accept: str) -> dict:
+    req = urllib.request.Request(f"http://{registry.host}/v2/{ref_path}", headers={"Accept": accept})
+    with urllib.request.urlopen(req) as r:
+        return json.loads(r.read())
+
+
+def machine_arch() -> str:
+    import platform
+
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+
+
