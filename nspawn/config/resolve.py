@@ -8,16 +8,20 @@ from nspawn import backends
 from nspawn.config.build import build_config
 from nspawn.config.fields import BY_KEY
 from nspawn.config.host import host_findings
-from nspawn.config.load import check_schema, locate_findings, read_document
+from nspawn.config.load import Finding, check_schema, locate_findings, read_document
 from nspawn.config.model import Config
 from nspawn.errors import ConfigError
 
 
 
-def load_config(path: str | None, overrides: dict | None = None, *, host: bool = False) -> Config:
+def load_config(path: str | None, overrides: dict | None = None, *, host: bool = False,
+                images: str | None = None) -> Config:
     """Validate `path` (if any) with `overrides` (document keys, host paths already absolute)
-    laid over it. File checks always run; host checks run when `host` is true. Raises
-    ConfigError listing every problem, each located in the file or on the command line."""
+    laid over it. File checks always run; host checks run when `host` is true. An `image` is
+    resolved in the store when `images` is "store" (the default with `host`), and pulled when
+    the store lacks it if it is "pull"; its config's defaults then go under the document's
+    values. Raises ConfigError listing every problem, each located in the file or on the
+    command line."""
     overrides = overrides or {}
     if path is not None:
         document, text = read_document(path)
@@ -48,12 +52,44 @@ def load_config(path: str | None, overrides: dict | None = None, *, host: bool =
         return True
 
     _fail_on(check_schema(merged), text, source, from_command_line)
+    image = None
+    if (images or host) and "image" in merged and "parent_layer_directory" not in merged:
+        image, merged = _with_image(merged, images == "pull", text, source, from_command_line)
     config, findings = build_config(merged, source, base_dir)
+    if image is not None:
+        config = config.replace(resolved_image=image)
+        if config.process_executable is None:
+            findings.append(Finding(("process_executable",), f"missing; expected it, as the image {image.reference} "
+                                                             "names no Entrypoint or Cmd"))
     findings += backends.load(config.backend).validate(config)
     _fail_on(findings, text, source, from_command_line)
     if host:
         _fail_on(host_findings(config), text, source, from_command_line)
     return config
+
+
+def _with_image(document: dict, pull: bool, text, source, from_command_line):
+    """(ResolvedImage, the document with the image's defaults), or the image's problem; a
+    reference the builder refuses is left to it."""
+    from nspawn.errors import NspawnError
+    from nspawn.images.manifest import ManifestError
+    from nspawn.images.reference import ReferenceError
+    from nspawn.images.use import NotInStore, defaults, resolve
+
+    try:
+        image, image_config = resolve(document["image"], pull=pull)
+    except ReferenceError:
+        return None, document
+    except NotInStore as e:
+        _fail_on([Finding(("image",), str(e))], text, source, from_command_line)
+    except (NspawnError, ManifestError, OSError) as e:
+        from nspawn import exitcodes
+        from nspawn.result import error_text
+
+        why = error_text(e) if isinstance(e, OSError) else str(e)
+        _fail_on([Finding(("image",), f"cannot pull {document['image']}: {why}", exit_code=exitcodes.LAUNCHER)],
+                 text, source, from_command_line)
+    return image, defaults(document, image_config)
 
 
 def _fail_on(findings, text, source, from_command_line) -> None:

@@ -197,7 +197,8 @@ def _stage_b(launch: Launch, parent_fd: int, in_groups: bool) -> None:
     libc.unshare(libc.CLONE_NEWCGROUP)
     plan = launch.plan
     launch.at("mount-root")
-    mounts.enter_root(launch.plan.lower_dir, *(os.path.join(launch.scratch, sub) for sub in mounts.SCRATCH_DIRS))
+    mounts.enter_root(launch.plan.lower_layers or launch.plan.lower_dir,
+                      *(os.path.join(launch.scratch, sub) for sub in mounts.SCRATCH_DIRS))
     launch.at("mount-system")
     mounts.mount_system()
     mounts.cgroup_view(launch.cgroup_view)

@@ -28,12 +28,20 @@ def _escape(path: str) -> str:
     return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
 
 
-def overlay_options(lower: str, upper: str, work: str) -> str:
-    return f"lowerdir={_escape(lower)},upperdir={_escape(upper)},workdir={_escape(work)}"
+def overlay_options(lower: str | tuple, upper: str, work: str) -> str:
+    if isinstance(lower, tuple):  # names in the current directory (lower_layers), top first
+        lower = ":".join(_escape(os.path.basename(layer)) for layer in lower)
+    else:
+        lower = _escape(lower)
+    return f"lowerdir={lower},upperdir={_escape(upper)},workdir={_escape(work)}"
 
 
-def enter_root(lower: str, upper: str, work: str, root: str) -> None:
+def enter_root(lower: str | tuple, upper: str, work: str, root: str) -> None:
+    """`lower` is a directory, or layers (top first) that share one parent: the mount names
+    them from inside it, so that many layers fit the one page mount options are given."""
     libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
+    if isinstance(lower, tuple):
+        os.chdir(os.path.dirname(lower[0]))
     libc.mount("overlay", root, "overlay", 0, overlay_options(lower, upper, work))
     os.makedirs(root + OLD_ROOT, exist_ok=True)
     libc.pivot_root(root, root + OLD_ROOT)
