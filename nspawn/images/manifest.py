@@ -175,7 +175,7 @@ def parse_config(body: bytes) -> ImageConfig:
         raise ManifestError("the image config's `config` is not an object")
 
     def strings(key: str) -> tuple:
-        value = run.get(key) or ()
+        value = run.get(key) or []
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ManifestError(f"the image config's {key} is not a list of strings")
         return tuple(value)

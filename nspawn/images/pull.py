@@ -49,8 +49,9 @@ def _download(registry, ref: Reference, blob, path: str, progress: Progress) -> 
     """The blob into `path`, its size and digest checked."""
     sha, count = hashlib.sha256(), 0
     with _open_blob(registry, ref, blob) as response, open(path, "wb") as out:
+        read = getattr(response, "read1", response.read)  # what has arrived: progress as it comes
         while True:
-            chunk = response.read(CHUNK)
+            chunk = read(CHUNK)
             if not chunk:
                 break
             count += len(chunk)
@@ -166,9 +167,20 @@ def pull(ref: Reference, store: Store, *, registry=None, platform: manifests.Pla
 
     registry = registry or Registry(ref.registry)
     progress = progress or Progress()
-    platform = platform or manifests.host_platform()
+    host = manifests.host_platform()
+    platform = platform or host
+    if platform.os != host.os:
+        raise manifests.ManifestError(f"found the platform {platform}; this host runs {host.os} containers, and "
+                                      f"{platform.os} images are unpacked only on {platform.os}")
     store.prepare()
-    store.sweep_tmp()
+    # Shared with other pulls, exclusive of prune: a layer made for an image whose record is
+    # not written yet belongs to no image, and prune must not take it.
+    with store.lock("store", shared=True):
+        store.sweep_tmp()
+        return _pull(ref, store, registry, platform, progress)
+
+
+def _pull(ref: Reference, store: Store, registry, platform, progress: Progress) -> dict:
     digest, body, index_digest = resolve(registry, ref, platform)
     manifest = manifests.parse_manifest(body)
     config_body = _small_blob(registry, ref, manifest.config)

@@ -36,6 +36,7 @@ class RegistryServer:
 
     def __init__(self, directory, htpasswd: str | None = None):
         self.directory = str(directory)
+        os.makedirs(self.directory, exist_ok=True)
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         auth = ""
@@ -226,3 +227,99 @@ def machine_arch() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
 
 
+
+
+class Proxy:
+    """An HTTP front of a registry that the tests steer: a Bearer token it demands (issued by
+    its own /token service for the right basic credentials), a blob it stalls, the GETs it saw."""
+
+    def __init__(self, upstream: RegistryServer):
+        import http.server
+        import threading
+
+        self.upstream = upstream
+        self.token_user: tuple | None = None  # (user, password) its /token wants; None: no auth
+        self.stall: dict = {}  # blob digest -> bytes sent before waiting on self.release
+        self.delay: dict = {}  # blob digest -> seconds to wait before answering
+        self.release = threading.Event()
+        self.seen: list[str] = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                proxy.seen.append(self.path)
+                if self.path.startswith("/token"):
+                    return self._token()
+                if proxy.token_user and self.headers.get("Authorization") != "Bearer good-token":
+                    challenge = (f'Bearer realm="http://{proxy.host}/token",service="test-registry",'
+                                 f'scope="repository:{self.path.split("/")[2]}/{self.path.split("/")[3]}:pull"')
+                    return self._send(401, b'{"errors":[{"code":"UNAUTHORIZED","message":"token needed"}]}',
+                                      {"WWW-Authenticate": challenge, "Content-Type": "application/json"})
+                req = urllib.request.Request(f"http://{proxy.upstream.host}{self.path}",
+                                             headers={"Accept": self.headers.get("Accept", "*/*")})
+                try:
+                    with urllib.request.urlopen(req) as r:
+                        body, status, headers = r.read(), r.status, r.headers
+                except urllib.error.HTTPError as e:
+                    body, status, headers = e.read(), e.code, e.headers
+                digest = self.path.rsplit("/", 1)[-1]
+                time.sleep(proxy.delay.get(digest, 0))
+                keep = {k: headers[k] for k in ("Content-Type", "Docker-Content-Digest") if headers.get(k)}
+                if digest in proxy.stall:
+                    self.send_response(status)
+                    for k, v in {**keep, "Content-Length": str(len(body))}.items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(body[:proxy.stall[digest]])
+                    self.wfile.flush()
+                    proxy.release.wait(60)
+                    return
+                self._send(status, body, keep)
+
+            def _token(self):
+                import base64
+
+                wanted = "Basic " + base64.b64encode(":".join(proxy.token_user).encode()).decode()
+                if self.headers.get("Authorization") != wanted:
+                    return self._send(401, b'{"details":"bad credentials"}', {"Content-Type": "application/json"})
+                self._send(200, b'{"token":"good-token","expires_in":300}', {"Content-Type": "application/json"})
+
+            def _send(self, status, body, headers):
+                self.send_response(status)
+                for k, v in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def blob_gets(self, digest: str) -> int:
+        return sum(1 for path in self.seen if path.endswith("/blobs/" + digest))
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def proxy(registry):
+    front = Proxy(registry)
+    yield front
+    front.close()
+
+
+def entry_info(name: str):
+    """A TarInfo: a directory when the name ends with /, else a file."""
+    info = tarfile.TarInfo(name.rstrip("/"))
+    info.type = tarfile.DIRTYPE if name.endswith("/") or name == "etc" else tarfile.REGTYPE
+    info.mode = 0o755 if info.type == tarfile.DIRTYPE else 0o644
+    return info

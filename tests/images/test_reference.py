@@ -101,3 +101,13 @@ def test_manifest_layers_and_refusals():
                                    "layers": [{**layer, "mediaType": "application/x-other"}]}).encode())
     with pytest.raises(ManifestError, match="no sha256 digest"):
         parse_manifest(json.dumps({"schemaVersion": 2, "config": {**config, "digest": "sha512:ab"}}).encode())
+
+
+def test_an_image_config_without_env_or_cmd_has_empty_defaults():
+    from nspawn.images.manifest import parse_config
+
+    config = parse_config(json.dumps({"os": "linux", "architecture": "amd64", "config": {},
+                                      "rootfs": {"diff_ids": [f"sha256:{HEX}"]}}).encode())
+    assert (config.env, config.cmd, config.entrypoint, config.working_dir, config.user) == ((), (), (), "", "")
+    with pytest.raises(ManifestError, match="Env is not a list of strings"):
+        parse_config(json.dumps({"config": {"Env": "A=1"}}).encode())

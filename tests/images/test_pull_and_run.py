@@ -1,0 +1,240 @@
+"""Images pulled from a real registry on loopback and run by reference, as root."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import nspawn
+from tests.images.conftest import RegistryServer, add_manifest, entry_info, machine_arch, push_layout, set_index, tar_bytes
+from tests.linux.conftest import needs_root
+
+pytestmark = needs_root
+
+CHECK = "test -e /etc/deleted && echo deleted-still-there; cat /etc/kept /etc/kept-link /etc/added; echo \"$GREETING\"; pwd"
+
+
+def image_files(store: str) -> list[str]:
+    """What the store holds that a run could use: image records and layers."""
+    found = []
+    for sub in ("images", "layers", "refs"):
+        directory = os.path.join(store, sub)
+        found += [f"{sub}/{n}" for n in os.listdir(directory)] if os.path.isdir(directory) else []
+    return found
+
+
+@pytest.mark.parametrize("fmt", ["oci", "v2s2"])
+def test_run_by_reference_pulls_then_runs_with_the_image_config(registry, test_image, store, fmt):
+    ref = test_image.push(registry, f"run/{fmt}:1", fmt)
+    first = nspawn("run", "--image", ref)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == ["hello from the image", "cwd=/data/work", "added in layer 2"]  # Entrypoint + Cmd
+    assert f"{ref} is not in the store; pulling it" in first.stderr
+    second = nspawn("run", "--image", ref, "-E", "GREETING=overridden", "--", "/bin/sh", "-c", CHECK)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.splitlines() == ["kept", "kept", "added in layer 2", "overridden", "/data/work"]
+    assert "pulling" not in second.stderr
+
+
+def test_a_second_run_needs_no_registry_and_dry_run_shows_digest_and_layers(tmp_path, test_image, store):
+    server = RegistryServer(tmp_path / "own").start()
+    try:
+        ref = test_image.push(server, "alone/img:2", "oci")
+        pulled = nspawn("pull", ref)
+        assert pulled.returncode == 0, pulled.stderr
+        digest = pulled.stdout.split()[-1]
+    finally:
+        server.stop()
+    ran = nspawn("run", "--image", ref, "--", "/bin/cat", "/etc/added")
+    assert (ran.returncode, ran.stdout) == (0, "added in layer 2\n"), ran.stderr
+    plan = json.loads(nspawn("run", "--dry-run", "--image", ref).stdout)
+    assert plan["image"]["digest"] == digest and plan["image"]["reference"] == ref
+    assert len(plan["image"]["layers"]) == 2 and len(plan["lower_layers"]) == 2
+    assert all(os.path.isdir(layer["path"]) for layer in plan["image"]["layers"])
+    assert plan["argv"][0] == "/bin/sh" and plan["cwd"] == "/data/work"
+    listed = [json.loads(line) for line in nspawn("images", "--json").stdout.splitlines()]
+    assert [(row["reference"], row["digest"]) for row in listed] == [(ref, digest)]
+    assert listed[0]["last_used"] is not None and listed[0]["size"] > 1000
+
+
+def test_a_dry_run_of_an_image_not_in_the_store_says_to_pull(registry, test_image, store):
+    ref = test_image.push(registry, "dry/img:1", "oci")
+    done = nspawn("run", "--dry-run", "--image", ref)
+    assert done.returncode == 2
+    assert f"is not in the image store {store}; expected it pulled first (nspawn pull {ref})" in done.stderr
+    assert image_files(store) == []
+
+
+def test_a_tampered_blob_is_refused_and_nothing_kept(tmp_path, test_image, store):
+    server = RegistryServer(tmp_path / "own").start()
+    try:
+        ref = test_image.push(server, "tamper/img:1", "oci")
+        manifest = json.loads(nspawn_manifest(server, "tamper/img", "1"))
+        layer = manifest["layers"][-1]["digest"]
+        path = server.blob_path(layer)
+        data = bytearray(open(path, "rb").read())
+        data[len(data) // 2] ^= 0xFF
+        open(path, "wb").write(bytes(data))
+        done = nspawn("pull", ref)
+    finally:
+        server.stop()
+    assert done.returncode == 125
+    assert f"blob {layer} has the digest sha256:" in done.stderr and "refusing it" in done.stderr
+    assert not any(name.startswith("images/") or name.startswith("refs/") for name in image_files(store))
+    assert f"layers/{layer.split(':')[1]}" not in image_files(store)
+
+
+def nspawn_manifest(server, name, tag) -> str:
+    import urllib.request
+
+    req = urllib.request.Request(f"http://{server.host}/v2/{name}/manifests/{tag}",
+                                 headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    with urllib.request.urlopen(req) as r:
+        return r.read().decode()
+
+
+def _big_layer(ref_host, test_image, registry, name):
+    ref = test_image.push(registry, name, "oci")
+    manifest = json.loads(nspawn_manifest(registry, name.split(":")[0], name.split(":")[1]))
+    return ref.replace(registry.host, ref_host), manifest["layers"][0]["digest"]
+
+
+def test_a_pull_killed_mid_download_leaves_nothing_used_and_a_rerun_completes(proxy, registry, test_image, store):
+    ref, layer = _big_layer(proxy.host, test_image, registry, "killed/img:1")
+    proxy.stall[layer] = 100_000
+    puller = subprocess.Popen([sys.executable, "-m", "nspawn", "pull", ref], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=os.environ.copy())
+    deadline = time.monotonic() + 30
+    partial = []
+    while time.monotonic() < deadline and not partial:
+        tmp = os.path.join(store, "tmp")
+        partial = [os.path.join(tmp, d, "blob") for d in (os.listdir(tmp) if os.path.isdir(tmp) else ())
+                   if os.path.exists(os.path.join(tmp, d, "blob")) and os.path.getsize(os.path.join(tmp, d, "blob")) > 0]
+        time.sleep(0.05)
+    assert partial, "the pull never started downloading"
+    puller.send_signal(signal.SIGKILL)
+    puller.wait()
+    assert not any(n.startswith(("images/", "refs/", "layers/" + layer.split(":")[1])) for n in image_files(store))
+    refused = nspawn("run", "--dry-run", "--image", ref)
+    assert refused.returncode == 2 and "not in the image store" in refused.stderr
+    proxy.stall.clear()
+    again = nspawn("pull", ref)
+    assert again.returncode == 0, again.stderr
+    assert os.listdir(os.path.join(store, "tmp")) == []  # the dead pull's download was swept
+    ran = nspawn("run", "--image", ref, "--", "/bin/cat", "/etc/kept")
+    assert (ran.returncode, ran.stdout) == (0, "kept\n"), ran.stderr
+
+
+def test_two_concurrent_pulls_unpack_each_layer_once(proxy, registry, test_image, store):
+    ref, layer = _big_layer(proxy.host, test_image, registry, "twice/img:1")
+    proxy.delay[layer] = 1.0  # both pulls reach the layer while the first one holds it
+    pullers = [subprocess.Popen([sys.executable, "-m", "nspawn", "pull", ref], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=60) for p in pullers]
+    assert [p.returncode for p in pullers] == [0, 0], outputs
+    lines = [line for _, err in outputs for line in err.splitlines() if line.startswith(layer[:19])]
+    assert sorted(line.split(": ")[1].split(" (")[0] for line in lines) == ["already present", "pulled"]
+    assert proxy.blob_gets(layer) == 1
+    assert outputs[0][0] == outputs[1][0]  # the same digest
+
+
+def test_prune_keeps_the_layers_of_a_running_container(registry, test_image, store):
+    ref = test_image.push(registry, "prune/img:1", "oci")
+    assert nspawn("pull", ref).returncode == 0
+    layers = [n for n in image_files(store) if n.startswith("layers/")]
+    running = subprocess.Popen([sys.executable, "-m", "nspawn", "run", "--image", ref, "--", "/bin/sh", "-c",
+                                "echo started; read line; cat /etc/added"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert running.stdout.readline() == "started\n"
+        removed = nspawn("rmi", ref)
+        assert removed.returncode == 0 and f"untagged {ref}" in removed.stdout
+        pruned = nspawn("prune")
+        assert pruned.returncode == 0, pruned.stderr
+        assert pruned.stdout.count("a container uses it") == 2
+        assert [n for n in image_files(store) if n.startswith("layers/")] == layers
+        out, err = running.communicate("go\n", timeout=30)
+        assert (running.returncode, out) == (0, "added in layer 2\n"), err
+    finally:
+        if running.poll() is None:
+            running.kill()
+    pruned = nspawn("prune")
+    assert pruned.stdout.count("deleted sha256:") == 2, pruned.stdout
+    assert image_files(store) == []
+    assert nspawn("rmi", ref).returncode == 2
+
+
+def test_a_layer_escaping_its_root_is_refused(registry, test_image, store, tmp_path):
+    layout = test_image.layout
+    evil = tar_bytes([(entry_info("etc"), None), (entry_info("../../../../tmp/escaped"), b"x")])
+    descriptor = add_manifest(layout, [evil], {"os": "linux", "architecture": machine_arch(), "config": {}})
+    set_index(layout, "evil", [{**descriptor}])
+    push_layout(layout, "evil", f"{registry.host}/evil/img:1")
+    done = nspawn("pull", f"{registry.host}/evil/img:1")
+    assert done.returncode == 125
+    assert "climbs out of the layer's root with '..'; refusing the layer" in done.stderr
+    assert not os.path.exists("/tmp/escaped")
+    assert not any(n.startswith(("images/", "refs/", "layers/")) for n in image_files(store))
+
+
+def test_an_index_with_a_windows_entry_gives_this_hosts_platform(registry, test_image, store):
+    layout = test_image.layout
+    with open(os.path.join(layout, "index.json")) as f:
+        linux = next(m for m in json.load(f)["manifests"]
+                     if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == "t")
+    windows = add_manifest(layout, [tar_bytes([(entry_info("Files/"), None)])],
+                           {"os": "windows", "architecture": "amd64", "os.version": "10.0.20348.2113", "config": {}})
+    set_index(layout, "multi", [
+        {**windows, "platform": {"os": "windows", "architecture": "amd64", "os.version": "10.0.20348.2113"}},
+        {"mediaType": linux["mediaType"], "digest": linux["digest"], "size": linux["size"],
+         "platform": {"os": "linux", "architecture": machine_arch()}}])
+    ref = f"{registry.host}/multi/img:1"
+    push_layout(layout, "multi", ref, all_platforms=True)
+    pulled = nspawn("pull", ref)
+    assert pulled.returncode == 0, pulled.stderr
+    assert pulled.stdout.split() == [ref, linux["digest"]]
+    refused = nspawn("pull", "--platform", "windows/amd64", ref)
+    assert refused.returncode == 125 and "windows images are unpacked only on windows" in refused.stderr
+    other = nspawn("pull", "--platform", "linux/s390x", ref)
+    assert other.returncode == 125
+    assert f"the image has no linux/s390x entry; it offers windows/amd64 (10.0.20348.2113), linux/{machine_arch()}" in other.stderr
+
+
+def test_a_token_registry_with_credentials_from_the_docker_config(proxy, registry, test_image, store, tmp_path):
+    ref = test_image.push(registry, "private/img:1", "v2s2").replace(registry.host, proxy.host)
+    proxy.token_user = ("alice", "s3cret")
+    refused = nspawn("pull", ref, env={"DOCKER_CONFIG": str(tmp_path / "none")})
+    assert refused.returncode == 125
+    assert f"{proxy.host}'s token service http://{proxy.host}/token refused a token anonymously: HTTP 401" in refused.stderr
+    (tmp_path / "docker").mkdir()
+    import base64
+
+    (tmp_path / "docker" / "config.json").write_text(json.dumps(
+        {"auths": {proxy.host: {"auth": base64.b64encode(b"alice:s3cret").decode()}}}))
+    pulled = nspawn("pull", ref, env={"DOCKER_CONFIG": str(tmp_path / "docker")})
+    assert pulled.returncode == 0, pulled.stderr
+    assert any(path.startswith("/token?") and "scope=repository%3Aprivate%2Fimg%3Apull" in path for path in proxy.seen)
+
+
+def test_a_basic_auth_registry(tmp_path, test_image, store):
+    hashed = subprocess.run(["htpasswd", "-Bbn", "bob", "pw"], capture_output=True, text=True, check=True).stdout
+    server = RegistryServer(tmp_path / "basic", htpasswd=hashed).start()
+    try:
+        ref = f"{server.host}/basic/img:1"
+        subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", "bob:pw",
+                        f"oci:{test_image.layout}:t", f"docker://{ref}"], check=True)
+        refused = nspawn("pull", ref, env={"DOCKER_CONFIG": str(tmp_path / "none")})
+        assert refused.returncode == 125 and "asks for a user name and password" in refused.stderr
+        (tmp_path / "cfg").mkdir()
+        (tmp_path / "cfg" / "config.json").write_text(json.dumps({"auths": {f"http://{server.host}/v2/": {
+            "username": "bob", "password": "pw"}}}))
+        pulled = nspawn("pull", ref, env={"DOCKER_CONFIG": str(tmp_path / "cfg")})
+        assert pulled.returncode == 0, pulled.stderr
+    finally:
+        server.stop()
