@@ -45,6 +45,11 @@ def resolve(text: str, *, pull: bool, notify=None):
     store = Store()
     record_ = store.lookup(str(ref))
     if record_ is None:
+        from nspawn.images.hoststores import find
+
+        found = find(ref)
+        if found is not None:
+            return _on_host(ref, *found)
         if not pull:
             raise NotInStore(f"{ref} is not in the image store {store.root}; expected it pulled first "
                              f"(nspawn pull {text})")
@@ -59,6 +64,17 @@ def resolve(text: str, *, pull: bool, notify=None):
                           tuple(store.layer_dir(d) + "/diff" for d in digests), digests,
                           record_["config"].get("User", ""), record_.get("platform", ""))
     return image, record_["config"]
+
+
+def _on_host(ref, store: str, image_id: str, layers: list, config: dict):
+    """An image of Docker's or Podman's store, its layers used where they are."""
+    run = config.get("config") or {}
+    image_config = {key: run.get(key) for key in ("Env", "WorkingDir", "Entrypoint", "Cmd", "User")}
+    platform = "/".join(p for p in (config.get("os"), config.get("architecture"), config.get("variant")) if p)
+    image = ResolvedImage(str(ref), image_id, tuple(link for _, link, _ in layers), tuple(diff for _, _, diff in layers),
+                          tuple(digest for digest, _, _ in layers), str(run.get("User") or ""),
+                          f"{platform} ({store} store)")
+    return image, image_config
 
 
 def _stderr(line: str) -> None:

@@ -28,20 +28,28 @@ def _escape(path: str) -> str:
     return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
 
 
+def shared_parent(layers: tuple) -> str | None:
+    """The one directory all `layers` are in (an image store's short links), else None."""
+    parents = {os.path.dirname(layer) for layer in layers}
+    return parents.pop() if len(parents) == 1 else None
+
+
 def overlay_options(lower: str | tuple, upper: str, work: str) -> str:
-    if isinstance(lower, tuple):  # names in the current directory (lower_layers), top first
-        lower = ":".join(_escape(os.path.basename(layer)) for layer in lower)
+    """Layers (a tuple, top first) in one directory are named from inside it (enter_root
+    changes to it): many layers then fit the one page mount options are given."""
+    if isinstance(lower, tuple):
+        relative = shared_parent(lower) is not None
+        lower = ":".join(_escape(os.path.basename(layer) if relative else layer) for layer in lower)
     else:
         lower = _escape(lower)
     return f"lowerdir={lower},upperdir={_escape(upper)},workdir={_escape(work)}"
 
 
 def enter_root(lower: str | tuple, upper: str, work: str, root: str) -> None:
-    """`lower` is a directory, or layers (top first) that share one parent: the mount names
-    them from inside it, so that many layers fit the one page mount options are given."""
+    """`lower` is a directory, or an image's layers, top first."""
     libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
-    if isinstance(lower, tuple):
-        os.chdir(os.path.dirname(lower[0]))
+    if isinstance(lower, tuple) and shared_parent(lower):
+        os.chdir(shared_parent(lower))
     libc.mount("overlay", root, "overlay", 0, overlay_options(lower, upper, work))
     os.makedirs(root + OLD_ROOT, exist_ok=True)
     libc.pivot_root(root, root + OLD_ROOT)
