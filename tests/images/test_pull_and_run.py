@@ -238,3 +238,29 @@ def test_a_basic_auth_registry(tmp_path, test_image, store):
         assert pulled.returncode == 0, pulled.stderr
     finally:
         server.stop()
+
+
+def test_an_image_of_a_hundred_and_twenty_layers_mounts(registry, test_image, store):
+    """Full layer paths would need some 12 kB of mount options; the short names fit the page."""
+    layout = test_image.layout
+    with open(os.path.join(layout, "index.json")) as f:
+        base = next(m for m in json.load(f)["manifests"]
+                    if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == "t")
+    with open(os.path.join(layout, "blobs", "sha256", base["digest"].split(":")[1])) as f:
+        base_manifest = json.load(f)
+    base_layers = [open(os.path.join(layout, "blobs", "sha256", layer["digest"].split(":")[1]), "rb").read()
+                   for layer in base_manifest["layers"]]
+    extra = [tar_bytes([(entry_info("etc"), None), (entry_info(f"etc/layer{i}"), f"{i}\n".encode())])
+             for i in range(118)]
+    descriptor = add_manifest(layout, base_layers + extra, {"os": "linux", "architecture": machine_arch(), "config": {}})
+    set_index(layout, "many", [descriptor])
+    ref = f"{registry.host}/many/img:1"
+    push_layout(layout, "many", ref)
+    ran = nspawn("run", "--image", ref, "--", "/bin/sh", "-c", "cat /etc/layer0 /etc/layer117 /etc/added", timeout=300)
+    assert (ran.returncode, ran.stdout) == (0, "0\n117\nadded in layer 2\n"), ran.stderr
+    missing = nspawn("run", "--dry-run", "--image", ref)
+    assert missing.returncode == 2
+    assert f"process_executable: missing; expected it, as the image {ref} names no Entrypoint or Cmd" in missing.stderr
+    plan = json.loads(nspawn("run", "--dry-run", "--image", ref, "--", "/bin/true").stdout)
+    assert len(plan["lower_layers"]) == 120
+    assert sum(len(os.path.join(store, "layers", layer["digest"].split(":")[1], "diff")) for layer in plan["image"]["layers"]) > 4096
