@@ -72,7 +72,6 @@ def _with_image(document: dict, pull: bool, text, source, from_command_line):
     """(ResolvedImage, the document with the image's defaults), or the image's problem; a
     reference the builder refuses is left to it."""
     from nspawn.errors import NspawnError
-    from nspawn.images.manifest import ManifestError
     from nspawn.images.reference import ReferenceError
     from nspawn.images.use import NotInStore, defaults, resolve
 
@@ -82,7 +81,7 @@ def _with_image(document: dict, pull: bool, text, source, from_command_line):
         return None, document
     except NotInStore as e:
         _fail_on([Finding(("image",), str(e))], text, source, from_command_line)
-    except (NspawnError, ManifestError, OSError) as e:
+    except (NspawnError, OSError) as e:  # a pull that failed
         from nspawn import exitcodes
         from nspawn.result import error_text
 

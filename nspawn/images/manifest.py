@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import platform as _platform
-import re
+import os
 import sys
 
+from nspawn.errors import NspawnError
+from nspawn.images.reference import digest_ok
 from nspawn.records import record
 
 GZIP, ZSTD, PLAIN = "gzip", "zstd", "tar"
@@ -21,14 +22,13 @@ LAYER_TYPES = {
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": GZIP,
     "application/vnd.docker.image.rootfs.diff.tar": PLAIN,
 }
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _MACHINES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": ("arm", "v7"),
              "armv6l": ("arm", "v6"), "i386": "386", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x",
              "riscv64": "riscv64"}
 
 
-class ManifestError(ValueError):
-    """A manifest, index or image config that cannot be used; the message says why."""
+class ManifestError(NspawnError):
+    """A manifest, index, image config or platform that cannot be used; the message says why."""
 
 
 @record
@@ -63,7 +63,7 @@ class Manifest:
 
 def host_platform() -> Platform:
     """This host's platform as images name it."""
-    machine = _platform.machine().lower()
+    machine = os.uname().machine.lower() if hasattr(os, "uname") else _windows_machine()
     arch = _MACHINES.get(machine, machine)
     variant = ""
     if isinstance(arch, tuple):
@@ -74,6 +74,12 @@ def host_platform() -> Platform:
         version = sys.getwindowsversion()
         return Platform("windows", arch, variant, f"10.0.{version.build}")
     return Platform("linux", arch, variant)
+
+
+def _windows_machine() -> str:
+    import platform  # only here: its import costs milliseconds
+
+    return platform.machine()
 
 
 def parse_platform(text: str) -> Platform:
@@ -95,7 +101,7 @@ def _json(body: bytes, what: str) -> dict:
 
 
 def _blob(item, what: str) -> Blob:
-    if not isinstance(item, dict) or not isinstance(item.get("digest"), str) or not _DIGEST.match(item["digest"]):
+    if not isinstance(item, dict) or not isinstance(item.get("digest"), str) or not digest_ok(item["digest"]):
         raise ManifestError(f"{what} has no sha256 digest; expected one (other digest algorithms are not supported)")
     size = item.get("size")
     if not isinstance(size, int) or size < 0:

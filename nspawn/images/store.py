@@ -20,12 +20,9 @@ a run would use, and the next pull sweeps the dead pull's tmp/ entry.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import shutil
 import time
-import urllib.parse
 
 DEFAULT_ROOT = "/var/lib/nspawn"
 SHORT = 16  # hex digits of a layer's short link name: 64 bits, so names never collide in practice
@@ -37,6 +34,23 @@ def root() -> str:
 
 def hex_of(digest: str) -> str:
     return digest.split(":", 1)[1]
+
+
+# A reference as a file name, and back: "%" first, so that the others' escapes stay apart. (Not
+# urllib.parse: a run from the store reads one of these, and its import costs more than that.)
+_ESCAPES = (("%", "%25"), ("/", "%2F"), (":", "%3A"), ("@", "%40"))
+
+
+def ref_file(reference: str) -> str:
+    for char, escaped in _ESCAPES:
+        reference = reference.replace(char, escaped)
+    return reference
+
+
+def ref_of_file(name: str) -> str:
+    for char, escaped in reversed(_ESCAPES):
+        name = name.replace(escaped, char)
+    return name
 
 
 class Store:
@@ -61,6 +75,8 @@ class Store:
 
     @contextlib.contextmanager
     def lock(self, name: str, shared: bool = False):
+        import fcntl
+
         fd = os.open(self.path("locks", name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
@@ -75,6 +91,8 @@ class Store:
 
     def sweep_tmp(self) -> list[str]:
         """Remove what pulls that died left in tmp/; returns what was removed."""
+        import shutil
+
         removed = []
         for name in os.listdir(self.path("tmp")):
             pid = name.split("-", 1)[0]
@@ -123,11 +141,11 @@ class Store:
         return found
 
     def tag(self, reference: str, digest: str) -> None:
-        _atomic_write(self.path("refs", urllib.parse.quote(reference, safe="")), digest)
+        _atomic_write(self.path("refs", ref_file(reference)), digest)
 
     def untag(self, reference: str) -> bool:
         try:
-            os.unlink(self.path("refs", urllib.parse.quote(reference, safe="")))
+            os.unlink(self.path("refs", ref_file(reference)))
             return True
         except FileNotFoundError:
             return False
@@ -139,7 +157,7 @@ class Store:
         for name in os.listdir(directory) if os.path.isdir(directory) else ():
             try:
                 with open(os.path.join(directory, name), encoding="utf-8") as f:
-                    found[urllib.parse.unquote(name)] = f.read().strip()
+                    found[ref_of_file(name)] = f.read().strip()
             except FileNotFoundError:
                 continue
         return found
@@ -147,7 +165,7 @@ class Store:
     def lookup(self, reference: str) -> dict | None:
         """The complete image a reference names here, or None."""
         try:
-            with open(self.path("refs", urllib.parse.quote(reference, safe="")), encoding="utf-8") as f:
+            with open(self.path("refs", ref_file(reference)), encoding="utf-8") as f:
                 digest = f.read().strip()
         except (FileNotFoundError, NotADirectoryError):
             return None
@@ -180,6 +198,8 @@ class Store:
 
     def remove_layer(self, digest: str) -> None:
         """Out of sight first (a rename), then deleted: never half a layer under its name."""
+        import shutil
+
         doomed = os.path.join(self.temporary(), "layer")
         os.rename(self.layer_dir(digest), doomed)
         with contextlib.suppress(FileNotFoundError):

@@ -50,6 +50,10 @@ def test_docker_hub_api_host():
     ("a/b_", "not a valid name component"),
     (" alpine", "expected a reference"),
     ("x" * 256, "longer than 255"),
+    ("a.b:99999999/x", "the registry 'a.b:99999999'"),
+    ("bad_host.com/x", "the registry 'bad_host.com'"),
+    ("a.b:/x", "the registry 'a.b:'"),
+    ("a--b/c-", "not a valid name component"),
 ])
 def test_refused_with_what_is_wrong(text, says):
     with pytest.raises(ReferenceError, match=None) as e:
