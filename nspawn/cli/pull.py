@@ -79,7 +79,11 @@ def pull(ctx, reference, platform_text):
         finally:
             if bars is not None:
                 bars.stop()
-    except (NspawnError, ManifestError, OSError) as e:
+    except KeyboardInterrupt:
+        shown.error(f"the pull of {ref} was interrupted; nothing of it is used, and the next pull goes on from "
+                    "the layers already complete")
+        ctx.exit(exitcodes.from_signal(2))
+    except (NspawnError, OSError) as e:
         from nspawn.result import error_text
 
         shown.error(f"cannot pull {ref}: {error_text(e) if isinstance(e, OSError) else e}")

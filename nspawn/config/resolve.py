@@ -81,6 +81,12 @@ def _with_image(document: dict, pull: bool, text, source, from_command_line):
         return None, document
     except NotInStore as e:
         _fail_on([Finding(("image",), str(e))], text, source, from_command_line)
+    except KeyboardInterrupt:
+        from nspawn import exitcodes
+
+        _fail_on([Finding(("image",), f"the pull of {document['image']} was interrupted; nothing of it is used, "
+                                      "and the next pull goes on from the layers already complete",
+                          exit_code=exitcodes.from_signal(2))], text, source, from_command_line)
     except (NspawnError, OSError) as e:  # a pull that failed
         from nspawn import exitcodes
         from nspawn.result import error_text

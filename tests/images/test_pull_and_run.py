@@ -264,3 +264,20 @@ def test_an_image_of_a_hundred_and_twenty_layers_mounts(registry, test_image, st
     plan = json.loads(nspawn("run", "--dry-run", "--image", ref, "--", "/bin/true").stdout)
     assert len(plan["lower_layers"]) == 120
     assert sum(len(os.path.join(store, "layers", layer["digest"].split(":")[1], "diff")) for layer in plan["image"]["layers"]) > 4096
+
+
+def test_ctrl_c_during_the_pull_of_a_run_is_one_line_and_leaves_nothing(proxy, registry, test_image, store):
+    ref, layer = _big_layer(proxy.host, test_image, registry, "interrupted/img:1")
+    proxy.stall[layer] = 100_000
+    runner = subprocess.Popen([sys.executable, "-m", "nspawn", "run", "--image", ref], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proxy.blob_gets(layer) == 0:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    runner.send_signal(signal.SIGINT)
+    out, err = runner.communicate(timeout=30)
+    assert runner.returncode == 130, err
+    assert "Traceback" not in err and f"the pull of {ref} was interrupted; nothing of it is used" in err
+    assert os.listdir(os.path.join(store, "tmp")) == []
+    assert not any(n.startswith(("images/", "refs/", "layers/" + layer.split(":")[1])) for n in image_files(store))

@@ -65,3 +65,30 @@ def test_lookup_through_layers_as_overlay_shows_them(tmp_path):
     assert lookup(diffs, "/opaque/hidden") is None
     assert lookup(diffs, "/etc/../etc/kept") == str(low / "etc" / "kept")
     assert lookup(diffs, "/etc") == str(top / "etc")
+
+
+@pytest.mark.parametrize("document, says", [
+    ({"image": "Alpine"}, "image: found 'Alpine', whose repository part 'Alpine' must be lowercase"),
+    ({"image": "alpine", "parent_layer_directory": "/"}, "image: set with parent_layer_directory; expected one of them"),
+    ({"image": "alpine", "backend": "hcs", "parent_layer_directory": "C:\\\\l", "process_executable": "x.exe"},
+     "image: found 'alpine', which only the linux backend reads"),
+    ({}, 'process_executable: missing; expected the required key "process_executable"'),
+])
+def test_config_rules_of_image(tmp_path, document, says):
+    from nspawn.config.resolve import load_config
+    from nspawn.errors import ConfigError
+
+    path = tmp_path / "c.json"
+    path.write_text(__import__("json").dumps(document))
+    with pytest.raises(ConfigError) as e:
+        load_config(str(path))
+    assert any(says in str(p) for p in e.value.problems), [str(p) for p in e.value.problems]
+
+
+def test_an_image_config_without_executable_validates(tmp_path):
+    from nspawn.config.resolve import load_config
+
+    path = tmp_path / "c.json"
+    path.write_text('{"image": "debian:bookworm"}')
+    config = load_config(str(path))  # the file checks: the image is not looked for
+    assert (config.image, config.process_executable, config.resolved_image) == ("debian:bookworm", None, None)
