@@ -226,7 +226,8 @@ def _offered(config: Config) -> list[Finding]:
     findings = [Finding((f.key,), f"found {getattr(config, f.name)!r}, which only the {' and '.join(f.backends)} backend reads; expected it left out with the {config.backend} backend")
                 for f in ignored]
     findings += [Finding((key,), f"missing; expected it, as the {config.backend} backend needs it")
-                 for key in caps.requires if getattr(config, key) is None]
+                 for key in caps.requires if getattr(config, key) is None
+                 and not (key == "parent_layer_directory" and config.image is not None)]  # the image gives it
     if config.network not in caps.network_modes:
         findings.append(Finding(("network",), f"found {config.network!r}, which the {config.backend} backend does not offer{caps.why_not(config.network)}; expected one of " + ", ".join(repr(m) for m in sorted(caps.network_modes))))
     if config.isolation not in caps.isolations:

@@ -71,12 +71,17 @@ def load_config(path: str | None, overrides: dict | None = None, *, host: bool =
 def _with_image(document: dict, pull: bool, text, source, from_command_line):
     """(ResolvedImage, the document with the image's defaults), or the image's problem; a
     reference the builder refuses is left to it."""
+    from nspawn.config.build import flavour
     from nspawn.errors import NspawnError
     from nspawn.images.reference import ReferenceError
-    from nspawn.images.use import NotInStore, defaults, resolve
+    from nspawn.images.use import NotInStore, defaults, resolve, resolve_windows
 
+    windows = flavour(document) == "windows"
     try:
-        image, image_config = resolve(document["image"], pull=pull)
+        if windows:
+            image, image_config = resolve_windows(document["image"], document.get("isolation", "process"))
+        else:
+            image, image_config = resolve(document["image"], pull=pull)
     except ReferenceError:
         return None, document
     except NotInStore as e:
@@ -94,7 +99,13 @@ def _with_image(document: dict, pull: bool, text, source, from_command_line):
         why = error_text(e) if isinstance(e, OSError) else str(e)
         _fail_on([Finding(("image",), f"cannot pull {document['image']}: {why}", exit_code=exitcodes.LAUNCHER)],
                  text, source, from_command_line)
-    return image, defaults(document, image_config)
+    document = defaults(document, image_config, case_blind=windows)
+    if windows:
+        # HCS takes the image as its parent layer, whose layerchain.json names the rest: the
+        # image then stands for parent_layer_directory, and the Config holds it as resolved_image.
+        document = {k: v for k, v in document.items() if k != "image"}
+        document["parent_layer_directory"] = image.diffs[0]
+    return image, document
 
 
 def _fail_on(findings, text, source, from_command_line) -> None:

@@ -5,7 +5,9 @@ Docker: image/overlay2/repositories.json (familiar name → image id) → the im
 imagedb → its diff_ids → chain ids → layerdb/sha256/<chain id>/cache-id → overlay2/<cache id>/diff.
 Podman: overlay-images/images.json (full names → image, top layer id, config) →
 overlay-layers/layers.json (each layer's parent) → overlay/<layer id>/diff.
-Both keep a short link per layer (the layer directory's `link` file names it in l/), which the
+Docker on Windows: the same under image/windowsfilter, the layer being windowsfilter/<cache id>
+(whose layerchain.json names the layers below it), used as the HCS backend's parent layer.
+Docker's and Podman's Linux stores keep a short link per layer (the layer directory's `link` file names it in l/), which the
 mount uses so that many layers fit its options.
 """
 
@@ -15,6 +17,7 @@ import base64
 import hashlib
 import json
 import os
+import sys
 
 from nspawn.images.reference import DOCKER_HUB, Reference
 
@@ -22,8 +25,11 @@ DOCKER_ROOT = "/var/lib/docker"
 PODMAN_ROOT = "/var/lib/containers/storage"
 
 
+WINDOWS_DOCKER_ROOT = "C:\\ProgramData\\docker"
+
+
 def docker_root() -> str:
-    return os.environ.get("NSPAWN_DOCKER_ROOT") or DOCKER_ROOT
+    return os.environ.get("NSPAWN_DOCKER_ROOT") or (WINDOWS_DOCKER_ROOT if sys.platform == "win32" else DOCKER_ROOT)
 
 
 def podman_root() -> str:
@@ -57,10 +63,11 @@ def _short(layer_dir: str, diff: str) -> str:
     return link if name and os.path.islink(link) else diff
 
 
-def docker(ref: Reference, root: str | None = None):
-    """(image id, layers' short links and diffs top first, image config) or None."""
+def docker(ref: Reference, root: str | None = None, driver: str = "overlay2"):
+    """(image id, layers' short links and diffs top first, image config) or None. With the
+    windowsfilter driver a layer is its folder, which the HCS backend takes as it is."""
     root = root or docker_root()
-    base = os.path.join(root, "image", "overlay2")
+    base = os.path.join(root, "image", driver)
     repositories = (_read_json(os.path.join(base, "repositories.json")) or {}).get("Repositories") or {}
     name = familiar(ref)
     keys = [f"{name}@{ref.digest}"] if ref.digest else [f"{name}:{ref.tag}"]
@@ -78,11 +85,11 @@ def docker(ref: Reference, root: str | None = None):
                 cache_id = f.read().strip()
         except OSError:
             return None
-        layer_dir = os.path.join(root, "overlay2", cache_id)
-        diff = os.path.join(layer_dir, "diff")
+        layer_dir = os.path.join(root, driver, cache_id)
+        diff = os.path.join(layer_dir, "diff") if driver == "overlay2" else layer_dir
         if not os.path.isdir(diff):
             return None
-        layers.append((diff_id, _short(layer_dir, diff), diff))
+        layers.append((diff_id, _short(layer_dir, diff) if driver == "overlay2" else diff, diff))
     return image_id, layers[::-1], config
 
 

@@ -127,6 +127,19 @@ def _windows_build(version: str) -> int | None:
     return int(parts[2]) if len(parts) >= 3 and parts[2].isdigit() else None
 
 
+def windows_mismatch(versions: list, host_build: int) -> str:
+    """What the refusal of a Windows image built for another Windows says (HCS's own error,
+    0xc0370101, says only "The operating system of the container does not match")."""
+    shown = ", ".join(v or "unknown" for v in versions)
+    return (f"the image is for Windows OS version {shown}, and this host is build {host_build}: a process-isolated "
+            "container runs only on the build its image was made for; expected an image tag for this host's Windows "
+            "version (e.g. ltsc2022 for build 20348), or isolation hyperv")
+
+
+def windows_build_of(version: str) -> int | None:
+    return _windows_build(version)
+
+
 def choose(index_body: bytes, want: Platform) -> tuple[Blob, Platform]:
     """The index entry for `want`: same OS and architecture, the variant when both name one;
     on Windows, the same build as the host (a process-isolated container runs only on its own
@@ -147,11 +160,7 @@ def choose(index_body: bytes, want: Platform) -> tuple[Blob, Platform]:
         build = _windows_build(want.os_version)
         same = [(b, p) for b, p in fits if _windows_build(p.os_version) == build]
         if not same:
-            builds = ", ".join(p.os_version or "unknown" for _, p in fits)
-            raise ManifestError(
-                f"the image's Windows entries are for OS version {builds}, and this host is build {build}: "
-                "a process-isolated container must match the host's build (use an image tag for this host's "
-                "Windows version, or isolation hyperv)")
+            raise ManifestError(windows_mismatch([p.os_version for _, p in fits], build))
         fits = sorted(same, key=lambda e: [int(x) if x.isdigit() else 0 for x in e[1].os_version.split(".")])[-1:]
     exact = [e for e in fits if e[1].variant == want.variant]
     return (exact or fits)[0]

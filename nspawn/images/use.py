@@ -66,6 +66,29 @@ def resolve(text: str, *, pull: bool, notify=None):
     return image, record_["config"]
 
 
+def resolve_windows(text: str, isolation: str):
+    """(ResolvedImage, image config dict) of an image in Docker's windowsfilter store; its top
+    layer is the HCS backend's parent layer. On Windows a process-isolated container's image
+    must be for the host's build: refused here, in words, before HCS refuses it in a code."""
+    from nspawn.images.hoststores import docker, docker_root
+    from nspawn.images.reference import parse
+
+    ref = parse(text)
+    found = docker(ref, driver="windowsfilter")
+    if found is None:
+        raise NotInStore(f"{ref} is not in Docker's windowsfilter store {docker_root()}; expected it pulled there "
+                         f"(docker pull {text}): nspawn does not pull Windows images yet")
+    image_id, layers, config = found
+    if sys.platform == "win32" and isolation == "process" and config.get("os.version"):
+        from nspawn.errors import NspawnError
+        from nspawn.images.manifest import windows_build_of, windows_mismatch
+
+        host_build = sys.getwindowsversion().build
+        if windows_build_of(config["os.version"]) != host_build:
+            raise NspawnError(windows_mismatch([config["os.version"]], host_build))
+    return _on_host(ref, "docker windowsfilter", image_id, layers, config)
+
+
 def _on_host(ref, store: str, image_id: str, layers: list, config: dict):
     """An image of Docker's or Podman's store, its layers used where they are."""
     run = config.get("config") or {}
@@ -81,13 +104,15 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def defaults(document: dict, image_config: dict) -> dict:
-    """The document with the image config's defaults under its own values."""
+def defaults(document: dict, image_config: dict, case_blind: bool = False) -> dict:
+    """The document with the image config's defaults under its own values (Windows names its
+    variables without regard to case: the document's Path then replaces the image's PATH)."""
     out = dict(document)
     env = {}
+    given_names = {name.upper() for name in document.get("environment") or ()} if case_blind else set()
     for item in image_config.get("Env") or ():
         name, _, value = item.partition("=")
-        if name:
+        if name and name.upper() not in given_names:
             env[name] = value
     if env:
         given = document.get("environment")
