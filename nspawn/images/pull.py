@@ -95,9 +95,13 @@ def _decompressed(path: str, compression: str, layer: str):
 
         return gzip.GzipFile(fileobj=raw, mode="rb")
     if compression == manifests.ZSTD:
-        raw.close()
-        raise LayerError(f"layer {layer} is zstd-compressed, which this nspawn does not unpack yet; "
-                         "expected a gzip or uncompressed layer")
+        try:
+            import zstandard  # an extra: nspawn[zstd]
+        except ImportError:
+            raw.close()
+            raise LayerError(f"layer {layer} is zstd-compressed, and the zstandard package is not installed; "
+                             "expected it (pip install 'nspawn[zstd]'), or a gzip or uncompressed layer") from None
+        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
     return raw
 
 

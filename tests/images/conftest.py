@@ -166,12 +166,21 @@ def tar_bytes(entries) -> bytes:
     return gzip.compress(raw.getvalue(), mtime=0)
 
 
-def add_manifest(layout: str, layers: list, config: dict) -> dict:
-    """A manifest of gzip `layers` (bytes each) and `config` in the OCI layout; its descriptor."""
-    diff_ids = ["sha256:" + hashlib.sha256(gzip.decompress(layer)).hexdigest() for layer in layers]
+def add_manifest(layout: str, layers: list, config: dict, extra: list = ()) -> dict:
+    """A manifest of gzip `layers` (bytes each), then `extra` (bytes, media type) layers that
+    are zstd, and `config` in the OCI layout; its descriptor."""
+    def plain(data: bytes, media_type: str) -> bytes:
+        if media_type.endswith("+zstd"):
+            import zstandard
+
+            return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+        return gzip.decompress(data)
+
+    all_layers = [(layer, "application/vnd.oci.image.layer.v1.tar+gzip") for layer in layers] + list(extra)
+    diff_ids = ["sha256:" + hashlib.sha256(plain(*layer)).hexdigest() for layer in all_layers]
     config = {**config, "rootfs": {"type": "layers", "diff_ids": diff_ids}}
     config_blob = _blob(layout, json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json")
-    descriptors = [_blob(layout, layer, "application/vnd.oci.image.layer.v1.tar+gzip") for layer in layers]
+    descriptors = [_blob(layout, data, media_type) for data, media_type in all_layers]
     manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                 "config": config_blob, "layers": descriptors}
     return _blob(layout, json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json")

@@ -281,3 +281,36 @@ def test_ctrl_c_during_the_pull_of_a_run_is_one_line_and_leaves_nothing(proxy, r
     assert "Traceback" not in err and f"the pull of {ref} was interrupted; nothing of it is used" in err
     assert os.listdir(os.path.join(store, "tmp")) == []
     assert not any(n.startswith(("images/", "refs/", "layers/" + layer.split(":")[1])) for n in image_files(store))
+
+
+def test_a_zstd_layer_is_unpacked_and_refused_clearly_without_the_extra(registry, test_image, store, monkeypatch):
+    import gzip
+
+    import zstandard
+
+    layout = test_image.layout
+    with open(os.path.join(layout, "index.json")) as f:
+        base = next(m for m in json.load(f)["manifests"]
+                    if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == "t")
+    with open(os.path.join(layout, "blobs", "sha256", base["digest"].split(":")[1])) as f:
+        base_manifest = json.load(f)
+    first = open(os.path.join(layout, "blobs", "sha256", base_manifest["layers"][0]["digest"].split(":")[1]), "rb").read()
+    zstd_layer = zstandard.ZstdCompressor().compress(gzip.decompress(
+        tar_bytes([(entry_info("etc"), None), (entry_info("etc/zstd"), b"from a zstd layer\n")])))
+    descriptor = add_manifest(layout, [first], {"os": "linux", "architecture": machine_arch(), "config": {}},
+                              extra=[(zstd_layer, "application/vnd.oci.image.layer.v1.tar+zstd")])
+    set_index(layout, "zstd", [descriptor])
+    ref = f"{registry.host}/zstd/img:1"
+    push_layout(layout, "zstd", ref)
+    ran = nspawn("run", "--image", ref, "--", "/bin/cat", "/etc/zstd")
+    assert (ran.returncode, ran.stdout) == (0, "from a zstd layer\n"), ran.stderr
+
+    from nspawn.images.pull import _decompressed
+    from nspawn.images.unpack import LayerError
+
+    monkeypatch.setitem(sys.modules, "zstandard", None)  # as where the extra is not installed
+    blob = os.path.join(store, "blob")
+    open(blob, "wb").write(zstd_layer)
+    with pytest.raises(LayerError, match=r"layer L is zstd-compressed, and the zstandard package is not installed; "
+                                         r"expected it \(pip install 'nspawn\[zstd\]'\)"):
+        _decompressed(blob, "zstd", "L")
