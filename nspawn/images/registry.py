@@ -121,15 +121,17 @@ class Registry:
         except urllib.error.HTTPError:
             raise
         except (urllib.error.URLError, ssl.SSLError, ConnectionError, OSError) as e:
-            if not self._scheme_known:
+            reason = getattr(e, "reason", e)
+            if not self._scheme_known and not isinstance(reason, ssl.SSLCertVerificationError):
                 # A loopback or named-insecure registry may speak plain HTTP: HTTPS first, as Docker does.
                 self._scheme_known, self.scheme = True, "http"
                 req = urllib.request.Request(req.full_url.replace("https://", "http://", 1),
                                              headers=dict(req.header_items()))
                 return self._open(req)
-            reason = getattr(e, "reason", e)
             hint = ""
-            if isinstance(reason, ssl.SSLError) or isinstance(e, ssl.SSLError):
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                hint = "; expected a certificate this host's CAs (or SSL_CERT_FILE) vouch for"
+            elif isinstance(reason, ssl.SSLError):
                 hint = (f"; if {self.registry} serves plain HTTP on purpose, name it in "
                         "NSPAWN_INSECURE_REGISTRIES")
             raise RegistryError(f"cannot reach the registry {self.registry}: {reason}{hint}") from None

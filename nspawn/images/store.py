@@ -175,11 +175,15 @@ class Store:
         return record
 
     def mark_used(self, digest: str) -> None:
+        """For `nspawn images`; a store this launcher cannot write to only loses the date."""
         path = self.path("images", hex_of(digest) + ".used")
         try:
             os.utime(path)
         except FileNotFoundError:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            with contextlib.suppress(OSError):
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        except OSError:
+            pass
 
     def last_used(self, digest: str) -> float | None:
         try:

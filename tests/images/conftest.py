@@ -34,7 +34,7 @@ def free_port() -> int:
 class RegistryServer:
     """docker-registry with a config the test writes, storage in a temporary directory."""
 
-    def __init__(self, directory, htpasswd: str | None = None):
+    def __init__(self, directory, htpasswd: str | None = None, tls: tuple | None = None):
         self.directory = str(directory)
         os.makedirs(self.directory, exist_ok=True)
         self.port = free_port()
@@ -45,10 +45,12 @@ class RegistryServer:
             with open(path, "w") as f:
                 f.write(htpasswd)
             auth = f"auth:\n  htpasswd:\n    realm: test\n    path: {path}\n"
+        self.scheme = "https" if tls else "http"
+        served = f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n" if tls else ""
         self.config = os.path.join(self.directory, "config.yml")
         with open(self.config, "w") as f:
             f.write(f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: "
-                    f"{self.directory}/data\n  delete:\n    enabled: true\nhttp:\n  addr: {self.host}\n{auth}")
+                    f"{self.directory}/data\n  delete:\n    enabled: true\nhttp:\n  addr: {self.host}\n{served}{auth}")
         self.process = None
 
     def start(self):
@@ -56,7 +58,10 @@ class RegistryServer:
                                         stderr=open(os.path.join(self.directory, "log"), "ab"))
         for _ in range(200):
             try:
-                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1).close()
+                import ssl
+
+                unverified = ssl._create_unverified_context()  # only to see that it is up
+                urllib.request.urlopen(f"{self.scheme}://{self.host}/v2/", timeout=1, context=unverified).close()
                 return self
             except urllib.error.HTTPError:
                 return self  # 401 from an authenticating registry: it is up

@@ -314,3 +314,32 @@ def test_a_zstd_layer_is_unpacked_and_refused_clearly_without_the_extra(registry
     with pytest.raises(LayerError, match=r"layer L is zstd-compressed, and the zstandard package is not installed; "
                                          r"expected it \(pip install 'nspawn\[zstd\]'\)"):
         _decompressed(blob, "zstd", "L")
+
+
+def test_tls_is_verified_and_plain_http_only_for_loopback_or_registries_named_insecure(tmp_path, registry,
+                                                                                         test_image, store):
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)
+    server = RegistryServer(tmp_path / "tls", tls=(cert, key)).start()
+    try:
+        ref = f"{server.host}/tls/img:1"
+        subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{test_image.layout}:t",
+                        f"docker://{ref}"], check=True)
+        refused = nspawn("pull", ref)
+        assert refused.returncode == 125
+        assert "certificate verify failed" in refused.stderr
+        assert "expected a certificate this host's CAs (or SSL_CERT_FILE) vouch for" in refused.stderr
+        trusted = nspawn("pull", ref, env={"SSL_CERT_FILE": cert})
+        assert trusted.returncode == 0, trusted.stderr
+    finally:
+        server.stop()
+    # 127.1 is loopback too, but not by its name: plain HTTP there only when asked for by name
+    other_name = f"127.1:{registry.port}/insecure/img:1"
+    test_image.push(registry, "insecure/img:1", "oci")
+    refused = nspawn("pull", other_name)
+    assert refused.returncode == 125
+    assert f"if 127.1:{registry.port} serves plain HTTP on purpose, name it in NSPAWN_INSECURE_REGISTRIES" in refused.stderr
+    allowed = nspawn("pull", other_name, env={"NSPAWN_INSECURE_REGISTRIES": f"other:1, 127.1:{registry.port}"})
+    assert allowed.returncode == 0, allowed.stderr
