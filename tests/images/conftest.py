@@ -257,6 +257,7 @@ class Proxy:
         self.delay: dict = {}  # blob digest -> seconds to wait before answering
         self.release = threading.Event()
         self.seen: list[str] = []
+        self.served: dict = {}  # path -> (body, content type) answered here instead of by the registry
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -274,6 +275,9 @@ class Proxy:
                                  f'scope="repository:{self.path.split("/")[2]}/{self.path.split("/")[3]}:pull"')
                     return self._send(401, b'{"errors":[{"code":"UNAUTHORIZED","message":"token needed"}]}',
                                       {"WWW-Authenticate": challenge, "Content-Type": "application/json"})
+                if self.path in proxy.served:
+                    body, content_type = proxy.served[self.path]
+                    return self._send(200, body, {"Content-Type": content_type})
                 req = urllib.request.Request(f"http://{proxy.upstream.host}{self.path}",
                                              headers={"Accept": self.headers.get("Accept", "*/*")})
                 try:

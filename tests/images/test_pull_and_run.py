@@ -343,3 +343,66 @@ def test_tls_is_verified_and_plain_http_only_for_loopback_or_registries_named_in
     assert f"if 127.1:{registry.port} serves plain HTTP on purpose, name it in NSPAWN_INSECURE_REGISTRIES" in refused.stderr
     allowed = nspawn("pull", other_name, env={"NSPAWN_INSECURE_REGISTRIES": f"other:1, 127.1:{registry.port}"})
     assert allowed.returncode == 0, allowed.stderr
+
+
+def test_a_foreign_layer_comes_from_its_url_verified(proxy, registry, test_image, store, tmp_path):
+    """A foreign layer the registry does not hold, fetched over HTTPS from the URL its manifest
+    names (a server on loopback whose certificate SSL_CERT_FILE vouches for), checked like any."""
+    import hashlib
+    import http.server
+    import ssl
+    import threading
+
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)
+    layout = test_image.layout
+    with open(os.path.join(layout, "index.json")) as f:
+        base = next(m for m in json.load(f)["manifests"]
+                    if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == "t")
+    with open(os.path.join(layout, "blobs", "sha256", base["digest"].split(":")[1])) as f:
+        first = json.load(f)["layers"][0]
+    first_bytes = open(os.path.join(layout, "blobs", "sha256", first["digest"].split(":")[1]), "rb").read()
+    foreign = tar_bytes([(entry_info("etc"), None), (entry_info("etc/foreign"), b"from its own URL\n")])
+    import gzip
+
+    digest = lambda data: "sha256:" + hashlib.sha256(data).hexdigest()  # noqa: E731
+    config = json.dumps({"os": "linux", "architecture": machine_arch(), "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": [digest(gzip.decompress(first_bytes)),
+                                                                   digest(gzip.decompress(foreign))]}}).encode()
+
+    class Blob(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(foreign)))
+            self.end_headers()
+            self.wfile.write(foreign)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Blob)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"https://127.0.0.1:{server.server_address[1]}/layer.tar.gz"
+        manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                               "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                                          "digest": digest(config), "size": len(config)},
+                               "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                                           "digest": first["digest"], "size": first["size"]},
+                                          {"mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+                                           "digest": digest(foreign), "size": len(foreign), "urls": [url]}]}).encode()
+        proxy.served["/v2/foreign/img/manifests/1"] = (manifest, "application/vnd.docker.distribution.manifest.v2+json")
+        proxy.served[f"/v2/foreign/img/blobs/{digest(config)}"] = (config, "application/octet-stream")
+        proxy.served[f"/v2/foreign/img/blobs/{first['digest']}"] = (first_bytes, "application/octet-stream")
+        ref = f"{proxy.host}/foreign/img:1"
+        ran = nspawn("run", "--image", ref, "--", "/bin/cat", "/etc/foreign", env={"SSL_CERT_FILE": cert})
+        assert (ran.returncode, ran.stdout) == (0, "from its own URL\n"), ran.stderr
+        assert proxy.blob_gets(digest(foreign)) == 0  # not from the registry
+    finally:
+        server.shutdown()
+        server.server_close()
