@@ -215,7 +215,7 @@ def test_image(tmp_path_factory):
     return BuiltImage(tmp_path_factory.mktemp("image"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # not the session's: later tests check that no child process is left
 def registry(tmp_path_factory, test_image):
     server = RegistryServer(tmp_path_factory.mktemp("registry")).start()
     yield server
