@@ -10,6 +10,8 @@ for the backend (the Linux backend does not switch users yet).
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 
 from nspawn.records import record
