@@ -406,3 +406,16 @@ def test_a_foreign_layer_comes_from_its_url_verified(proxy, registry, test_image
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_pull_on_a_terminal_shows_a_bar_per_layer_with_bytes_and_time_left(registry, test_image, store):
+    ref = test_image.push(registry, "terminal/img:1", "oci")
+    shown = subprocess.run(["script", "-qec", f"{sys.executable} -m nspawn pull {ref}", "/dev/null"],
+                           capture_output=True, text=True, env={**os.environ, "TERM": "xterm", "COLUMNS": "120"},
+                           cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    assert shown.returncode == 0, shown.stdout
+    import re
+
+    assert "━" in shown.stdout and "0:00:00" in shown.stdout  # a bar, and the time left
+    assert re.search(r"\b(\d+(\.\d)?)/\1 (MB|kB)\b", shown.stdout)  # bytes done of bytes, for the big layer
+    assert shown.stdout.count(" pulled ") >= 2 and f"{ref} sha256:" in shown.stdout
