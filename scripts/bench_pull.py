@@ -61,7 +61,10 @@ def main() -> None:
         ref, size = image(work, registry, args.layers, args.mb)
         mb = size / 1e6
         env = {**os.environ, "NSPAWN_STORE": os.path.join(work, "store"), "NSPAWN_STATE_DIR": os.path.join(work, "state"),
-               "NSPAWN_SCRATCH_DIR": os.path.join(work, "scratch")}
+               "NSPAWN_SCRATCH_DIR": os.path.join(work, "scratch"),
+               # bytecode cached as an installed nspawn has it (beside the checkout, not in it)
+               "PYTHONPYCACHEPREFIX": os.path.join(work, "pycache")}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         nspawn = timed([sys.executable, "-m", "nspawn", "pull", ref], env)
         copy = timed(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{ref}",
                       f"oci:{work}/copy:t"], env)
