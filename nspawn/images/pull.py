@@ -4,7 +4,9 @@ every blob's size and digest checked before anything is unpacked from it."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import time
 
 from nspawn.images import manifest as manifests
@@ -135,14 +137,10 @@ def ensure_layer(store: Store, registry, ref: Reference, blob, diff_id: str, pro
             if diff_id and got != diff_id:
                 raise LayerError(f"layer {blob.digest} unpacks to {got}, and the image config says {diff_id}; refusing it")
             os.unlink(compressed)
-            import json
-
             with open(os.path.join(made, "layer.json"), "w", encoding="utf-8") as f:
                 json.dump({"digest": blob.digest, "diff_id": got, "size": blob.size, "unpacked": written}, f)
             store.add_layer(blob.digest, made)
         finally:
-            import shutil
-
             shutil.rmtree(work, ignore_errors=True)
     progress.done(blob.digest, "pulled")
     return "pulled"

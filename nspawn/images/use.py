@@ -133,9 +133,6 @@ def defaults(document: dict, image_config: dict, case_blind: bool = False) -> di
 def lookup(diffs: tuple, path: str) -> str | None:
     """The host path behind absolute container path `path` in the overlay of `diffs` (top
     first), symbolic links followed as the container would; None when it is not there."""
-    import os
-    import stat
-
     def find(parts: list) -> str | None:
         for diff in diffs:
             hidden = False
