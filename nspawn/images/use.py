@@ -53,8 +53,8 @@ def resolve(text: str, *, pull: bool, notify=None):
         if found is not None:
             return _on_host(ref, *found)
         if not pull:
-            raise NotInStore(f"{ref} is not in the image store {store.root}; expected it pulled first "
-                             f"(nspawn pull {text})")
+            raise NotInStore(f"{ref} is not in the image store {store.root}, nor in Docker's or Podman's; "
+                             f"expected it pulled first (nspawn pull {text})")
         (notify or _stderr)(f"nspawn: {ref} is not in the store; pulling it")
         from nspawn.images.pull import pull as pull_image
 

@@ -67,7 +67,8 @@ def test_a_dry_run_of_an_image_not_in_the_store_says_to_pull(registry, test_imag
     ref = test_image.push(registry, "dry/img:1", "oci")
     done = nspawn("run", "--dry-run", "--image", ref)
     assert done.returncode == 2
-    assert f"is not in the image store {store}; expected it pulled first (nspawn pull {ref})" in done.stderr
+    assert (f"is not in the image store {store}, nor in Docker's or Podman's; expected it pulled first "
+            f"(nspawn pull {ref})") in done.stderr
     assert image_files(store) == []
 
 
