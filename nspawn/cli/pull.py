@@ -87,5 +87,5 @@ def pull(ctx, reference, platform_text):
         from nspawn.result import error_text
 
         shown.error(f"cannot pull {ref}: {error_text(e) if isinstance(e, OSError) else e}")
-        ctx.exit(exitcodes.LAUNCHER)
+        ctx.exit(getattr(e, "exit_code", exitcodes.LAUNCHER))
     click.echo(f"{ref} {record['digest']}")

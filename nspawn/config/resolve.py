@@ -97,7 +97,8 @@ def _with_image(document: dict, pull: bool, text, source, from_command_line):
         from nspawn.result import error_text
 
         why = error_text(e) if isinstance(e, OSError) else str(e)
-        _fail_on([Finding(("image",), f"cannot pull {document['image']}: {why}", exit_code=exitcodes.LAUNCHER)],
+        _fail_on([Finding(("image",), f"cannot pull {document['image']}: {why}",
+                          exit_code=getattr(e, "exit_code", exitcodes.LAUNCHER))],
                  text, source, from_command_line)
     document = defaults(document, image_config, case_blind=windows)
     if windows:

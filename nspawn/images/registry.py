@@ -19,6 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from nspawn import exitcodes
 from nspawn.errors import NspawnError
 from nspawn.images.reference import DOCKER_HUB, Reference, is_loopback
 
@@ -35,6 +36,10 @@ TIMEOUT_SECONDS = 60
 
 class RegistryError(NspawnError):
     """The registry refused, failed, or sent something that does not check out."""
+
+    def __init__(self, message: str, exit_code: int = exitcodes.LAUNCHER):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def docker_config_auths(path: str | None = None) -> dict:
@@ -112,7 +117,10 @@ class Registry:
                     self._authorization[scope] = self._answer(e.headers.get("WWW-Authenticate", ""), scope)
                     e.close()
                     continue
-                raise RegistryError(self._refusal(e, repository, path)) from None
+                # A name or tag the registry does not know is the user's input, like a bad config value.
+                unknown = e.code == 404 and path.startswith("manifests/")
+                raise RegistryError(self._refusal(e, repository, path),
+                                    exitcodes.USAGE if unknown else exitcodes.LAUNCHER) from None
         raise AssertionError("unreachable")
 
     def _open(self, req):

@@ -63,6 +63,17 @@ def test_a_second_run_needs_no_registry_and_dry_run_shows_digest_and_layers(tmp_
     assert listed[0]["last_used"] is not None and listed[0]["size"] > 1000
 
 
+def test_an_unknown_name_or_tag_is_bad_input(registry, test_image, store):
+    test_image.push(registry, "known/img:1", "oci")
+    for ref, says in ((f"{registry.host}/known/img:2", "manifest 2: not found (MANIFEST_UNKNOWN"),
+                      (f"{registry.host}/unknown/img:1", "manifest 1: not found (MANIFEST_UNKNOWN")):
+        pulled = nspawn("pull", ref)
+        assert pulled.returncode == 2 and says in pulled.stderr, pulled.stderr
+        ran = nspawn("run", "--image", ref)
+        assert ran.returncode == 2 and says in ran.stderr, ran.stderr
+    assert image_files(store) == []
+
+
 def test_a_dry_run_of_an_image_not_in_the_store_says_to_pull(registry, test_image, store):
     ref = test_image.push(registry, "dry/img:1", "oci")
     done = nspawn("run", "--dry-run", "--image", ref)
