@@ -252,8 +252,7 @@ class Proxy:
 
         self.upstream = upstream
         self.token_user: tuple | None = None  # (user, password) its /token wants; None: no auth
-        self.stall: dict = {}  # blob digest -> bytes sent before waiting on self.release
-        self.delay: dict = {}  # blob digest -> seconds to wait before answering
+        self.stall: dict = {}  # blob digest -> bytes sent before waiting on self.release, then the rest
         self.release = threading.Event()
         self.seen: list[str] = []
         self.served: dict = {}  # path -> (body, content type) answered here instead of by the registry
@@ -285,7 +284,6 @@ class Proxy:
                 except urllib.error.HTTPError as e:
                     body, status, headers = e.read(), e.code, e.headers
                 digest = self.path.rsplit("/", 1)[-1]
-                time.sleep(proxy.delay.get(digest, 0))
                 keep = {k: headers[k] for k in ("Content-Type", "Docker-Content-Digest") if headers.get(k)}
                 if digest in proxy.stall:
                     self.send_response(status)
@@ -295,6 +293,10 @@ class Proxy:
                     self.wfile.write(body[:proxy.stall[digest]])
                     self.wfile.flush()
                     proxy.release.wait(60)
+                    try:
+                        self.wfile.write(body[proxy.stall[digest]:])  # to a pull still there
+                    except OSError:
+                        pass  # one killed meanwhile
                     return
                 self._send(status, body, keep)
 

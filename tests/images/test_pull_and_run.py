@@ -145,13 +145,31 @@ def test_a_pull_killed_mid_download_leaves_nothing_used_and_a_rerun_completes(pr
 
 def test_two_concurrent_pulls_unpack_each_layer_once(proxy, registry, test_image, store):
     ref, layer = _big_layer(proxy.host, test_image, registry, "twice/img:1")
-    proxy.delay[layer] = 1.0  # both pulls reach the layer while the first one holds it
-    pullers = [subprocess.Popen([sys.executable, "-m", "nspawn", "pull", ref], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outputs = [p.communicate(timeout=60) for p in pullers]
-    assert [p.returncode for p in pullers] == [0, 0], outputs
-    lines = [line for _, err in outputs for line in err.splitlines() if line.startswith(layer[:19])]
-    assert sorted(line.split(": ")[1].split(" (")[0] for line in lines) == ["already present", "pulled"]
+    proxy.stall[layer] = 100_000  # the first pull holds the layer's lock, mid-download, until released
+
+    def start():
+        return subprocess.Popen([sys.executable, "-m", "nspawn", "pull", ref], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def wait_for(condition):
+        deadline = time.monotonic() + 30
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert condition()
+
+    config_gets = lambda: sum(1 for p in proxy.seen if "/blobs/" in p and not p.endswith(layer))  # noqa: E731
+    first = start()
+    wait_for(lambda: proxy.blob_gets(layer) == 1)
+    before = config_gets()
+    second = start()
+    wait_for(lambda: config_gets() > before)  # the second has its manifest and config: next, the layer's lock
+    time.sleep(0.5)
+    proxy.release.set()
+    outputs = [p.communicate(timeout=60) for p in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0], outputs
+    said = [line.split(": ")[1].split(" (")[0] for _, err in outputs for line in err.splitlines()
+            if line.startswith(layer[:19])]
+    assert said == ["pulled", "already present"]
     assert proxy.blob_gets(layer) == 1
     assert outputs[0][0] == outputs[1][0]  # the same digest
 
