@@ -54,7 +54,7 @@ def load_config(path: str | None, overrides: dict | None = None, *, host: bool =
     _fail_on(check_schema(merged), text, source, from_command_line)
     image = None
     if (images or host) and "image" in merged and "parent_layer_directory" not in merged:
-        image, merged = _with_image(merged, images == "pull", text, source, from_command_line)
+        image, merged = _with_image(merged, images == "pull", not host, text, source, from_command_line)
     config, findings = build_config(merged, source, base_dir)
     if image is not None:
         config = config.replace(resolved_image=image)
@@ -68,13 +68,15 @@ def load_config(path: str | None, overrides: dict | None = None, *, host: bool =
     return config
 
 
-def _with_image(document: dict, pull: bool, text, source, from_command_line):
+def _with_image(document: dict, pull: bool, dry_run: bool, text, source, from_command_line):
     """(ResolvedImage, the document with the image's defaults), or the image's problem; a
-    reference the builder refuses is left to it."""
+    reference the builder refuses is left to it. A dry run of an image the host lacks plans
+    with placeholders for what the run's pull will tell (what validate accepts, a dry run
+    shows)."""
     from nspawn.config.build import flavour
     from nspawn.errors import NspawnError
     from nspawn.images.reference import ReferenceError
-    from nspawn.images.use import NotInStore, defaults, resolve, resolve_windows
+    from nspawn.images.use import ENTRYPOINT, NotInStore, defaults, resolve, resolve_windows, unresolved
 
     windows = flavour(document) == "windows"
     try:
@@ -85,7 +87,11 @@ def _with_image(document: dict, pull: bool, text, source, from_command_line):
     except ReferenceError:
         return None, document
     except NotInStore as e:
-        _fail_on([Finding(("image",), str(e))], text, source, from_command_line)
+        if not dry_run:
+            _fail_on([Finding(("image",), str(e))], text, source, from_command_line)
+        image, image_config = unresolved(document["image"], windows), {}
+        if "process_executable" not in document:
+            document = {**document, "process_executable": ENTRYPOINT}
     except KeyboardInterrupt:
         from nspawn import exitcodes
 

@@ -36,6 +36,27 @@ class NotInStore(LookupError):
     pass
 
 
+AT_RUN_TIME = "<at run time>"
+ENTRYPOINT = "<the image's Entrypoint and Cmd>"
+
+
+def unresolved(text: str, windows: bool = False) -> ResolvedImage:
+    """What a dry run shows of an image this host does not have yet (a Linux run pulls it):
+    its digest and layers are placeholders, as other values known only at run time are; on
+    Windows the parent layer's, a folder of Docker's windowsfilter store."""
+    from nspawn.images.reference import parse
+
+    ref = parse(text)
+    layers = (f"<the layers of {ref} {AT_RUN_TIME}>",)
+    if windows:
+        from nspawn.config.derived import host_path_module
+        from nspawn.images.hoststores import WINDOWS_DOCKER_ROOT
+
+        root = os.environ.get("NSPAWN_DOCKER_ROOT") or WINDOWS_DOCKER_ROOT
+        layers = (host_path_module(root).join(root, "windowsfilter", f"<its top layer {AT_RUN_TIME}>"),)
+    return ResolvedImage(str(ref), AT_RUN_TIME, layers, layers, (), "", "")
+
+
 def resolve(text: str, *, pull: bool, notify=None):
     """(ResolvedImage, image config dict) of reference `text`; pulled when absent and `pull`
     (saying so through `notify`), NotInStore otherwise. Raises ReferenceError for a bad

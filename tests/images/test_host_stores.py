@@ -109,5 +109,5 @@ def test_an_image_of_podmans_containers_storage(tmp_path, store, monkeypatch):
     plan = json.loads(nspawn("run", "--dry-run", "--image", "quay.io/team/tool:2").stdout)
     assert plan["image"]["digest"] == image_id and [layer["path"] for layer in plan["image"]["layers"]] == [
         f"{root}/overlay/{'b' * 64}/diff", f"{root}/overlay/{'a' * 64}/diff"]
-    missing = nspawn("run", "--dry-run", "--image", "quay.io/team/tool:3")
-    assert missing.returncode == 2 and "not in the image store" in missing.stderr
+    missing = json.loads(nspawn("run", "--dry-run", "--image", "quay.io/team/tool:3").stdout)
+    assert missing["image"]["digest"] == "<at run time>"  # not Podman's 2, which it does not confuse with 3

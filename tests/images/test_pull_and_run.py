@@ -74,13 +74,29 @@ def test_an_unknown_name_or_tag_is_bad_input(registry, test_image, store):
     assert image_files(store) == []
 
 
-def test_a_dry_run_of_an_image_not_in_the_store_says_to_pull(registry, test_image, store):
+def not_on_this_host(ref: str) -> bool:
+    """Whether a dry run shows `ref` as an image the run will have to get (and validate --host refuses it)."""
+    plan = nspawn("run", "--dry-run", "--image", ref)
+    assert plan.returncode == 0, plan.stderr
+    return json.loads(plan.stdout)["image"]["digest"] == "<at run time>"
+
+
+def test_a_dry_run_of_an_image_not_on_the_host_shows_placeholders_and_validate_host_says_to_pull(
+        registry, test_image, store, tmp_path):
     ref = test_image.push(registry, "dry/img:1", "oci")
     done = nspawn("run", "--dry-run", "--image", ref)
-    assert done.returncode == 2
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert plan["image"]["digest"] == "<at run time>" and plan["image"]["reference"] == ref
+    assert plan["lower_layers"] == [f"<the layers of {ref} <at run time>>"]
+    assert plan["argv"] == ["<the image's Entrypoint and Cmd>"]
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"image": ref}))
+    checked = nspawn("validate", "--host", str(config))
+    assert checked.returncode == 2
     assert (f"is not in the image store {store}, nor in Docker's or Podman's; expected it pulled first "
-            f"(nspawn pull {ref})") in done.stderr
-    assert image_files(store) == []
+            f"(nspawn pull {ref})") in checked.stderr
+    assert image_files(store) == []  # neither pulled
 
 
 def test_a_tampered_blob_is_refused_and_nothing_kept(tmp_path, test_image, store):
@@ -133,8 +149,7 @@ def test_a_pull_killed_mid_download_leaves_nothing_used_and_a_rerun_completes(pr
     puller.send_signal(signal.SIGKILL)
     puller.wait()
     assert not any(n.startswith(("images/", "refs/", "layers/" + layer.split(":")[1])) for n in image_files(store))
-    refused = nspawn("run", "--dry-run", "--image", ref)
-    assert refused.returncode == 2 and "not in the image store" in refused.stderr
+    assert not_on_this_host(ref)
     proxy.stall.clear()
     again = nspawn("pull", ref)
     assert again.returncode == 0, again.stderr

@@ -80,3 +80,15 @@ def test_a_windows_build_mismatch_is_said_in_words():
         "the image is for Windows OS version 10.0.17763.5830, and this host is build 20348: a process-isolated "
         "container runs only on the build its image was made for; expected an image tag for this host's Windows "
         "version (e.g. ltsc2022 for build 20348), or isolation hyperv")
+
+
+def test_a_dry_run_of_a_windows_image_docker_lacks_shows_placeholders(host, tmp_path):
+    from tests.conftest import nspawn
+
+    config = tmp_path / "absent.json"
+    config.write_text(json.dumps({"backend": "hcs", "image": REF}))
+    done = nspawn("run", "--dry-run", "-c", str(config), env=host.env(None))
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert plan["layers"]["parent"] == str(tmp_path / "docker" / "windowsfilter" / "<its top layer <at run time>>")
+    assert plan["v2"]["process"]["CommandLine"] == "\"<the image's Entrypoint and Cmd>\""
