@@ -30,6 +30,7 @@ COMMANDS = {
     "images": "nspawn.cli.images",
     "rmi": "nspawn.cli.rmi",
     "prune": "nspawn.cli.prune",
+    "worker": "nspawn.cli.worker",
 }
 
 

@@ -8,23 +8,24 @@ from nspawn import backends
 from nspawn.config.build import build_config
 from nspawn.config.fields import BY_KEY
 from nspawn.config.host import host_findings
-from nspawn.config.load import Finding, check_schema, locate_findings, read_document
+from nspawn.config.load import Finding, check_schema, locate_findings, parse_document, read_document
 from nspawn.config.model import Config
 from nspawn.errors import ConfigError
 
 
 
 def load_config(path: str | None, overrides: dict | None = None, *, host: bool = False,
-                images: str | None = None) -> Config:
+                images: str | None = None, data: bytes | None = None) -> Config:
     """Validate `path` (if any) with `overrides` (document keys, host paths already absolute)
     laid over it. File checks always run; host checks run when `host` is true. An `image` is
     resolved in the store when `images` is "store" (the default with `host`), and pulled when
     the store lacks it if it is "pull"; its config's defaults then go under the document's
-    values. Raises ConfigError listing every problem, each located in the file or on the
-    command line."""
+    values. `data`: the file's bytes as read elsewhere (a batch job sent to another machine),
+    its relative host paths still relative to `path`'s directory. Raises ConfigError listing
+    every problem, each located in the file or on the command line."""
     overrides = overrides or {}
     if path is not None:
-        document, text = read_document(path)
+        document, text = read_document(path) if data is None else parse_document(data, path)
         source, base_dir = path, os.path.dirname(os.path.abspath(path))
     else:
         document, text, source, base_dir = {}, None, "command line", os.getcwd()

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from nspawn.backends.linux import hostview
 from tests.linux.conftest import ROOT, needs_root
 
 pytestmark = needs_root
@@ -21,6 +22,9 @@ pytestmark = needs_root
 # gets the Ctrl-C: a shell's `echo ready; sleep 100` could be typed at between the two, where
 # the shell itself holds the signal back until sleep ends, as it would outside a container.
 PYTHON = os.path.realpath(sys.executable)  # the host's files are the container's lower layer
+# ... its OS, that is: an interpreter installed under a directory the view hides (pyenv's under
+# /root) is mapped in
+SHOW_PYTHON = ["--bind", f"{sys.base_prefix}:{sys.base_prefix}:ro"] if hostview.hides(PYTHON) else []
 DIES = [PYTHON, "-c", "import time; print('ready', flush=True); time.sleep(100)"]
 TRAPS = [PYTHON, "-c", "import signal, sys, time; signal.signal(signal.SIGINT, lambda *_: sys.exit(3)); "
                        "print('ready', flush=True); time.sleep(100)"]
@@ -54,7 +58,7 @@ def ctrl_c(argv: list[str]) -> tuple[int, str, str]:
         try:
             os.dup2(err_w, 2)
             os.chdir(ROOT)
-            os.execv(sys.executable, [sys.executable, "-m", "nspawn", "run", "--", *argv])
+            os.execv(sys.executable, [sys.executable, "-m", "nspawn", "run", *SHOW_PYTHON, "--", *argv])
         finally:
             os._exit(127)
     os.close(err_w)

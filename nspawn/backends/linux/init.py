@@ -52,7 +52,8 @@ class Launch:
     cgroup_joins: list[str]  # the files B writes "0" to, to join its groups when not forked into them
     cgroup_view: list[tuple[str, str, str]]  # the hierarchies mounted read-only at /sys/fs/cgroup
     scratch: str  # holds the overlay's upper, work and root directories
-    binds: list[tuple[str, str, bool, bool]]  # (real host path, container path, read only, is a file)
+    hide: tuple[str, ...] | None  # with the host view, nspawn's own paths it hides too (hostview.prepare)
+    binds: list[tuple[int, str, str, bool, bool]]  # (source as a detached mount, its host path, container path, read only, is a file)
     report_w: int
     status_w: int
     output_w: tuple[int, int] | None  # payload's stdout and stderr pipes, when the launcher copies them
@@ -124,7 +125,8 @@ def start(launch: Launch) -> int:
 
 
 def _stage_a(launch: Launch) -> None:
-    _close_all_but((launch.report_w, launch.status_w, *(launch.output_w or ())), launch.max_fd)
+    _close_all_but((launch.report_w, launch.status_w, *(launch.output_w or ()), *(b[0] for b in launch.binds)),
+                   launch.max_fd)
     # A session of its own, with no controlling terminal: the container cannot open /dev/tty
     # to type into the host's shell (TIOCSTI), and kill(0, ...) reaches no launcher.
     os.setsid()
@@ -151,7 +153,7 @@ def _stage_a(launch: Launch) -> None:
         except BaseException as e:
             _fail(launch, e)
     os.write(launch.report_w, b"P%d\n" % pid)
-    for fd in (launch.report_w, launch.status_w, self_fd, *(launch.output_w or ())):
+    for fd in (launch.report_w, launch.status_w, self_fd, *(launch.output_w or ()), *(b[0] for b in launch.binds)):
         os.close(fd)
     _, status = os.waitpid(pid, 0)
     os._exit(_exit_code(status))
@@ -197,16 +199,17 @@ def _stage_b(launch: Launch, parent_fd: int, in_groups: bool) -> None:
     libc.unshare(libc.CLONE_NEWCGROUP)
     plan = launch.plan
     launch.at("mount-root")
-    mounts.enter_root(launch.plan.lower_layers or launch.plan.lower_dir,
-                      *(os.path.join(launch.scratch, sub) for sub in mounts.SCRATCH_DIRS))
+    mounts.enter_root(plan.lower_layers or plan.lower_dir, launch.scratch, plan.scratch_bytes, launch.hide)
     launch.at("mount-system")
-    mounts.mount_system()
+    mounts.mount_system(plan.tmp_size, plan.shm_size)
+    mounts.mask_system()
     mounts.cgroup_view(launch.cgroup_view)
     for target, size in plan.tmpfs:
         mounts.tmpfs(target, size)
     launch.at("bind-mounts")
-    for source, target, read_only, is_file in launch.binds:
-        mounts.bind(source, target, read_only, is_file)
+    for tree, source, target, read_only, is_file in launch.binds:
+        mounts.bind(tree, source, target, read_only, is_file)
+        os.close(tree)
     launch.at("detach-host-root")
     mounts.leave_old_root()
     launch.at("hostname")
