@@ -199,7 +199,7 @@ def _stage_b(launch: Launch, parent_fd: int, in_groups: bool) -> None:
     libc.unshare(libc.CLONE_NEWCGROUP)
     plan = launch.plan
     launch.at("mount-root")
-    mounts.enter_root(plan.lower_dir, launch.scratch, plan.scratch_bytes, launch.hide)
+    mounts.enter_root(plan.lower_layers or plan.lower_dir, launch.scratch, plan.scratch_bytes, launch.hide)
     launch.at("mount-system")
     mounts.mount_system(plan.tmp_size, plan.shm_size)
     mounts.mask_system()

@@ -28,21 +28,36 @@ def _escape(path: str) -> str:
     return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
 
 
-def overlay_options(lower: str, upper: str, work: str, above: str | None = None) -> str:
-    """`above`: a second lower layer stacked over `lower`."""
-    lowers = _escape(lower) if above is None else f"{_escape(above)}:{_escape(lower)}"
+def shared_parent(layers: tuple) -> str | None:
+    """The one directory all `layers` are in (an image store's short links), else None."""
+    parents = {os.path.dirname(layer) for layer in layers}
+    return parents.pop() if len(parents) == 1 else None
+
+
+def overlay_options(lower: str | tuple, upper: str, work: str, above: str | None = None) -> str:
+    """`lower`: a directory, or an image's layers (a tuple, top first); layers in one directory
+    are named from inside it (enter_root changes to it), so that many fit the one page mount
+    options are given. `above`: a second lower layer stacked over `lower` (the host view's)."""
+    if isinstance(lower, tuple):
+        relative = shared_parent(lower) is not None
+        lowers = ":".join(_escape(os.path.basename(layer) if relative else layer) for layer in lower)
+    else:
+        lowers = _escape(lower)
+    if above is not None:
+        lowers = f"{_escape(above)}:{lowers}"
     return f"lowerdir={lowers},upperdir={_escape(upper)},workdir={_escape(work)}"
 
 
 VIEW_DIR = "view"  # in the scratch dir, with the host view: the layer that hides (hostview.py)
 
 
-def enter_root(lower: str, scratch: str, size_bytes: int, hide: tuple[str, ...] | None) -> None:
-    """Mount the overlay and pivot into it. `size_bytes`: the upper layer is in a tmpfs of that
-    size, mounted on the scratch dir in this namespace only (it goes with it); 0: on disk.
-    `hide`: with the host view, nspawn's own paths it hides besides hostview's (None: no view).
-    The view's layer is a small tmpfs of this namespace, stacked over the host's / as a second
-    lower layer: nothing of it is written to disk, nor left to remove."""
+def enter_root(lower: str | tuple, scratch: str, size_bytes: int, hide: tuple[str, ...] | None) -> None:
+    """Mount the overlay and pivot into it. `lower`: a directory, or an image's layers, top
+    first. `size_bytes`: the upper layer is in a tmpfs of that size, mounted on the scratch dir
+    in this namespace only (it goes with it); 0: on disk. `hide`: with the host view, nspawn's
+    own paths it hides besides hostview's (None: no view). The view's layer is a small tmpfs
+    of this namespace, stacked over the host's / as a second lower layer: nothing of it is
+    written to disk, nor left to remove."""
     libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
     if size_bytes:
         libc.mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=700,size={size_bytes}")
@@ -60,16 +75,30 @@ def enter_root(lower: str, scratch: str, size_bytes: int, hide: tuple[str, ...] 
         os.mkdir(view, 0o700)
         libc.mount("tmpfs", view, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=1m")
         hostview.prepare(view, hide)
-    # A parent layer is opened here without following a link (one a payload planted in a
-    # writable mapping, or swaps in now) and mounted through that descriptor.
-    lower_fd = None if lower == "/" else libc.openat2(libc.AT_FDCWD, lower, libc.O_PATH | os.O_DIRECTORY,
-                                                      libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_NO_MAGICLINKS)
-    try:
-        layer = lower if lower_fd is None else f"/proc/self/fd/{lower_fd}"
-        libc.mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, overlay_options(layer, upper, work, view))
-    finally:
-        if lower_fd is not None:
-            os.close(lower_fd)
+    if isinstance(lower, tuple):
+        # An image's layers live in the store, which only root writes: no link to fear there.
+        # From inside their directory the scratch dir is reached through a descriptor.
+        here = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if shared_parent(lower):
+                os.chdir(shared_parent(lower))
+            at = f"/proc/self/fd/{here}/"
+            libc.mount("overlay", at + root, "overlay", MS_NOSUID | MS_NODEV,
+                       overlay_options(lower, at + upper, at + work))
+            os.fchdir(here)
+        finally:
+            os.close(here)
+    else:
+        # A parent layer is opened here without following a link (one a payload planted in a
+        # writable mapping, or swaps in now) and mounted through that descriptor.
+        lower_fd = None if lower == "/" else libc.openat2(libc.AT_FDCWD, lower, libc.O_PATH | os.O_DIRECTORY,
+                                                          libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_NO_MAGICLINKS)
+        try:
+            layer = lower if lower_fd is None else f"/proc/self/fd/{lower_fd}"
+            libc.mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, overlay_options(layer, upper, work, view))
+        finally:
+            if lower_fd is not None:
+                os.close(lower_fd)
     os.makedirs(root + OLD_ROOT, exist_ok=True)
     libc.pivot_root(root, root + OLD_ROOT)
     os.chdir("/")

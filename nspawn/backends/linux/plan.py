@@ -81,6 +81,8 @@ class LinuxPlan:
     timeout_seconds: float
     stop_grace_seconds: float
     seccomp: str  # "default", "unconfined" or a profile's host path (seccomp_filter compiles it)
+    lower_layers: tuple[str, ...] = ()  # an image's layers (short links, top first), then instead of lower_dir
+    image: object = None  # the config's nspawn.images.use.ResolvedImage
 
     @property
     def capability_mask(self) -> int:
@@ -94,6 +96,7 @@ class LinuxPlan:
         data["limits"] = self.limits._asdict()
         data["asked"] = self.asked.asked()
         data["capability_mask"] = f"{self.capability_mask:016x}"
+        data["image"] = self.image.to_json() if self.image is not None else None
         data["devices"] = [value for _, value in v1_files(self.devices)]
         return data
 
@@ -120,8 +123,8 @@ def plan(config: Config) -> LinuxPlan:
         hostname=config.hostname or os.urandom(4).hex(),
         namespaces=("mount", "pid", "uts", "ipc") + (("net",) if config.network == "none" else ()),
         network=config.network,
-        lower_dir=config.parent_layer_directory or "/",
-        host_view=None if config.parent_layer_directory else config.host_view,
+        lower_dir="" if config.resolved_image else config.parent_layer_directory or "/",
+        host_view=None if config.parent_layer_directory or config.resolved_image else config.host_view,
         scratch_parent=os.environ.get("NSPAWN_SCRATCH_DIR") or DEFAULT_SCRATCH_PARENT,
         mounts=tuple(mounts),
         tmpfs=tuple(sorted(((t.container_path, mib_to_bytes(t.size_mb)) for t in config.tmpfs),
@@ -140,6 +143,8 @@ def plan(config: Config) -> LinuxPlan:
         timeout_seconds=config.timeout_seconds,
         stop_grace_seconds=config.stop_grace_seconds,
         seccomp=config.seccomp,
+        lower_layers=config.resolved_image.layers if config.resolved_image else (),
+        image=config.resolved_image,
     )
 
 

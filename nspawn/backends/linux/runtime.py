@@ -185,7 +185,7 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
     signal_me = functools.partial(os.kill, me)
     result = session.result
     with session.phase("setup"):
-        if plan.lower_dir != "/":
+        if plan.lower_dir not in ("/", ""):  # "": an image's layers, in the store only root writes
             hostpaths.check_directory(plan.lower_dir, "parent_layer_directory")
         binds = _binds(plan, fds)
         stdout_fd = fds.add(_open_stdout(plan))[0] if plan.stdout_file else None
