@@ -26,7 +26,7 @@ def run_and_report(config_path: str | None, overrides: dict, *, verbosity: int =
     from nspawn.ui import Reporter
 
     try:
-        config = load_config(config_path, overrides, host=not dry_run)
+        config = load_config(config_path, overrides, host=not dry_run, images="store" if dry_run else "pull")
     except ConfigError as e:
         Reporter(verbosity).problems(e.problems)
         # A script reading the result line gets one for every ending, this one too.

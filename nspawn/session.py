@@ -73,8 +73,12 @@ class Session:
         self.journal: Journal | None = None
 
     def open_journal(self) -> Journal:
+        image = self.config.resolved_image
+        # The image in the header: `nspawn prune` keeps the layers of every journal's container.
         self.journal = Journal(self.container_id, self.config.backend, source=self.config.source,
-                               command=[self.config.process_executable, *self.config.process_arguments])
+                               command=[self.config.process_executable, *self.config.process_arguments],
+                               **({"image": {"digest": image.digest, "layers": list(image.layer_digests)}}
+                                  if image is not None else {}))
         return self.journal
 
     @contextlib.contextmanager

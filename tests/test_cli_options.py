@@ -46,6 +46,8 @@ def _overrides(monkeypatch, *argv):
     (["--affinity", "5-3"], "the range 5-3 is empty"),
     (["--affinity", "0,7-2"], "the range 7-2 is empty"),
     (["--cpu-percent", "nan"], "not a finite number"),  # found by tests/test_cli_properties.py: a crash in the plan
+    (["--affinity", "0-100000"], "CPU 100000 is beyond 4095"),  # issue 11: a mask too wide to print
+    (["--affinity", "0x" + "f" * 1025], "1025 hex digits; expected at most 1024"),
 ])
 def test_a_value_that_would_mean_no_limit_is_refused(monkeypatch, argv, said):
     ran, (overrides, _) = _overrides(monkeypatch, *argv, "--", "/bin/true")

@@ -79,8 +79,8 @@ def run(ctx, config_path, dry_run, as_json, json_fd, command, bind_ro, env_files
                  for key, value in options.items() if value not in (None, (), {})}
     if command:
         overrides["process_executable"], overrides["process_arguments"] = command[0], list(command[1:])
-    if config_path is None and "process_executable" not in overrides:
-        raise click.UsageError("give a config file with -c, or a command after --")
+    if config_path is None and "process_executable" not in overrides and "image" not in overrides:
+        raise click.UsageError("give a config file with -c, an --image, or a command after --")
     from nspawn.runcmd import exit_after_run, run_and_report  # not at the top: `run --help` needs neither
 
     exit_after_run(*run_and_report(config_path, overrides, verbosity=verbosity(ctx), dry_run=dry_run,

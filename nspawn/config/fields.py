@@ -20,6 +20,7 @@ IN_MAPPED = "in the mapped directory"  # relative, and never climbing out with "
 EXECUTABLE = "executable"  # IN_MAPPED with a process directory, else absolute or a command name
 
 INT64_MAX = 2**63 - 1
+MASK_HEX_DIGITS = 1024  # the widest "0x…" affinity mask: 4096 CPUs
 NETWORK_MODES = ("none", "host", "nat")
 ISOLATIONS = ("process", "hyperv")
 HCS_APIS = ("auto", "v1", "v2")
@@ -65,8 +66,12 @@ class Field:
         return out
 
 
+# No string reaches a system call with a NUL in it: the kernel would read it as its end.
+NO_NUL = "^[^\\u0000]*$"
+
+
 def _string(**more) -> dict:
-    return {"type": "string", "minLength": 1, **more}
+    return {"type": "string", "minLength": 1, "pattern": NO_NUL, **more}
 
 
 def _count(maximum: int = INT64_MAX) -> dict:
@@ -92,6 +97,14 @@ FIELDS = (
           "root filesystem, used read-only as the overlay's lower layer; without it the host's / is used read-only.",
           kind=HOST_PATH,
           option=Option(("--parent-layer",), "host_path", "Parent layer (HCS) or root filesystem directory (Linux).")),
+    Field("image", _string(maxLength=512),
+          "An OCI or Docker image by reference, as Docker spells it (alpine, debian:bookworm, "
+          "ghcr.io/owner/name:tag, name@sha256:…), instead of parent_layer_directory. Linux: its layers are the "
+          "overlay's lower layers; a run pulls it when neither the image store nor Docker's or Podman's store has "
+          "it. HCS: its top layer in Docker's windowsfilter store is the parent layer (not pulled). Its config "
+          "supplies defaults: Env under environment, WorkingDir, and Entrypoint plus Cmd when process_executable "
+          "is left out.",
+          option=Option(("--image",), "text", "Run on this image (pulled when the store lacks it): alpine, name:tag, name@sha256:….")),
     Field("process_directory", _string(),
           "Host directory mapped into the container at mapped_directory. Relative paths are resolved against the "
           "config file's directory.",
@@ -108,14 +121,14 @@ FIELDS = (
           "Executable to run: relative to mapped_directory, an absolute path in the container, or (without "
           "process_directory) a command name searched on the container's PATH.",
           kind=EXECUTABLE),
-    Field("process_arguments", {"type": "array", "items": {"type": "string"}},
+    Field("process_arguments", {"type": "array", "items": {"type": "string", "pattern": NO_NUL}},
           "Arguments passed to the executable, one string each.", default=()),
     Field("stdout_filename", _string(),
           "File (relative to mapped_directory) that receives the process's output as well as the terminal.",
           kind=IN_MAPPED,
           option=Option(("--stdout-file",), "text", "Also write the output to this file in the mapped directory.")),
     Field("environment", {"type": "object", "propertyNames": {"pattern": "^[^=\\u0000]+$"},
-                          "additionalProperties": {"type": "string"}},
+                          "additionalProperties": {"type": "string", "pattern": NO_NUL}},
           "Extra environment variables for the process.", additive=True,
           option=Option(("-E", "--setenv"), "setenv", "NAME=VALUE, or NAME for this host's value; repeatable.")),
     Field("working_directory", _string(),
@@ -132,6 +145,20 @@ FIELDS = (
           "Linux: empty in-memory file systems mounted in the container (nosuid, nodev, mode 1777), after the "
           "system's own and before the mounts.", items=TMPFS_FIELDS, additive=True, backends=("linux",),
           option=Option(("--tmpfs",), "tmpfs", "An in-memory file system PATH[:SIZE] (SIZE as 64M; default: half the RAM); repeatable.")),
+    Field("tmp_size_mb", _count(), "Linux: the size of the container's private /tmp in MiB; absent: 10% of the host's memory, "
+          "as systemd-nspawn; 0: the kernel's default, half of it.",
+          unit="MiB", backends=("linux",),
+          option=Option(("--tmp-size",), "size", "Size of /tmp: MiB, or with a suffix (256M); default 10% of RAM.")),
+    Field("shm_size_mb", _count(), "Linux: the size of /dev/shm in MiB; absent: 64, as Docker; 0: the kernel's default, "
+          "half of the host's memory.",
+          unit="MiB", backends=("linux",),
+          option=Option(("--shm-size",), "size", "Size of /dev/shm: MiB, or with a suffix; default 64M.")),
+    Field("scratch_size_mb", _count(),
+          "Linux: most MiB the container may write to its root (the overlay's upper layer), which is then in memory "
+          "(a tmpfs, counted in max_ram_mb) instead of on disk below the scratch directory; 0: on disk, bounded only "
+          "by that disk.",
+          default=0, unit="MiB", backends=("linux",),
+          option=Option(("--scratch-size",), "size", "Most the container may write to its root (in memory); default: unbounded, on disk.")),
     Field("network", {"enum": list(NETWORK_MODES)},
           "none: no network (Linux: loopback only); host: share the host's network (Linux only); nat: an endpoint "
           "on the host's NAT network (HCS only).",
@@ -159,6 +186,17 @@ FIELDS = (
           "seccomp profile.",
           default="default", kind=HOST_PATH, keywords=("default", "unconfined"), backends=("linux",),
           option=Option(("--seccomp",), "profile", "System-call filter: default, unconfined, or a profile file.")),
+    Field("host_view", {"enum": ["os", "full"]},
+          "Linux, without parent_layer_directory: how much of the host's / the container sees, read-only (its writes "
+          "go to its own scratch). os: the operating system, with /root, /home, /run, /var, /srv, /mnt and /media "
+          "empty unless mapped, and /etc/shadow, /etc/gshadow and the SSH host keys absent; full: everything (warned).",
+          default="os", backends=("linux",),
+          option=Option(("--host-view",), "choice", "Without a parent layer: the host's OS only (os), or all of / (full).")),
+    Field("allow_mknod", {"type": "boolean"},
+          "Linux: keep CAP_MKNOD, so the payload may make device nodes (warned). Only /dev's standard devices "
+          "open either way: every other mount is nodev and the device cgroup allows no other.",
+          default=False, backends=("linux",),
+          option=Option(("--allow-mknod",), "flag", "Keep CAP_MKNOD (device nodes still open only in /dev's standard set).")),
     Field("timeout_seconds", {"type": "number", "minimum": 0, "maximum": 31536000},
           "Wall-clock limit; then the process is stopped and the launcher exits 124. 0: none.",
           default=0, unit="seconds",
@@ -174,7 +212,7 @@ FIELDS = (
           "CPUs (cpuset).",
           limit=True, option=Option(("--cpus",), "integer", "Number of CPUs.")),
     Field("cpu_affinity_hex", {"oneOf": [{"type": "integer", "minimum": 0},
-                                         {"type": "string", "pattern": "^0[xX][0-9a-fA-F]{1,1024}$"}]},
+                                         {"type": "string", "pattern": f"^0[xX][0-9a-fA-F]{{1,{MASK_HEX_DIGITS}}}$"}]},
           "CPU affinity mask: an integer whose bits name CPUs (3 = CPUs 0 and 1), or a \"0x…\" string; any width.",
           attribute="cpu_affinity", limit=True,
           option=Option(("--affinity",), "cpu_mask", "CPU affinity: 0x3 or 0-1,4.")),
@@ -188,12 +226,14 @@ FIELDS = (
           unit="bytes", limit=True,
           option=Option(("--io-bandwidth",), "size", "Storage bytes per second (10M, 1G).")),
     Field("max_processes", _count(),
-          "Most processes (and threads, on Linux) the container may have at once.", limit=True,
+          "Most processes (and threads, on Linux) the container may have at once. Linux: absent or 0, 4096.", limit=True,
           option=Option(("--max-processes",), "integer", "Most processes the container may have.")),
 )
 
 BY_KEY = {f.key: f for f in FIELDS}
 REQUIRED = ("process_executable",)
+# Required keys a given key makes optional: an image's Entrypoint and Cmd name the executable.
+UNLESS = {"process_executable": "image"}
 # Keys that mean nothing without another one.
 DEPENDENT_REQUIRED = {"mapped_directory": ["process_directory"], "stdout_filename": ["process_directory"],
                       "mapped_directory_read_only": ["process_directory"]}
@@ -222,7 +262,8 @@ def schema() -> dict:
                        "is valid unchanged. Limits set to 0 or left out mean no limit.",
         "type": "object",
         "additionalProperties": False,
-        "required": list(REQUIRED),
+        "required": [key for key in REQUIRED if key not in UNLESS],
+        "allOf": [{"if": {"not": {"required": [instead]}}, "then": {"required": [key]}} for key, instead in UNLESS.items()],
         "dependentRequired": DEPENDENT_REQUIRED,
         "properties": {"$schema": SCHEMA_PROPERTY, **{f.key: f.json_schema() for f in FIELDS}},
     }

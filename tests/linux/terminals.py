@@ -14,9 +14,13 @@ import sys
 import termios
 import time
 
+from nspawn.backends.linux import hostview
 from tests.linux.conftest import ROOT
 
 PYTHON = os.path.realpath(sys.executable)  # the host's files are the container's lower layer
+# ... its OS, that is: an interpreter installed under a directory the view hides (pyenv's under
+# /root) is mapped in
+SHOW_PYTHON = ("--bind", f"{sys.base_prefix}:{sys.base_prefix}:ro") if hostview.hides(PYTHON) else ()
 
 
 class Launcher:
@@ -130,4 +134,4 @@ class Launcher:
 
 
 def run(*argv: str, options: tuple[str, ...] = ()) -> list[str]:
-    return ["run", *options, "--", *argv]
+    return ["run", *SHOW_PYTHON, *options, "--", *argv]

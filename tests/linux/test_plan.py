@@ -24,8 +24,11 @@ def test_defaults(monkeypatch):
     assert p.cwd == "/" and p.lower_dir == "/" and p.mounts == ()
     assert len(p.hostname) == 8 and int(p.hostname, 16) >= 0
     assert p.namespaces == ("mount", "pid", "uts", "ipc", "net")
-    assert p.capability_mask == 0xA80425FB  # Docker's default set
-    assert json.loads(json.dumps(p.to_json()))["capability_mask"] == "00000000a80425fb"
+    assert p.capability_mask == 0xA80425FB & ~(1 << 27)  # Docker's default set less CAP_MKNOD
+    shown = json.loads(json.dumps(p.to_json()))
+    assert shown["capability_mask"] == "00000000a00425fb"
+    assert shown["devices"][0] == "a" and "c 1:3 rwm" in shown["devices"] and not any(" m" in d for d in shown["devices"])
+    assert make(allow_mknod=True).capability_mask == 0xA80425FB
 
 
 def test_environment_overrides_and_working_directory(monkeypatch):

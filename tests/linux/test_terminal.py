@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import skip_unless_ci
 from tests.linux.conftest import ROOT, needs_root, sh
 from tests.linux.conftest import run as run_captured
-from tests.linux.terminals import PYTHON, Launcher, run
+from tests.linux.terminals import PYTHON, SHOW_PYTHON, Launcher, run
 
 pytestmark = needs_root
 
@@ -115,7 +115,7 @@ def test_ctrl_c_reaches_the_payload_once(options, clean):
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_stop_without_a_terminal_reaches_the_payload_once(signum, clean):
-    launcher = subprocess.Popen([sys.executable, "-m", "nspawn", "run", "--", PYTHON, "-c", COUNTS], cwd=ROOT,
+    launcher = subprocess.Popen([sys.executable, "-m", "nspawn", "run", *SHOW_PYTHON, "--", PYTHON, "-c", COUNTS], cwd=ROOT,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert launcher.stdout.readline() == b"ready\n"
@@ -135,7 +135,7 @@ def test_a_timeout_stops_politely_once_then_kills(clean):
             "    signal.signal(s, lambda n, f: print('got', signal.Signals(n).name, flush=True))\n"
             "print('ready', flush=True)\n"
             "while True: time.sleep(1)\n")
-    ran = subprocess.run([sys.executable, "-m", "nspawn", "run", "--timeout", "2", "--grace", "1", "--", PYTHON, "-c", says],
+    ran = subprocess.run([sys.executable, "-m", "nspawn", "run", *SHOW_PYTHON, "--timeout", "2", "--grace", "1", "--", PYTHON, "-c", says],
                          cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
     assert ran.returncode == 124, ran.stderr
     assert ran.stdout.splitlines() == ["ready", "got SIGTERM"]

@@ -15,13 +15,13 @@ import time
 import pytest
 
 from tests.linux.conftest import ROOT, needs_root
+from tests.linux.terminals import PYTHON, SHOW_PYTHON
 
 pytestmark = needs_root
 
 # The payloads print "ready" once their handling of SIGINT is in place, from the process that
 # gets the Ctrl-C: a shell's `echo ready; sleep 100` could be typed at between the two, where
 # the shell itself holds the signal back until sleep ends, as it would outside a container.
-PYTHON = os.path.realpath(sys.executable)  # the host's files are the container's lower layer
 DIES = [PYTHON, "-c", "import time; print('ready', flush=True); time.sleep(100)"]
 TRAPS = [PYTHON, "-c", "import signal, sys, time; signal.signal(signal.SIGINT, lambda *_: sys.exit(3)); "
                        "print('ready', flush=True); time.sleep(100)"]
@@ -55,7 +55,7 @@ def ctrl_c(argv: list[str], options: tuple[str, ...] = ()) -> tuple[int, str, st
         try:
             os.dup2(err_w, 2)
             os.chdir(ROOT)
-            os.execv(sys.executable, [sys.executable, "-m", "nspawn", "run", *options, "--", *argv])
+            os.execv(sys.executable, [sys.executable, "-m", "nspawn", "run", *SHOW_PYTHON, *options, "--", *argv])
         finally:
             os._exit(127)
     os.close(err_w)

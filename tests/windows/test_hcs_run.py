@@ -128,6 +128,27 @@ def test_the_processor_groups_hold_every_cpu_of_the_host():
     assert sum(groups) == os.cpu_count()
 
 
+def test_the_win32_layer_cwinsdk_gives_has_windows_layouts_and_calls():
+    """The structures and prototypes taken from ctypes-windows-sdk (through loader.sdk, whose
+    DLLs resolve through nspawn's loader) as Windows x64 lays them out and answers them."""
+    import ctypes
+    import msvcrt
+
+    from nspawn.backends.hcs.native import kernel32
+    from nspawn.backends.hcs.native import vmcompute as vm
+
+    sizes = {kernel32.OVERLAPPED: 32, kernel32.GROUP_AFFINITY: 16, kernel32.UNICODE_STRING: 16,
+             kernel32.OBJECT_ATTRIBUTES: 48, kernel32.OSVERSIONINFOW: 276, vm.GUID: 16}
+    assert {t: ctypes.sizeof(t) for t in sizes} == sizes
+    assert kernel32.windows_build() == sys.getwindowsversion().build
+    r, w = os.pipe()
+    try:
+        assert kernel32.file_type(msvcrt.get_osfhandle(r)) == kernel32.FILE_TYPE_PIPE
+    finally:
+        os.close(r)
+        os.close(w)
+
+
 def test_a_cpu_of_group_1_pins_the_container_there():
     """Windows sizes processor groups by NUMA node (two groups of 36 on a 72-CPU host): the
     first CPU of group 1 is CPU groups[0], which the container must run on, in group 1."""

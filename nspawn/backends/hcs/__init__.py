@@ -257,6 +257,8 @@ def validate(config: Config) -> list:
     if derived.container_executable(config) != config.process_executable:
         parts.append(("mapped_directory", config.mapped_directory))
     for key, value in parts:
+        if value is None:
+            continue  # an image's Entrypoint will name it, checked once the image is resolved
         problem = cmdline.program_problem(value)
         if problem:
             findings.append(Finding((key,), f"found {value!r}; expected {problem}"))

@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 
-from nspawn.backends.linux import cgroups, enforcement, libc, limits, mounts
+from nspawn.backends.linux import cgroups, devices, enforcement, libc, limits, mounts
 
 
 def _in_child(action) -> str | None:
@@ -82,6 +82,7 @@ def doctor(config=None) -> list[tuple[str, bool, str]]:
     except OSError as e:
         return checks + [("cgroups", False, f"cannot read the cgroup layout: {e}")]
     checks.append(("cgroup layout", True, layout.describe()))
+    checks.append(("devices", *devices.doctor_line(layout)))
     facts = limits.Facts(layout.version, swap=_swap(layout) if layout.available("memory") else None)
     for controller in limits.CONTROLLERS:
         if layout.available(controller.name):

@@ -66,7 +66,8 @@ class Launch:
     cgroup_joins: list[str]  # the files B writes "0" to, to join its groups when not forked into them
     cgroup_view: list[tuple[str, str, str]]  # the hierarchies mounted read-only at /sys/fs/cgroup
     scratch: str  # holds the overlay's upper, work and root directories
-    binds: list[tuple[str, str, bool, bool]]  # (real host path, container path, read only, is a file)
+    hide: tuple[str, ...] | None  # with the host view, nspawn's own paths it hides too (hostview.prepare)
+    binds: list[tuple[int, str, str, bool, bool]]  # (source as a detached mount, its host path, container path, read only, is a file)
     report_w: int
     status_w: int
     output_w: tuple[int, int] | None  # payload's stdout and stderr pipes, when the launcher copies them
@@ -139,7 +140,7 @@ def start(launch: Launch) -> int:
 
 
 def _own_fds(launch: Launch) -> tuple[int, ...]:
-    return (launch.report_w, launch.status_w, *(launch.output_w or ()),
+    return (launch.report_w, launch.status_w, *(launch.output_w or ()), *(b[0] for b in launch.binds),
             *((launch.tty.channel.fileno(),) if launch.tty else ()))
 
 
@@ -217,9 +218,10 @@ def _stage_b(launch: Launch, parent_fd: int, in_groups: bool) -> None:
     libc.unshare(libc.CLONE_NEWCGROUP)
     plan = launch.plan
     launch.at("mount-root")
-    mounts.enter_root(launch.plan.lower_dir, *(os.path.join(launch.scratch, sub) for sub in mounts.SCRATCH_DIRS))
+    mounts.enter_root(plan.lower_layers or plan.lower_dir, launch.scratch, plan.scratch_bytes, launch.hide)
     launch.at("mount-system")
-    mounts.mount_system()
+    mounts.mount_system(plan.tmp_size, plan.shm_size)
+    mounts.mask_system()
     mounts.cgroup_view(launch.cgroup_view)
     terminal = None
     if launch.tty is not None:
@@ -228,8 +230,9 @@ def _stage_b(launch: Launch, parent_fd: int, in_groups: bool) -> None:
     for target, size in plan.tmpfs:
         mounts.tmpfs(target, size)
     launch.at("bind-mounts")
-    for source, target, read_only, is_file in launch.binds:
-        mounts.bind(source, target, read_only, is_file)
+    for tree, source, target, read_only, is_file in launch.binds:
+        mounts.bind(tree, source, target, read_only, is_file)
+        os.close(tree)
     launch.at("detach-host-root")
     mounts.leave_old_root()
     launch.at("hostname")

@@ -13,7 +13,7 @@ import os
 import stat
 
 from nspawn import exitcodes
-from nspawn.backends.linux import libc
+from nspawn.backends.linux import hostview, libc
 from nspawn.backends.linux.libc import MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT
 
 OLD_ROOT = "/.nspawn-oldroot"
@@ -28,20 +28,89 @@ def _escape(path: str) -> str:
     return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
 
 
-def overlay_options(lower: str, upper: str, work: str) -> str:
-    return f"lowerdir={_escape(lower)},upperdir={_escape(upper)},workdir={_escape(work)}"
+def shared_parent(layers: tuple) -> str | None:
+    """The one directory all `layers` are in (an image store's short links), else None."""
+    parents = {os.path.dirname(layer) for layer in layers}
+    return parents.pop() if len(parents) == 1 else None
 
 
-def enter_root(lower: str, upper: str, work: str, root: str) -> None:
+def overlay_options(lower: str | tuple, upper: str, work: str, above: str | None = None) -> str:
+    """`lower`: a directory, or an image's layers (a tuple, top first); layers in one directory
+    are named from inside it (enter_root changes to it), so that many fit the one page mount
+    options are given. `above`: a second lower layer stacked over `lower` (the host view's)."""
+    if isinstance(lower, tuple):
+        relative = shared_parent(lower) is not None
+        lowers = ":".join(_escape(os.path.basename(layer) if relative else layer) for layer in lower)
+    else:
+        lowers = _escape(lower)
+    if above is not None:
+        lowers = f"{_escape(above)}:{lowers}"
+    return f"lowerdir={lowers},upperdir={_escape(upper)},workdir={_escape(work)}"
+
+
+VIEW_DIR = "view"  # in the scratch dir, with the host view: the layer that hides (hostview.py)
+
+
+def enter_root(lower: str | tuple, scratch: str, size_bytes: int, hide: tuple[str, ...] | None) -> None:
+    """Mount the overlay and pivot into it. `lower`: a directory, or an image's layers, top
+    first. `size_bytes`: the upper layer is in a tmpfs of that size, mounted on the scratch dir
+    in this namespace only (it goes with it); 0: on disk. `hide`: with the host view, nspawn's
+    own paths it hides besides hostview's (None: no view). The view's layer is a small tmpfs
+    of this namespace, stacked over the host's / as a second lower layer: nothing of it is
+    written to disk, nor left to remove."""
     libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
-    libc.mount("overlay", root, "overlay", 0, overlay_options(lower, upper, work))
+    if size_bytes:
+        libc.mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=700,size={size_bytes}")
+        for sub in SCRATCH_DIRS:
+            os.mkdir(os.path.join(scratch, sub), 0o700)
+    # Named relative to the scratch dir, the layers show so in the container's mount table: no
+    # host path of the scratch. nosuid and nodev, as every mount but /dev: a node or a setuid
+    # file in the lower layer or made in the upper does nothing here.
+    os.chdir(scratch)
+    upper, work, root = SCRATCH_DIRS
+    os.chmod(upper, 0o755)  # the container's /: others' programs must work there
+    view = None
+    if hide is not None:
+        view = VIEW_DIR
+        os.mkdir(view, 0o700)
+        libc.mount("tmpfs", view, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=1m")
+        hostview.prepare(view, hide)
+    if isinstance(lower, tuple):
+        # An image's layers live in the store, which only root writes: no link to fear there.
+        # From inside their directory the scratch dir is reached through a descriptor.
+        here = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if shared_parent(lower):
+                os.chdir(shared_parent(lower))
+            at = f"/proc/self/fd/{here}/"
+            libc.mount("overlay", at + root, "overlay", MS_NOSUID | MS_NODEV,
+                       overlay_options(lower, at + upper, at + work))
+            os.fchdir(here)
+        finally:
+            os.close(here)
+    else:
+        # A parent layer is opened here without following a link (one a payload planted in a
+        # writable mapping, or swaps in now) and mounted through that descriptor.
+        lower_fd = None if lower == "/" else libc.openat2(libc.AT_FDCWD, lower, libc.O_PATH | os.O_DIRECTORY,
+                                                          libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_NO_MAGICLINKS)
+        try:
+            layer = lower if lower_fd is None else f"/proc/self/fd/{lower_fd}"
+            libc.mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, overlay_options(layer, upper, work, view))
+        finally:
+            if lower_fd is not None:
+                os.close(lower_fd)
     os.makedirs(root + OLD_ROOT, exist_ok=True)
     libc.pivot_root(root, root + OLD_ROOT)
     os.chdir("/")
 
 
-def mount_system() -> None:
-    """Fresh /proc (of the new PID namespace), a minimal /dev, /sys read-only and a private /tmp."""
+def _sized(size: str) -> str:
+    return f"mode=1777,size={size}" if size else "mode=1777"
+
+
+def mount_system(tmp_size: str, shm_size: str) -> None:
+    """Fresh /proc (of the new PID namespace), a minimal /dev, /sys read-only and a private /tmp
+    (`tmp_size` and `shm_size`: the tmpfs size= of /tmp and /dev/shm, "" for the kernel's)."""
     for target in ("/proc", "/dev", "/sys", "/tmp"):
         os.makedirs(target, exist_ok=True)
     libc.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -49,17 +118,49 @@ def mount_system() -> None:
     old_umask = os.umask(0)  # device nodes are meant to be 0666 whatever the launcher's umask
     try:
         for name, major, minor in _DEVICES:
-            os.mknod(f"/dev/{name}", stat.S_IFCHR | 0o666, os.makedev(major, minor))
+            try:
+                os.mknod(f"/dev/{name}", stat.S_IFCHR | 0o666, os.makedev(major, minor))
+            except PermissionError:
+                pass  # a device the launcher's own device group denies: the container goes without
         for name in ("pts", "shm"):
             os.mkdir(f"/dev/{name}", 0o755)
     finally:
         os.umask(old_umask)
     libc.mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
-    libc.mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    libc.mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, _sized(shm_size))
     for name, target in _DEV_LINKS:
         os.symlink(target, f"/dev/{name}")
     libc.mount("sysfs", "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    libc.mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    libc.mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, _sized(tmp_size))
+
+
+# Docker's defaults (moby's oci/defaults.go): what of /proc and /sys a container must not read
+# (the host's keys, kernel memory, timers that leak other processes' addresses, firmware tables,
+# power meters) and what it must not write (global sysctls such as kernel.core_pattern, which
+# runs a program of its choosing as host root; the SysRq trigger; IRQ affinities).
+MASKED = ("/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+          "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap")
+READ_ONLY = ("/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+
+def mask_system() -> None:
+    """Cover MASKED (an empty read-only tmpfs over a directory, /dev/null over a file) and make
+    READ_ONLY read-only. The payload lacks CAP_SYS_ADMIN to undo either, and in a user namespace
+    of its own these mounts are locked to it."""
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    for path in MASKED:
+        try:
+            is_dir = stat.S_ISDIR(os.lstat(path).st_mode)
+        except FileNotFoundError:
+            continue  # this kernel has none
+        if is_dir:
+            libc.mount("tmpfs", path, "tmpfs", flags | MS_RDONLY, "size=0,mode=555")
+        else:
+            libc.mount("/dev/null", path, None, MS_BIND)
+    for path in READ_ONLY:
+        if os.path.lexists(path):
+            libc.mount(path, path, None, MS_BIND | MS_REC)
+            libc.mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | flags)
 
 
 class BindMismatch(OSError):
@@ -70,10 +171,11 @@ class BindMismatch(OSError):
     exit_code = exitcodes.USAGE
 
 
-def bind(source: str, target: str, read_only: bool, is_file: bool) -> None:
-    """Bind host `source` (a real path, no symlinks) at container path `target`. The target is
-    resolved before anything is made for it, so that a symbolic link of the lower layer cannot
-    have directories made on the host through the old root."""
+def bind(tree: int, source: str, target: str, read_only: bool, is_file: bool) -> None:
+    """Attach the detached mount `tree` (hostpaths.bind_source: host path `source` as the
+    launcher opened it) at container path `target`. The target is resolved before anything is made for
+    it, so that a symbolic link of the lower layer cannot have directories made on the host
+    through the old root."""
     resolved = os.path.realpath(target)
     if resolved == OLD_ROOT or resolved.startswith(OLD_ROOT + "/"):
         raise OSError(0, f"{target} leads out of the container through a symbolic link")
@@ -84,9 +186,10 @@ def bind(source: str, target: str, read_only: bool, is_file: bool) -> None:
     os.makedirs(os.path.dirname(resolved) if is_file else resolved, exist_ok=True)
     if is_file and not os.path.exists(resolved):
         os.close(os.open(resolved, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-    libc.mount(OLD_ROOT + source, resolved, None, MS_BIND)
-    if read_only:
-        libc.mount(None, resolved, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    libc.attach_tree(tree, resolved)
+    # A bind keeps its source's flags until remounted: nosuid and nodev always, so nothing a
+    # payload leaves in a writable mapping (a setuid file, a device node) works in here.
+    libc.mount(None, resolved, None, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV | (MS_RDONLY if read_only else 0))
 
 
 def tmpfs(target: str, size_bytes: int) -> None:

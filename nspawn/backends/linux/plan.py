@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+from nspawn.backends.linux.devices import Rule, v1_files
+from nspawn.backends.linux.devices import rules as device_rules
 from nspawn.config.derived import container_executable, host_executable, stdout_host_path
 from nspawn.config.host import DEFAULT_PATH
 from nspawn.config.model import Config, Limits
@@ -18,6 +20,11 @@ CPU_PERIOD_US = 100_000
 # max_processes counts the payload's own processes, as a Windows job does.
 INIT_PROCESSES = 1
 _MIN_CPU_QUOTA_US = 1_000  # the kernel refuses smaller quotas
+# Bounded defaults, each overridable by its field: /tmp as systemd-nspawn sizes it, /dev/shm as
+# Docker does, and a process limit that stops a fork bomb long before the host's pid_max.
+DEFAULT_TMP_SIZE = "10%"  # tmpfs takes a share of the host's memory as it is
+DEFAULT_SHM_MB = 64
+DEFAULT_MAX_PROCESSES = 4096
 
 # Docker's default capability set, by bit number (linux/capability.h).
 CAPABILITY_BITS = {
@@ -57,19 +64,26 @@ class LinuxPlan:
     namespaces: tuple[str, ...]
     network: str
     lower_dir: str  # the overlay's read-only layer
+    host_view: str | None  # without a parent layer, how much of the host's / (hostview.py); else None
     scratch_parent: str  # the per-run scratch dir (upper, work, root) is made below it
     mounts: tuple[BindMount, ...]  # in mount order: parents before children
     tmpfs: tuple[tuple[str, int], ...]  # (container path, size in bytes or 0), mounted before the binds
+    tmp_size: str  # /tmp's and /dev/shm's tmpfs size= (bytes or a share of memory; "": the kernel's default)
+    shm_size: str
+    scratch_bytes: int  # the upper layer on a tmpfs of this size; 0: on disk, unbounded
     process_directory: str | None
     host_executable: str | None  # a relative executable's host path, checked again at run time
     stdout_file: str | None  # host path the output is copied to
     limits: CgroupLimits
     asked: Limits
     capabilities: tuple[str, ...]
+    devices: tuple[Rule, ...]  # the devices the payload may use (devices.py enforces them)
     timeout_seconds: float
     stop_grace_seconds: float
     seccomp: str  # "default", "unconfined" or a profile's host path (seccomp_filter compiles it)
     tty: str  # "auto" (decided at run time: the launcher's stdin and stdout are terminals), "always", "never"
+    lower_layers: tuple[str, ...] = ()  # an image's layers (short links, top first), then instead of lower_dir
+    image: object = None  # the config's nspawn.images.use.ResolvedImage
 
     @property
     def capability_mask(self) -> int:
@@ -83,6 +97,8 @@ class LinuxPlan:
         data["limits"] = self.limits._asdict()
         data["asked"] = self.asked.asked()
         data["capability_mask"] = f"{self.capability_mask:016x}"
+        data["image"] = self.image.to_json() if self.image is not None else None
+        data["devices"] = [value for _, value in v1_files(self.devices)]
         return data
 
 
@@ -108,22 +124,36 @@ def plan(config: Config) -> LinuxPlan:
         hostname=config.hostname or os.urandom(4).hex(),
         namespaces=("mount", "pid", "uts", "ipc") + (("net",) if config.network == "none" else ()),
         network=config.network,
-        lower_dir=config.parent_layer_directory or "/",
+        lower_dir="" if config.resolved_image else config.parent_layer_directory or "/",
+        host_view=None if config.parent_layer_directory or config.resolved_image else config.host_view,
         scratch_parent=os.environ.get("NSPAWN_SCRATCH_DIR") or DEFAULT_SCRATCH_PARENT,
         mounts=tuple(mounts),
         tmpfs=tuple(sorted(((t.container_path, mib_to_bytes(t.size_mb)) for t in config.tmpfs),
                            key=lambda t: t[0].rstrip("/").count("/"))),
+        tmp_size=_tmpfs_size(config.tmp_size_mb, DEFAULT_TMP_SIZE),
+        shm_size=_tmpfs_size(config.shm_size_mb, str(mib_to_bytes(DEFAULT_SHM_MB))),
+        scratch_bytes=mib_to_bytes(config.scratch_size_mb),
         process_directory=config.process_directory,
         host_executable=host_executable(config),
         stdout_file=stdout_host_path(config),
         limits=cgroup_limits(config.limits),
         asked=config.limits,
-        capabilities=tuple(CAPABILITY_BITS),
+        # CAP_MKNOD only when asked: Docker keeps it, relying on the device cgroup alone.
+        capabilities=tuple(c for c in CAPABILITY_BITS if c != "MKNOD" or config.allow_mknod),
+        devices=device_rules(config.allow_mknod),
         timeout_seconds=config.timeout_seconds,
         stop_grace_seconds=config.stop_grace_seconds,
         seccomp=config.seccomp,
         tty=config.tty,
+        lower_layers=config.resolved_image.layers if config.resolved_image else (),
+        image=config.resolved_image,
     )
+
+
+def _tmpfs_size(mb: int | None, default: str) -> str:
+    if mb is None:
+        return default
+    return str(mib_to_bytes(mb)) if mb else ""
 
 
 def cgroup_limits(limits: Limits) -> CgroupLimits:
@@ -140,5 +170,5 @@ def cgroup_limits(limits: Limits) -> CgroupLimits:
         cpus=cpus,
         io_iops=limits.max_storage_iops,
         io_bps=limits.max_storage_bandwidth_bytes_per_sec,
-        pids_max=limits.max_processes + INIT_PROCESSES if limits.max_processes else 0,
+        pids_max=(limits.max_processes or DEFAULT_MAX_PROCESSES) + INIT_PROCESSES,
     )

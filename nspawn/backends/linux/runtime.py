@@ -11,12 +11,11 @@ import functools
 import os
 import select
 import signal
-import stat
 import time
 
 from nspawn import exitcodes
 from nspawn.backends import contract
-from nspawn.backends.linux import cgroups, enforcement, init, limits, mounts, seccomp_filter
+from nspawn.backends.linux import cgroups, devices, enforcement, hostpaths, hostview, init, limits, mounts, seccomp_filter
 from nspawn.backends.linux.plan import LinuxPlan
 from nspawn.backends.linux.release import start_time
 from nspawn.config.host import within
@@ -38,18 +37,13 @@ def _fail_at() -> tuple[str, str] | None:
     return step, sig
 
 
-def _binds(plan: LinuxPlan) -> list[tuple[str, str, bool, bool]]:
-    """Bind sources as real paths, checked now: they may have changed since the config was."""
+def _binds(plan: LinuxPlan, fds: _Fds) -> list[tuple[int, str, str, bool, bool]]:
+    """Each bind's source as a detached mount (hostpaths.bind_source), held in `fds`."""
     binds = []
     for m in plan.mounts:
-        real = os.path.realpath(m.source)
-        try:
-            mode = os.stat(real).st_mode
-        except OSError as e:
-            raise LaunchError(f"{m.source}: {e.strerror}; it cannot be mounted at {m.target}") from None
-        if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
-            raise LaunchError(f"{m.source} is neither a directory nor a regular file; it cannot be mounted at {m.target}")
-        binds.append((real, m.target, m.read_only, stat.S_ISREG(mode)))
+        tree, is_file = hostpaths.bind_source(m.source, m.target)
+        fds.add(tree)
+        binds.append((tree, m.source, m.target, m.read_only, is_file))
     if plan.host_executable:
         real, base = os.path.realpath(plan.host_executable), os.path.realpath(plan.process_directory)
         if not within(real, base):
@@ -58,15 +52,8 @@ def _binds(plan: LinuxPlan) -> list[tuple[str, str, bool, bool]]:
 
 
 def _open_stdout(plan: LinuxPlan) -> int:
-    base = os.path.realpath(plan.process_directory)
-    parent = os.path.realpath(os.path.dirname(plan.stdout_file))
-    if not within(parent, base):
-        raise LaunchError(f"{plan.stdout_file} resolves to {parent}, outside the process directory {base}")
-    target = os.path.join(parent, os.path.basename(plan.stdout_file))
-    try:
-        return os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    except OSError as e:
-        raise LaunchError(f"{plan.stdout_file}: {e.strerror}" + (" (a symbolic link)" if os.path.islink(target) else "")) from None
+    name = os.path.relpath(plan.stdout_file, plan.process_directory)
+    return hostpaths.open_output(plan.process_directory, name, plan.stdout_file)
 
 
 def _wants_terminal(plan: LinuxPlan, session: Session) -> bool:
@@ -87,21 +74,26 @@ def _read_oom_score_adj() -> str:
 
 
 def _make_cgroups(plan: LinuxPlan, session: Session, fail_at, signal_me) -> tuple[cgroups.Layout | None, dict[str, str]]:
-    wanted = limits.needed(plan.limits)
-    if not wanted:
-        return None, {}
     layout = cgroups.detect()
-    verdict = enforcement.judge(plan, layout, wanted)
+    verdict = enforcement.judge(plan, layout, limits.needed(plan.limits))
     for name, why in verdict.not_enforced.items():
         session.not_enforced(name, why)
-    if not verdict.controllers:
-        return layout, {}
+    device_key = devices.group_key(layout)
+    if device_key is None:
+        session.warn(devices.UNCONFINED)
+        if not verdict.controllers:
+            return layout, {}
     init.fault_point(fail_at, "cgroups", signal_me)
     cgroups.enable(layout, verdict.controllers)
     groups = cgroups.directories(layout, verdict.controllers, session.container_id)
+    if device_key is not None:
+        groups.setdefault(device_key, os.path.join(layout.v1[device_key], session.container_id) if layout.version == 1
+                          else groups[cgroups.UNIFIED])
     for path in groups.values():
         session.journal.record("cgroup", path=path)
         os.mkdir(path)
+    if device_key is not None:
+        devices.confine(layout.version, groups[device_key], plan.devices)
 
     def group(controller: str) -> str:
         return groups[cgroups.group_key(layout, controller)]
@@ -205,7 +197,9 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
     signal_me = functools.partial(os.kill, me)
     result = session.result
     with session.phase("setup"):
-        binds = _binds(plan)
+        if plan.lower_dir not in ("/", ""):  # "": an image's layers, in the store only root writes
+            hostpaths.check_directory(plan.lower_dir, "parent_layer_directory")
+        binds = _binds(plan, fds)
         stdout_fd = fds.add(_open_stdout(plan))[0] if plan.stdout_file else None
         try:
             init.fault_point(fail_at, "scratch", signal_me)
@@ -213,14 +207,19 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             journal.record("scratch", path=scratch)
             os.makedirs(plan.scratch_parent, mode=0o700, exist_ok=True)
             os.mkdir(scratch, 0o700)
-            for sub in mounts.SCRATCH_DIRS:
-                os.mkdir(os.path.join(scratch, sub), 0o700)
+            if not plan.scratch_bytes:  # else init makes them in its tmpfs
+                for sub in mounts.SCRATCH_DIRS:
+                    os.mkdir(os.path.join(scratch, sub), 0o700)
             layout, groups = _make_cgroups(plan, session, fail_at, signal_me)
             with open("/proc/sys/kernel/cap_last_cap") as f:
                 cap_last = int(f.read())
         except OSError as e:
             raise LaunchError(f"setting up the container failed: {error_text(e)}") from None
         syscall_filter = _syscall_filter(plan, session)
+        if plan.host_view == hostview.FULL:
+            session.warn(hostview.FULL_WARNING)
+        if "MKNOD" in plan.capabilities:
+            session.warn("allow_mknod: the payload keeps CAP_MKNOD and may make device nodes (only /dev's standard ones open)")
         report_r, report_w = fds.add(*os.pipe())
         status_r, status_w = fds.add(*os.pipe())
         tty = channel = None
@@ -236,7 +235,8 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             cgroup_v2=groups.get(cgroups.UNIFIED),
             cgroup_joins=[os.path.join(p, "cgroup.procs" if key == cgroups.UNIFIED else "tasks") for key, p in groups.items()],
             cgroup_view=cgroups.namespace_view(layout, groups) if groups else [],
-            scratch=scratch, binds=binds, report_w=report_w, status_w=status_w,
+            scratch=scratch, hide=(plan.scratch_parent, journal.directory) if plan.host_view == hostview.OS else None,
+            binds=binds, report_w=report_w, status_w=status_w,
             output_w=(pump[0][1], pump[1][1]) if pump else None,
             oom_score_adj=_read_oom_score_adj(), cap_last=cap_last, max_fd=os.sysconf("SC_OPEN_MAX"), fail_at=fail_at,
             seccomp=syscall_filter, tty=tty,
@@ -290,9 +290,9 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
     if raw:
         code = os.waitstatus_to_exitcode(int.from_bytes(raw, "little"))
         exit_code, result.signal = (128 - code, -code) if code < 0 else (code, None)
-    else:  # init itself was killed: A exited with its code
-        exit_code = os.waitstatus_to_exitcode(a_status)
-        result.signal = exit_code - 128 if exit_code > 128 else None
+    else:  # init itself was killed: A exited with its code, or was killed too (from outside), taking init along
+        code = os.waitstatus_to_exitcode(a_status)
+        exit_code, result.signal = (128 - code, -code) if code < 0 else (code, code - 128 if code > 128 else None)
     result.exit_code = exit_code
     if layout is not None and groups:
         kills, result.peak_memory_bytes = cgroups.memory_stats(layout, groups)
