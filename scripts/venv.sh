@@ -14,6 +14,7 @@ if [ -n "${extras:-}" ]; then
   packages+=(gcc libc6-dev libcjson-dev)  # the tests build the simulated HCS library
   packages+=(docker-registry skopeo umoci apache2-utils)  # the image tests: registry, image builds, htpasswd
   packages+=(iproute2 openssl)  # network namespaces (cluster tests), TLS certificates (cluster and image tests)
+  packages+=(less)  # a full-screen program on the payload's terminal (tests/linux/test_terminal.py)
 fi
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

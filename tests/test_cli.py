@@ -65,6 +65,7 @@ def _option_samples(here: str) -> dict:
                    (Mount(os.path.join(here, "data"), "/data", True), Mount("/srv", "/srv", False))),
         "tmpfs": (["--tmpfs", "/scratch:64M", "--tmpfs", "/cache"], (Tmpfs("/scratch", 64), Tmpfs("/cache", 0))),
         "seccomp": (["--seccomp", "unconfined"], "unconfined"),
+        "tty": (["-t"], "always"),
         "allow_mknod": (["--allow-mknod"], True),
         "host_view": (["--host-view", "full"], "full"),
         "tmp_size_mb": (["--tmp-size", "256M"], 256),

@@ -28,6 +28,7 @@ EVERY_FIELD = {
     "mounts": ([{"host_path": "/srv", "container_path": "/srv", "read_only": True}], None),
     "tmpfs": ([{"container_path": "/scratch", "size_mb": 64.0}], None),
     "seccomp": ("unconfined", "unconfined"),
+    "tty": ("never", "never"),
     "allow_mknod": (True, True),
     "host_view": ("full", "full"),
     "tmp_size_mb": (256.0, 256),

@@ -171,6 +171,15 @@ FIELDS = (
     Field("hcs_api", {"enum": list(HCS_APIS)},
           "HCS API generation: v2 (computecore.dll) where it loads, else v1 (vmcompute.dll).",
           default="auto", backends=("hcs",), option=Option(("--hcs-api",), "choice", "HCS API generation.")),
+    Field("tty", {"enum": ["auto", "always", "never"]},
+          "The payload's terminal: auto gives it one when the launcher's stdin and stdout are terminals (Linux: "
+          "a pseudo-terminal of the container's own as its controlling terminal and /dev/console, relayed to the "
+          "launcher's, which must be in the foreground; HCS: an emulated console of the launcher's size); "
+          "always gives it one in any case, never gives it pipes. A caller that captures the output (a batch "
+          "job) never gets one.",
+          default="auto",
+          option=Option(("-t", "--tty"), "switch", "A terminal for the payload even when stdin or stdout is "
+                                                   "not one (--no-tty: pipes even on a terminal).")),
     Field("seccomp", _string(),
           "Linux: the payload's system-call filter: default (Docker's default profile, compiled for the "
           "capabilities the payload keeps), unconfined (no filter, warned), or the host path of a Docker-format "

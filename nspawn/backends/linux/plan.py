@@ -81,6 +81,7 @@ class LinuxPlan:
     timeout_seconds: float
     stop_grace_seconds: float
     seccomp: str  # "default", "unconfined" or a profile's host path (seccomp_filter compiles it)
+    tty: str  # "auto" (decided at run time: the launcher's stdin and stdout are terminals), "always", "never"
     lower_layers: tuple[str, ...] = ()  # an image's layers (short links, top first), then instead of lower_dir
     image: object = None  # the config's nspawn.images.use.ResolvedImage
 
@@ -143,6 +144,7 @@ def plan(config: Config) -> LinuxPlan:
         timeout_seconds=config.timeout_seconds,
         stop_grace_seconds=config.stop_grace_seconds,
         seccomp=config.seccomp,
+        tty=config.tty,
         lower_layers=config.resolved_image.layers if config.resolved_image else (),
         image=config.resolved_image,
     )
