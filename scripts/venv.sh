@@ -12,7 +12,9 @@ say() { echo "nspawn setup: $*" >&2; }
 packages=(python3-venv libseccomp2)  # libseccomp: the default seccomp filter is compiled with it
 if [ -n "${extras:-}" ]; then
   packages+=(gcc libc6-dev libcjson-dev)  # the tests build the simulated HCS library
-  packages+=(iproute2 openssl)  # the cluster tests' network namespaces and TLS certificates
+  packages+=(docker-registry skopeo umoci apache2-utils)  # the image tests: registry, image builds, htpasswd
+  packages+=(iproute2 openssl)  # network namespaces (cluster tests), TLS certificates (cluster and image tests)
+  packages+=(less)  # a full-screen program on the payload's terminal (tests/linux/test_terminal.py)
 fi
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

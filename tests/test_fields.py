@@ -32,6 +32,7 @@ EVERY_FIELD = {
     "private_users": ("pick", "pick"),
     "resolv_conf": ("keep", "keep"),
     "timezone": ("keep", "keep"),
+    "tty": ("never", "never"),
     "allow_mknod": (True, True),
     "host_view": ("full", "full"),
     "tmp_size_mb": (256.0, 256),
@@ -50,7 +51,11 @@ EVERY_FIELD = {
     "max_storage_iops": (100, 100),
     "max_storage_bandwidth_bytes_per_sec": (1e6, 1000000),
     "max_processes": (10.0, 10),
+    "image": ("alpine:3", "alpine:3"),  # exclusive with parent_layer_directory: checked in a document of its own
 }
+# A field, and those it is refused beside: checked in a document of its own, without them. An
+# image replaces the host's / (host_view) and is not id-mapped (private_users); so does a parent layer.
+APART = {"image": ("parent_layer_directory", "host_view", "private_users"), "host_view": ("parent_layer_directory", "image")}
 
 
 def test_the_checked_in_schema_is_the_one_the_table_generates():
@@ -62,20 +67,17 @@ def test_the_example_covers_every_field():
     assert set(EVERY_FIELD) == set(fields.BY_KEY)
 
 
-# Fields refused beside another of EVERY_FIELD (host_view full beside a parent layer): given alone
-APART = ("host_view",)
-
-
 def test_every_field_reaches_the_model(tmp_path):
     path = tmp_path / "every.json"
     path.write_text(json.dumps({key: given for key, (given, _) in EVERY_FIELD.items() if key not in APART}))
     config = load_config(str(path))
-    path = tmp_path / "apart.json"
-    path.write_text(json.dumps({"process_executable": "/bin/true", **{key: EVERY_FIELD[key][0] for key in APART}}))
-    apart = load_config(str(path))
+    for key, excluded in APART.items():
+        (tmp_path / key).write_text(json.dumps({k: given for k, (given, _) in EVERY_FIELD.items() if k not in excluded}))
+        assert getattr(load_config(str(tmp_path / key)), key) == EVERY_FIELD[key][1]
     for field in fields.FIELDS:
-        holder = apart if field.key in APART else config
-        held = getattr(holder.limits if field.limit else holder, field.name)
+        if field.key in APART:
+            continue
+        held = getattr(config.limits if field.limit else config, field.name)
         expected = EVERY_FIELD[field.key][1]
         if field.items:
             assert [m._asdict() for m in held] == EVERY_FIELD[field.key][0]

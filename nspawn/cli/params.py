@@ -204,6 +204,17 @@ def env_file(ctx, param, paths):
     return env
 
 
+def open_fd(ctx, param, fd):
+    """--json-fd: a descriptor this launcher was started with (checked before the run, so that
+    a mistyped number costs no run; one that does not take the write is said after it)."""
+    if fd is not None:
+        try:
+            os.fstat(fd)
+        except OSError:
+            raise click.BadParameter(f"{fd} is not an open descriptor of this launcher", ctx, param) from None
+    return fd
+
+
 def _bounds(field) -> dict:
     # INT64_MAX is the integers' own ceiling in the schema, not a bound worth stating in the
     # help; the schema still refuses more, blaming the command line.
@@ -226,6 +237,7 @@ PARAMS = {
     "duration": lambda field: {"type": Duration()},
     "cpu_mask": lambda field: {"type": CpuMask()},
     "choice": lambda field: {"type": click.Choice(field.schema["enum"])},
+    "switch": lambda field: {"flag_value": "always", "default": None},
 }
 
 

@@ -100,6 +100,14 @@ FIELDS = (
           "root filesystem, used read-only as the overlay's lower layer; without it the host's / is used read-only.",
           kind=HOST_PATH,
           option=Option(("--parent-layer",), "host_path", "Parent layer (HCS) or root filesystem directory (Linux).")),
+    Field("image", _string(maxLength=512),
+          "An OCI or Docker image by reference, as Docker spells it (alpine, debian:bookworm, "
+          "ghcr.io/owner/name:tag, name@sha256:…), instead of parent_layer_directory. Linux: its layers are the "
+          "overlay's lower layers; a run pulls it when neither the image store nor Docker's or Podman's store has "
+          "it. HCS: its top layer in Docker's windowsfilter store is the parent layer (not pulled). Its config "
+          "supplies defaults: Env under environment, WorkingDir, and Entrypoint plus Cmd when process_executable "
+          "is left out.",
+          option=Option(("--image",), "text", "Run on this image (pulled when the store lacks it): alpine, name:tag, name@sha256:….")),
     Field("process_directory", _string(),
           "Host directory mapped into the container at mapped_directory. Relative paths are resolved against the "
           "config file's directory.",
@@ -166,6 +174,15 @@ FIELDS = (
     Field("hcs_api", {"enum": list(HCS_APIS)},
           "HCS API generation: v2 (computecore.dll) where it loads, else v1 (vmcompute.dll).",
           default="auto", backends=("hcs",), option=Option(("--hcs-api",), "choice", "HCS API generation.")),
+    Field("tty", {"enum": ["auto", "always", "never"]},
+          "The payload's terminal: auto gives it one when the launcher's stdin and stdout are terminals (Linux: "
+          "a pseudo-terminal of the container's own as its controlling terminal and /dev/console, relayed to the "
+          "launcher's, which must be in the foreground; HCS: an emulated console of the launcher's size); "
+          "always gives it one in any case, never gives it pipes. A caller that captures the output (a batch "
+          "job) never gets one.",
+          default="auto",
+          option=Option(("-t", "--tty"), "switch", "A terminal for the payload even when stdin or stdout is "
+                                                   "not one (--no-tty: pipes even on a terminal).")),
     Field("seccomp", _string(),
           "Linux: the payload's system-call filter: default (Docker's default profile, compiled for the "
           "capabilities the payload keeps), unconfined (no filter, warned), or the host path of a Docker-format "
@@ -242,6 +259,8 @@ FIELDS = (
 
 BY_KEY = {f.key: f for f in FIELDS}
 REQUIRED = ("process_executable",)
+# Required keys a given key makes optional: an image's Entrypoint and Cmd name the executable.
+UNLESS = {"process_executable": "image"}
 # Keys that mean nothing without another one.
 DEPENDENT_REQUIRED = {"mapped_directory": ["process_directory"], "stdout_filename": ["process_directory"],
                       "mapped_directory_read_only": ["process_directory"]}
@@ -270,7 +289,8 @@ def schema() -> dict:
                        "is valid unchanged. Limits set to 0 or left out mean no limit.",
         "type": "object",
         "additionalProperties": False,
-        "required": list(REQUIRED),
+        "required": [key for key in REQUIRED if key not in UNLESS],
+        "allOf": [{"if": {"not": {"required": [instead]}}, "then": {"required": [key]}} for key, instead in UNLESS.items()],
         "dependentRequired": DEPENDENT_REQUIRED,
         "properties": {"$schema": SCHEMA_PROPERTY, **{f.key: f.json_schema() for f in FIELDS}},
     }

@@ -148,6 +148,10 @@ def _map(config: Config, container_path: str, covering: str | None = None) -> st
             continue
         if within(container_path, inside):
             rest = container_path[len(inside.rstrip("/")):]
+            if inside == "/" and config.resolved_image is not None:
+                from nspawn.images.use import lookup  # the layers as the overlay shows them
+
+                return lookup(config.resolved_image.diffs, rest)
             found = resolve_in_root(host, rest)
             if found is not None and host != "/" and not within(os.path.realpath(found), os.path.realpath(host)):
                 return None

@@ -378,6 +378,8 @@ static void process_free(sim_process *p)
     for (int i = 0; i < 3; i++)
         if (p->fds[i] >= 0)
             close(p->fds[i]);
+    if (p->console >= 0)
+        close(p->console);
     cJSON_Delete(p->backlog);
     free(p->image);
     free(p);

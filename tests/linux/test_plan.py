@@ -110,9 +110,14 @@ def test_container_paths_may_not_be_or_cover_the_containers_own_mounts():
                     mounts=[{"host_path": "/a", "container_path": "/procs"}, {"host_path": "/b", "container_path": "/devices/x"}]) == []
     # the host view is of the host's /, which a parent layer replaces: asked for with one, it is refused, not dropped
     assert findings(parent_layer_directory="/srv/root", host_view="full") == [
-        (("host_view",), "found 'full' with a parent_layer_directory, whose root the container sees instead of the host's; "
+        (("host_view",), "found 'full' with parent_layer_directory, whose root the container sees instead of the host's; "
                          "expected it absent")]
     assert findings(parent_layer_directory="/srv/root", host_view="os") == findings(host_view="full") == []
+    # an image replaces the host's / too, and its layers are not id-mapped
+    assert findings(image="alpine:3", host_view="full", private_users="pick") == [
+        (("host_view",), "found 'full' with image, whose root the container sees instead of the host's; expected it absent"),
+        (("private_users",), "found 'pick' with an image, whose layers are not id-mapped (a parent_layer_directory is); "
+                             "expected no")]
     # only root keeps capabilities: CAP_MKNOD asked for another user is refused, not dropped
     assert findings(user="nobody", allow_mknod=True) == [
         (("allow_mknod",), "found true with user 'nobody', who keeps no capability (only root may keep CAP_MKNOD); "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -195,3 +196,31 @@ def test_dry_run_of_the_original_config():
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
     assert plan["backend"] == "hcs" and plan["v1"]["compute_system"]["MemoryMaximumInMB"] == 512
+
+
+# Run in a console of its own (CREATE_NEW_CONSOLE): it reads that console's size as the launcher
+# will (from stderr, which stays the console: stdout is a pipe, so that the payload's output can
+# be read), then runs the launcher in it and says what both saw.
+IN_A_CONSOLE = """
+import json, os, subprocess, sys
+size = os.get_terminal_size(2)
+ran = subprocess.run(sys.argv[2:], stdout=subprocess.PIPE)
+with open(sys.argv[1], "w") as f:
+    json.dump({"lines": size.lines, "columns": size.columns, "code": ran.returncode,
+               "out": ran.stdout.decode(errors="replace")}, f)
+"""
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_an_emulated_console_has_the_launchers_console_size(api, tmp_path):
+    """-t: EmulateConsole with ConsoleSize [height, width] of the launcher's console; inside,
+    Python's stdout is that console and reports the same size."""
+    report = tmp_path / "report.json"
+    inside = "import os, sys; size = os.get_terminal_size(1); print('console', size.lines, size.columns, sys.stdout.isatty())"
+    argv = launcher("--hcs-api", api, "-t", *with_python("--", PYTHON, "-I", "-c", inside))
+    subprocess.run([sys.executable, "-c", IN_A_CONSOLE, str(report), *argv], cwd=ROOT, timeout=300,
+                   creationflags=subprocess.CREATE_NEW_CONSOLE, check=True)
+    seen = json.loads(report.read_text())
+    assert seen["code"] == 0, seen
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07", "", seen["out"])  # the pseudo console's VT
+    assert f"console {seen['lines']} {seen['columns']} True" in shown, seen

@@ -31,10 +31,14 @@ def validate(config) -> list[Finding]:
     if config.allow_mknod and not users.is_root(config.user):
         findings.append(Finding(("allow_mknod",), f"found true with user {config.user!r}, who keeps no capability "
                                                   "(only root may keep CAP_MKNOD); expected it absent"))
-    if config.parent_layer_directory and config.host_view != "os":
-        # the view is of the host's /, which a parent layer replaces: it would be dropped unsaid
-        findings.append(Finding(("host_view",), f"found {config.host_view!r} with a parent_layer_directory, whose "
-                                                "root the container sees instead of the host's; expected it absent"))
+    root = "parent_layer_directory" if config.parent_layer_directory else "image" if config.image else None
+    if root and config.host_view != "os":
+        # the view is of the host's /, which a parent layer or an image replaces: it would be dropped unsaid
+        findings.append(Finding(("host_view",), f"found {config.host_view!r} with {root}, whose root the container "
+                                                "sees instead of the host's; expected it absent"))
+    if config.image and config.private_users == "pick":
+        findings.append(Finding(("private_users",), "found 'pick' with an image, whose layers are not id-mapped "
+                                                    "(a parent_layer_directory is); expected no"))
     return findings
 
 

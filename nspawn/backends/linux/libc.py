@@ -322,6 +322,10 @@ def fork_into_cgroup(group_fd: int) -> int:
     return pid
 
 
+def ioctl(fd: int, request: int, arg: bytes | None = None) -> None:
+    _ioctl(fd, request, arg)
+
+
 def interface_up(name: str) -> None:
     """Set IFF_UP on a network interface, as `ip link set NAME up` would."""
     fd = _socket(AF_INET, SOCK_DGRAM, 0)

@@ -29,9 +29,23 @@ def _escape(path: str) -> str:
     return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
 
 
-def overlay_options(lower: str, upper: str, work: str, above: str | None = None) -> str:
-    """`above`: a second lower layer stacked over `lower`."""
-    lowers = _escape(lower) if above is None else f"{_escape(above)}:{_escape(lower)}"
+def shared_parent(layers: tuple) -> str | None:
+    """The one directory all `layers` are in (an image store's short links), else None."""
+    parents = {os.path.dirname(layer) for layer in layers}
+    return parents.pop() if len(parents) == 1 else None
+
+
+def overlay_options(lower: str | tuple, upper: str, work: str, above: str | None = None) -> str:
+    """`lower`: a directory, or an image's layers (a tuple, top first); layers in one directory
+    are named from inside it (enter_root changes to it), so that many fit the one page mount
+    options are given. `above`: a second lower layer stacked over `lower` (the host view's)."""
+    if isinstance(lower, tuple):
+        relative = shared_parent(lower) is not None
+        lowers = ":".join(_escape(os.path.basename(layer) if relative else layer) for layer in lower)
+    else:
+        lowers = _escape(lower)
+    if above is not None:
+        lowers = f"{_escape(above)}:{lowers}"
     return f"lowerdir={lowers},upperdir={_escape(upper)},workdir={_escape(work)}"
 
 
@@ -40,16 +54,17 @@ LOWER_DIR = "lower"  # in the scratch dir: where the lower layer's detached copy
 IN_MEMORY_DIR = "memory"  # in the scratch dir, with a scratch size: the tmpfs the other layers are made in
 
 
-def enter_root(lower_tree: int, size_bytes: int, hide: tuple[str, ...] | None, userxattr: bool) -> None:
+def enter_root(lower: int | tuple, size_bytes: int, hide: tuple[str, ...] | None, userxattr: bool) -> None:
     """Mount the overlay and pivot into it, working in the run's scratch dir (the working
-    directory, init.py: with private users no path to it is walkable). `lower_tree`: the lower
-    layer as the launcher opened it (hostpaths.layer), attached here. `size_bytes`: the upper
-    layer is in a tmpfs of that size, of this namespace only (it goes with it); 0: on disk.
-    `hide`: with the host view, nspawn's own paths it hides besides hostview's (None: no view).
-    The view's layer is a small tmpfs of this namespace, stacked over the host's / as a second
-    lower layer: nothing of it is written to disk, nor left to remove. `userxattr`: in a user
-    namespace, whose root may not write the trusted.* attributes that mark whiteouts and opaque
-    directories, overlayfs keeps them in user.* ones."""
+    directory, init.py: with private users no path to it is walkable). `lower`: the lower layer
+    as the launcher opened it (hostpaths.layer), attached here, or an image's layers (paths in
+    the store, top first). `size_bytes`: the upper layer is in a tmpfs of that size, of this
+    namespace only (it goes with it); 0: on disk. `hide`: with the host view, nspawn's own paths
+    it hides besides hostview's (None: no view). The view's layer is a small tmpfs of this
+    namespace, stacked over the host's / as a second lower layer: nothing of it is written to
+    disk, nor left to remove. `userxattr`: in a user namespace, whose root may not write the
+    trusted.* attributes that mark whiteouts and opaque directories, overlayfs keeps them in
+    user.* ones."""
     libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
     if size_bytes:
         # On a directory of the scratch dir, entered by name: one mounted on the working
@@ -61,12 +76,15 @@ def enter_root(lower_tree: int, size_bytes: int, hide: tuple[str, ...] | None, u
     # host path of the scratch. nosuid and nodev, as every mount but /dev: a node or a setuid
     # file in the lower layer or made in the upper does nothing here.
     upper, work, root = SCRATCH_DIRS
-    for sub in (*SCRATCH_DIRS, LOWER_DIR):
+    image = isinstance(lower, tuple)
+    for sub in SCRATCH_DIRS if image else (*SCRATCH_DIRS, LOWER_DIR):
         os.mkdir(sub, 0o700)
-    libc.attach_tree(lower_tree, LOWER_DIR)
-    # The container's / takes the owner and mode of the lower layer's root, as the container
-    # sees it (id-mapped, with private users): others' programs must work there.
-    st = os.stat(LOWER_DIR)
+    if not image:
+        libc.attach_tree(lower, LOWER_DIR)
+    # The container's / takes the owner and mode of the lower layer's root (the image's top
+    # one), as the container sees it (id-mapped, with private users): others' programs must
+    # work there.
+    st = os.stat(lower[0] if image else LOWER_DIR)
     os.chown(upper, st.st_uid, st.st_gid)
     os.chmod(upper, stat.S_IMODE(st.st_mode))
     view = None
@@ -75,8 +93,22 @@ def enter_root(lower_tree: int, size_bytes: int, hide: tuple[str, ...] | None, u
         os.mkdir(view, 0o700)
         libc.mount("tmpfs", view, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=1m")
         hostview.prepare(view, LOWER_DIR, hide, userxattr)
-    options = overlay_options(LOWER_DIR, upper, work, view) + (",userxattr" if userxattr else "")
-    libc.mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, options)
+    if image:
+        # An image's layers live in the store, which only root writes: no link to fear there.
+        # From inside their directory the scratch dir is reached through a descriptor.
+        here = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if shared_parent(lower):
+                os.chdir(shared_parent(lower))
+            at = f"/proc/self/fd/{here}/"
+            libc.mount("overlay", at + root, "overlay", MS_NOSUID | MS_NODEV,
+                       overlay_options(lower, at + upper, at + work))
+            os.fchdir(here)
+        finally:
+            os.close(here)
+    else:
+        options = overlay_options(LOWER_DIR, upper, work, view) + (",userxattr" if userxattr else "")
+        libc.mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, options)
     os.makedirs(root + OLD_ROOT, exist_ok=True)
     libc.pivot_root(root, root + OLD_ROOT)
     os.chdir("/")

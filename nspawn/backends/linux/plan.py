@@ -86,6 +86,9 @@ class LinuxPlan:
     private_users: bool  # the container's ids on a host range of their own (userns.py)
     resolv_conf: str  # copy-host, keep or none (etc_files.py)
     timezone: str  # copy-host or keep
+    tty: str  # "auto" (decided at run time: the launcher's stdin and stdout are terminals), "always", "never"
+    lower_layers: tuple[str, ...] = ()  # an image's layers (short links, top first), then instead of lower_dir
+    image: object = None  # the config's nspawn.images.use.ResolvedImage
 
     @property
     def capability_mask(self) -> int:
@@ -101,6 +104,7 @@ class LinuxPlan:
         data["limits"] = self.limits._asdict()
         data["asked"] = self.asked.asked()
         data["capability_mask"] = f"{self.capability_mask:016x}"
+        data["image"] = self.image.to_json() if self.image is not None else None
         data["devices"] = [value for _, value in v1_files(self.devices)]
         return data
 
@@ -129,8 +133,8 @@ def plan(config: Config) -> LinuxPlan:
         hostname=config.hostname or os.urandom(4).hex(),
         namespaces=("mount", "pid", "uts", "ipc") + (("net",) if config.network == "none" else ()),
         network=config.network,
-        lower_dir=config.parent_layer_directory or "/",
-        host_view=None if config.parent_layer_directory else config.host_view,
+        lower_dir="" if config.resolved_image else config.parent_layer_directory or "/",
+        host_view=None if config.parent_layer_directory or config.resolved_image else config.host_view,
         scratch_parent=os.environ.get("NSPAWN_SCRATCH_DIR") or DEFAULT_SCRATCH_PARENT,
         mounts=tuple(mounts),
         tmpfs=tuple(sorted(((t.container_path, mib_to_bytes(t.size_mb)) for t in config.tmpfs),
@@ -152,6 +156,9 @@ def plan(config: Config) -> LinuxPlan:
         private_users=config.private_users == "pick",
         resolv_conf=resolv_conf_mode(config.resolv_conf, config.network),
         timezone=config.timezone,
+        tty=config.tty,
+        lower_layers=config.resolved_image.layers if config.resolved_image else (),
+        image=config.resolved_image,
     )
 
 
