@@ -24,6 +24,9 @@ MASK_HEX_DIGITS = 1024  # the widest "0x…" affinity mask: 4096 CPUs
 NETWORK_MODES = ("none", "host", "nat")
 ISOLATIONS = ("process", "hyperv")
 HCS_APIS = ("auto", "v1", "v2")
+PRIVATE_USERS = ("no", "pick")
+RESOLV_CONF_MODES = ("auto", "copy-host", "keep", "none")
+TIMEZONE_MODES = ("copy-host", "keep")
 
 
 @record
@@ -186,6 +189,30 @@ FIELDS = (
           "seccomp profile.",
           default="default", kind=HOST_PATH, keywords=("default", "unconfined"), backends=("linux",),
           option=Option(("--seccomp",), "profile", "System-call filter: default, unconfined, or a profile file.")),
+    Field("user", _string(maxLength=256, pattern="^[^:\\s\\u0000]+(:[^:\\s\\u0000]+)?$"),
+          "The user the process runs as. Linux: NAME or UID, optionally with :GROUP or :GID; a name is looked up in "
+          "the container's /etc/passwd (its groups in /etc/group), HOME, USER and LOGNAME follow it, and a user "
+          "other than root keeps no capabilities at all. HCS: the process's User, e.g. ContainerUser or "
+          "ContainerAdministrator. Default: root (Linux), the image's default user (HCS).",
+          option=Option(("-u", "--user"), "text", "Run as NAME|UID[:GROUP|GID] (HCS: a Windows user name).")),
+    Field("private_users", {"enum": list(PRIVATE_USERS)},
+          "Linux: pick: the container's users are a range of 65536 unprivileged host uids and gids picked for it "
+          "alone (its root is no root on the host), with the mapped directories id-mapped so their files keep "
+          "their host owners; no: the container's root is the host's root (in a sandbox).",
+          default="no", backends=("linux",),
+          option=Option(("--private-users",), "choice", "Container users on a private host uid range (pick) or not (no).")),
+    Field("resolv_conf", {"enum": list(RESOLV_CONF_MODES)},
+          "Linux: the container's /etc/resolv.conf. copy-host: the host's, with loopback resolvers (as "
+          "systemd-resolved's 127.0.0.53) replaced by their upstream servers; keep: the root's own (with the host "
+          "view, the host's, copied where its link leads into what the view hides); none: no file; auto: copy-host "
+          "unless the network is none, then keep.",
+          default="auto", backends=("linux",),
+          option=Option(("--resolv-conf",), "choice", "The container's /etc/resolv.conf.")),
+    Field("timezone", {"enum": list(TIMEZONE_MODES)},
+          "Linux: the container's /etc/localtime. copy-host: the host's zone (a link to the root's own zoneinfo "
+          "file where it has one, else a copy); keep: the root's own.",
+          default="copy-host", backends=("linux",),
+          option=Option(("--timezone",), "choice", "The container's /etc/localtime.")),
     Field("host_view", {"enum": ["os", "full"]},
           "Linux, without parent_layer_directory: how much of the host's / the container sees, read-only (its writes "
           "go to its own scratch). os: the operating system, with /root, /home, /run, /var, /srv, /mnt and /media "
@@ -193,7 +220,7 @@ FIELDS = (
           default="os", backends=("linux",),
           option=Option(("--host-view",), "choice", "Without a parent layer: the host's OS only (os), or all of / (full).")),
     Field("allow_mknod", {"type": "boolean"},
-          "Linux: keep CAP_MKNOD, so the payload may make device nodes (warned). Only /dev's standard devices "
+          "Linux: keep CAP_MKNOD, so a root payload may make device nodes (warned). Only /dev's standard devices "
           "open either way: every other mount is nodev and the device cgroup allows no other.",
           default=False, backends=("linux",),
           option=Option(("--allow-mknod",), "flag", "Keep CAP_MKNOD (device nodes still open only in /dev's standard set).")),

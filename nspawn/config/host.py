@@ -31,6 +31,7 @@ def host_findings(config: Config) -> list[Finding]:
         findings += _executable(config)
         findings += _working_directory(config)
         findings += _stdout(config)
+        findings += _user(config)
     findings += _cpus(config)
     return findings
 
@@ -233,6 +234,21 @@ def _stdout(config: Config) -> list[Finding]:
     if os.path.lexists(target) and not stat.S_ISREG(os.lstat(target).st_mode):
         # the Linux run opens it without following links, and a FIFO or device never
         return [Finding(("stdout_filename",), f"{target} is there and is not a regular file; expected a regular file or none")]
+    return []
+
+
+def _user(config: Config) -> list[Finding]:
+    """A user or group name the container's passwd or group file lacks, refused now rather than
+    by the container's init after setup (which looks again, in case the files change)."""
+    if config.user is None or config.flavour != "posix":
+        return []
+    from nspawn.backends.linux import users
+
+    files = {name: _map(config, f"/etc/{name}") for name in ("passwd", "group")}
+    try:
+        users.lookup(config.user, files["passwd"] or "/nonexistent", files["group"] or "/nonexistent")
+    except users.UnknownUser as e:
+        return [Finding(("user",), f"found {config.user!r}: {e.strerror}")]
     return []
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.linux.conftest import needs_root, run, sh
 
 pytestmark = needs_root
@@ -28,11 +30,12 @@ def test_tmp_is_a_tenth_of_memory_and_shm_64_mib_by_default(clean):
     assert sizes(r.out) == {"/tmp": 32 * 1024, "/dev/shm": 8 * 1024}
 
 
-def test_a_scratch_size_bounds_what_the_root_takes(clean):
+@pytest.mark.parametrize("private_users", ["no", "pick"])
+def test_a_scratch_size_bounds_what_the_root_takes(private_users, clean):
     """The upper layer in a tmpfs of its own, in init's mount namespace only (clean() checks the
-    host's mount table), full at the size asked."""
+    host's mount table), full at the size asked; with private users, made by the namespace's root."""
     write = "dd if=/dev/zero of=/big bs=1M count=64 2>/dev/null; echo rc=$?; ls -s --block-size=1M /big | cut -d' ' -f1"
-    r = run(sh(write, scratch_size_mb=16))
+    r = run(sh(write, scratch_size_mb=16, private_users=private_users))
     assert r.code == 0, r.err
     rc, used = r.out.split()
     assert rc != "rc=0" and int(used) <= 16, r.out

@@ -239,3 +239,22 @@ def test_a_run_on_cgroup_v2_confines_devices_with_its_program(monkeypatch, clean
     assert {"mknod /dev/kmsg2 made", "/dev/kmsg2 refused", "/dev/loopx refused", "/dev/null opened"} <= seen, seen
     groups = [x for x in r.result.rolled_back if x.startswith("cgroup")]
     assert len(groups) == 1 and groups[0].startswith("cgroup " + _cgroup2_mount()), r.result.rolled_back
+
+
+def test_with_private_users_the_hosts_standard_nodes_open_in_a_confined_group(clean):
+    """In a user namespace no node can be made: /dev's standard nodes are the host's, bound, and
+    the device cgroup still confines the payload: it is in the run's own group (the namespace's
+    root), whose v1 allow list is the standard set, or which on v2 holds the device program."""
+    layout = cgroups.detect()
+    r = run(sh(TRY + "cat /proc/self/cgroup; cat /sys/fs/cgroup/devices/devices.list 2>/dev/null; true",
+               private_users="pick"))
+    assert r.code == 0, r.err
+    seen = outcome(r.out)
+    for name in ("null", "zero", "full", "urandom", "random"):
+        assert f"/dev/{name} opened" in seen
+    assert not any(line.endswith(" made") for line in seen) and "kmsg written" not in seen
+    if layout.version == 1:
+        assert any(line.endswith(":devices:/") for line in seen), r.out
+        assert {value for file, value in devices.v1_files(devices.STANDARD) if file == "devices.allow"} <= seen
+    else:
+        assert "0::/" in seen, r.out

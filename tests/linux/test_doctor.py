@@ -21,7 +21,7 @@ def test_the_host_report_names_every_namespace_and_controller():
     r = nspawn("doctor")
     checks = lines(r)
     assert r.returncode == 0, r.stdout + r.stderr
-    for name in ("root", "mount namespace", "pid namespace", "net namespace", "overlayfs", "cgroup layout",
+    for name in ("root", "mount namespace", "pid namespace", "net namespace", "overlayfs", "private users", "cgroup layout",
                  "memory controller", "cpu controller", "cpuset controller", "io controller", "pids controller", "devices"):
         assert checks[name].startswith("ok "), checks
 
@@ -86,3 +86,11 @@ def test_doctor_and_a_run_judge_each_asked_limit_alike(tmp_path):
             assert line.startswith("ok ") and name in result["limits_applied"], (line, result)
         else:
             assert line.startswith("NO ") and line.endswith(f"cannot be enforced: {why}"), (line, why)
+
+
+def test_private_users_say_why_a_root_cannot_be_id_mapped(tmp_path):
+    """A root on a filesystem without id-mapped mounts (sysfs here) is said, with the reason."""
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"process_executable": "/bin/true", "parent_layer_directory": "/sys", "private_users": "pick"}))
+    checks = lines(nspawn("doctor", "-c", str(path)))
+    assert checks["private users"].startswith("NO ") and "its filesystem cannot be id-mapped" in checks["private users"], checks

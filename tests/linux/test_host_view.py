@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 
 import pytest
 
@@ -25,18 +26,38 @@ cat /proc/self/mountinfo
 """
 
 
-def test_the_default_view_is_the_os_without_people_services_or_secrets(tmp_path, _scratch, clean):
-    r = run(sh(LOOK))
+def _tmpfs_takes_user_attributes() -> bool:
+    """Whether this kernel's tmpfs keeps user.* attributes (Linux 6.6), where the view's layer
+    marks its empty directories in a user namespace; /dev/shm is a tmpfs."""
+    fd, path = tempfile.mkstemp(dir="/dev/shm")
+    os.close(fd)
+    try:
+        os.setxattr(path, "user.nspawn-test", b"y")
+        return True
+    except OSError:
+        return False
+    finally:
+        os.unlink(path)
+
+
+@pytest.mark.parametrize("private_users", ["no", "pick"])
+def test_the_default_view_is_the_os_without_people_services_or_secrets(private_users, tmp_path, _scratch, clean):
+    """With private users too: the view's layer is made in the user namespace (its marks in
+    user.* attributes), its directories owned as the id-mapped host's / shows them; where its
+    tmpfs keeps no user.* attribute, the directories it would show empty are absent instead."""
+    r = run(sh(LOOK, private_users=private_users))
     assert r.code == 0, r.err
     lines = r.out.splitlines()
     assert "/etc/passwd present" in lines and "/usr/bin/env present" in lines
     assert "/etc/shadow present" not in lines and "/etc/gshadow present" not in lines
     assert not any(line.startswith("key ") for line in lines)
+    empty = private_users == "no" or _tmpfs_takes_user_attributes()
     for d in ("/root", "/home", "/run", "/srv", "/mnt", "/media"):
         if os.path.isdir(d):
-            assert f"{d}: " in lines, (d, lines)
-    assert "/var: tmp " in lines  # only its empty /var/tmp, made for programs that expect one
-    assert "rootmode 755" in lines and "as nobody: 65534" in lines and "writable" in lines
+            assert (f"{d}: " in lines) == empty and not any(line.startswith(f"{d}: ") and line != f"{d}: " for line in lines), (d, lines)
+    # only its empty /var/tmp, made for programs that expect one
+    assert ("/var: tmp " in lines) == empty and ("writable" in lines) == empty, lines
+    assert "rootmode 755" in lines and "as nobody: 65534" in lines
     # none of the host's scratch paths in the mount table
     assert str(_scratch) not in r.out and "upperdir=upper" in r.out
     assert not os.path.exists("/home/x")  # the write stayed in the scratch

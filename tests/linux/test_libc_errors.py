@@ -76,6 +76,8 @@ CASES = {
     "bpf": (lambda: libc.attach_device_program(-1, -1), "EBADF|bpf|None|bpf: Bad file descriptor (EBADF)"),
     "socket": (lambda: libc._socket(12345, libc.SOCK_DGRAM, 0),
                "EAFNOSUPPORT|socket|None|socket: Address family not supported by protocol (EAFNOSUPPORT)"),
+    "mount_setattr": (lambda: libc.idmap_tree(-1, -1), "EINVAL|mount_setattr|None|mount_setattr: Invalid argument (EINVAL)"),
+    "setns": (lambda: libc.setns(-1, libc.CLONE_NEWUSER), "EBADF|setns|None|setns: Bad file descriptor (EBADF)"),
 }
 
 

@@ -19,8 +19,8 @@ from tests.linux.conftest import ROOT, STARTED, container_processes, needs_root,
 
 pytestmark = needs_root
 
-STEPS = ["scratch", "cgroups", "fork", "unshare", "fork-init", "join-cgroups", "mount-root", "mount-system",
-         "bind-mounts", "detach-host-root", "hostname", "loopback", "fork-payload", "exec-prepare", "exec"]
+STEPS = ["scratch", "cgroups", "fork", "unshare", "fork-init", "join-cgroups", "mount-root", "etc-files", "mount-system",
+         "bind-mounts", "detach-host-root", "user", "hostname", "loopback", "fork-payload", "exec-prepare", "exec"]
 
 
 @pytest.fixture

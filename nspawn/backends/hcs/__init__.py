@@ -63,6 +63,7 @@ class HcsPlan:
     timeout_seconds: float
     stop_grace_seconds: float
     tty: str  # auto (decided at run time: console), always, never
+    user: str | None  # the process's User; None: the image's default
 
     def to_json(self) -> dict:
         from nspawn.backends.hcs import documents, layers
@@ -244,6 +245,7 @@ def plan(config: Config) -> HcsPlan:
         timeout_seconds=config.timeout_seconds,
         stop_grace_seconds=config.stop_grace_seconds,
         tty=config.tty,
+        user=config.user,
     )
 
 
@@ -270,6 +272,9 @@ def validate(config: Config) -> list:
     if config.hostname and config.hostname.isdigit():
         findings.append(Finding(("hostname",), f"found {config.hostname!r}; expected a letter or hyphen in it: "
                                                "Windows refuses a computer name of digits only"))
+    if config.user and ":" in config.user:
+        findings.append(Finding(("user",), f"found {config.user!r}; expected a Windows user name such as ContainerUser "
+                                           "or ContainerAdministrator (a Windows name has no ':' and no group)"))
     if config.isolation == "hyperv" and config.hcs_api == "v2":
         findings.append(Finding(("hcs_api",), "found 'v2' with isolation 'hyperv'; expected 'v1' or 'auto': "
                                               "Hyper-V containers run through vmcompute.dll (HvPartition)"))

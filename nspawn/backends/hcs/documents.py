@@ -98,6 +98,8 @@ def process(plan: HcsPlan, console: tuple[int, int] | tuple[()] | None = None) -
         "CreateStdOutPipe": True,
         "CreateStdErrPipe": console is None,
     }
+    if plan.user:
+        doc["User"] = plan.user  # left out, Windows runs it as the image's default user
     if console:
         doc["ConsoleSize"] = list(console)
     return doc

@@ -2,9 +2,11 @@
 descriptor: a payload may have planted a link (or swaps one in while the launcher works) in a
 directory it can write, and root following it would bind or write what the payload chose.
 
-A bind source becomes a detached copy of its mount (open_tree), which init attaches in the
-container: what was opened is what is mounted, whatever the path names by then. The output file
-is opened beneath the process directory, a regular file only, never created through a link.
+A bind source, and the overlay's lower layer, each becomes a detached copy of its mount
+(open_tree), which init attaches in the container: what was opened is what is mounted, whatever
+the path names by then (with private users the same copy is id-mapped first, userns.idmap). The
+output file is opened beneath the process directory, a regular file only, never created through
+a link.
 """
 
 from __future__ import annotations
@@ -45,15 +47,20 @@ def bind_source(path: str, target: str) -> tuple[int, bool]:
         os.close(fd)
 
 
-def check_directory(path: str, what: str) -> None:
-    """Refuse (exit 2) a directory whose path goes through a symbolic link, as init will when
-    it opens it to mount (the check there is the one that holds; this one says why first)."""
+def layer(path: str) -> int:
+    """A detached copy of the mount at directory `path`, the overlay's lower layer (the parent
+    layer, or the host's /); a path through a symbolic link is refused (exit 2). The caller
+    closes the descriptor."""
     try:
-        os.close(libc.openat2(libc.AT_FDCWD, path, libc.O_PATH | os.O_DIRECTORY, _NO_LINKS))
+        fd = libc.openat2(libc.AT_FDCWD, path, libc.O_PATH | os.O_DIRECTORY, _NO_LINKS)
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise _link_refusal(path) from None
-        raise LaunchError(f"{what} {path}: {e.strerror}", exitcodes.USAGE) from None
+        raise LaunchError(f"parent_layer_directory {path}: {e.strerror}", exitcodes.USAGE) from None
+    try:
+        return libc.clone_tree(fd)
+    finally:
+        os.close(fd)
 
 
 def _kind(mode: int) -> str:

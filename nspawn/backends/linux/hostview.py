@@ -58,23 +58,26 @@ def _within(path: str, parent: str) -> bool:
     return path == parent or path.startswith(parent.rstrip("/") + "/")
 
 
-def prepare(layer: str, extra: tuple[str, ...] = ()) -> None:
-    """Make the empty directory `layer`, to be stacked over the host's /, hide what hidden()
-    names. Directories on the way are made with the host's mode and owner, so the container
-    sees them unchanged."""
+def prepare(layer: str, lower: str, extra: tuple[str, ...] = (), userxattr: bool = False) -> None:
+    """Make the empty directory `layer`, to be stacked over `lower` (the host's / as the overlay
+    takes it), hide what hidden() names. Directories on the way are made with the mode and
+    owner `lower` shows them with (id-mapped, with private users), so the container sees them
+    unchanged. `userxattr`: the overlay reads its marks from user.* attributes (in a user
+    namespace, whose root may not write trusted.* ones)."""
+    opaque = ("user" if userxattr else "trusted") + ".overlay.opaque"
     for path, empty in hidden(extra):
         try:
-            st = os.lstat(path)
+            st = os.lstat(lower + path)
         except FileNotFoundError:
             continue  # absent already
-        _parents(layer, path)
+        _parents(layer, lower, path)
         target = layer + path
         if empty and stat.S_ISDIR(st.st_mode):
             os.mkdir(target)
             os.chown(target, st.st_uid, st.st_gid)
             os.chmod(target, stat.S_IMODE(st.st_mode))
             try:
-                os.setxattr(target, "trusted.overlay.opaque", b"y")
+                os.setxattr(target, opaque, b"y")
             except OSError as e:
                 if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
                     raise
@@ -88,14 +91,14 @@ def prepare(layer: str, extra: tuple[str, ...] = ()) -> None:
             os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0))
 
 
-def _parents(layer: str, path: str) -> None:
+def _parents(layer: str, lower: str, path: str) -> None:
     parts = [p for p in path.split("/") if p][:-1]
     current = ""
     for part in parts:
         current += "/" + part
         if os.path.isdir(layer + current):
             continue
-        st = os.stat(current)
+        st = os.stat(lower + current)
         os.mkdir(layer + current)
         os.chown(layer + current, st.st_uid, st.st_gid)
         os.chmod(layer + current, stat.S_IMODE(st.st_mode))

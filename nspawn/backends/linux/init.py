@@ -32,7 +32,7 @@ import signal
 import sys
 
 from nspawn import exitcodes
-from nspawn.backends.linux import cgroups, libc, mounts, seccomp_filter
+from nspawn.backends.linux import cgroups, etc_files, libc, mounts, seccomp_filter, users, userns
 from nspawn.backends.linux.plan import LinuxPlan
 from nspawn.records import record
 from nspawn.result import error_text
@@ -65,7 +65,8 @@ class Launch:
     cgroup_v2: str | None  # v2: the group B is forked into
     cgroup_joins: list[str]  # the files B writes "0" to, to join its groups when not forked into them
     cgroup_view: list[tuple[str, str, str]]  # the hierarchies mounted read-only at /sys/fs/cgroup
-    scratch: str  # holds the overlay's upper, work and root directories
+    scratch: str  # holds the overlay's layers (mounts.enter_root)
+    lower_tree: int | None  # the lower layer as a detached mount (hostpaths.layer), id-mapped with private users; None: an image's
     hide: tuple[str, ...] | None  # with the host view, nspawn's own paths it hides too (hostview.prepare)
     binds: list[tuple[int, str, str, bool, bool]]  # (source as a detached mount, its host path, container path, read only, is a file)
     report_w: int
@@ -77,6 +78,8 @@ class Launch:
     fail_at: tuple[str, str] | None  # test seam: (step, "" to fail, or a signal name to send the launcher)
     seccomp: object = None  # seccomp_filter.Prepared, loaded last before exec; None: unconfined
     tty: Terminal | None = None
+    etc: tuple = ()  # etc_files.Write: the host's resolvers and zone for the container's /etc
+    userns_fd: int | None = None  # private users: the user namespace A joins (userns.py)
 
     def at(self, step: str) -> None:
         global _step
@@ -140,8 +143,9 @@ def start(launch: Launch) -> int:
 
 
 def _own_fds(launch: Launch) -> tuple[int, ...]:
-    return (launch.report_w, launch.status_w, *(launch.output_w or ()), *(b[0] for b in launch.binds),
+    held = (launch.lower_tree, *(b[0] for b in launch.binds), launch.userns_fd,
             *((launch.tty.channel.fileno(),) if launch.tty else ()))
+    return (launch.report_w, launch.status_w, *(launch.output_w or ()), *(fd for fd in held if fd is not None))
 
 
 def _stage_a(launch: Launch) -> None:
@@ -158,6 +162,17 @@ def _stage_a(launch: Launch) -> None:
     # the memory limit's OOM killer could pick it over the payload and lose the payload's exit
     # status (A is outside the container's groups).
     _set_oom_score_adj("-1000")
+    # The overlay's layers are made in the scratch dir, reached as the working directory, which
+    # the new mount namespace carries over to its own copy of the mount: with private users its
+    # parent is closed to the range's ids.
+    os.chdir(launch.scratch)
+    private = launch.userns_fd is not None
+    if private:
+        launch.at("private-users")
+        # The groups' files are the host root's, which the namespace's root may not write: A
+        # joins them before, and B, its fork, starts in them.
+        _join(launch.cgroup_joins)
+        userns.enter(launch.userns_fd)
     launch.at("unshare")
     flags = 0
     for name in launch.plan.namespaces:
@@ -165,10 +180,10 @@ def _stage_a(launch: Launch) -> None:
     libc.unshare(flags)
     self_fd = os.pidfd_open(os.getpid())  # lets B see whether A died before B armed PDEATHSIG
     launch.at("fork-init")
-    pid, in_groups = _fork_init(launch.cgroup_v2)
+    pid, in_groups = _fork_init(None if private else launch.cgroup_v2)
     if pid == 0:
         try:
-            _stage_b(launch, self_fd, in_groups)
+            _stage_b(launch, self_fd, in_groups or private)
         except BaseException as e:
             _fail(launch, e)
     os.write(launch.report_w, b"P%d\n" % pid)
@@ -218,9 +233,13 @@ def _stage_b(launch: Launch, parent_fd: int, in_groups: bool) -> None:
     libc.unshare(libc.CLONE_NEWCGROUP)
     plan = launch.plan
     launch.at("mount-root")
-    mounts.enter_root(plan.lower_layers or plan.lower_dir, launch.scratch, plan.scratch_bytes, launch.hide)
+    mounts.enter_root(plan.lower_layers or launch.lower_tree, plan.scratch_bytes, launch.hide, userxattr=plan.private_users)
+    if launch.lower_tree is not None:
+        os.close(launch.lower_tree)
+    launch.at("etc-files")
+    etc_files.install(launch.etc, plan.hostname)
     launch.at("mount-system")
-    mounts.mount_system(plan.tmp_size, plan.shm_size)
+    mounts.mount_system(plan.tmp_size, plan.shm_size, plan.private_users)
     mounts.mask_system()
     mounts.cgroup_view(launch.cgroup_view)
     terminal = None
@@ -235,6 +254,8 @@ def _stage_b(launch: Launch, parent_fd: int, in_groups: bool) -> None:
         os.close(tree)
     launch.at("detach-host-root")
     mounts.leave_old_root()
+    launch.at("user")
+    account = users.lookup(plan.user)  # in the container's own files, as the payload will see them
     launch.at("hostname")
     libc.sethostname(plan.hostname)
     if "net" in plan.namespaces:
@@ -249,7 +270,7 @@ def _stage_b(launch: Launch, parent_fd: int, in_groups: bool) -> None:
     payload = os.fork()
     if payload == 0:
         try:
-            _stage_c(launch, terminal)
+            _stage_c(launch, account, terminal)
         except BaseException as e:
             _fail(launch, e)
     for fd in (launch.report_w, *(launch.output_w or ()), *((terminal,) if terminal is not None else ())):
@@ -296,7 +317,7 @@ def _make_terminal(tty: Terminal) -> int:
     return slave
 
 
-def _stage_c(launch: Launch, terminal: int | None) -> None:
+def _stage_c(launch: Launch, account: users.Account, terminal: int | None) -> None:
     for s in _RESET:
         signal.signal(s, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())  # the mask survives execve too
@@ -316,21 +337,22 @@ def _stage_c(launch: Launch, terminal: int | None) -> None:
     _set_oom_score_adj(launch.oom_score_adj)
     if plan.limits.cpus:
         os.sched_setaffinity(0, plan.limits.cpus)
-    try:
-        os.chdir(plan.cwd)
-    except OSError as e:
-        raise OSError(e.errno, f"working directory {plan.cwd}: {e.strerror}") from None
     libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
     keep = plan.capability_mask
     for cap in range(launch.cap_last + 1):
         if not keep >> cap & 1:
             libc.prctl(libc.PR_CAPBSET_DROP, cap)
+    users.become(account)
     libc.capset(keep, keep, keep)
+    try:
+        os.chdir(plan.cwd)  # as the user: a directory it may not enter is refused as it would be later
+    except OSError as e:
+        raise OSError(e.errno, f"working directory {plan.cwd}: {e.strerror}") from None
     libc.new_session_keyring()  # the launcher's (its login's keys) stays out of reach
     if launch.seccomp is not None:
         seccomp_filter.load_filter(launch.seccomp)  # last: what follows is exec, which the filter allows
     launch.at("exec")
-    env = dict(plan.env)
+    env = users.environment(account, dict(plan.env))
     try:
         if "/" in plan.executable:
             os.execve(plan.executable, plan.argv, env)

@@ -25,6 +25,7 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUSER = 0x10000000
 NAMESPACE_FLAGS = {"mount": CLONE_NEWNS, "uts": CLONE_NEWUTS, "ipc": CLONE_NEWIPC,
                    "net": CLONE_NEWNET, "pid": CLONE_NEWPID, "cgroup": CLONE_NEWCGROUP}
 
@@ -55,7 +56,7 @@ SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
 
 # Calls newer than Linux 5.0 share one number on every architecture but alpha.
-_COMMON = {"clone3": 435, "openat2": 437, "open_tree": 428, "move_mount": 429}
+_COMMON = {"clone3": 435, "openat2": 437, "open_tree": 428, "move_mount": 429, "mount_setattr": 442}
 _SYSCALLS = {  # none of these has a glibc wrapper in Debian 12's glibc
     "x86_64": {"pivot_root": 155, "capset": 126, "keyctl": 250, "bpf": 321, **_COMMON},
     "aarch64": {"pivot_root": 41, "capset": 91, "keyctl": 219, "bpf": 280, **_COMMON},
@@ -65,16 +66,21 @@ _SYSCALLS = {  # none of these has a glibc wrapper in Debian 12's glibc
 }
 KEYCTL_JOIN_SESSION_KEYRING = 1  # linux/keyctl.h
 
-# openat2(2) (linux/openat2.h) and the mount API (linux/mount.h)
+# openat2(2) (linux/openat2.h) and the mount API (linux/mount.h, fcntl.h)
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_BENEATH = 0x08
 O_PATH = 0o10000000
+AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
 OPEN_TREE_CLONE = 1
 OPEN_TREE_CLOEXEC = 0o2000000
 MOVE_MOUNT_F_EMPTY_PATH = 0x04
-AT_FDCWD = -100
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_IDMAP = 0x100000
 
 # bpf(2) (linux/bpf.h): a cgroup v2 device program
 BPF_PROG_LOAD = 5
@@ -131,8 +137,14 @@ _keyctl = _function("keyctl", c_long, c_long, c_int, c_char_p, syscall=True)
 _openat2 = _function("openat2", c_long, c_long, c_int, c_char_p, c_void_p, c_size_t, paths=(1,), syscall=True)
 _open_tree = _function("open_tree", c_long, c_long, c_int, c_char_p, c_uint, syscall=True)
 _move_mount = _function("move_mount", c_long, c_long, c_int, c_char_p, c_int, c_char_p, c_uint, paths=(3,), syscall=True)
+_mount_setattr = _function("mount_setattr", c_long, c_long, c_int, c_char_p, c_uint, c_void_p, c_size_t, syscall=True)
+_setns = _function("setns", c_int, c_int, c_int)
 _bpf = _function("bpf", c_long, c_long, c_int, c_void_p, c_uint, syscall=True)
 _clone3 = _function("clone3", c_long, c_long, c_void_p, c_size_t, syscall=True, library=_libc_holding_gil)
+
+
+class _MountAttr(ctypes.Structure):  # struct mount_attr (linux/mount.h)
+    _fields_ = [(name, ctypes.c_uint64) for name in ("attr_set", "attr_clr", "propagation", "userns_fd")]
 
 
 class _CloneArgs(ctypes.Structure):  # struct clone_args up to its cgroup field (linux/sched.h)
@@ -196,6 +208,24 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         shift = 32 * word
         data[3 * word:3 * word + 3] = [(m >> shift) & 0xFFFFFFFF for m in (effective, permitted, inheritable)]
     _capset(_syscall_number("capset"), header, data)
+
+
+def idmap_tree(tree_fd: int, userns_fd: int) -> None:
+    """Id-map the detached mount `tree_fd` (from clone_tree) as the user namespace `userns_fd`
+    maps its ids (mount_setattr, Linux 5.12)."""
+    attr = _MountAttr(attr_set=MOUNT_ATTR_IDMAP, userns_fd=userns_fd)
+    _mount_setattr(_syscall_number("mount_setattr"), tree_fd, b"", AT_EMPTY_PATH, ctypes.byref(attr), ctypes.sizeof(attr))
+
+
+def restrict_tree(path: str, attributes: int) -> None:
+    """Set MOUNT_ATTR_* `attributes` (read-only, nosuid, ...) on the mount at `path` and every
+    mount below it; unlike a remount, it reaches the mounts below too."""
+    attr = _MountAttr(attr_set=attributes)
+    _mount_setattr(_syscall_number("mount_setattr"), AT_FDCWD, _b(path), AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr))
+
+
+def setns(fd: int, nstype: int) -> None:
+    _setns(fd, nstype)
 
 
 def new_session_keyring() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from nspawn.backends.linux import users
 from nspawn.backends.linux.devices import Rule, v1_files
 from nspawn.backends.linux.devices import rules as device_rules
 from nspawn.config.derived import container_executable, host_executable, stdout_host_path
@@ -81,6 +82,10 @@ class LinuxPlan:
     timeout_seconds: float
     stop_grace_seconds: float
     seccomp: str  # "default", "unconfined" or a profile's host path (seccomp_filter compiles it)
+    user: str  # NAME|UID[:GROUP|GID], looked up in the container's own files at run time (users.py)
+    private_users: bool  # the container's ids on a host range of their own (userns.py)
+    resolv_conf: str  # copy-host, keep or none (etc_files.py)
+    timezone: str  # copy-host or keep
     tty: str  # "auto" (decided at run time: the launcher's stdin and stdout are terminals), "always", "never"
     lower_layers: tuple[str, ...] = ()  # an image's layers (short links, top first), then instead of lower_dir
     image: object = None  # the config's nspawn.images.use.ResolvedImage
@@ -92,6 +97,8 @@ class LinuxPlan:
     def to_json(self) -> dict:
         data = self._asdict()
         data["env"] = dict(self.env)
+        for name in users.ACCOUNT_VARIABLES:
+            data["env"].setdefault(name, f"<{name} of {self.user} in the container's /etc/passwd, at run time>")
         data["mounts"] = [m._asdict() for m in self.mounts]
         data["tmpfs"] = [{"target": target, "size_bytes": size} for target, size in self.tmpfs]
         data["limits"] = self.limits._asdict()
@@ -104,7 +111,8 @@ class LinuxPlan:
 
 def plan(config: Config) -> LinuxPlan:
     executable = container_executable(config)
-    env = {"PATH": DEFAULT_PATH, "HOME": "/root"}
+    # HOME, USER and LOGNAME come from the container's passwd file at run time (users.environment).
+    env = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8"}
     if "TERM" in os.environ:
         env["TERM"] = os.environ["TERM"]
     env["container"] = "nspawn"
@@ -115,6 +123,7 @@ def plan(config: Config) -> LinuxPlan:
         mounts.append(BindMount(config.process_directory, config.mapped_directory, config.mapped_directory_read_only))
     mounts += [BindMount(m.host_path, m.container_path, m.read_only) for m in config.mounts]
     mounts.sort(key=lambda m: m.target.rstrip("/").count("/"))
+    capabilities = _capabilities(config.user, config.allow_mknod)
 
     return LinuxPlan(
         argv=(executable, *config.process_arguments),
@@ -136,18 +145,36 @@ def plan(config: Config) -> LinuxPlan:
         process_directory=config.process_directory,
         host_executable=host_executable(config),
         stdout_file=stdout_host_path(config),
-        limits=cgroup_limits(config.limits),
+        limits=cgroup_limits(config.limits, config.private_users == "pick"),
         asked=config.limits,
-        # CAP_MKNOD only when asked: Docker keeps it, relying on the device cgroup alone.
-        capabilities=tuple(c for c in CAPABILITY_BITS if c != "MKNOD" or config.allow_mknod),
-        devices=device_rules(config.allow_mknod),
+        capabilities=capabilities,
+        devices=device_rules("MKNOD" in capabilities),
         timeout_seconds=config.timeout_seconds,
         stop_grace_seconds=config.stop_grace_seconds,
         seccomp=config.seccomp,
+        user=config.user or users.ROOT,
+        private_users=config.private_users == "pick",
+        resolv_conf=resolv_conf_mode(config.resolv_conf, config.network),
+        timezone=config.timezone,
         tty=config.tty,
         lower_layers=config.resolved_image.layers if config.resolved_image else (),
         image=config.resolved_image,
     )
+
+
+def _capabilities(user: str | None, allow_mknod: bool) -> tuple[str, ...]:
+    """Docker's set for root, less CAP_MKNOD unless asked (Docker keeps it, relying on the
+    device cgroup alone); none at all for any other user."""
+    if not users.is_root(user):
+        return ()
+    return tuple(c for c in CAPABILITY_BITS if c != "MKNOD" or allow_mknod)
+
+
+def resolv_conf_mode(mode: str, network: str) -> str:
+    """`auto`: the host's resolvers where the container has a network, its root's own file without one."""
+    if mode != "auto":
+        return mode
+    return "keep" if network == "none" else "copy-host"
 
 
 def _tmpfs_size(mb: int | None, default: str) -> str:
@@ -156,7 +183,7 @@ def _tmpfs_size(mb: int | None, default: str) -> str:
     return str(mib_to_bytes(mb)) if mb else ""
 
 
-def cgroup_limits(limits: Limits) -> CgroupLimits:
+def cgroup_limits(limits: Limits, private_users: bool = False) -> CgroupLimits:
     quota = 0
     if limits.max_cpu_percent:
         # A share of the whole host, as on Windows: 50% of 4 CPUs is 2 CPUs' worth of time.
@@ -170,5 +197,6 @@ def cgroup_limits(limits: Limits) -> CgroupLimits:
         cpus=cpus,
         io_iops=limits.max_storage_iops,
         io_bps=limits.max_storage_bandwidth_bytes_per_sec,
-        pids_max=(limits.max_processes or DEFAULT_MAX_PROCESSES) + INIT_PROCESSES,
+        # With private users the container's first process joins the groups too (init.py).
+        pids_max=(limits.max_processes or DEFAULT_MAX_PROCESSES) + INIT_PROCESSES + private_users,
     )

@@ -15,7 +15,8 @@ import time
 
 from nspawn import exitcodes
 from nspawn.backends import contract
-from nspawn.backends.linux import cgroups, devices, enforcement, hostpaths, hostview, init, limits, mounts, seccomp_filter
+from nspawn.backends.linux import (cgroups, devices, enforcement, etc_files, hostpaths, hostview, init, limits,
+                                   seccomp_filter, userns)
 from nspawn.backends.linux.plan import LinuxPlan
 from nspawn.backends.linux.release import start_time
 from nspawn.config.host import within
@@ -49,6 +50,22 @@ def _binds(plan: LinuxPlan, fds: _Fds) -> list[tuple[int, str, str, bool, bool]]
         if not within(real, base):
             raise LaunchError(f"{plan.host_executable} resolves to {real}, outside the process directory {base}", exitcodes.NOT_FOUND)
     return binds
+
+
+def _private_users(session: Session, scratch: str, trees: list[tuple[int, str]], fds: _Fds) -> int:
+    """A host id range of the container's own, and its user namespace (returned, held in `fds`)
+    through which each detached mount of `trees` ((descriptor, its host path): the lower layer
+    and the bind sources) is id-mapped."""
+    journal = session.journal
+    where = userns.directory(journal.directory)
+    entry = journal.record("uid_range", directory=where, owner=session.container_id)
+    base = userns.allocate(where, session.container_id)
+    journal.update(entry, base=base)
+    userns_fd = fds.add(userns.namespace(base))[0]
+    os.chown(scratch, base, base)  # the container's root makes its layers there (mounts.enter_root)
+    for tree, path in trees:
+        userns.idmap(tree, userns_fd, path)
+    return userns_fd
 
 
 def _open_stdout(plan: LinuxPlan) -> int:
@@ -197,8 +214,8 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
     signal_me = functools.partial(os.kill, me)
     result = session.result
     with session.phase("setup"):
-        if plan.lower_dir not in ("/", ""):  # "": an image's layers, in the store only root writes
-            hostpaths.check_directory(plan.lower_dir, "parent_layer_directory")
+        # "": an image's layers, in the store only root writes, named by path (mounts.enter_root)
+        lower_tree = fds.add(hostpaths.layer(plan.lower_dir))[0] if plan.lower_dir else None
         binds = _binds(plan, fds)
         stdout_fd = fds.add(_open_stdout(plan))[0] if plan.stdout_file else None
         try:
@@ -207,15 +224,19 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             journal.record("scratch", path=scratch)
             os.makedirs(plan.scratch_parent, mode=0o700, exist_ok=True)
             os.mkdir(scratch, 0o700)
-            if not plan.scratch_bytes:  # else init makes them in its tmpfs
-                for sub in mounts.SCRATCH_DIRS:
-                    os.mkdir(os.path.join(scratch, sub), 0o700)
+            userns_fd = None
+            if plan.private_users:
+                trees = [(lower_tree, plan.lower_dir)] if lower_tree is not None else []
+                trees += [(tree, source) for tree, source, *_ in binds]
+                userns_fd = _private_users(session, scratch, trees, fds)
             layout, groups = _make_cgroups(plan, session, fail_at, signal_me)
             with open("/proc/sys/kernel/cap_last_cap") as f:
                 cap_last = int(f.read())
         except OSError as e:
             raise LaunchError(f"setting up the container failed: {error_text(e)}") from None
         syscall_filter = _syscall_filter(plan, session)
+        etc = etc_files.prepare(plan.resolv_conf, plan.timezone, plan.network == "host", session.warn,
+                                hostview.hides if plan.host_view == hostview.OS else None)
         if plan.host_view == hostview.FULL:
             session.warn(hostview.FULL_WARNING)
         if "MKNOD" in plan.capabilities:
@@ -235,11 +256,12 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             cgroup_v2=groups.get(cgroups.UNIFIED),
             cgroup_joins=[os.path.join(p, "cgroup.procs" if key == cgroups.UNIFIED else "tasks") for key, p in groups.items()],
             cgroup_view=cgroups.namespace_view(layout, groups) if groups else [],
-            scratch=scratch, hide=(plan.scratch_parent, journal.directory) if plan.host_view == hostview.OS else None,
+            scratch=scratch, lower_tree=lower_tree,
+            hide=(plan.scratch_parent, journal.directory) if plan.host_view == hostview.OS else None,
             binds=binds, report_w=report_w, status_w=status_w,
             output_w=(pump[0][1], pump[1][1]) if pump else None,
             oom_score_adj=_read_oom_score_adj(), cap_last=cap_last, max_fd=os.sysconf("SC_OPEN_MAX"), fail_at=fail_at,
-            seccomp=syscall_filter, tty=tty,
+            seccomp=syscall_filter, tty=tty, etc=etc, userns_fd=userns_fd,
         )
         init.fault_point(fail_at, "fork", signal_me)
         a_entry = journal.record("process", what="container launcher child")
