@@ -105,8 +105,8 @@ FIELDS = (
           "ghcr.io/owner/name:tag, name@sha256:…), instead of parent_layer_directory. Linux: its layers are the "
           "overlay's lower layers; a run pulls it when neither the image store nor Docker's or Podman's store has "
           "it. HCS: its top layer in Docker's windowsfilter store is the parent layer (not pulled). Its config "
-          "supplies defaults: Env under environment, WorkingDir, and Entrypoint plus Cmd when process_executable "
-          "is left out.",
+          "supplies defaults: Env under environment, WorkingDir, User when user is left out, and Entrypoint plus Cmd when "
+          "process_executable is left out.",
           option=Option(("--image",), "text", "Run on this image (pulled when the store lacks it): alpine, name:tag, name@sha256:….")),
     Field("process_directory", _string(),
           "Host directory mapped into the container at mapped_directory. Relative paths are resolved against the "

@@ -4,8 +4,7 @@ allows it), and the image config's defaults laid under the config document's own
 The defaults, as `docker run` takes them: Env under the config's environment; WorkingDir
 when the config names no working_directory; Entrypoint and Cmd when it names no
 process_executable (process_arguments alone replace Cmd, as `docker run IMAGE ARGS` does; a
-process_executable replaces both, as `--entrypoint` does). User is kept in the resolved image
-for the backend (the Linux backend does not switch users yet).
+process_executable replaces both, as `--entrypoint` does); User when the config names no user.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ class ResolvedImage:
     layers: tuple  # host paths of the layers' short links, top layer first (overlay's lowerdir order)
     diffs: tuple  # host paths of the layers' diff directories, top first
     layer_digests: tuple  # top first
-    user: str  # the image config's User, not applied yet
+    user: str  # the image config's User (a default of the config's user)
     platform: str
 
     def to_json(self) -> dict:
@@ -142,6 +141,8 @@ def defaults(document: dict, image_config: dict, case_blind: bool = False) -> di
         out["environment"] = {**env, **given} if isinstance(given, dict) else (given if given is not None else env)
     if "working_directory" not in document and image_config.get("WorkingDir"):
         out["working_directory"] = image_config["WorkingDir"]
+    if "user" not in document and image_config.get("User"):
+        out["user"] = image_config["User"]
     if "process_executable" not in document:
         entrypoint = list(image_config.get("Entrypoint") or ())
         arguments = document.get("process_arguments")

@@ -464,3 +464,26 @@ def test_pull_on_a_terminal_shows_a_bar_per_layer_with_bytes_and_time_left(regis
     assert "━" in shown.stdout and "0:00:00" in shown.stdout  # a bar, and the time left
     assert re.search(r"(?<![\d.])(\d+(\.\d)?)/\1 (MB|kB)", shown.stdout)  # bytes done of bytes, for the big layer
     assert shown.stdout.count(" pulled ") >= 2 and f"{ref} sha256:" in shown.stdout
+
+
+def test_the_images_user_runs_the_payload_unless_the_config_names_one(registry, test_image, store):
+    layout = test_image.layout
+    with open(os.path.join(layout, "index.json")) as f:
+        base = next(m for m in json.load(f)["manifests"]
+                    if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == "t")
+    with open(os.path.join(layout, "blobs", "sha256", base["digest"].split(":")[1])) as f:
+        base_manifest = json.load(f)
+    layers = [open(os.path.join(layout, "blobs", "sha256", layer["digest"].split(":")[1]), "rb").read()
+              for layer in base_manifest["layers"]]
+    descriptor = add_manifest(layout, layers, {"os": "linux", "architecture": machine_arch(),
+                                               "config": {"User": "1234:5678"}})
+    set_index(layout, "user", [descriptor])
+    ref = f"{registry.host}/user/img:1"
+    push_layout(layout, "user", ref)
+    script = "while read key value rest; do case $key in Uid:|Gid:|CapEff:) echo $key $value;; esac; done < /proc/self/status"
+    as_image = nspawn("run", "--image", ref, "--", "/bin/sh", "-c", script)
+    assert as_image.returncode == 0, as_image.stderr
+    assert as_image.stdout.split() == ["Uid:", "1234", "Gid:", "5678", "CapEff:", "0000000000000000"]
+    as_root = nspawn("run", "--image", ref, "--user", "0", "--", "/bin/sh", "-c", script)
+    assert as_root.returncode == 0, as_root.stderr
+    assert as_root.stdout.split()[:4] == ["Uid:", "0", "Gid:", "0"]

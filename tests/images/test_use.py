@@ -29,6 +29,13 @@ def test_defaults_under_the_documents_values(document, expected):
     assert defaults(document, IMAGE) == expected
 
 
+def test_the_images_user_unless_the_config_names_one():
+    image = {**IMAGE, "User": "app:staff"}
+    assert defaults({}, image)["user"] == "app:staff"
+    assert defaults({"user": "0"}, image)["user"] == "0"
+    assert "user" not in defaults({}, IMAGE)
+
+
 def test_without_entrypoint_cmd_names_the_executable():
     assert defaults({}, {"Cmd": ["/bin/sh"]})["process_executable"] == "/bin/sh"
     assert "process_executable" not in defaults({}, {})
