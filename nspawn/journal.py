@@ -9,6 +9,7 @@ A release that fails is reported and the others still run.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -77,11 +78,19 @@ class Journal:
         self.entries: list[Entry] = []
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         _lock(self._fd, blocking=True)
-        self._write({"journal": container_id, "backend": backend, "pid": os.getpid(), "started": time.time(), **header})
+        try:
+            self._write({"journal": container_id, "backend": backend, "pid": os.getpid(), "started": time.time(), **header})
+        except OSError as e:
+            # A journal without its first line (a full state directory) names no backend to
+            # release with: it goes, and nothing is acquired without one.
+            self.close(remove=True)
+            raise OSError(e.errno, f"cannot write the journal {self.path}: {e.strerror}") from None
 
     def _write(self, line: dict) -> None:
         # No fsync: the journal must survive the launcher's death, not the machine's.
-        os.write(self._fd, (json.dumps(line, separators=(",", ":")) + "\n").encode())
+        data = (json.dumps(line, separators=(",", ":")) + "\n").encode()
+        if os.write(self._fd, data) != len(data):  # a file system filling up mid-line
+            raise OSError(errno.ENOSPC, f"{self.path}: {os.strerror(errno.ENOSPC)}")
 
     def record(self, kind: str, **data) -> Entry:
         """Write the resource down; call this before acquiring it."""

@@ -114,7 +114,13 @@ def cleanup():
         if orphan.alive:
             live.add(orphan.container_id)
             continue
-        report = finish(orphan, backends.load(orphan.header["backend"]).RELEASERS)
+        name = orphan.header.get("backend")
+        if name is None and orphan.entries:
+            yield Step(RELEASE, orphan.container_id, f"{orphan.path} names no backend (its first line is missing), so "
+                       "nothing in it can be released: " + ", ".join(e.describe() for e in orphan.entries), ok=False)
+            continue
+        # No backend and no entries: a journal cut short before anything was acquired; it goes.
+        report = finish(orphan, backends.load(name).RELEASERS if name else {})
         for what in report.released:
             yield Step(RELEASE, orphan.container_id, what)
         for what in report.failed:

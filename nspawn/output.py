@@ -1,4 +1,5 @@
-"""Copying a container's output, the same in every backend."""
+"""Copying a container's output, and whether it goes to a terminal of the container's own: the
+same in every backend."""
 
 from __future__ import annotations
 
@@ -22,3 +23,10 @@ def to_launcher(stream, fd: int, data: bytes) -> None:
             write_all(fd, data)
     except OSError:
         pass
+
+
+def terminal_asked(tty: str) -> bool:
+    """The `tty` field's rule: a terminal (console) for the container when `always`, or `auto`
+    with the launcher's stdin and stdout terminals. Whether the run may have one at all is the
+    session's (Session.may_have_terminal); a backend may add its own conditions."""
+    return tty == "always" or (tty == "auto" and os.isatty(0) and os.isatty(1))

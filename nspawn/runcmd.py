@@ -13,20 +13,24 @@ from nspawn import exitcodes
 
 
 def run_and_report(config_path: str | None, overrides: dict, *, verbosity: int = 0, dry_run: bool = False,
-                   as_json: bool = False) -> tuple[int, str | None]:
+                   as_json: bool = False, json_fd: int | None = None) -> tuple[int, str | None]:
     """Load the config, run it (or print its plan), report; returns the launcher's exit code
-    and the backend that ran the container (None when none ran)."""
+    and the backend that ran the container (None when none ran). The result line goes to
+    stdout with `as_json`, and to descriptor `json_fd` when given (bubblewrap's
+    --json-status-fd), where no output of the container can be mixed with it."""
+    if json_fd == 1:  # the same line as --json's, which starts it on a line of its own
+        as_json, json_fd = True, None
     from nspawn import launch
     from nspawn.config.resolve import load_config
     from nspawn.errors import ConfigError
     from nspawn.ui import Reporter
 
     try:
-        config = load_config(config_path, overrides, host=not dry_run)
+        config = load_config(config_path, overrides, host=not dry_run, images="store" if dry_run else "pull")
     except ConfigError as e:
         Reporter(verbosity).problems(e.problems)
-        if as_json:  # a script reading the result line gets one for every ending, this one too
-            print(json.dumps(refusal(e), ensure_ascii=False), flush=True)
+        # A script reading the result line gets one for every ending, this one too.
+        result_line(refusal(e), as_json, json_fd)
         return e.exit_code, None
     if dry_run:
         print(json.dumps(launch.plan(config).to_json(), indent=2, ensure_ascii=False))
@@ -40,9 +44,23 @@ def run_and_report(config_path: str | None, overrides: dict, *, verbosity: int =
         reporter.info(f"limit {field} = {value}")
     for phase, seconds in result.timings.items():
         reporter.debug(f"{phase}: {seconds * 1000:.1f} ms")
-    if as_json:
-        print(("" if output.at_line_start else "\n") + json.dumps(result.to_dict(), ensure_ascii=False), flush=True)
+    result_line(result.to_dict(), as_json, json_fd, at_line_start=output is None or output.at_line_start)
     return result.exit_code, result.backend
+
+
+def result_line(data: dict, as_json: bool, json_fd: int | None, at_line_start: bool = True) -> None:
+    """The result line: on stdout (after the container's output, on a line of its own) and to
+    the --json-fd descriptor."""
+    line = json.dumps(data, ensure_ascii=False) + "\n"
+    if as_json:
+        print(("" if at_line_start else "\n") + line, end="", flush=True)
+    if json_fd is not None:
+        from nspawn.output import write_all
+
+        try:
+            write_all(json_fd, line.encode())
+        except OSError as e:  # closed by now, or its reader gone: the run's own code still stands
+            print(f"nspawn: --json-fd {json_fd}: {e.strerror}", file=sys.stderr)
 
 
 def refusal(error) -> dict:
@@ -62,6 +80,8 @@ class _LineTracking:
     """The container's stdout, passed on to the launcher's own, remembering whether it ended a
     line: with --json the result line follows it, and must not be glued to a last line that
     has no newline."""
+
+    launchers_own = True  # it is the launcher's stdout still: a terminal there may be the payload's
 
     def __init__(self):
         self.at_line_start = True

@@ -65,14 +65,20 @@ class Session:
         self.container_id = container_id or new_container_id()
         self.listener = listener or (lambda event, details: None)
         self.stop = stop or Stop()
-        self.stdout = stdout  # binary streams the container's output is copied to (None: the launcher's)
+        # Binary streams the container's output is copied to (None: the launcher's fds 1 and 2;
+        # a stream with a true `launchers_own` writes there too, so it keeps a terminal's use).
+        self.stdout = stdout
         self.stderr = stderr
         self.result = Result(self.container_id, config.backend, exit_code=0)
         self.journal: Journal | None = None
 
     def open_journal(self) -> Journal:
+        image = self.config.resolved_image
+        # The image in the header: `nspawn prune` keeps the layers of every journal's container.
         self.journal = Journal(self.container_id, self.config.backend, source=self.config.source,
-                               command=[self.config.process_executable, *self.config.process_arguments])
+                               command=[self.config.process_executable, *self.config.process_arguments],
+                               **({"image": {"digest": image.digest, "layers": list(image.layer_digests)}}
+                                  if image is not None else {}))
         return self.journal
 
     @contextlib.contextmanager
@@ -94,6 +100,18 @@ class Session:
         finally:
             self.stop.deferred, self.stop.started = False, None
             self.stop.handled |= self.stop.signum is not None  # the backend has acted on it
+
+    def may_have_terminal(self, tty: str) -> bool:
+        """Whether the container may be given a terminal (the `tty` field: auto, always, never):
+        not when a caller takes its output (a batch job's run), which a terminal would merge
+        and which is no terminal anyway; a terminal asked for then is said to be ignored."""
+        if tty == "never":
+            return False
+        if all(getattr(stream, "launchers_own", stream is None) for stream in (self.stdout, self.stderr)):
+            return True
+        if tty == "always":
+            self.warn("tty always is ignored: the caller captures the output, which a terminal would not keep apart")
+        return False
 
     def applied(self, field: str, value: object) -> None:
         self.result.limits_applied[field] = value

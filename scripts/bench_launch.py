@@ -6,10 +6,12 @@ host has, N runs each, and print medians and ratios.
 
 nspawn is timed as a user waits for it, interpreter start included: a config file without and
 with every limit, a bare command, and a command with every limit as options (parsed by click);
-and as `nspawn.launch.run` in this process (the backend's own cost); and `network: nat` paired
-with a no-op run, both in a network namespace the benchmark makes (so the host's own network is
-never touched). Targets on a 2-core machine: a no-op run in 50 ms median or less; limits add
-under 2 ms; nat under 5 ms. Runtimes that are not installed, or that need what this host lacks, are skipped and
+and as `nspawn.launch.run` in this process (the backend's own cost). What the sandbox's
+hardening costs (docs/security.md) is the paired difference to `seccomp: unconfined` and to a
+run with the hardening that has a switch turned off (no filter, the host's full view); and
+`network: nat` paired with a no-op run, both in a network namespace the benchmark makes (so the
+host's own network is never touched). Targets on a 2-core machine: a no-op run in 50 ms median
+or less; limits add under 2 ms; nat under 5 ms. Runtimes that are not installed, or that need what this host lacks, are skipped and
 said so.
 """
 
@@ -63,18 +65,23 @@ def time_commands(commands: dict[str, list[str]], runs: int, env: dict) -> tuple
     return times, skipped
 
 
-def time_in_process(runs: int) -> list[float]:
+def time_in_process(runs: int, variants: dict[str, dict]) -> dict[str, list[float]]:
+    """name -> times of `nspawn.launch.run` of /bin/true with each variant's settings, taking
+    turns as time_commands' do."""
     from nspawn.config.resolve import load_config
     from nspawn.launch import run
 
-    config = load_config(None, {"process_executable": "/bin/true"}, host=True)
-    run(config)
-    times = []
+    configs = {name: load_config(None, {"process_executable": "/bin/true", **more}, host=True)
+               for name, more in variants.items()}
+    for config in configs.values():
+        run(config)
+    times: dict[str, list[float]] = {name: [] for name in configs}
     for _ in range(runs):
-        start = time.perf_counter()
-        result = run(config)
-        times.append(time.perf_counter() - start)
-        assert result.exit_code == 0, result
+        for name, config in configs.items():
+            start = time.perf_counter()
+            result = run(config)
+            times[name].append(time.perf_counter() - start)
+            assert result.exit_code == 0, result
     return times
 
 
@@ -156,16 +163,19 @@ def main() -> int:
     nspawn = [script, "run"] if os.path.exists(script) else [sys.executable, "-m", "nspawn", "run"]
     if os.path.exists(script):
         note_if_stale(sys.executable)  # the in-process row times the checkout
-    plain = os.path.join(state, "noop.json")
-    limited = os.path.join(state, "limits.json")
-    with open(plain, "w") as f:
-        json.dump({"process_executable": "/bin/true"}, f)
-    with open(limited, "w") as f:
-        json.dump({"process_executable": "/bin/true", **CONFIG_LIMITS}, f)
+    configs = {}
+    for name, more in (("noop", {}), ("limits", CONFIG_LIMITS), ("unconfined", {"seccomp": "unconfined"}),
+                       ("loosened", {"seccomp": "unconfined", "host_view": "full"})):
+        configs[name] = os.path.join(state, f"{name}.json")
+        with open(configs[name], "w") as f:
+            json.dump({"process_executable": "/bin/true", **more}, f)
     noop, limits = "nspawn run -c noop.json", "nspawn run -c limits.json (all limits)"
+    unconfined, loosened = "nspawn run -c unconfined.json (seccomp unconfined)", "nspawn run -c loosened.json (+ host_view full)"
     commands = {
-        noop: nspawn + ["-c", plain],
-        limits: nspawn + ["-c", limited],
+        noop: nspawn + ["-c", configs["noop"]],
+        limits: nspawn + ["-c", configs["limits"]],
+        unconfined: nspawn + ["-c", configs["unconfined"]],
+        loosened: nspawn + ["-c", configs["loosened"]],
         "nspawn run -- /bin/true": nspawn + ["--", "/bin/true"],
         "nspawn run OPTIONS -- /bin/true (click, all limits)": nspawn + LIMITS + ["--", "/bin/true"],
         "python -c pass (interpreter start)": [sys.executable, "-c", "pass"],
@@ -194,7 +204,8 @@ def main() -> int:
             holder.kill()
             holder.wait()
     os.environ["NSPAWN_STATE_DIR"] = state
-    times["nspawn.launch.run (in process)"] = time_in_process(args.runs)
+    times.update(time_in_process(args.runs, {"nspawn.launch.run (in process)": {},
+                                             "nspawn.launch.run (in process, seccomp unconfined)": {"seccomp": "unconfined"}}))
     shutil.rmtree(state, ignore_errors=True)
     medians = {name: statistics.median(t) * 1000 for name, t in times.items()}
     rows += [(name, f"{medians[name]:8.1f} ms  (min {min(t) * 1000:.1f}, max {max(t) * 1000:.1f})") for name, t in times.items()]
@@ -212,6 +223,11 @@ def main() -> int:
         paired = statistics.median(b - a for a, b in zip(times[netns_noop], times[nat])) * 1000
         print(f"network nat adds {medians[nat] - medians[netns_noop]:.1f} ms between the medians, {paired:.1f} ms as the"
               " median of the rounds' own differences (the bridge made by the warm-up run, as on a host in use)")
+    for hardened, against in ((noop, unconfined), (noop, loosened),
+                              ("nspawn.launch.run (in process)", "nspawn.launch.run (in process, seccomp unconfined)")):
+        if hardened in times and against in times:
+            paired = statistics.median(a - b for a, b in zip(times[hardened], times[against])) * 1000
+            print(f"the hardening costs {paired:.1f} ms per run (median of the rounds' differences) against {against}")
     base = medians.get("unshare -mpfu --mount-proc")
     if base:
         print("ratios to unshare:")

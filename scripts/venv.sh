@@ -13,7 +13,9 @@ packages=(python3-venv libseccomp2)  # libseccomp: the default seccomp filter is
 packages+=(libnftables1)  # network nat's firewall, through ctypes
 if [ -n "${extras:-}" ]; then
   packages+=(gcc libc6-dev libcjson-dev)  # the tests build the simulated HCS library
-  packages+=(iproute2 nftables)  # the nat tests build their namespaces with ip and read rules with nft
+  packages+=(docker-registry skopeo umoci apache2-utils)  # the image tests: registry, image builds, htpasswd
+  packages+=(iproute2 nftables openssl)  # network namespaces (cluster and nat tests), nft to read the nat rules, TLS certificates (cluster and image tests)
+  packages+=(less)  # a full-screen program on the payload's terminal (tests/linux/test_terminal.py)
 fi
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -65,6 +65,16 @@ def _option_samples(here: str) -> dict:
                    (Mount(os.path.join(here, "data"), "/data", True), Mount("/srv", "/srv", False))),
         "tmpfs": (["--tmpfs", "/scratch:64M", "--tmpfs", "/cache"], (Tmpfs("/scratch", 64), Tmpfs("/cache", 0))),
         "seccomp": (["--seccomp", "unconfined"], "unconfined"),
+        "user": (["-u", "root:nogroup"], "root:nogroup"),  # root: --allow-mknod is refused for any other user
+        "private_users": (["--private-users", "pick"], "pick"),
+        "resolv_conf": (["--resolv-conf", "none"], "none"),
+        "timezone": (["--timezone", "keep"], "keep"),
+        "tty": (["-t"], "always"),
+        "allow_mknod": (["--allow-mknod"], True),
+        "host_view": (["--host-view", "full"], "full"),
+        "tmp_size_mb": (["--tmp-size", "256M"], 256),
+        "shm_size_mb": (["--shm-size", "1G"], 1024),
+        "scratch_size_mb": (["--scratch-size", "100"], 100),
         "network": (["--network", "nat"], "nat"),
         "ports": (["-p", "8080:80", "--publish", "127.0.0.1:5353:53/udp"], ("8080:80", "127.0.0.1:5353:53/udp")),
         "isolation": (["--isolation", "process"], "process"),
@@ -79,6 +89,7 @@ def _option_samples(here: str) -> dict:
         "max_storage_iops": (["--iops", "100"], 100),
         "max_storage_bandwidth_bytes_per_sec": (["--io-bandwidth", "10M"], 10 << 20),
         "max_processes": (["--max-processes", "50"], 50),
+        "image": (["--image", "alpine:3"], "alpine:3"),  # exclusive with --parent-layer: checked apart
     }
 
 
@@ -99,13 +110,18 @@ def test_each_option_reaches_the_config_under_its_field(tmp_path, monkeypatch):
     # A field only other backends read is refused by this Linux config: it reaches the config
     # of the backend that reads it.
     other = {f.key for f in FIELDS if f.backends and "linux" not in f.backends}
-    config = load_config(None, {k: v for k, v in given[0].items() if k not in other})
+    # Refused beside --parent-layer (an image, host_view full) or beside an image (host_view full,
+    # private users): each checked in a config without them
+    config = load_config(None, {k: v for k, v in given[0].items() if k not in other | {"image", "host_view"}})
     assert (config.process_executable, config.process_arguments) == ("tool", ("one two",))
+    imaged = load_config(None, {k: v for k, v in given[0].items()
+                                if k not in other | {"parent_layer_directory", "host_view", "private_users"}})
+    alone = load_config(None, {"process_executable": "x", "host_view": given[0]["host_view"]})
     theirs = load_config(None, {"backend": "hcs", "parent_layer_directory": "C:\\l", "process_executable": "x.exe",
                                 **{k: given[0][k] for k in other}})
     for field in FIELDS:
         if field.option is not None:
-            holder = theirs if field.key in other else config
+            holder = theirs if field.key in other else imaged if field.key == "image" else alone if field.key == "host_view" else config
             value = getattr(holder.limits if field.limit else holder, field.name)
             assert value == samples[field.key][1], field.key
 

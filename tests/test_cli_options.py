@@ -10,7 +10,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import nspawn
+from tests.conftest import ROOT, nspawn
 from nspawn import entry, runcmd
 from nspawn.cli import cli
 from nspawn.config.model import Mount
@@ -46,6 +46,8 @@ def _overrides(monkeypatch, *argv):
     (["--affinity", "5-3"], "the range 5-3 is empty"),
     (["--affinity", "0,7-2"], "the range 7-2 is empty"),
     (["--cpu-percent", "nan"], "not a finite number"),  # found by tests/test_cli_properties.py: a crash in the plan
+    (["--affinity", "0-100000"], "CPU 100000 is beyond 4095"),  # issue 11: a mask too wide to print
+    (["--affinity", "0x" + "f" * 1025], "1025 hex digits; expected at most 1024"),
 ])
 def test_a_value_that_would_mean_no_limit_is_refused(monkeypatch, argv, said):
     ran, (overrides, _) = _overrides(monkeypatch, *argv, "--", "/bin/true")
@@ -89,6 +91,64 @@ def test_json_line_for_a_file_that_cannot_execute(tmp_path):
     assert ran.returncode == 126, ran.stderr
     [line] = _json_lines(ran.stdout)
     assert line["exit_code"] == 126 and line["problems"]
+
+
+def _with_json_fd(*argv: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """`nspawn run --json-fd N ARGV`, N a pipe's write end; (the launcher, the lines on the pipe)."""
+    r, w = os.pipe()
+    try:
+        ran = subprocess.run([sys.executable, "-m", "nspawn", "run", "--json-fd", str(w), *argv], pass_fds=(w,),
+                             capture_output=True, text=True, cwd=ROOT, timeout=60)
+        os.close(w)
+        w = None
+        with os.fdopen(r, "rb") as f:
+            r = None
+            lines = [json.loads(line) for line in f.read().splitlines()]
+    finally:
+        for fd in (r, w):
+            if fd is not None:
+                os.close(fd)
+    return ran, lines
+
+
+def test_json_fd_gets_the_line_of_a_refused_run_and_stdout_none():
+    ran, lines = _with_json_fd("--", "/nonexistent/tool")
+    assert ran.returncode == 127 and ran.stdout == ""
+    [line] = lines
+    assert line["exit_code"] == 127 and line["container_id"] is None and line["problems"]
+
+
+@pytest.mark.parametrize("spelling", [["--json-fd", "{fd}"], ["--json-fd={fd}"]])
+def test_json_fd_gets_the_line_of_a_command_line_click_refuses(spelling):
+    r, w = os.pipe()
+    try:
+        ran = subprocess.run([sys.executable, "-m", "nspawn", "run", *(a.format(fd=w) for a in spelling),
+                              "--memory", "lots", "--", "/bin/true"], pass_fds=(w,), capture_output=True, text=True,
+                             cwd=ROOT, timeout=60)
+        os.close(w)
+        w = None
+        [line] = os.read(r, 65536).decode().splitlines()
+    finally:
+        for fd in (r, w):
+            if fd is not None:
+                os.close(fd)
+    assert ran.returncode == 2 and ran.stdout == ""
+    assert json.loads(line)["exit_code"] == 2 and "--memory" in json.loads(line)["error"]
+
+
+def test_json_fd_must_be_open():
+    ran = nspawn("run", "--json-fd", "97", "--", "/bin/true")
+    assert ran.returncode == 2 and "97 is not an open descriptor" in ran.stderr
+
+
+@_needs_root
+def test_json_fd_gets_the_result_and_the_container_never_sees_it():
+    ran, lines = _with_json_fd("--", "/bin/sh", "-c", "printf abc; ls /proc/self/fd | tr '\\n' ' ' >&2")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "abc"  # nothing else: the line went to the descriptor
+    [line] = lines
+    assert line["exit_code"] == 0 and line["container_id"].startswith("nspawn-")
+    assert ran.stderr.split() == ["0", "1", "2", "3"]  # stdio, and ls's own directory
 
 
 @_needs_root

@@ -61,11 +61,11 @@ def _values(field) -> st.SearchStrategy:
 
 def _argv(field, value) -> list[str]:
     flag = field.option.flags[-1]
-    return [flag] if field.option.param == "flag" else [flag, value]
+    return [flag] if field.option.param in ("flag", "switch") else [flag, value]
 
 
 combinations = st.lists(st.sampled_from(OPTIONED), max_size=5, unique_by=lambda f: f.key).flatmap(
-    lambda chosen: st.tuples(*[st.tuples(st.just(f), st.just(None) if f.option.param == "flag" else _values(f))
+    lambda chosen: st.tuples(*[st.tuples(st.just(f), st.just(None) if f.option.param in ("flag", "switch") else _values(f))
                                for f in chosen]))
 
 

@@ -72,6 +72,13 @@ def test_affinity_is_an_integer_mask_or_hex_string_of_any_width(tmp_path, value,
     ("mounts", [{"host_path": "/a"}], 'required key "container_path"'),
     ("mounts", [{"host_path": "/a", "container_path": "/b", "ro": True}], "unknown key"),
     ("process_executable", "", "a non-empty string"),
+    # issue 11: a NUL would end the string where a system call reads it (was an internal error, 125)
+    ("process_executable", "/bin/tr\0ue", "text without NUL characters"),
+    ("process_directory", "/tmp\0/x", "text without NUL characters"),
+    ("process_arguments", ["a\0b"], "text without NUL characters"),
+    ("environment", {"A": "a\0b"}, "text without NUL characters"),
+    ("mounts", [{"host_path": "/a\0", "container_path": "/b"}], "text without NUL characters"),
+    ("stdout_filename", "o\0ut", "text without NUL characters"),
 ])
 def test_each_field_is_checked_and_the_error_names_it(tmp_path, field, value, expected):
     document = {"process_executable": "/bin/true", "process_directory": "/tmp", field: value}

@@ -163,3 +163,26 @@ def test_ps_age_column():
 
     assert [age(s) for s in (None, 0, 59.9, 61, 3600 + 5 * 60, 2 * 86400 + 3 * 3600)] == \
         ["-", "0s", "59s", "1m01s", "1h05m", "2d03h"]
+
+
+def test_a_full_state_directory_leaves_no_journal_and_cleanup_survives_an_empty_one(tmp_path):
+    """A launcher whose journal cannot take its first line (here RLIMIT_FSIZE, as a full disk)
+    leaves no file; a journal found empty (as an older launcher left one) is removed by cleanup,
+    which goes on to release the other orphans, and ps lists it without failing."""
+    state = tmp_path / "state"
+    script = ("import resource, sys; from pathlib import Path; from nspawn.journal import Journal\n"
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))\n"
+              f"try:\n    Journal('nspawn-full', 'linux', Path({str(state)!r}))\n"
+              "except OSError as e:\n    print(e)\n")
+    said = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert "cannot write the journal" in said and os.listdir(state) == []
+    (state / "nspawn-empty.journal").write_text("")
+    killed = leave_journal(state, "nspawn-b", backend="linux")
+    killed.kill()
+    killed.wait()
+    env = {"NSPAWN_STATE_DIR": str(state)}
+    rows = [json.loads(line) for line in nspawn("ps", "--json", env=env).stdout.splitlines()]
+    assert {r["id"] for r in rows} == {"nspawn-empty", "nspawn-b"}
+    result = nspawn("cleanup", env=env)
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(state) == []

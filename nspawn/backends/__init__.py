@@ -35,7 +35,7 @@ BACKENDS = {
         frozenset({"none", "host", "nat"}),
         ("process",),
         reports=("signal", "timed_out", "oom_killed", "peak_memory_bytes"),
-        needs_root="it makes namespaces, mounts and cgroups (user namespaces are not used yet)",
+        needs_root="it makes namespaces, mounts and cgroups, and writes the id maps of private users",
     ),
     "hcs": Backend(
         "nspawn.backends.hcs",

@@ -58,8 +58,9 @@ class PlainDisplay(Listener):
             return
         code = "" if result.exit_code is None else f" exit {result.exit_code}"
         error = f": {result.error}" if result.error and result.status != PASSED else ""
+        where = f" on {result.worker}" if result.worker else ""
         self._line(f"[{self.done:>{self.width}}/{self.total}] {result.status:<11} {result.name}{code} "
-                   f"{result.duration:.2f}s{error}")
+                   f"{result.duration:.2f}s{where}{error}")
 
     def close(self, outcome: Outcome, seconds: float) -> None:
         self._line(summary(outcome, seconds))
@@ -117,11 +118,13 @@ class LiveDisplay(Listener):
 
         self.live.stop()
         table = Table(title="nspawn batch")
-        for column in ("job", "status", "exit", "duration", "peak memory", "limits hit", "rolled back"):
+        remote = any(r.worker for r in outcome.results)  # a cluster's batch: where each job ran
+        for column in ("job", "status", "exit", "duration", "peak memory", "limits hit", "rolled back") + ("worker",) * remote:
             table.add_column(column, justify="right" if column in ("exit", "duration", "peak memory") else "left")
         for r in outcome.results:
             table.add_row(escape(r.name), f"[{_STYLE[r.status]}]{r.status}[/]", "-" if r.exit_code is None else str(r.exit_code),
-                          f"{r.duration:.2f}s", _size(r.peak_memory_bytes), limits_hit(r), rolled_back(r))
+                          f"{r.duration:.2f}s", _size(r.peak_memory_bytes), limits_hit(r), rolled_back(r),
+                          *[escape(f"{r.host} {r.worker}" if r.worker else "-")] * remote)
         self.console.print(table)
         self.console.print(summary(outcome, seconds))
 

@@ -36,7 +36,9 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-class _Running:
+class Running:
+    """A job running here: its stop, and its container's first process once started (sampled)."""
+
     def __init__(self) -> None:
         self.stop = Stop()
         self.init_pid: int | None = None
@@ -56,11 +58,11 @@ class LocalExecutor:
     def __init__(self, workers: int):
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nspawn-job")
         self._lock = threading.Lock()
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, Running] = {}
         self._stopped: int | None = None
 
     def submit(self, job: Job) -> "Future[JobResult]":
-        running = _Running()
+        running = Running()
         with self._lock:
             self._running[job.name] = running
             if self._stopped is not None:

@@ -3,8 +3,10 @@ so that an executor may run jobs in this process, in others, or on other machine
 everywhere in nspawn (nspawn/records.py), what never changes is a record and what is filled in
 as work goes is a plain class.
 
-A job names its config by path: the executing host must see the same file (a checkout shared
-by the machines), because the config's relative host paths are relative to the file.
+A job names its config by path; a job sent to another machine also carries the file's bytes
+(config_data), so the machine need not see the file itself. Either way the config's relative
+host paths are relative to the file's directory, resolved on the executing host: a path that
+host lacks is that job's error.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class Job:
     retries: int = 0  # further attempts after a launcher failure that may pass (run_job.retriable)
     logs_dir: str | None = None  # where the executing host keeps the output; None: only its tail
     demand: Demand = Demand()
+    config_data: bytes | None = None  # the config file's bytes, read where the batch began
 
 
 class JobResult:
@@ -40,7 +43,8 @@ class JobResult:
                  error: str | None = None, attempts: int = 0, started: float | None = None,
                  ended: float | None = None, run: dict | None = None, peak_memory_bytes: int | None = None,
                  stdout_log: str | None = None, stderr_log: str | None = None, stdout_tail: str = "",
-                 stderr_tail: str = "", demand: Demand = Demand()):
+                 stderr_tail: str = "", demand: Demand = Demand(), host: str | None = None, worker: str | None = None,
+                 lost_runs: int = 0):
         self.name = name
         self.config_path = config_path
         self.status = status  # PASSED, FAILED, INTERRUPTED or NOT_RUN
@@ -56,10 +60,33 @@ class JobResult:
         self.stdout_tail = stdout_tail
         self.stderr_tail = stderr_tail
         self.demand = demand
+        self.host = host  # the machine that ran it, when not this one (a cluster worker)
+        self.worker = worker  # the Dask address of the worker that ran it
+        self.lost_runs = lost_runs  # runs that ended with their worker lost, before this one
 
     @property
     def duration(self) -> float:
         return round(self.ended - self.started, 6) if self.started is not None and self.ended is not None else 0.0
+
+
+def job_to_data(job: Job) -> dict:
+    """A job as builtins only, to send to another machine (which may run another nspawn)."""
+    return {**job._asdict(), "demand": job.demand._asdict()}
+
+
+def job_from_data(data: dict) -> Job:
+    demand = data["demand"]
+    return Job(**{**data, "demand": Demand(demand["memory_bytes"], tuple(demand["cpus"]), demand["cpu_count"])})
+
+
+def result_to_data(result: JobResult) -> dict:
+    return {**vars(result), "demand": result.demand._asdict()}
+
+
+def result_from_data(data: dict) -> JobResult:
+    demand = data["demand"]
+    fields = {**data, "demand": Demand(demand["memory_bytes"], tuple(demand["cpus"]), demand["cpu_count"])}
+    return JobResult(fields.pop("name"), fields.pop("config_path"), fields.pop("status"), **fields)
 
 
 def status_of(exit_code: int, interrupted_by: int | None) -> str:

@@ -43,6 +43,9 @@ def record(result: JobResult) -> dict:
         "container_id": run.get("container_id"),
         "stdout_log": result.stdout_log,
         "stderr_log": result.stderr_log,
+        "host": result.host,
+        "worker": result.worker,
+        "lost_runs": result.lost_runs,
     }
 
 

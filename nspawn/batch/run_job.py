@@ -69,7 +69,7 @@ def run_job(job: Job, stop: Stop, listener=None) -> JobResult:
         if job.logs_dir else (None, None)
     result.stdout_log, result.stderr_log = logs
     try:
-        config = load_config(job.config_path, host=True)
+        config = load_config(job.config_path, host=True, data=job.config_data)
     except ConfigError as e:
         result.exit_code, result.error, result.ended = e.exit_code, e.one_line(), time.time()
         return result

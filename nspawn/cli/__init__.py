@@ -26,6 +26,11 @@ COMMANDS = {
     "cleanup": "nspawn.cli.cleanup",
     "doctor": "nspawn.cli.doctor",
     "batch": "nspawn.batch.command",
+    "pull": "nspawn.cli.pull",
+    "images": "nspawn.cli.images",
+    "rmi": "nspawn.cli.rmi",
+    "prune": "nspawn.cli.prune",
+    "worker": "nspawn.cli.worker",
 }
 
 

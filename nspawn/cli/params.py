@@ -9,7 +9,7 @@ import re
 
 import click
 
-from nspawn.config.fields import INT64_MAX
+from nspawn.config.fields import INT64_MAX, MASK_HEX_DIGITS
 from nspawn.units import MIB
 
 _SUFFIXES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -65,11 +65,15 @@ class CpuMask(click.ParamType):
             return value
         text = value.strip()
         if re.fullmatch(r"0[xX][0-9a-fA-F]+", text):
+            if len(text) - 2 > MASK_HEX_DIGITS:
+                self.fail(f"{text[:12]}…: {len(text) - 2} hex digits; expected at most {MASK_HEX_DIGITS}", param, ctx)
             return int(text, 16)
         if re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", text):
             mask = 0
             for part in text.split(","):
                 low, _, high = part.partition("-")
+                if len(high or low) > 5 or int(high or low) >= MASK_HEX_DIGITS * 4:
+                    self.fail(f"{value!r}: CPU {high or low} is beyond {MASK_HEX_DIGITS * 4 - 1}, the last a mask names", param, ctx)
                 if int(high or low) < int(low):
                     self.fail(f"{value!r}: the range {part} is empty (its first CPU is above its last); "
                               f"write it {high}-{low}", param, ctx)
@@ -200,6 +204,17 @@ def env_file(ctx, param, paths):
     return env
 
 
+def open_fd(ctx, param, fd):
+    """--json-fd: a descriptor this launcher was started with (checked before the run, so that
+    a mistyped number costs no run; one that does not take the write is said after it)."""
+    if fd is not None:
+        try:
+            os.fstat(fd)
+        except OSError:
+            raise click.BadParameter(f"{fd} is not an open descriptor of this launcher", ctx, param) from None
+    return fd
+
+
 def _bounds(field) -> dict:
     # INT64_MAX is the integers' own ceiling in the schema, not a bound worth stating in the
     # help; the schema still refuses more, blaming the command line.
@@ -222,6 +237,7 @@ PARAMS = {
     "duration": lambda field: {"type": Duration()},
     "cpu_mask": lambda field: {"type": CpuMask()},
     "choice": lambda field: {"type": click.Choice(field.schema["enum"])},
+    "switch": lambda field: {"flag_value": "always", "default": None},
 }
 
 

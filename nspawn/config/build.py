@@ -157,13 +157,17 @@ def build_config(document: dict, source: str, base_dir: str) -> tuple[Config, li
             values["mapped_directory"] = values["process_directory"]
         elif paths.native:  # a UNC or simulator path has no drive to appear at in the container
             findings.append(Finding(("mapped_directory",), f"missing; expected it, as process_directory {values['process_directory']!r} cannot appear at the same path in the container"))
-    executable = document["process_executable"]
-    if paths.is_absolute(paths.normal(executable)):
+    executable = document.get("process_executable")  # absent only with an image, whose config names it
+    if executable is None:
+        pass
+    elif paths.is_absolute(paths.normal(executable)):
         executable = paths.normal(executable)
     elif values["process_directory"] is not None:
         executable = inside(("process_executable",), executable)
     elif any(sep in executable for sep in "/\\"):
         findings.append(Finding(("process_executable",), f"found the relative path {executable!r} without a process_directory; expected an absolute path, a command name, or a process_directory"))
+    if values["image"] is not None:
+        findings += _image(values)
     if paths.windows:
         seen: dict[str, str] = {}
         for name in values["environment"]:
@@ -201,6 +205,20 @@ def _published(config: Config) -> list[Finding]:
     return findings
 
 
+def _image(values: dict) -> list[Finding]:
+    from nspawn.images.reference import ReferenceError, parse
+
+    findings = []
+    if values["parent_layer_directory"] is not None:
+        findings.append(Finding(("image",), "set with parent_layer_directory; expected one of them: the image's layers "
+                                            "are the root filesystem", at_key=True))
+    try:
+        parse(values["image"])
+    except ReferenceError as e:
+        findings.append(Finding(("image",), str(e)))
+    return findings
+
+
 def _collisions(config: Config, paths: _Paths) -> list[Finding]:
     findings = []
     targets: list[tuple[tuple, str]] = []
@@ -229,7 +247,8 @@ def _offered(config: Config) -> list[Finding]:
     findings = [Finding((f.key,), f"found {getattr(config, f.name)!r}, which only the {' and '.join(f.backends)} backend reads; expected it left out with the {config.backend} backend")
                 for f in ignored]
     findings += [Finding((key,), f"missing; expected it, as the {config.backend} backend needs it")
-                 for key in caps.requires if getattr(config, key) is None]
+                 for key in caps.requires if getattr(config, key) is None
+                 and not (key == "parent_layer_directory" and config.image is not None)]  # the image gives it
     if config.network not in caps.network_modes:
         findings.append(Finding(("network",), f"found {config.network!r}, which the {config.backend} backend does not offer{caps.why_not(config.network)}; expected one of " + ", ".join(repr(m) for m in sorted(caps.network_modes))))
     if config.isolation not in caps.isolations:

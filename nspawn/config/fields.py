@@ -20,11 +20,15 @@ IN_MAPPED = "in the mapped directory"  # relative, and never climbing out with "
 EXECUTABLE = "executable"  # IN_MAPPED with a process directory, else absolute or a command name
 
 INT64_MAX = 2**63 - 1
+MASK_HEX_DIGITS = 1024  # the widest "0x…" affinity mask: 4096 CPUs
 # One published port, [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp]; nspawn/config/ports.py checks the numbers.
 PORT_PATTERN = r"^(?:(?:[0-9]{1,3}\.){3}[0-9]{1,3}:)?[0-9]{1,5}:[0-9]{1,5}(?:/(?:tcp|udp))?$"
 NETWORK_MODES = ("none", "host", "nat")
 ISOLATIONS = ("process", "hyperv")
 HCS_APIS = ("auto", "v1", "v2")
+PRIVATE_USERS = ("no", "pick")
+RESOLV_CONF_MODES = ("auto", "copy-host", "keep", "none")
+TIMEZONE_MODES = ("copy-host", "keep")
 
 
 @record
@@ -67,8 +71,12 @@ class Field:
         return out
 
 
+# No string reaches a system call with a NUL in it: the kernel would read it as its end.
+NO_NUL = "^[^\\u0000]*$"
+
+
 def _string(**more) -> dict:
-    return {"type": "string", "minLength": 1, **more}
+    return {"type": "string", "minLength": 1, "pattern": NO_NUL, **more}
 
 
 def _count(maximum: int = INT64_MAX) -> dict:
@@ -94,6 +102,14 @@ FIELDS = (
           "root filesystem, used read-only as the overlay's lower layer; without it the host's / is used read-only.",
           kind=HOST_PATH,
           option=Option(("--parent-layer",), "host_path", "Parent layer (HCS) or root filesystem directory (Linux).")),
+    Field("image", _string(maxLength=512),
+          "An OCI or Docker image by reference, as Docker spells it (alpine, debian:bookworm, "
+          "ghcr.io/owner/name:tag, name@sha256:…), instead of parent_layer_directory. Linux: its layers are the "
+          "overlay's lower layers; a run pulls it when neither the image store nor Docker's or Podman's store has "
+          "it. HCS: its top layer in Docker's windowsfilter store is the parent layer (not pulled). Its config "
+          "supplies defaults: Env under environment, WorkingDir, User when user is left out, and Entrypoint plus Cmd when "
+          "process_executable is left out.",
+          option=Option(("--image",), "text", "Run on this image (pulled when the store lacks it): alpine, name:tag, name@sha256:….")),
     Field("process_directory", _string(),
           "Host directory mapped into the container at mapped_directory. Relative paths are resolved against the "
           "config file's directory.",
@@ -110,14 +126,14 @@ FIELDS = (
           "Executable to run: relative to mapped_directory, an absolute path in the container, or (without "
           "process_directory) a command name searched on the container's PATH.",
           kind=EXECUTABLE),
-    Field("process_arguments", {"type": "array", "items": {"type": "string"}},
+    Field("process_arguments", {"type": "array", "items": {"type": "string", "pattern": NO_NUL}},
           "Arguments passed to the executable, one string each.", default=()),
     Field("stdout_filename", _string(),
           "File (relative to mapped_directory) that receives the process's output as well as the terminal.",
           kind=IN_MAPPED,
           option=Option(("--stdout-file",), "text", "Also write the output to this file in the mapped directory.")),
     Field("environment", {"type": "object", "propertyNames": {"pattern": "^[^=\\u0000]+$"},
-                          "additionalProperties": {"type": "string"}},
+                          "additionalProperties": {"type": "string", "pattern": NO_NUL}},
           "Extra environment variables for the process.", additive=True,
           option=Option(("-E", "--setenv"), "setenv", "NAME=VALUE, or NAME for this host's value; repeatable.")),
     Field("working_directory", _string(),
@@ -134,6 +150,20 @@ FIELDS = (
           "Linux: empty in-memory file systems mounted in the container (nosuid, nodev, mode 1777), after the "
           "system's own and before the mounts.", items=TMPFS_FIELDS, additive=True, backends=("linux",),
           option=Option(("--tmpfs",), "tmpfs", "An in-memory file system PATH[:SIZE] (SIZE as 64M; default: half the RAM); repeatable.")),
+    Field("tmp_size_mb", _count(), "Linux: the size of the container's private /tmp in MiB; absent: 10% of the host's memory, "
+          "as systemd-nspawn; 0: the kernel's default, half of it.",
+          unit="MiB", backends=("linux",),
+          option=Option(("--tmp-size",), "size", "Size of /tmp: MiB, or with a suffix (256M); default 10% of RAM.")),
+    Field("shm_size_mb", _count(), "Linux: the size of /dev/shm in MiB; absent: 64, as Docker; 0: the kernel's default, "
+          "half of the host's memory.",
+          unit="MiB", backends=("linux",),
+          option=Option(("--shm-size",), "size", "Size of /dev/shm: MiB, or with a suffix; default 64M.")),
+    Field("scratch_size_mb", _count(),
+          "Linux: most MiB the container may write to its root (the overlay's upper layer), which is then in memory "
+          "(a tmpfs, counted in max_ram_mb) instead of on disk below the scratch directory; 0: on disk, bounded only "
+          "by that disk.",
+          default=0, unit="MiB", backends=("linux",),
+          option=Option(("--scratch-size",), "size", "Most the container may write to its root (in memory); default: unbounded, on disk.")),
     Field("network", {"enum": list(NETWORK_MODES)},
           "none: no network (Linux: loopback only); host: share the host's network (Linux only); nat: a private "
           "address behind the host's (HCS: an endpoint on the host's NAT network; Linux: a veth on the nspawn0 "
@@ -153,12 +183,56 @@ FIELDS = (
     Field("hcs_api", {"enum": list(HCS_APIS)},
           "HCS API generation: v2 (computecore.dll) where it loads, else v1 (vmcompute.dll).",
           default="auto", backends=("hcs",), option=Option(("--hcs-api",), "choice", "HCS API generation.")),
+    Field("tty", {"enum": ["auto", "always", "never"]},
+          "The payload's terminal: auto gives it one when the launcher's stdin and stdout are terminals (Linux: "
+          "a pseudo-terminal of the container's own as its controlling terminal and /dev/console, relayed to the "
+          "launcher's, which must be in the foreground; HCS: an emulated console of the launcher's size); "
+          "always gives it one in any case, never gives it pipes. A caller that captures the output (a batch "
+          "job) never gets one.",
+          default="auto",
+          option=Option(("-t", "--tty"), "switch", "A terminal for the payload even when stdin or stdout is "
+                                                   "not one (--no-tty: pipes even on a terminal).")),
     Field("seccomp", _string(),
           "Linux: the payload's system-call filter: default (Docker's default profile, compiled for the "
           "capabilities the payload keeps), unconfined (no filter, warned), or the host path of a Docker-format "
           "seccomp profile.",
           default="default", kind=HOST_PATH, keywords=("default", "unconfined"), backends=("linux",),
           option=Option(("--seccomp",), "profile", "System-call filter: default, unconfined, or a profile file.")),
+    Field("user", _string(maxLength=256, pattern="^[^:\\s\\u0000]+(:[^:\\s\\u0000]+)?$"),
+          "The user the process runs as. Linux: NAME or UID, optionally with :GROUP or :GID; a name is looked up in "
+          "the container's /etc/passwd (its groups in /etc/group), HOME, USER and LOGNAME follow it, and a user "
+          "other than root keeps no capabilities at all. HCS: the process's User, e.g. ContainerUser or "
+          "ContainerAdministrator. Default: root (Linux), the image's default user (HCS).",
+          option=Option(("-u", "--user"), "text", "Run as NAME|UID[:GROUP|GID] (HCS: a Windows user name).")),
+    Field("private_users", {"enum": list(PRIVATE_USERS)},
+          "Linux: pick: the container's users are a range of 65536 unprivileged host uids and gids picked for it "
+          "alone (its root is no root on the host), with the mapped directories id-mapped so their files keep "
+          "their host owners; no: the container's root is the host's root (in a sandbox).",
+          default="no", backends=("linux",),
+          option=Option(("--private-users",), "choice", "Container users on a private host uid range (pick) or not (no).")),
+    Field("resolv_conf", {"enum": list(RESOLV_CONF_MODES)},
+          "Linux: the container's /etc/resolv.conf. copy-host: the host's, with loopback resolvers (as "
+          "systemd-resolved's 127.0.0.53) replaced by their upstream servers; keep: the root's own (with the host "
+          "view, the host's, copied where its link leads into what the view hides); none: no file; auto: copy-host "
+          "unless the network is none, then keep.",
+          default="auto", backends=("linux",),
+          option=Option(("--resolv-conf",), "choice", "The container's /etc/resolv.conf.")),
+    Field("timezone", {"enum": list(TIMEZONE_MODES)},
+          "Linux: the container's /etc/localtime. copy-host: the host's zone (a link to the root's own zoneinfo "
+          "file where it has one, else a copy); keep: the root's own.",
+          default="copy-host", backends=("linux",),
+          option=Option(("--timezone",), "choice", "The container's /etc/localtime.")),
+    Field("host_view", {"enum": ["os", "full"]},
+          "Linux, without parent_layer_directory: how much of the host's / the container sees, read-only (its writes "
+          "go to its own scratch). os: the operating system, with /root, /home, /run, /var, /srv, /mnt and /media "
+          "empty unless mapped, and /etc/shadow, /etc/gshadow and the SSH host keys absent; full: everything (warned).",
+          default="os", backends=("linux",),
+          option=Option(("--host-view",), "choice", "Without a parent layer: the host's OS only (os), or all of / (full).")),
+    Field("allow_mknod", {"type": "boolean"},
+          "Linux: keep CAP_MKNOD, so a root payload may make device nodes (warned). Only /dev's standard devices "
+          "open either way: every other mount is nodev and the device cgroup allows no other.",
+          default=False, backends=("linux",),
+          option=Option(("--allow-mknod",), "flag", "Keep CAP_MKNOD (device nodes still open only in /dev's standard set).")),
     Field("timeout_seconds", {"type": "number", "minimum": 0, "maximum": 31536000},
           "Wall-clock limit; then the process is stopped and the launcher exits 124. 0: none.",
           default=0, unit="seconds",
@@ -174,7 +248,7 @@ FIELDS = (
           "CPUs (cpuset).",
           limit=True, option=Option(("--cpus",), "integer", "Number of CPUs.")),
     Field("cpu_affinity_hex", {"oneOf": [{"type": "integer", "minimum": 0},
-                                         {"type": "string", "pattern": "^0[xX][0-9a-fA-F]{1,1024}$"}]},
+                                         {"type": "string", "pattern": f"^0[xX][0-9a-fA-F]{{1,{MASK_HEX_DIGITS}}}$"}]},
           "CPU affinity mask: an integer whose bits name CPUs (3 = CPUs 0 and 1), or a \"0x…\" string; any width.",
           attribute="cpu_affinity", limit=True,
           option=Option(("--affinity",), "cpu_mask", "CPU affinity: 0x3 or 0-1,4.")),
@@ -188,12 +262,14 @@ FIELDS = (
           unit="bytes", limit=True,
           option=Option(("--io-bandwidth",), "size", "Storage bytes per second (10M, 1G).")),
     Field("max_processes", _count(),
-          "Most processes (and threads, on Linux) the container may have at once.", limit=True,
+          "Most processes (and threads, on Linux) the container may have at once. Linux: absent or 0, 4096.", limit=True,
           option=Option(("--max-processes",), "integer", "Most processes the container may have.")),
 )
 
 BY_KEY = {f.key: f for f in FIELDS}
 REQUIRED = ("process_executable",)
+# Required keys a given key makes optional: an image's Entrypoint and Cmd name the executable.
+UNLESS = {"process_executable": "image"}
 # Keys that mean nothing without another one.
 DEPENDENT_REQUIRED = {"mapped_directory": ["process_directory"], "stdout_filename": ["process_directory"],
                       "mapped_directory_read_only": ["process_directory"]}
@@ -222,7 +298,8 @@ def schema() -> dict:
                        "is valid unchanged. Limits set to 0 or left out mean no limit.",
         "type": "object",
         "additionalProperties": False,
-        "required": list(REQUIRED),
+        "required": [key for key in REQUIRED if key not in UNLESS],
+        "allOf": [{"if": {"not": {"required": [instead]}}, "then": {"required": [key]}} for key, instead in UNLESS.items()],
         "dependentRequired": DEPENDENT_REQUIRED,
         "properties": {"$schema": SCHEMA_PROPERTY, **{f.key: f.json_schema() for f in FIELDS}},
     }

@@ -31,6 +31,7 @@ def host_findings(config: Config) -> list[Finding]:
         findings += _executable(config)
         findings += _working_directory(config)
         findings += _stdout(config)
+        findings += _user(config)
     findings += _cpus(config)
     return findings
 
@@ -147,11 +148,25 @@ def _map(config: Config, container_path: str, covering: str | None = None) -> st
             continue
         if within(container_path, inside):
             rest = container_path[len(inside.rstrip("/")):]
+            if inside == "/" and config.resolved_image is not None:
+                from nspawn.images.use import lookup  # the layers as the overlay shows them
+
+                return lookup(config.resolved_image.diffs, rest)
             found = resolve_in_root(host, rest)
             if found is not None and host != "/" and not within(os.path.realpath(found), os.path.realpath(host)):
                 return None
+            if found is not None and inside == "/" and _default_host_view(config):
+                from nspawn.backends.linux.hostview import hides
+
+                return None if hides(found) else found
             return found
     return None
+
+
+def _default_host_view(config: Config) -> bool:
+    """Whether the container's root is the host's OS view (hostview.py), which hides some of
+    the host's paths."""
+    return config.flavour == "posix" and not config.parent_layer_directory and config.host_view == "os"
 
 
 def _binds(config: Config) -> list[Finding]:
@@ -216,6 +231,24 @@ def _stdout(config: Config) -> list[Finding]:
         return [Finding(("stdout_filename",), f"{config.stdout_filename} resolves to {parent}, outside the process directory; expected a path inside it")]
     if not os.path.isdir(parent):
         return [Finding(("stdout_filename",), f"the folder {os.path.dirname(target)} does not exist; expected an existing folder")]
+    if os.path.lexists(target) and not stat.S_ISREG(os.lstat(target).st_mode):
+        # the Linux run opens it without following links, and a FIFO or device never
+        return [Finding(("stdout_filename",), f"{target} is there and is not a regular file; expected a regular file or none")]
+    return []
+
+
+def _user(config: Config) -> list[Finding]:
+    """A user or group name the container's passwd or group file lacks, refused now rather than
+    by the container's init after setup (which looks again, in case the files change)."""
+    if config.user is None or config.flavour != "posix":
+        return []
+    from nspawn.backends.linux import users
+
+    files = {name: _map(config, f"/etc/{name}") for name in ("passwd", "group")}
+    try:
+        users.lookup(config.user, files["passwd"] or "/nonexistent", files["group"] or "/nonexistent")
+    except users.UnknownUser as e:
+        return [Finding(("user",), f"found {config.user!r}: {e.strerror}")]
     return []
 
 

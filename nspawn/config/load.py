@@ -242,6 +242,8 @@ def _expected(error) -> str:
         hint = difflib.get_close_matches(found, [str(w) for w in want], n=1) if isinstance(found, str) else []
         listed = "one of " + ", ".join(json.dumps(w) for w in want)
         return f'{listed} (did you mean "{hint[0]}"?)' if hint else listed
+    if kind == "pattern" and isinstance(error.instance, str) and "\0" in error.instance:
+        return "text without NUL characters"
     if kind == "pattern" and error.absolute_path and error.absolute_path[-1] == "hostname":
         return "a host name of letters, digits and inner hyphens"
     if "propertyNames" in error.schema_path:

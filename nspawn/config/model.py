@@ -60,6 +60,7 @@ Config = _record(
     "Config", [f for f in FIELDS if not f.limit],
     extra=(("limits", Limits()),
            ("source", "command line"),  # where it came from, for messages
-           ("flavour", "posix")),  # of the container paths: "posix" or "windows"
+           ("flavour", "posix"),  # of the container paths: "posix" or "windows"
+           ("resolved_image", None)),  # the image's nspawn.images.use.ResolvedImage, once resolved
     methods={"replace": _replace_config},
 )

@@ -77,8 +77,8 @@ class Host:
         self.ledger_path.unlink()
         return led
 
-    def run(self, *args, faults: str | None = None, input: str | None = None, **doc) -> Run:
-        proc = nspawn("run", "-c", str(self.config(**doc)), *args, input=input, env=self.env(faults))
+    def run(self, *args, faults: str | None = None, input: str | None = None, env: dict | None = None, **doc) -> Run:
+        proc = nspawn("run", "-c", str(self.config(**doc)), *args, input=input, env={**self.env(faults), **(env or {})})
         return Run(proc, self._ledger())
 
     def run_signalled(self, signum: int, ready: str, *args, **doc) -> Run:

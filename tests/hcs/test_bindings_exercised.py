@@ -15,6 +15,7 @@ import json
 
 import pytest
 
+from nspawn.backends.hcs import release
 from nspawn.backends.hcs.native import computecore as cc
 from nspawn.backends.hcs.native import computenetwork as hcn
 from nspawn.backends.hcs.native import kernel32
@@ -54,6 +55,10 @@ def runs(host: Host) -> dict[str, set[str]]:
                    faults=f"HcsEventProcessExited={0x8037011B:#x}")
     assert run.returncode == 0 and run.stdout == "got x\n", run.stderr
     out["v2 run whose exit event carries a failed wait: the exit code asked for"] = called(run.ledger)
+    run = host.run(process_executable="echo.sh", input="x\n", hcs_api="v2", network="nat",
+                   env={"NSPAWN_HCS_SIM_REFUSE_IDS": "1"})
+    assert run.returncode == 0, run.stderr
+    out["v2 nat run on an HCN refusing our ids: theirs read back"] = called(run.ledger)
     run = host.run(process_executable="echo.sh", hcs_api="v2", faults=f"computecore!HcsStartComputeSystem={0x80370105:#x}")
     assert run.returncode == 125 and "HcsStartComputeSystem failed" in run.stderr, run.stderr
     out["v2 run whose start fails in the call: the operation's result document"] = called(run.ledger)
@@ -68,6 +73,19 @@ def killed_then_cleaned(service: Service, api: str) -> set[str]:
     service.host.ledger_path.unlink(missing_ok=True)  # the killed launcher wrote none
     result = service.nspawn("cleanup")
     assert result.returncode == 0 and "released" in result.stdout, result.stderr
+    return called(json.loads(service.host.ledger_path.read_text()))
+
+
+def swept_with_ids_of_hcn(service: Service) -> set[str]:
+    """A launcher on an HCN refusing our ids, SIGKILLed, its journal deleted, then swept: the
+    namespace holding its endpoint is found by enumerating them."""
+    service.env["NSPAWN_HCS_SIM_REFUSE_IDS"] = "1"
+    try:
+        service.killed_and_unjournaled("v2", "nat")
+        service.host.ledger_path.unlink(missing_ok=True)
+        assert service.sweep() and service.left() == {}
+    finally:
+        del service.env["NSPAWN_HCS_SIM_REFUSE_IDS"]
     return called(json.loads(service.host.ledger_path.read_text()))
 
 
@@ -119,6 +137,13 @@ def rare_paths(sim, workdir) -> dict[str, set[str]]:
             assert process.pid > 0
         system.terminate(wait_ms=5000)
     out["v2 create-process wait failing with a live process (WS2022): HcsGetProcessInfo"] = called(sim.ledger())
+
+    sim.reset()
+    (network,) = hcn.find_networks("nat")
+    with hcn.open_network(network) as opened:
+        opened.create_endpoint({"Name": "nspawn-killed", "HostComputeNetwork": network, "SchemaVersion": hcn.SCHEMA}).close()
+    assert release.release_hcn_endpoint({"id": "0e1d0000-0000-4000-8000-0000000000e1", "name": "nspawn-killed"})
+    out["an HCN endpoint whose id never reached the journal: found by name"] = called(sim.ledger())
     return out
 
 
@@ -129,6 +154,7 @@ def test_every_bound_function_is_called_by_a_scenario(sim, sim_library, tmp_path
     for api in ("v2", "v1"):
         scenarios[f"{api} launcher SIGKILLed, then nspawn cleanup"] = killed_then_cleaned(service, api)
         scenarios[f"nspawn doctor, {api}"] = doctor(host, api)
+    scenarios["v2 launcher on an HCN refusing our ids, SIGKILLed, journal gone, swept"] = swept_with_ids_of_hcn(service)
     scenarios.update(rare_paths(sim, host.job))
     by = {export: next((name for name, calls in scenarios.items() if export in calls), None) for export in bound()}
     missing = sorted(export for export, scenario in by.items() if scenario is None)

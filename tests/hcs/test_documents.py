@@ -398,3 +398,19 @@ def test_one_processor_limit_per_document_in_both_schemas():
         assert not enforced and "max_cpu_percent" in why
         assert verdict("max_cpu_percent", isolation, asked)[0]
     assert verdict("cpus_count", "hyperv", {"cpus_count": 2}) == (True, "the utility VM's virtual processors")
+
+
+@pytest.mark.parametrize("user", ["ContainerUser", "ContainerAdministrator", "builder"])
+def test_the_user_reaches_both_process_documents_and_the_dry_run(user):
+    docs = built(original(user=user))
+    assert_valid(docs)
+    assert docs["v2_process"]["User"] == docs["v1_process"]["User"] == user
+    result = nspawn("run", "--dry-run", "-c", WINDOWS_CONFIGS[0], "--user", user)
+    assert result.returncode == 0, result.stderr
+    shown = plan_documents(json.loads(result.stdout))
+    assert shown["v2_process"]["User"] == shown["v1_process"]["User"] == user
+
+
+def test_without_a_user_the_process_document_leaves_it_to_the_image():
+    docs = built(original())
+    assert "User" not in docs["v2_process"] and "User" not in docs["v1_process"]

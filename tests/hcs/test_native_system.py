@@ -133,9 +133,9 @@ def test_structure_layouts_match_windows_x64():
              kernel32.OBJECT_ATTRIBUTES: 48, kernel32.OVERLAPPED: 32}
     assert {t: ctypes.sizeof(t) for t in sizes} == sizes
     assert vm.WC_LAYER_DESCRIPTOR.Path.offset == 24 and cc.HCS_EVENT.EventData.offset == 8
-    guid = vm.GUID.from_uuid("00112233-4455-6677-8899-aabbccddeeff")
+    guid = vm.guid("00112233-4455-6677-8899-aabbccddeeff")
     assert bytes(guid)[:4] == bytes.fromhex("33221100")
-    assert str(guid.to_uuid()) == "00112233-4455-6677-8899-aabbccddeeff"
+    assert str(vm.guid_uuid(guid)) == "00112233-4455-6677-8899-aabbccddeeff"
 
 
 # ---- errors and loader ----------------------------------------------------------
@@ -149,6 +149,8 @@ def test_error_message_and_classification():
     assert str(e) == e.message and is_not_found(e) and not is_already_stopped(e)
     assert HcsError("X", 0x8007000D).win32 == 13 and HcsError("X", 0x80370110).win32 is None
     assert HcsError("X", 0x12345678, "plain text").message == "X failed: 0x12345678: plain text"
+    # Win32 names are cwinsdk's winerror values, read on first use
+    assert HcsError("X", 0x80070490).name == "ERROR_NOT_FOUND" and HcsError("X", 0x80070005).name == "ERROR_ACCESS_DENIED"
     for code in (0xC0370110, 0x80370110, 0x8037011F, 0x80070490):
         assert is_already_stopped(HcsError("HcsTerminateComputeSystem", code))
     assert not is_already_stopped(ValueError())
@@ -169,6 +171,41 @@ def test_loader_caches_and_rejects_missing_exports(sim):
     with pytest.raises(LibraryUnavailable) as info:
         loader.load("computecore.dll").function("HcsNoSuchExport")
     assert "HcsNoSuchExport" in str(info.value)
+
+
+def test_cwinsdk_loads_here_with_its_dlls_resolved_to_the_simulator(sim):
+    fileapi = loader.sdk("um.fileapi")
+    # an export the simulator has: cwinsdk's own function object reaches it
+    r, w = os.pipe()
+    try:
+        assert fileapi.GetFileType(r) == kernel32.FILE_TYPE_PIPE == 3
+        assert sim.calls("kernel32!GetFileType")
+    finally:
+        os.close(r)
+        os.close(w)
+    # one it lacks was bound at import and fails when called, naming the DLL and export
+    with pytest.raises(LibraryUnavailable) as info:
+        fileapi.CreateFileW("x", 0, 0, None, 0, 0, None)
+    assert (info.value.name, info.value.export) == ("kernel32.dll", "CreateFileW")
+
+
+def test_cwinsdk_sees_windows_widths_and_ctypes_is_left_alone():
+    import ctypes.wintypes
+
+    ntdef = loader.sdk("shared.ntdef")
+    assert ctypes.sizeof(ntdef.ULONG) == 4 and ctypes.sizeof(loader.sdk("shared.guiddef").GUID) == 16
+    # only cwinsdk's modules see the LLP64 copies: this process's ctypes keeps its own widths
+    assert ctypes.sizeof(ctypes.c_ulong) == ctypes.sizeof(ctypes.wintypes.DWORD) == ctypes.sizeof(ctypes.c_void_p)
+    assert not hasattr(ctypes, "WinDLL")
+
+
+def test_bindings_take_cwinsdk_prototypes_with_nspawn_errchecks(sim):
+    handleapi = loader.sdk("um.handleapi")
+    bound = kernel32._kernel32.CloseHandle
+    assert bound is not handleapi.CloseHandle and bound.argtypes == handleapi.CloseHandle.argtypes
+    with pytest.raises(HcsError) as info:  # not cwinsdk's bare OSError
+        bound(987654)
+    assert info.value.call == "CloseHandle" and info.value.name == "ERROR_INVALID_HANDLE"
 
 
 # ---- every binding declared and exercised -----------------------------------------

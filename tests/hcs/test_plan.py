@@ -166,3 +166,10 @@ def test_limits_of_a_config_made_in_code_plan_too():
                     backend="hcs", limits=Limits(max_storage_iops=10))
     plan = hcs.plan(config)
     assert (plan.storage_iops, plan.limits) == (10, (hcs.Limit("max_storage_iops", True, 10),))
+
+
+def test_a_user_with_a_group_is_a_finding_windows_names_have_no_colon(tmp_path):
+    (finding,) = hcs.validate(config_of(tmp_path, process_executable="C:\\x.exe", user="ContainerUser:users"))
+    assert finding.path == ("user",) and "expected a Windows user name" in finding.message
+    assert hcs.validate(config_of(tmp_path, process_executable="C:\\x.exe", user="ContainerUser")) == []
+    assert hcs.plan(config_of(tmp_path, process_executable="C:\\x.exe", user="ContainerUser")).user == "ContainerUser"

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from nspawn.backends.hcs import stdio
+from tests.hcs.conftest import host  # noqa: F401 (fixture)
 from tests.hcs_sim.fixtures import sim, sim_library  # noqa: F401 (fixtures)
 
 
@@ -54,6 +55,34 @@ def test_stdin_is_forwarded_by_its_file_type(sim, windows_fstat, tmp_path, kind,
         os.close(saved)
         os.close(fd)
     assert sim.calls("kernel32!GetFileType")
+
+def test_a_write_the_container_never_reads_does_not_hold_up_the_teardown(host):
+    """The payload's child keeps its stdin open and never reads it; the payload exits only once
+    the simulator says the launcher's write to that full pipe is held up (it appends to the
+    file NSPAWN_HCS_SIM_BLOCKED_WRITES names as the write starts waiting), so the forwarder
+    holds its lock in a write that nothing will finish while the container runs. A stop that
+    waited for that write would never return (this run would not end before the harness's
+    timeout); the bounded one gives up after a second and ending the silo breaks the write off."""
+    marks = host.tmp / "blocked-writes"
+    host.script("unread.sh", f"""exec 3<&0
+sleep 300 <&3 >/dev/null 2>&1 &
+exec 3<&- 0</dev/null
+n=0
+until [ -s '{marks}' ]; do
+    n=$((n + 1)); [ $n -gt 6000 ] && exit 7  # the launcher never blocked: not this test's case
+    sleep 0.01
+done
+exit 5
+""")
+    run = host.run(process_executable="unread.sh", input="x" * 4_000_000,
+                   env={"NSPAWN_HCS_SIM_BLOCKED_WRITES": str(marks)})
+    assert run.returncode == 5, run.stderr
+    assert marks.read_text().startswith("blocked write on ")
+    # The stdin handle is left to the launcher's exit (never closed under the blocked writer):
+    # the one thing the simulator still counts when the launcher ends; the system is gone.
+    assert list(run.live) == ["pipes"] and len(run.live["pipes"]) == 1, run.live
+    assert run.errors == [], run.errors
+
 
 def test_the_stop_thread_fails_over_to_the_kill_when_the_signal_cannot_be_sent():
     """A missing export (LibraryUnavailable) in the stop thread marks the stop failed, so the

@@ -629,6 +629,13 @@ static HRESULT process_call(const char *call, HANDLE h, HANDLE oph, const wchar_
             job_post(job_signal, op->value, ph->proc->seq, S_OK, (uint32_t)sig, NULL);
         } else if (type == OT_PROCPROPS) {
             job_post(job_document, op->value, ph->proc->seq, S_OK, OT_PROCPROPS, NULL);
+        } else if (type == OT_MODIFYPROC) {
+            char *why = NULL;
+            HRESULT done = process_modify(ph->proc, text, &why);
+            char *doc = why ? result_error(done, why) : NULL;
+            complete_later(op, done, doc);
+            free(doc);
+            free(why);
         } else {
             complete_later(op, S_OK, NULL);
         }

@@ -110,6 +110,15 @@ static void new_id(const GUID *g, char out[37])
     snprintf(out, 37, "5e1d0000-0000-4000-8000-%012x", ++g_next_id);
 }
 
+/* NSPAWN_HCS_SIM_REFUSE_IDS=1: the create calls refuse a caller-chosen id, as HCN may on builds
+ * where passing one is undocumented (hcsshim always passes GUID_NULL); read at each call. */
+static int refused_id(const GUID *g)
+{
+    static const GUID zero;
+    const char *env = getenv("NSPAWN_HCS_SIM_REFUSE_IDS");
+    return env && *env == '1' && g && memcmp(g, &zero, sizeof zero);
+}
+
 static cJSON *by_id(cJSON *arr, const char *id)
 {
     cJSON *e;
@@ -198,35 +207,11 @@ static HRESULT close_kind(const char *call, HANDLE h, int kind)
 
 /* ---------- networks ---------- */
 
+static HRESULT enumerate(const char *call, cJSON **arr, const wchar_t *q, wchar_t **out, wchar_t **err);
+
 HCN(HcnEnumerateNetworks)(const wchar_t *q, wchar_t **networks, wchar_t **err)
 {
-    HRESULT hr;
-    if (hcn_begin("computenetwork!HcnEnumerateNetworks", q, NULL, networks, err, &hr))
-        return hr;
-    char *qs = w2u(q);
-    cJSON *query = cJSON_Parse(qs ? qs : "{}"), *filter = NULL;
-    cJSON *f = cJSON_GetObjectItem(query, "Filter");
-    if (cJSON_IsString(f))
-        filter = cJSON_Parse(f->valuestring);
-    cJSON *want = cJSON_GetObjectItem(filter, "Name");
-    cJSON *ids = cJSON_CreateArray(), *n;
-    net_begin();
-    cJSON_ArrayForEach(n, g_networks)
-    {
-        if (cJSON_IsString(want) && strcmp(want->valuestring, cJSON_GetObjectItem(n, "Name")->valuestring))
-            continue;
-        cJSON_AddItemToArray(ids, cJSON_CreateString(cJSON_GetObjectItem(n, "ID")->valuestring));
-    }
-    net_end();
-    char *s = cJSON_PrintUnformatted(ids);
-    if (networks)
-        *networks = out_cotask(s);
-    free(s);
-    cJSON_Delete(ids);
-    cJSON_Delete(filter);
-    cJSON_Delete(query);
-    free(qs);
-    return S_OK;
+    return enumerate("computenetwork!HcnEnumerateNetworks", &g_networks, q, networks, err);
 }
 
 HCN(HcnOpenNetwork)(const GUID *id, HANDLE *net, wchar_t **err)
@@ -277,6 +262,8 @@ HCN(HcnCreateEndpoint)(HANDLE net, const GUID *id, const wchar_t *settings, HAND
     if (!ep)
         return E_INVALIDARG;
     *ep = NULL;
+    if (refused_id(id))
+        return hcn_error(err, E_INVALIDARG, "The parameter is incorrect.");
     char *s = w2u(settings), eid[37];
     cJSON *doc = cJSON_Parse(s ? s : "");
     free(s);
@@ -350,6 +337,8 @@ HCN(HcnCreateNamespace)(const GUID *id, const wchar_t *settings, HANDLE *ns, wch
         return hr;
     if (!ns)
         return E_INVALIDARG;
+    if (refused_id(id))
+        return hcn_error(err, E_INVALIDARG, "The parameter is incorrect.");
     char nid[37];
     net_begin();
     new_id(id, nid);
@@ -454,6 +443,83 @@ HCN(HcnDeleteNamespace)(const GUID *id, wchar_t **err)
 }
 
 HCN(HcnCloseNamespace)(HANDLE ns) { return close_kind("computenetwork!HcnCloseNamespace", ns, K_NAMESPACE); }
+
+/* ---------- enumerating and querying ---------- */
+
+/* The ids of `arr`'s objects as a JSON array string (HcnEnumerate*): only those whose Name is the
+ * query's Filter's, when it has one. */
+static HRESULT enumerate(const char *call, cJSON **arr, const wchar_t *q, wchar_t **out, wchar_t **err)
+{
+    HRESULT hr;
+    if (hcn_begin(call, q, NULL, out, err, &hr))
+        return hr;
+    char *qs = w2u(q);
+    cJSON *query = cJSON_Parse(qs ? qs : "{}"), *filter = NULL;
+    cJSON *f = cJSON_GetObjectItem(query, "Filter");
+    if (cJSON_IsString(f))
+        filter = cJSON_Parse(f->valuestring);
+    cJSON *want = cJSON_GetObjectItem(filter, "Name");
+    cJSON *ids = cJSON_CreateArray(), *o;
+    net_begin();
+    cJSON_ArrayForEach(o, *arr)
+    {
+        cJSON *name = cJSON_GetObjectItem(o, "Name");
+        if (cJSON_IsString(want) && !(cJSON_IsString(name) && !strcmp(want->valuestring, name->valuestring)))
+            continue;
+        cJSON_AddItemToArray(ids, cJSON_CreateString(cJSON_GetObjectItem(o, "ID")->valuestring));
+    }
+    net_end();
+    char *s = cJSON_PrintUnformatted(ids);
+    if (out)
+        *out = out_cotask(s);
+    free(s);
+    cJSON_Delete(ids);
+    cJSON_Delete(filter);
+    cJSON_Delete(query);
+    free(qs);
+    return S_OK;
+}
+
+/* The object behind a handle as its JSON properties (HcnQuery*Properties; the query is not read). */
+static HRESULT query(const char *call, cJSON **arr, int kind, HANDLE h, const wchar_t *q, wchar_t **out,
+                     wchar_t **err)
+{
+    HRESULT hr;
+    if (hcn_begin(call, q, NULL, out, err, &hr))
+        return hr;
+    net_begin();
+    sim_handle *sh = handle_get(h, kind);
+    cJSON *o = sh ? by_id(*arr, sh->obj_id) : NULL;
+    char *s = o ? cJSON_PrintUnformatted(o) : NULL;
+    net_end();
+    if (!s)
+        return sh ? hcn_error(err, NOT_FOUND_HR, "Element not found.")
+                  : hcn_error(err, HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE), "Invalid handle");
+    if (out)
+        *out = out_cotask(s);
+    free(s);
+    return S_OK;
+}
+
+HCN(HcnEnumerateEndpoints)(const wchar_t *q, wchar_t **endpoints, wchar_t **err)
+{
+    return enumerate("computenetwork!HcnEnumerateEndpoints", &g_endpoints, q, endpoints, err);
+}
+
+HCN(HcnEnumerateNamespaces)(const wchar_t *q, wchar_t **namespaces, wchar_t **err)
+{
+    return enumerate("computenetwork!HcnEnumerateNamespaces", &g_namespaces, q, namespaces, err);
+}
+
+HCN(HcnQueryEndpointProperties)(HANDLE ep, const wchar_t *q, wchar_t **properties, wchar_t **err)
+{
+    return query("computenetwork!HcnQueryEndpointProperties", &g_endpoints, K_ENDPOINT, ep, q, properties, err);
+}
+
+HCN(HcnQueryNamespaceProperties)(HANDLE ns, const wchar_t *q, wchar_t **properties, wchar_t **err)
+{
+    return query("computenetwork!HcnQueryNamespaceProperties", &g_namespaces, K_NAMESPACE, ns, q, properties, err);
+}
 
 /* ---------- HNS v1 ---------- */
 

@@ -3,6 +3,8 @@
 #include "sim.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -376,6 +378,8 @@ static void process_free(sim_process *p)
     for (int i = 0; i < 3; i++)
         if (p->fds[i] >= 0)
             close(p->fds[i]);
+    if (p->console >= 0)
+        close(p->console);
     cJSON_Delete(p->backlog);
     free(p->image);
     free(p);
@@ -853,12 +857,58 @@ SIM_API uint32_t kernel32_GetFileType(HANDLE h)
 #define MAX_PENDING_IO 64
 static struct { void *ov; int fd, write; void *buf; uint32_t len; } g_io[MAX_PENDING_IO];
 
+/* NSPAWN_HCS_SIM_BLOCKED_WRITES=FILE: a write held up (its pipe is full, as when the container
+ * never reads its stdin) appends a line to FILE as it starts waiting, so a test's payload can
+ * wait until the launcher is held in a write before it exits. The write is the same as a
+ * blocking one (every byte, waiting for room as long as it takes), done without blocking in
+ * write() so that the simulator knows when it waits. */
+static void mark_blocked_write(int fd)
+{
+    const char *path = getenv("NSPAWN_HCS_SIM_BLOCKED_WRITES");
+    if (!path || !*path)
+        return;
+    int mark = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (mark >= 0) {
+        dprintf(mark, "blocked write on %d\n", fd);
+        close(mark);
+    }
+}
+
+static ssize_t write_waiting(int fd, const char *buf, uint32_t len)
+{
+    int flags = fcntl(fd, F_GETFL), marked = 0;
+    fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    size_t off = 0;
+    while (off < len) {
+        ssize_t n = write(fd, buf + off, len - off);
+        if (n >= 0) {
+            off += (size_t)n;
+            continue;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN)
+            break;
+        if (!marked++)
+            mark_blocked_write(fd);
+        struct pollfd p = {fd, POLLOUT, 0};
+        poll(&p, 1, -1);
+    }
+    int saved = errno;
+    fcntl(fd, F_SETFL, flags);
+    errno = saved;
+    return off == len || off ? (ssize_t)off : -1; /* a part written counts, as WriteFile's count says */
+}
+
 static int32_t do_io(int fd, int write_, void *buf, uint32_t len, uint32_t *done)
 {
     ssize_t n;
-    do
-        n = write_ ? write(fd, buf, len) : read(fd, buf, len);
-    while (n < 0 && errno == EINTR);
+    if (write_)
+        n = write_waiting(fd, buf, len);
+    else
+        do
+            n = read(fd, buf, len);
+        while (n < 0 && errno == EINTR);
     if (done)
         *done = n > 0 ? (uint32_t)n : 0;
     if (n < 0) {

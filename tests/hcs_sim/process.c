@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -209,11 +211,19 @@ static char **build_env(cJSON *env)
 }
 
 static void child(char **argv, char **envp, const char *exe, int search, const char *cwd,
-                  int in, int out, int err, uint64_t affinity, int report)
+                  int in, int out, int err, int console, uint64_t affinity, int report)
 {
     /* Its own process group stands for the container's silo: a system stop kills the
-     * whole group, children included, as ending a silo ends all its processes. */
-    setpgid(0, 0);
+     * whole group, children included, as ending a silo ends all its processes. An
+     * emulated console is a pseudo-terminal the process controls, in a session (and so
+     * a group) of its own. */
+    if (console >= 0) {
+        setsid();
+        ioctl(console, TIOCSCTTY, 0);
+        in = out = err = console;
+    } else {
+        setpgid(0, 0);
+    }
     int null = open("/dev/null", O_RDWR);
     dup2(in >= 0 ? in : null, 0);
     dup2(out >= 0 ? out : null, 1);
@@ -286,18 +296,45 @@ HRESULT process_spawn(sim_system *s, const char *params, int api, sim_process **
     int want[3] = {flag(d, "CreateStdInPipe"), flag(d, "CreateStdOutPipe"),
                    flag(d, "CreateStdErrPipe") && !console};
     int pin[2] = {-1, -1}, pout[2] = {-1, -1}, perr[2] = {-1, -1}, rep[2];
-    if (want[0])
-        pipe2(pin, O_CLOEXEC);
-    if (want[1])
-        pipe2(pout, O_CLOEXEC);
-    if (want[2])
-        pipe2(perr, O_CLOEXEC);
+    int master = -1, slave = -1;
+    if (console) {
+        /* A pseudo-terminal stands for the pseudo console: its master is both the input
+         * and the output handle, and ConsoleSize ([height, width]) is its window size. */
+        master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+        char name[64];
+        if (master < 0 || grantpt(master) || unlockpt(master) || ptsname_r(master, name, sizeof name) ||
+            (slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0) {
+            *err = fail(&hr, HRESULT_FROM_WIN32(ERROR_NOT_ENOUGH_MEMORY), "No console for %s", argv[0]);
+            if (master >= 0)
+                close(master);
+            goto done;
+        }
+        cJSON *size = cJSON_GetObjectItem(d, "ConsoleSize");
+        if (cJSON_GetArraySize(size) == 2) {
+            struct winsize ws = {.ws_row = (unsigned short)cJSON_GetArrayItem(size, 0)->valuedouble,
+                                 .ws_col = (unsigned short)cJSON_GetArrayItem(size, 1)->valuedouble};
+            ioctl(master, TIOCSWINSZ, &ws);
+        }
+        if (want[0])
+            pin[1] = fcntl(master, F_DUPFD_CLOEXEC, 0);
+        if (want[1])
+            pout[0] = fcntl(master, F_DUPFD_CLOEXEC, 0);
+    } else {
+        if (want[0])
+            pipe2(pin, O_CLOEXEC);
+        if (want[1])
+            pipe2(pout, O_CLOEXEC);
+        if (want[2])
+            pipe2(perr, O_CLOEXEC);
+    }
     pipe2(rep, O_CLOEXEC);
     pid_t pid = fork();
     if (pid == 0)
-        child(argv, envp, exe, search, cwd, pin[0], pout[1], console ? pout[1] : perr[1],
-              s->affinity, rep[1]);
-    setpgid(pid, pid);  /* as the child does: whichever runs first */
+        child(argv, envp, exe, search, cwd, pin[0], pout[1], perr[1], slave, s->affinity, rep[1]);
+    if (!console)
+        setpgid(pid, pid);  /* as the child does: whichever runs first (a console's makes a session) */
+    if (slave >= 0)
+        close(slave);
     close(rep[1]);
     int e = 0;
     ssize_t got;
@@ -312,8 +349,8 @@ HRESULT process_spawn(sim_system *s, const char *params, int api, sim_process **
         waitpid(pid, NULL, 0);
         int code = e == ENOENT ? ERROR_FILE_NOT_FOUND : e == EACCES ? ERROR_ACCESS_DENIED : e;
         *err = fail(&hr, HRESULT_FROM_WIN32(code), "Could not start %s", argv[0]);
-        int parent[] = {pin[1], pout[0], perr[0]};
-        for (int i = 0; i < 3; i++)
+        int parent[] = {pin[1], pout[0], perr[0], master};
+        for (int i = 0; i < 4; i++)
             if (parent[i] >= 0)
                 close(parent[i]);
     } else {
@@ -326,6 +363,7 @@ HRESULT process_spawn(sim_system *s, const char *params, int api, sim_process **
         p->fds[0] = pin[1];
         p->fds[1] = pout[0];
         p->fds[2] = perr[0];
+        p->console = master;
         p->next = g_processes;
         g_processes = p;
         cJSON_AddItemToArray(s->groups, cJSON_CreateNumber(pid));
@@ -340,6 +378,7 @@ HRESULT process_spawn(sim_system *s, const char *params, int api, sim_process **
         pthread_detach(t);
         *out = p;
     }
+done:
     for (char **v = envp; *v; v++)
         free(*v);
     free(envp);
@@ -354,6 +393,32 @@ void process_signal(sim_process *p, int sig)
 {
     if (!p->exited)
         kill(p->pid, sig);
+}
+
+/* Called with g_lock held: HcsModifyProcess's ProcessModifyRequest. CloseHandle is taken
+ * as is (the caller closes its own end); ConsoleSize resizes the emulated console, which a
+ * process created without EmulateConsole lacks. */
+HRESULT process_modify(sim_process *p, const char *settings, char **err)
+{
+    HRESULT hr = S_OK;
+    cJSON *d = cJSON_Parse(settings ? settings : "");
+    cJSON *op = cJSON_GetObjectItem(d, "Operation");
+    if (cJSON_IsString(op) && !strcmp(op->valuestring, "ConsoleSize")) {
+        cJSON *size = cJSON_GetObjectItem(d, "ConsoleSize");
+        cJSON *h = cJSON_GetObjectItem(size, "Height"), *w = cJSON_GetObjectItem(size, "Width");
+        if (p->console < 0) {
+            *err = fail(&hr, E_INVALIDARG, "The process has no console to resize%s", NULL);
+        } else if (!cJSON_IsNumber(h) || !cJSON_IsNumber(w)) {
+            *err = fail(&hr, HCS_E_INVALID_JSON, "ConsoleSize needs a Height and a Width%s", NULL);
+        } else {
+            struct winsize ws = {.ws_row = (unsigned short)h->valuedouble, .ws_col = (unsigned short)w->valuedouble};
+            ioctl(p->console, TIOCSWINSZ, &ws);  /* the kernel tells the process: SIGWINCH */
+        }
+    } else if (!cJSON_IsString(op) || strcmp(op->valuestring, "CloseHandle")) {
+        *err = fail(&hr, HCS_E_INVALID_JSON, "Unknown ProcessModifyRequest operation%s", NULL);
+    }
+    cJSON_Delete(d);
+    return hr;
 }
 
 /* Called with g_lock held: every process the system ever ran, and what they forked. */

@@ -35,6 +35,7 @@ typedef void *HANDLE;
 #define ERROR_FILE_NOT_FOUND 2
 #define ERROR_ACCESS_DENIED 5
 #define ERROR_INVALID_HANDLE 6
+#define ERROR_NOT_ENOUGH_MEMORY 8
 #define ERROR_HANDLE_EOF 38
 #define ERROR_INVALID_PARAMETER 87
 #define ERROR_INSUFFICIENT_BUFFER 122
@@ -109,6 +110,7 @@ struct sim_process {
     int api, exited;
     uint32_t exit_code;
     int fds[3];             /* host ends not yet handed to the caller, or -1 */
+    int console;            /* the emulated console's master (EmulateConsole), for ConsoleSize; or -1 */
     char *image;
     cJSON *backlog;
     sim_process *next;
@@ -189,6 +191,7 @@ char *process_status(sim_process *p);
 HRESULT process_spawn(sim_system *s, const char *params, int api, sim_process **out, char **err);
 char **cmdline_to_argv(const char *line);
 void process_signal(sim_process *p, int sig);
+HRESULT process_modify(sim_process *p, const char *settings, char **err);
 void system_kill_groups(sim_system *s);
 void processes_kill_all(void);
 

@@ -483,7 +483,16 @@ VM(HcsModifyProcess)(HANDLE h, const wchar_t *settings, wchar_t **result)
     HRESULT hr = live_process(h, HCS_E_PROCESS_ALREADY_STOPPED, &seq, result);
     if (hr < 0 || v1_fault("vmcompute!HcsModifyProcess", seq, result, &hr))
         return hr;
-    return S_OK;
+    char *text = w2u(settings), *why = NULL;
+    pthread_mutex_lock(&g_lock);
+    sim_process *p = process_by_seq(seq);
+    hr = p ? process_modify(p, text, &why) : HCS_E_PROCESS_ALREADY_STOPPED;
+    pthread_mutex_unlock(&g_lock);
+    if (why)
+        set_result(result, hr, why);
+    free(why);
+    free(text);
+    return hr;
 }
 
 VM(HcsRegisterProcessCallback)(HANDLE h, void *cb, void *ctx, HANDLE *out)

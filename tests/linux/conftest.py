@@ -54,9 +54,10 @@ STARTED: list[str] = []  # container ids of the running test, for its leftover c
 def run(overrides: dict, container_id: str | None = None) -> Run:
     """Run a container in this process, its output captured."""
     out, err, events = io.BytesIO(), io.BytesIO(), []
-    STARTED.append(container_id or new_container_id())
+    container_id = container_id or new_container_id()
+    STARTED.append(container_id)  # runs on several threads at once each keep their own id
     result = launch_run(config(overrides), listener=lambda e, d: events.append((e, d)),
-                        container_id=STARTED[-1], stdout=out, stderr=err)
+                        container_id=container_id, stdout=out, stderr=err)
     return Run(result, out.getvalue(), err.getvalue(), events)
 
 

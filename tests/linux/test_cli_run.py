@@ -58,7 +58,8 @@ def test_a_reader_that_goes_away_ends_neither_the_run_nor_the_output_file(tmp_pa
 
 def test_the_run_passes_exactly_the_environment_the_dry_run_shows(monkeypatch):
     """The plan decides the environment (the host's TERM included, or not when unset); the
-    payload gets exactly that, nothing added or dropped on the way."""
+    payload gets exactly that, nothing added or dropped on the way. The user's HOME, USER and
+    LOGNAME are the container's passwd file's, read at run time: the dry run says so."""
     args = ["-E", "GREETING=hi", "--", "/usr/bin/env", "-0"]
     for term in ("vt220", None):
         if term:
@@ -69,4 +70,7 @@ def test_the_run_passes_exactly_the_environment_the_dry_run_shows(monkeypatch):
         run = nspawn("run", *args)
         assert run.returncode == 0, run.stderr
         got = dict(item.split("=", 1) for item in run.stdout.split("\0") if item)
+        at_run_time = {name for name, value in shown.items() if value.startswith("<") and "at run time" in value}
+        assert at_run_time == {"HOME", "USER", "LOGNAME"}, shown
+        shown.update(HOME="/root", USER="root", LOGNAME="root")
         assert got == shown and got.get("TERM") == term and got["GREETING"] == "hi", (got, shown)

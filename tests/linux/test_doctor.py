@@ -21,9 +21,18 @@ def test_the_host_report_names_every_namespace_and_controller():
     r = nspawn("doctor")
     checks = lines(r)
     assert r.returncode == 0, r.stdout + r.stderr
-    for name in ("root", "mount namespace", "pid namespace", "net namespace", "overlayfs", "cgroup layout",
-                 "memory controller", "cpu controller", "cpuset controller", "io controller", "pids controller"):
+    for name in ("root", "mount namespace", "pid namespace", "net namespace", "overlayfs", "private users", "cgroup layout",
+                 "memory controller", "cpu controller", "cpuset controller", "io controller", "pids controller", "devices"):
         assert checks[name].startswith("ok "), checks
+
+
+def test_doctor_on_cgroup_v2_loads_the_device_program():
+    """What doctor says of devices on a v2 host, asked of this host's layout as if v2: it loads
+    the program, as a run would (the v2 hierarchy need not hold controllers for that)."""
+    from nspawn.backends.linux import cgroups, devices
+
+    ok, said = devices.doctor_line(cgroups.detect()._replace(version=2))
+    assert ok and "BPF program" in said
 
 
 def test_a_config_is_judged_with_its_own_root_and_limits(tmp_path):
@@ -77,3 +86,11 @@ def test_doctor_and_a_run_judge_each_asked_limit_alike(tmp_path):
             assert line.startswith("ok ") and name in result["limits_applied"], (line, result)
         else:
             assert line.startswith("NO ") and line.endswith(f"cannot be enforced: {why}"), (line, why)
+
+
+def test_private_users_say_why_a_root_cannot_be_id_mapped(tmp_path):
+    """A root on a filesystem without id-mapped mounts (sysfs here) is said, with the reason."""
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"process_executable": "/bin/true", "parent_layer_directory": "/sys", "private_users": "pick"}))
+    checks = lines(nspawn("doctor", "-c", str(path)))
+    assert checks["private users"].startswith("NO ") and "its filesystem cannot be id-mapped" in checks["private users"], checks

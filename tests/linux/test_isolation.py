@@ -13,7 +13,7 @@ from tests.linux.conftest import config, needs_root, run, sh
 
 pytestmark = needs_root
 
-DOCKER_CAPS = "00000000a80425fb"
+DOCKER_CAPS = "00000000a00425fb"  # Docker's default set less CAP_MKNOD
 
 FACTS = r"""
 echo "hostname=$(hostname)"
@@ -168,7 +168,7 @@ def test_symlinks_pointing_out_at_run_time_are_refused(tmp_path, work, clean):
     (work / "log.txt").symlink_to(outside)
     from nspawn.launch import run as launch_run
     r = launch_run(c)
-    assert r.exit_code == 125 and "log.txt" in r.error and outside.read_text() == "keep"
+    assert r.exit_code == 2 and "log.txt" in r.error and outside.read_text() == "keep"
     tool = work / "tool"
     tool.write_text("#!/bin/sh\n")
     tool.chmod(0o755)

@@ -70,8 +70,15 @@ CASES = {
                                      "ENODEV|ioctl|None|ioctl: No such device (ENODEV)"),
     "keyctl": (lambda: libc._keyctl(libc._syscall_number("keyctl"), 12345, None),
                "ENOTSUP|keyctl|None|keyctl: Operation not supported (ENOTSUP)"),
+    "openat2": (lambda: libc.openat2(libc.AT_FDCWD, "/nonexistent-x", os.O_RDONLY, libc.RESOLVE_NO_SYMLINKS),
+                "ENOENT|openat2|/nonexistent-x|openat2 /nonexistent-x: No such file or directory (ENOENT)"),
+    "open_tree": (lambda: libc.clone_tree(-1), "EBADF|open_tree|None|open_tree: Bad file descriptor (EBADF)"),
+    "move_mount": (lambda: libc.attach_tree(-1, "/mnt"), "EBADF|move_mount|/mnt|move_mount /mnt: Bad file descriptor (EBADF)"),
+    "bpf": (lambda: libc.attach_device_program(-1, -1), "EBADF|bpf|None|bpf: Bad file descriptor (EBADF)"),
     "socket": (lambda: libc._socket(12345, libc.SOCK_DGRAM, 0),
                "EAFNOSUPPORT|socket|None|socket: Address family not supported by protocol (EAFNOSUPPORT)"),
+    "mount_setattr": (lambda: libc.idmap_tree(-1, -1), "EINVAL|mount_setattr|None|mount_setattr: Invalid argument (EINVAL)"),
+    "setns": (lambda: libc.setns(-1, libc.CLONE_NEWUSER), "EBADF|setns|None|setns: Bad file descriptor (EBADF)"),
 }
 
 
@@ -79,6 +86,12 @@ CASES = {
 def test_a_failing_call_names_itself_its_path_and_its_errno(name):
     action, said = CASES[name]
     assert in_child(action) == said
+
+
+def test_a_refused_device_program_says_what_the_verifier_said():
+    said = in_child(lambda: libc.load_device_program(b"\x95" + bytes(7), b"bad"))  # exit, r0 never set
+    assert said.startswith("EACCES|bpf|None|bpf: Permission denied: the verifier says "), said
+    assert "R0" in said
 
 
 def test_every_binding_is_covered():

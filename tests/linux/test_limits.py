@@ -10,6 +10,7 @@ import time
 import pytest
 
 from nspawn.backends.linux import cgroups
+from nspawn.backends.linux.plan import DEFAULT_MAX_PROCESSES
 from nspawn.session import new_container_id
 from tests.linux.conftest import needs_root, run, sh
 
@@ -33,9 +34,14 @@ def work(tmp_path):
     return d
 
 
-def test_no_limits_make_no_cgroups(clean):
-    r = run({"process_executable": "/bin/true"})
-    assert r.code == 0 and not any(x.startswith("cgroup") for x in r.result.rolled_back)
+def test_without_limits_a_run_gets_the_default_groups_only(clean):
+    """The device group, and the default process limit's (plan.DEFAULT_MAX_PROCESSES), which is
+    not reported as asked."""
+    r = run(sh("cat /sys/fs/cgroup/pids/pids.max"))
+    groups = [x for x in r.result.rolled_back if x.startswith("cgroup")]
+    assert r.code == 0 and len(groups) == 2, r.result.rolled_back
+    assert any("/devices/" in g for g in groups) and any("/pids/" in g for g in groups)
+    assert r.out.strip() == str(DEFAULT_MAX_PROCESSES + 1)
     assert r.result.limits_applied == {} and r.result.limits_not_enforced == {}
 
 

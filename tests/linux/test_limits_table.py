@@ -10,6 +10,7 @@ import pytest
 
 from nspawn.backends.linux import cgroups, enforcement, limits
 from nspawn.backends.linux.limits import NO_SWAP, SWAP_ESCAPES, SWAP_LIMITED, Facts
+from nspawn.backends.linux.plan import DEFAULT_MAX_PROCESSES
 from nspawn.config.model import Limits
 from tests.linux.test_plan import make
 
@@ -31,7 +32,8 @@ def test_every_limit_is_one_controllers_and_only_one():
 
 def test_the_controllers_a_plan_needs(every):
     assert limits.needed(every.limits) == ALL
-    assert limits.needed(make().limits) == []
+    assert limits.needed(make().limits) == ["pids"]  # the default process limit
+    assert make().limits.pids_max == DEFAULT_MAX_PROCESSES + 1
     assert limits.needed(make(max_storage_bandwidth_bytes_per_sec=1, max_processes=1).limits) == ["io", "pids"]
 
 

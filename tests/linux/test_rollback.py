@@ -19,8 +19,8 @@ from tests.linux.conftest import ROOT, STARTED, container_processes, needs_root,
 
 pytestmark = needs_root
 
-STEPS = ["scratch", "cgroups", "fork", "unshare", "fork-init", "join-cgroups", "mount-root", "mount-system",
-         "bind-mounts", "detach-host-root", "hostname", "loopback", "fork-payload", "exec-prepare", "exec"]
+STEPS = ["scratch", "cgroups", "fork", "unshare", "fork-init", "join-cgroups", "mount-root", "etc-files", "mount-system",
+         "bind-mounts", "detach-host-root", "user", "hostname", "loopback", "fork-payload", "exec-prepare", "exec"]
 
 
 @pytest.fixture
@@ -139,3 +139,19 @@ def test_runs_leave_no_descriptor_open_in_the_launcher(busy, monkeypatch, clean)
     monkeypatch.setenv("NSPAWN_FAIL_AT", "mount-system")
     run(busy())
     assert sorted(os.listdir("/proc/self/fd")) == before
+
+
+def test_the_launcher_child_killed_from_outside_ends_as_a_kill(clean):
+    """issue 11: SIGKILL to the container's first process (outside the container, the launcher's
+    child) ended in exit 247 and "exit_code": -9; it is a kill, 137, as for the container's."""
+    launcher = subprocess.Popen([sys.executable, "-m", "nspawn", "run", "--json", "--", "/bin/sh", "-c",
+                                 "echo ready; sleep 30"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert launcher.stdout.readline() == "ready\n"
+    with open(f"/proc/{launcher.pid}/task/{launcher.pid}/children") as f:
+        first = int(f.read().split()[0])
+    os.kill(first, signal.SIGKILL)
+    out, _ = launcher.communicate(timeout=20)
+    result = json.loads(out.splitlines()[-1])
+    STARTED.append(result["container_id"])
+    assert launcher.returncode == 137
+    assert (result["exit_code"], result["signal"]) == (137, 9)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -127,6 +128,27 @@ def test_the_processor_groups_hold_every_cpu_of_the_host():
     assert sum(groups) == os.cpu_count()
 
 
+def test_the_win32_layer_cwinsdk_gives_has_windows_layouts_and_calls():
+    """The structures and prototypes taken from ctypes-windows-sdk (through loader.sdk, whose
+    DLLs resolve through nspawn's loader) as Windows x64 lays them out and answers them."""
+    import ctypes
+    import msvcrt
+
+    from nspawn.backends.hcs.native import kernel32
+    from nspawn.backends.hcs.native import vmcompute as vm
+
+    sizes = {kernel32.OVERLAPPED: 32, kernel32.GROUP_AFFINITY: 16, kernel32.UNICODE_STRING: 16,
+             kernel32.OBJECT_ATTRIBUTES: 48, kernel32.OSVERSIONINFOW: 276, vm.GUID: 16}
+    assert {t: ctypes.sizeof(t) for t in sizes} == sizes
+    assert kernel32.windows_build() == sys.getwindowsversion().build
+    r, w = os.pipe()
+    try:
+        assert kernel32.file_type(msvcrt.get_osfhandle(r)) == kernel32.FILE_TYPE_PIPE
+    finally:
+        os.close(r)
+        os.close(w)
+
+
 def test_a_cpu_of_group_1_pins_the_container_there():
     """Windows sizes processor groups by NUMA node (two groups of 36 on a 72-CPU host): the
     first CPU of group 1 is CPU groups[0], which the container must run on, in group 1."""
@@ -174,3 +196,31 @@ def test_dry_run_of_the_original_config():
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
     assert plan["backend"] == "hcs" and plan["v1"]["compute_system"]["MemoryMaximumInMB"] == 512
+
+
+# Run in a console of its own (CREATE_NEW_CONSOLE): it reads that console's size as the launcher
+# will (from stderr, which stays the console: stdout is a pipe, so that the payload's output can
+# be read), then runs the launcher in it and says what both saw.
+IN_A_CONSOLE = """
+import json, os, subprocess, sys
+size = os.get_terminal_size(2)
+ran = subprocess.run(sys.argv[2:], stdout=subprocess.PIPE)
+with open(sys.argv[1], "w") as f:
+    json.dump({"lines": size.lines, "columns": size.columns, "code": ran.returncode,
+               "out": ran.stdout.decode(errors="replace")}, f)
+"""
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_an_emulated_console_has_the_launchers_console_size(api, tmp_path):
+    """-t: EmulateConsole with ConsoleSize [height, width] of the launcher's console; inside,
+    Python's stdout is that console and reports the same size."""
+    report = tmp_path / "report.json"
+    inside = "import os, sys; size = os.get_terminal_size(1); print('console', size.lines, size.columns, sys.stdout.isatty())"
+    argv = launcher("--hcs-api", api, "-t", *with_python("--", PYTHON, "-I", "-c", inside))
+    subprocess.run([sys.executable, "-c", IN_A_CONSOLE, str(report), *argv], cwd=ROOT, timeout=300,
+                   creationflags=subprocess.CREATE_NEW_CONSOLE, check=True)
+    seen = json.loads(report.read_text())
+    assert seen["code"] == 0, seen
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07", "", seen["out"])  # the pseudo console's VT
+    assert f"console {seen['lines']} {seen['columns']} True" in shown, seen

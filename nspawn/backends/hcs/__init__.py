@@ -63,6 +63,8 @@ class HcsPlan:
     stdout_file: str | None  # host path
     timeout_seconds: float
     stop_grace_seconds: float
+    tty: str  # auto (decided at run time: console), always, never
+    user: str | None  # the process's User; None: the image's default
     ports: tuple = ()  # config.ports.PortMapping, on the endpoint (network.endpoint_v2/v1)
 
     def to_json(self) -> dict:
@@ -73,6 +75,9 @@ class HcsPlan:
         hyperv = self.isolation == "hyperv"
         utility_vm = layers.utility_vm_image([path for _, path in storage.layers]) if hyperv else None
         nat = self.network == "nat"
+        # As a run from this launcher's own console would send it: the console and its size
+        # are read at run time.
+        process = documents.process(self, console(self.tty))
         return {
             "backend": "hcs",
             "api": self.api,
@@ -90,13 +95,15 @@ class HcsPlan:
                 # Hyper-V takes the v1 route: a v2 document would need a utility VM of its own.
                 "compute_system": None if hyperv else documents.v2_compute_system(
                     self, storage, "<HCN namespace at run time>" if nat else None),
-                "process": documents.process(self),
+                "process": process,
             },
             "v1": {
                 "compute_system": documents.v1_compute_system(
                     self, RUN_TIME_ID, storage, ["<HNS endpoint at run time>"] if nat else [], utility_vm),
-                "process": documents.process(self),
+                "process": process,
             },
+            # How a change of the launcher's console size reaches the process (HcsModifyProcess).
+            "console_resize": documents.console_size(("<rows>", "<columns>")) if process["EmulateConsole"] else None,
         }
 
 
@@ -140,6 +147,27 @@ def _placeholder_storage(parent: str, chain: list[str] | None):
         volume_path="\\\\?\\Volume{<GetLayerMountPath at run time>}\\",
         layers=shown,
     )
+
+
+def console(tty: str) -> tuple[int, int] | tuple[()] | None:
+    """The emulated console the process gets (the `tty` field, output.terminal_asked): None
+    for pipes; else the launcher's console size as (height, width), or () when the launcher
+    has no console to take it from."""
+    from nspawn.output import terminal_asked
+
+    return (console_size() or ()) if terminal_asked(tty) else None
+
+
+def console_size() -> tuple[int, int] | None:
+    """(height, width) of the launcher's console, read from its output (Windows answers only
+    for an output handle)."""
+    for fd in (1, 2, 0):
+        try:
+            columns, rows = os.get_terminal_size(fd)
+        except (OSError, ValueError):
+            continue
+        return rows, columns
+    return None
 
 
 def api_route(hcs_api: str, isolation: str) -> str:
@@ -231,6 +259,8 @@ def plan(config: Config) -> HcsPlan:
         stdout_file=derived.stdout_host_path(config),
         timeout_seconds=config.timeout_seconds,
         stop_grace_seconds=config.stop_grace_seconds,
+        tty=config.tty,
+        user=config.user,
         ports=tuple(parse_port(text) for text in config.ports),
     )
 
@@ -245,6 +275,8 @@ def validate(config: Config) -> list:
     if derived.container_executable(config) != config.process_executable:
         parts.append(("mapped_directory", config.mapped_directory))
     for key, value in parts:
+        if value is None:
+            continue  # an image's Entrypoint will name it, checked once the image is resolved
         problem = cmdline.program_problem(value)
         if problem:
             findings.append(Finding((key,), f"found {value!r}; expected {problem}"))
@@ -256,6 +288,9 @@ def validate(config: Config) -> list:
     if config.hostname and config.hostname.isdigit():
         findings.append(Finding(("hostname",), f"found {config.hostname!r}; expected a letter or hyphen in it: "
                                                "Windows refuses a computer name of digits only"))
+    if config.user and ":" in config.user:
+        findings.append(Finding(("user",), f"found {config.user!r}; expected a Windows user name such as ContainerUser "
+                                           "or ContainerAdministrator (a Windows name has no ':' and no group)"))
     if config.isolation == "hyperv" and config.hcs_api == "v2":
         findings.append(Finding(("hcs_api",), "found 'v2' with isolation 'hyperv'; expected 'v1' or 'auto': "
                                               "Hyper-V containers run through vmcompute.dll (HvPartition)"))

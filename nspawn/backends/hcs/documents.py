@@ -85,14 +85,27 @@ def v1_compute_system(plan: HcsPlan, container_id: str, storage: Storage, endpoi
     return doc
 
 
-def process(plan: HcsPlan) -> dict:
-    """ProcessParameters (v2) / ProcessConfig (v1): the same field names."""
-    return {
+def process(plan: HcsPlan, console: tuple[int, int] | tuple[()] | None = None) -> dict:
+    """ProcessParameters (v2) / ProcessConfig (v1): the same field names. `console`: None for
+    pipes; else an emulated console (a pseudo console whose output comes on the stdout pipe,
+    stderr with it, as moby asks for a terminal), of (height, width) when known."""
+    doc = {
         "CommandLine": plan.command_line,
         "WorkingDirectory": plan.working_directory,
         "Environment": dict(plan.environment),
-        "EmulateConsole": False,
+        "EmulateConsole": console is not None,
         "CreateStdInPipe": True,
         "CreateStdOutPipe": True,
-        "CreateStdErrPipe": True,
+        "CreateStdErrPipe": console is None,
     }
+    if plan.user:
+        doc["User"] = plan.user  # left out, Windows runs it as the image's default user
+    if console:
+        doc["ConsoleSize"] = list(console)
+    return doc
+
+
+def console_size(size: tuple) -> dict:
+    """The ProcessModifyRequest that resizes a process's emulated console to (height, width)."""
+    height, width = size
+    return {"Operation": "ConsoleSize", "ConsoleSize": {"Height": height, "Width": width}}

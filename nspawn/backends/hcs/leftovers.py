@@ -1,7 +1,8 @@
 """What nspawn runs left with HCS that no journal names (the journal was deleted): scratch
 layers in the layer homes nspawn has used (layers.py records them beside the journals),
-the HCN namespace and endpoint whose ids derive from the container id (network.py), and HNS
-endpoints named after the container. The journal's own releasers remove them.
+the HCN namespace and endpoint whose ids derive from the container id (network.py), HCN and HNS
+endpoints named after the container where HCN chose their ids, with the namespaces holding them.
+The journal's own releasers remove them.
 
 Anything a live launcher or any journal names is left alone. A journal is written before
 anything is acquired and the journals are read after the leftovers are listed, so a
@@ -84,17 +85,26 @@ def _hns_endpoints() -> dict[str, list[str]]:
 
 def _network(container_id: str, hns_endpoints: list[str]) -> list[str]:
     """In the journal's order: the HCN namespace (its endpoint detached first), the HCN
-    endpoint, then the HNS endpoints named after the container (v1)."""
+    endpoint, then the HNS endpoints named after the container (v1, or HCN's made with ids
+    HCN chose, network.py), each detached from and with any namespace holding it."""
     removed = []
     endpoint, namespace = hcn_ids(container_id)
+    has_hcn = True
     try:
         release.release_hcn_attachment({"namespace": namespace, "endpoint": endpoint})
         if release.release_hcn_namespace({"id": namespace}):
             removed.append(f"{container_id}: HCN namespace {namespace}")
         if release.release_hcn_endpoint({"id": endpoint}):
             removed.append(f"{container_id}: HCN endpoint {endpoint}")
+        holders = release.hcn_namespaces_holding(set(hns_endpoints)) if hns_endpoints else []
     except LibraryUnavailable:
-        pass  # no HCN on this host (WS2016): its containers have HNS endpoints only
+        has_hcn = False  # no HCN on this host (WS2016): its containers have HNS endpoints only
+    if has_hcn:
+        for holder in holders:
+            for id in hns_endpoints:
+                release.release_hcn_attachment({"namespace": holder, "endpoint": id})
+            if release.release_hcn_namespace({"id": holder}):
+                removed.append(f"{container_id}: HCN namespace {holder}")
     for id in hns_endpoints:
         if release.release_hns_endpoint({"id": id}):
             removed.append(f"{container_id}: HNS endpoint {id}")

@@ -5,7 +5,10 @@ libcontainerd/local/local_windows.go does).
 
 The HCN ids are chosen here (derived from the container id), so that each journal entry
 names its object before HCN makes it; release.py removes them, and leftovers.py finds them
-without a journal.
+without a journal. Passing our own id is undocumented on some builds (hcsshim passes
+GUID_NULL): where HCN refuses it, the object is made with GUID_NULL and HCN's id read back into
+the entry (_created); the endpoint is then found by its Name (the container id) where the id is
+not known, and the namespace by the endpoint it holds.
 """
 
 from __future__ import annotations
@@ -71,18 +74,41 @@ def attach_v2(session, name: str, raise_if_stopped, ports: tuple = ()) -> str:
         raise _no_network()
     raise_if_stopped()
     endpoint_id, namespace_id = hcn_ids(name)
-    journal.record("hcn-endpoint", what=endpoint_id, id=endpoint_id)
+    entry = journal.record("hcn-endpoint", what=endpoint_id, id=endpoint_id, name=name)
     with hcn.open_network(networks[0]) as network:
-        network.create_endpoint(endpoint_v2(name, networks[0], ports), id=endpoint_id).close()
+        settings = endpoint_v2(name, networks[0], ports)
+        with _created(journal, entry, lambda id: network.create_endpoint(settings, id=id)):
+            endpoint_id = entry.data["id"]
     raise_if_stopped()
-    journal.record("hcn-namespace", what=namespace_id, id=namespace_id)
-    with hcn.create_namespace(id=namespace_id) as namespace:
+    entry = journal.record("hcn-namespace", what=namespace_id, id=namespace_id)
+    with _created(journal, entry, hcn.create_namespace) as namespace:
+        namespace_id = entry.data["id"]
         raise_if_stopped()
         attachment = journal.record("hcn-attachment", what=f"{endpoint_id} in {namespace_id}",
                                     namespace=namespace_id, endpoint=endpoint_id)
         acquire(journal, attachment, namespace.add_endpoint, endpoint_id)
     raise_if_stopped()
     return namespace_id
+
+
+def _created(journal, entry, create):
+    """The HCN object create(id) makes with the id the entry names or, where HCN refuses a
+    caller's id, create(None) makes with GUID_NULL, its id (HCN's properties) then written into
+    the entry with the refusal. Should the retry fail too, its own error is the one raised."""
+    from nspawn.backends.hcs.native.errors import HcsError
+
+    try:
+        return create(entry.data["id"])
+    except HcsError as e:
+        refusal = e.message
+    made = create(None)
+    try:
+        id = made.properties()["ID"]
+    except BaseException:
+        made.close()
+        raise
+    journal.update(entry, what=id, id=id, refused=refusal)
+    return made
 
 
 def attach_v1(session, name: str, raise_if_stopped, ports: tuple = ()) -> str:

@@ -106,10 +106,32 @@ def release_hcn_namespace(data: dict) -> bool:
     return unless_gone(hcn.delete_namespace, data["id"])
 
 
-def release_hcn_endpoint(data: dict) -> bool:
+def release_hcn_endpoint(data: dict) -> list[str]:
+    """The ids it deleted. An entry naming an id HCN never made (it refused ours, network.py,
+    and the launcher died before the entry got HCN's) finds the endpoint by its Name."""
     from nspawn.backends.hcs.native import computenetwork as hcn
 
-    return unless_gone(hcn.delete_endpoint, data["id"])
+    if unless_gone(hcn.delete_endpoint, data["id"]):
+        return [data["id"]]
+    ids = hcn.find_endpoints(data["name"]) if data.get("name") else []
+    return [id for id in ids if unless_gone(hcn.delete_endpoint, id)]
+
+
+def hcn_namespaces_holding(endpoint_ids: set[str]) -> list[str]:
+    """Ids of the HCN namespaces holding one of these endpoints: a namespace has no name, so one
+    made with an id of HCN's choosing that no journal names is found by its endpoint."""
+    from nspawn.backends.hcs.native import computenetwork as hcn
+
+    wanted = {id.lower() for id in endpoint_ids}
+    found = []
+    for id in hcn.namespaces():
+        namespace = opened(hcn.open_namespace, id)
+        if namespace is None:
+            continue
+        with namespace:
+            if wanted & {e.lower() for e in namespace.endpoints()}:
+                found.append(id)
+    return found
 
 
 def hns_endpoints_named(name: str) -> list[str]:

@@ -22,6 +22,7 @@ import time
 from nspawn import exitcodes
 from nspawn.backends import contract
 from nspawn.backends.hcs import HcsPlan, affinity, documents, layers, network, release, stdio
+from nspawn.backends.hcs import console as hcs_console
 from nspawn.backends.hcs.generations import GENERATIONS, Exit, Generation, choose, kill
 from nspawn.backends.hcs.native.errors import HcsError, LibraryUnavailable, is_process_gone
 from nspawn.errors import Interrupted, LaunchError
@@ -184,23 +185,28 @@ def _run(plan: HcsPlan, session: Session, generation: Generation, system, system
     to be terminated after the grace (Linux's SIGKILL)."""
     exited = Exit()
     output = stdio.Output(session, plan.stdout_file)
-    process = forwarder = pumps = stopper = None
+    process = forwarder = pumps = stopper = resizer = None
+    console = hcs_console(plan.tty) if session.may_have_terminal(plan.tty) else None
     try:
-        process = generation.create_process(system, documents.process(plan), exited)
+        process = generation.create_process(system, documents.process(plan, console), exited)
         if plan.isolation == "process":
             # A Hyper-V container's pid is the utility VM's, naming nothing on this host.
             session.listener(contract.PROCESS, {"what": "container process", "pid": process.pid})
         if process.stdin is not None:
-            if stdio.stdin_has_input():
+            if console is not None or stdio.stdin_has_input():  # a console's keyboard is input too
                 forwarder = stdio.StdinForwarder(process)
             else:
                 process.close_stdin()
+        if console is not None:
+            resizer = stdio.ConsoleSize(process, console)
         pumps = stdio.Pumps(process, output)
         deadline = time.monotonic() + plan.timeout_seconds if plan.timeout_seconds else None
         kill_at = killed_at = None
         timed_out = False
         while not exited.event.wait(_TICK):
             now = time.monotonic()
+            if resizer is not None:
+                resizer.tick()
             if stopper is None and (stop.event.is_set() or (deadline is not None and now >= deadline)):
                 timed_out = not stop.event.is_set()
                 stopper = _Stopper(process, polite_signal(stop.signum))

@@ -8,8 +8,9 @@ import select
 import sys
 import threading
 
+from nspawn.backends.hcs import console_size, documents
 from nspawn.backends.hcs.native import kernel32, loader
-from nspawn.backends.hcs.native.errors import HcsError
+from nspawn.backends.hcs.native.errors import HcsError, is_process_gone
 from nspawn.output import to_launcher, write_all
 
 _POLL_SECONDS = 0.05
@@ -70,11 +71,11 @@ class Pumps:
 
 
 def stdin_has_input() -> bool:
-    """The launcher's stdin is forwarded when it is a pipe or a file, given on purpose; not a
-    console (that would need EmulateConsole, which this launcher does not ask for) nor the
-    null device, which is no input at all. Decided by the handle's type (GetFileType: both
-    are FILE_TYPE_CHAR): CPython's os.fstat on Windows reports device and inode 0 for every
-    handle that is not a disk file, so comparing it with os.devnull took a pipe for nul."""
+    """Without an emulated console, the launcher's stdin is forwarded when it is a pipe or a
+    file, given on purpose; not a console nor the null device, which is no input at all.
+    Decided by the handle's type (GetFileType: both are FILE_TYPE_CHAR): CPython's os.fstat on
+    Windows reports device and inode 0 for every handle that is not a disk file, so comparing
+    it with os.devnull took a pipe for nul."""
     handle = loader.os_handle(0)
     if handle is None:
         return False
@@ -139,3 +140,24 @@ class StdinForwarder:
         if sys.platform != "win32":
             self._thread.join()
         return True
+
+
+class ConsoleSize:
+    """Passes the launcher's console size on to the process's emulated console whenever it
+    changes (HcsModifyProcess). Windows has no SIGWINCH: it is looked at every tick, as
+    docker's Windows client does."""
+
+    def __init__(self, process, size: tuple[int, int] | tuple[()]):
+        self._process = process
+        self._size = size
+
+    def tick(self) -> None:
+        size = console_size()
+        if size is None or size == self._size:
+            return
+        self._size = size
+        try:
+            self._process.modify(documents.console_size(size))
+        except HcsError as e:
+            if not is_process_gone(e):
+                raise

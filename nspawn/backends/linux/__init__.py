@@ -6,6 +6,7 @@ the config's own modules; the runtime and the doctor are imported when called.
 
 import os
 
+from nspawn.backends.linux import users
 from nspawn.backends.linux.plan import LinuxPlan, plan
 from nspawn.backends.linux.release import RELEASERS
 from nspawn.config.host import within
@@ -29,6 +30,17 @@ def validate(config) -> list[Finding]:
     # The tmpfs are mounted before the binds, so one below a bind would be hidden by it.
     findings += [Finding(where, f"found {target!r}, below {bound!r}, whose mount would hide it; expected a path outside it")
                  for where, target in memory for _, bound in binds if target != bound and within(target, bound)]
+    if config.allow_mknod and not users.is_root(config.user):
+        findings.append(Finding(("allow_mknod",), f"found true with user {config.user!r}, who keeps no capability "
+                                                  "(only root may keep CAP_MKNOD); expected it absent"))
+    root = "parent_layer_directory" if config.parent_layer_directory else "image" if config.image else None
+    if root and config.host_view != "os":
+        # the view is of the host's /, which a parent layer or an image replaces: it would be dropped unsaid
+        findings.append(Finding(("host_view",), f"found {config.host_view!r} with {root}, whose root the container "
+                                                "sees instead of the host's; expected it absent"))
+    if config.image and config.private_users == "pick":
+        findings.append(Finding(("private_users",), "found 'pick' with an image, whose layers are not id-mapped "
+                                                    "(a parent_layer_directory is); expected no"))
     return findings
 
 

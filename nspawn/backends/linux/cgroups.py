@@ -14,7 +14,7 @@ import os
 import signal
 import time
 
-from nspawn.backends.linux import limits
+from nspawn.backends.linux import devices, limits
 from nspawn.records import record
 
 
@@ -84,7 +84,7 @@ def detect() -> Layout:
     controllers = {c.hierarchy for c in limits.CONTROLLERS}
     if v2_mount and not controllers & set(v1):
         return Layout(2, v2_mount, own_v2)
-    return Layout(1, v2_mount, "/", {k: v for k, v in v1.items() if k in controllers})
+    return Layout(1, v2_mount, "/", {k: v for k, v in v1.items() if k in controllers or k == devices.V1_HIERARCHY})
 
 
 UNIFIED = "v2"  # the key of the one group a v2 run makes; v1 groups go by their hierarchy

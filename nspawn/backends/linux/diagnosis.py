@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 
-from nspawn.backends.linux import cgroups, enforcement, libc, limits, mounts
+from nspawn.backends.linux import cgroups, devices, enforcement, libc, limits, mounts
 
 
 def _in_child(action) -> str | None:
@@ -48,6 +48,18 @@ def _overlay(lower: str) -> str | None:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def _private_users(lower: str) -> str | None:
+    """Why `private_users: pick` cannot run here (a user namespace, an id-mapped mount of the
+    root's layer), or None; the probe's namespace maps a range no container is given."""
+    from nspawn.backends.linux import hostpaths, userns
+
+    def probe() -> None:
+        fd = userns.namespace(userns.LAST + 1)
+        userns.idmap(hostpaths.layer(lower), fd, lower)  # the child's exit closes both
+
+    return _in_child(probe)
+
+
 def _swap(layout) -> str:
     """How swap would stand to a container's memory limit. On v2 only a group whose parent hands
     memory down has the file that limits swap, so a group like a run's is made to look."""
@@ -69,13 +81,16 @@ def doctor(config=None) -> list[tuple[str, bool, str]]:
     """The host's abilities; with a config, judged for what that config asks (its root, its limits)."""
     checks: list[tuple[str, bool, str]] = []
     root = os.geteuid() == 0
-    checks.append(("root", root, "running as root" if root else "the Linux backend needs root (no user namespaces yet)"))
+    checks.append(("root", root, "running as root" if root else "the Linux backend needs root (private users map the container's ids, not the launcher's)"))
     for name, flag in libc.NAMESPACE_FLAGS.items():
         why = _in_child(lambda: libc.unshare(flag))
         checks.append((f"{name} namespace", why is None, "usable" if why is None else why))
     lower = config.parent_layer_directory if config and config.parent_layer_directory else "/"
     why = _overlay(lower)
     checks.append(("overlayfs", why is None, f"an overlay on {lower} mounts" if why is None else why))
+    why = _private_users(lower)
+    checks.append(("private users", why is None,
+                   f"a user namespace and an id-mapped mount of {lower} work" if why is None else why))
 
     from nspawn.backends.linux.nat import doctor as network
 
@@ -85,6 +100,7 @@ def doctor(config=None) -> list[tuple[str, bool, str]]:
     except OSError as e:
         return checks + [("cgroups", False, f"cannot read the cgroup layout: {e}")]
     checks.append(("cgroup layout", True, layout.describe()))
+    checks.append(("devices", *devices.doctor_line(layout)))
     facts = limits.Facts(layout.version, swap=_swap(layout) if layout.available("memory") else None)
     for controller in limits.CONTROLLERS:
         if layout.available(controller.name):

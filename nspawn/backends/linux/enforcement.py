@@ -34,7 +34,7 @@ def judge(plan: LinuxPlan, layout: cgroups.Layout, wanted: list[str]) -> Verdict
             refuse(controller, f"the {controller} controller is not available in {layout.describe()}")
     devices: tuple[str, ...] = ()
     if "io" in controllers:
-        paths = [plan.scratch_parent, plan.lower_dir] + [m.source for m in plan.mounts]
+        paths = [plan.scratch_parent, *(plan.lower_layers or (plan.lower_dir,))] + [m.source for m in plan.mounts]
         devices = tuple(sorted({d for d in map(cgroups.block_device, map(_existing, paths)) if d}))
         if not devices:
             controllers.remove("io")

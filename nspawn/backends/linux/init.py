@@ -4,9 +4,12 @@
                 terminal), unshares the namespaces, forks B
                 └ B: PID 1 of the new PID namespace, in the container's cgroups and a cgroup
                      namespace rooted at them; builds the
-                     filesystem, forks C, forwards signals to it, reaps orphans, reports C's
-                     wait status and exits with it
-                   └ C: trims its privileges and execs the payload
+                     filesystem (and the payload's terminal, when it has one: a pseudo-terminal
+                     of the container's own devpts, whose master goes to the launcher), forks C,
+                     forwards signals to it, reaps orphans, reports C's wait status and exits
+                     with it
+                   └ C: makes that terminal its controlling one in a session of its own, trims
+                        its privileges and execs the payload
 
 Setup failures travel to the launcher on the report pipe as one line "E<exit code> <step>:
 <message>" ("S<signal>" asks the launcher to signal itself, for tests); the pipe is close-on-exec, so its end of file after A's "P<pid of B>" line means
@@ -28,9 +31,10 @@ import errno
 import os
 import select
 import signal
+import sys
 
 from nspawn import exitcodes
-from nspawn.backends.linux import cgroups, libc, mounts, seccomp_filter
+from nspawn.backends.linux import cgroups, etc_files, libc, mounts, seccomp_filter, users, userns
 from nspawn.backends.linux.plan import LinuxPlan
 from nspawn.records import record
 from nspawn.result import error_text
@@ -45,6 +49,16 @@ _WAITED = FORWARDED + (signal.SIGCHLD,)  # what the container's init waits for
 
 
 @record
+class Terminal:
+    """The payload's pseudo-terminal, made by init from the container's own devpts."""
+
+    channel: object  # init's end of a socket pair: the terminal's master goes to the launcher on it
+    size: bytes  # struct winsize of the launcher's terminal, or zeros
+    set_controlling: int  # TIOCSCTTY and TIOCSWINSZ, from the launcher's termios module
+    set_size: int
+
+
+@record
 class Launch:
     """What the forked processes need, prepared by the launcher before forking."""
 
@@ -53,8 +67,10 @@ class Launch:
     cgroup_v2: str | None  # v2: the group B is forked into
     cgroup_joins: list[str]  # the files B writes "0" to, to join its groups when not forked into them
     cgroup_view: list[tuple[str, str, str]]  # the hierarchies mounted read-only at /sys/fs/cgroup
-    scratch: str  # holds the overlay's upper, work and root directories
-    binds: list[tuple[str, str, bool, bool]]  # (real host path, container path, read only, is a file)
+    scratch: str  # holds the overlay's layers (mounts.enter_root)
+    lower_tree: int | None  # the lower layer as a detached mount (hostpaths.layer), id-mapped with private users; None: an image's
+    hide: tuple[str, ...] | None  # with the host view, nspawn's own paths it hides too (hostview.prepare)
+    binds: list[tuple[int, str, str, bool, bool]]  # (source as a detached mount, its host path, container path, read only, is a file)
     report_w: int
     status_w: int
     output_w: tuple[int, int] | None  # payload's stdout and stderr pipes, when the launcher copies them
@@ -63,6 +79,9 @@ class Launch:
     max_fd: int
     fail_at: tuple[str, str] | None  # test seam: (step, "" to fail, or a signal name to send the launcher)
     seccomp: object = None  # seccomp_filter.Prepared, loaded last before exec; None: unconfined
+    tty: Terminal | None = None
+    etc: tuple = ()  # etc_files.Write: the host's resolvers and zone for the container's /etc
+    userns_fd: int | None = None  # private users: the user namespace A joins (userns.py)
     # network "nat": the pipe on which the launcher says (one byte) that the container's network,
     # made from outside once init exists, is ready; init waits for it before forking the payload.
     network_ready: int = -1
@@ -128,8 +147,15 @@ def start(launch: Launch) -> int:
     return pid
 
 
+def _own_fds(launch: Launch) -> tuple[int, ...]:
+    held = (launch.lower_tree, *(b[0] for b in launch.binds), launch.userns_fd,
+            *((launch.tty.channel.fileno(),) if launch.tty else ()))
+    return (launch.report_w, launch.status_w, *(launch.output_w or ()), *(fd for fd in held if fd is not None),
+            *_ready(launch))
+
+
 def _stage_a(launch: Launch) -> None:
-    _close_all_but((launch.report_w, launch.status_w, *(launch.output_w or ()), *_ready(launch)), launch.max_fd)
+    _close_all_but(_own_fds(launch), launch.max_fd)
     # A session of its own, with no controlling terminal: the container cannot open /dev/tty
     # to type into the host's shell (TIOCSTI), and kill(0, ...) reaches no launcher.
     os.setsid()
@@ -142,6 +168,17 @@ def _stage_a(launch: Launch) -> None:
     # the memory limit's OOM killer could pick it over the payload and lose the payload's exit
     # status (A is outside the container's groups).
     _set_oom_score_adj("-1000")
+    # The overlay's layers are made in the scratch dir, reached as the working directory, which
+    # the new mount namespace carries over to its own copy of the mount: with private users its
+    # parent is closed to the range's ids.
+    os.chdir(launch.scratch)
+    private = launch.userns_fd is not None
+    if private:
+        launch.at("private-users")
+        # The groups' files are the host root's, which the namespace's root may not write: A
+        # joins them before, and B, its fork, starts in them.
+        _join(launch.cgroup_joins)
+        userns.enter(launch.userns_fd)
     launch.at("unshare")
     flags = 0
     for name in launch.plan.namespaces:
@@ -149,14 +186,14 @@ def _stage_a(launch: Launch) -> None:
     libc.unshare(flags)
     self_fd = os.pidfd_open(os.getpid())  # lets B see whether A died before B armed PDEATHSIG
     launch.at("fork-init")
-    pid, in_groups = _fork_init(launch.cgroup_v2)
+    pid, in_groups = _fork_init(None if private else launch.cgroup_v2)
     if pid == 0:
         try:
-            _stage_b(launch, self_fd, in_groups)
+            _stage_b(launch, self_fd, in_groups or private)
         except BaseException as e:
             _fail(launch, e)
     os.write(launch.report_w, b"P%d\n" % pid)
-    for fd in (launch.report_w, launch.status_w, self_fd, *(launch.output_w or ()), *_ready(launch)):
+    for fd in (*_own_fds(launch), self_fd):
         os.close(fd)
     _, status = os.waitpid(pid, 0)
     os._exit(_exit_code(status))
@@ -206,17 +243,29 @@ def _stage_b(launch: Launch, parent_fd: int, in_groups: bool) -> None:
     libc.unshare(libc.CLONE_NEWCGROUP)
     plan = launch.plan
     launch.at("mount-root")
-    mounts.enter_root(launch.plan.lower_dir, *(os.path.join(launch.scratch, sub) for sub in mounts.SCRATCH_DIRS))
+    mounts.enter_root(plan.lower_layers or launch.lower_tree, plan.scratch_bytes, launch.hide, userxattr=plan.private_users)
+    if launch.lower_tree is not None:
+        os.close(launch.lower_tree)
+    launch.at("etc-files")
+    etc_files.install(launch.etc, plan.hostname)
     launch.at("mount-system")
-    mounts.mount_system()
+    mounts.mount_system(plan.tmp_size, plan.shm_size, plan.private_users)
+    mounts.mask_system()
     mounts.cgroup_view(launch.cgroup_view)
+    terminal = None
+    if launch.tty is not None:
+        launch.at("terminal")
+        terminal = _make_terminal(launch.tty)
     for target, size in plan.tmpfs:
         mounts.tmpfs(target, size)
     launch.at("bind-mounts")
-    for source, target, read_only, is_file in launch.binds:
-        mounts.bind(source, target, read_only, is_file)
+    for tree, source, target, read_only, is_file in launch.binds:
+        mounts.bind(tree, source, target, read_only, is_file)
+        os.close(tree)
     launch.at("detach-host-root")
     mounts.leave_old_root()
+    launch.at("user")
+    account = users.lookup(plan.user)  # in the container's own files, as the payload will see them
     launch.at("hostname")
     libc.sethostname(plan.hostname)
     if "net" in plan.namespaces:
@@ -238,11 +287,11 @@ def _stage_b(launch: Launch, parent_fd: int, in_groups: bool) -> None:
     payload = os.fork()
     if payload == 0:
         try:
-            _stage_c(launch)
+            _stage_c(launch, account, terminal)
         except BaseException as e:
             _fail(launch, e)
-    for fd in (launch.report_w, *(launch.output_w or ())):
-        os.close(fd)
+    for fd in (launch.report_w, *(launch.output_w or ()), *((terminal,) if terminal is not None else ())):
+        os.close(fd)  # init holds nothing of the terminal: the payload's end is the last
     status = _serve(payload)
     os.write(launch.status_w, status.to_bytes(4, "little"))
     os._exit(_exit_code(status))
@@ -269,13 +318,34 @@ def _serve(payload: int) -> int:
             os.kill(payload, signum)
 
 
-def _stage_c(launch: Launch) -> None:
+def _make_terminal(tty: Terminal) -> int:
+    """A pseudo-terminal from the container's devpts, sized as the launcher's, bound at
+    /dev/console too (as systemd-nspawn does); its master goes to the launcher, which relays
+    it. Returns the slave."""
+    master, slave = os.openpty()  # /dev/ptmx here is the container's own pts/ptmx
+    libc.ioctl(master, tty.set_size, tty.size)
+    console = "/dev/console"
+    os.close(os.open(console, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    libc.mount(os.ttyname(slave), console, None, libc.MS_BIND)
+    # SOL_SOCKET, SCM_RIGHTS: socket.send_fds's message, without importing socket here
+    tty.channel.sendmsg([b"T"], [(1, 1, master.to_bytes(4, sys.byteorder))])
+    tty.channel.close()
+    os.close(master)
+    return slave
+
+
+def _stage_c(launch: Launch, account: users.Account, terminal: int | None) -> None:
     for s in _RESET:
         signal.signal(s, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())  # the mask survives execve too
     plan = launch.plan
     launch.at("exec-prepare")
-    if launch.output_w:
+    if terminal is not None:
+        os.setsid()  # a session of the payload's own, which the terminal controls
+        libc.ioctl(terminal, launch.tty.set_controlling, None)
+        for fd in (0, 1, 2):
+            os.dup2(terminal, fd)
+    elif launch.output_w:
         os.dup2(launch.output_w[0], 1)
         os.dup2(launch.output_w[1], 2)
     # Only stdio and the report pipe cross into the container: an inherited descriptor of a
@@ -284,21 +354,22 @@ def _stage_c(launch: Launch) -> None:
     _set_oom_score_adj(launch.oom_score_adj)
     if plan.limits.cpus:
         os.sched_setaffinity(0, plan.limits.cpus)
-    try:
-        os.chdir(plan.cwd)
-    except OSError as e:
-        raise OSError(e.errno, f"working directory {plan.cwd}: {e.strerror}") from None
     libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
     keep = plan.capability_mask
     for cap in range(launch.cap_last + 1):
         if not keep >> cap & 1:
             libc.prctl(libc.PR_CAPBSET_DROP, cap)
+    users.become(account)
     libc.capset(keep, keep, keep)
+    try:
+        os.chdir(plan.cwd)  # as the user: a directory it may not enter is refused as it would be later
+    except OSError as e:
+        raise OSError(e.errno, f"working directory {plan.cwd}: {e.strerror}") from None
     libc.new_session_keyring()  # the launcher's (its login's keys) stays out of reach
     if launch.seccomp is not None:
         seccomp_filter.load_filter(launch.seccomp)  # last: what follows is exec, which the filter allows
     launch.at("exec")
-    env = dict(plan.env)
+    env = users.environment(account, dict(plan.env))
     try:
         if "/" in plan.executable:
             os.execve(plan.executable, plan.argv, env)

@@ -12,7 +12,7 @@ import errno
 import os
 import signal
 import sys
-from ctypes import c_char_p, c_int, c_long, c_size_t, c_ulong, c_void_p
+from ctypes import c_char_p, c_int, c_long, c_size_t, c_uint, c_ulong, c_void_p
 
 _libc = ctypes.CDLL(None, use_errno=True)
 # The same libc through calls that keep the GIL held, as os.fork holds it around fork().
@@ -25,6 +25,7 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUSER = 0x10000000
 NAMESPACE_FLAGS = {"mount": CLONE_NEWNS, "uts": CLONE_NEWUTS, "ipc": CLONE_NEWIPC,
                    "net": CLONE_NEWNET, "pid": CLONE_NEWPID, "cgroup": CLONE_NEWCGROUP}
 
@@ -54,14 +55,39 @@ SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
 
-_SYSCALLS = {  # pivot_root, capset, clone3 and keyctl have no glibc wrapper
-    "x86_64": {"pivot_root": 155, "capset": 126, "clone3": 435, "keyctl": 250},
-    "aarch64": {"pivot_root": 41, "capset": 91, "clone3": 435, "keyctl": 219},
-    "riscv64": {"pivot_root": 41, "capset": 91, "clone3": 435, "keyctl": 219},
-    "ppc64le": {"pivot_root": 203, "capset": 184, "clone3": 435, "keyctl": 271},
-    "s390x": {"pivot_root": 217, "capset": 185, "clone3": 435, "keyctl": 280},
+# Calls newer than Linux 5.0 share one number on every architecture but alpha.
+_COMMON = {"clone3": 435, "openat2": 437, "open_tree": 428, "move_mount": 429, "mount_setattr": 442}
+_SYSCALLS = {  # none of these has a glibc wrapper in Debian 12's glibc
+    "x86_64": {"pivot_root": 155, "capset": 126, "keyctl": 250, "bpf": 321, **_COMMON},
+    "aarch64": {"pivot_root": 41, "capset": 91, "keyctl": 219, "bpf": 280, **_COMMON},
+    "riscv64": {"pivot_root": 41, "capset": 91, "keyctl": 219, "bpf": 280, **_COMMON},
+    "ppc64le": {"pivot_root": 203, "capset": 184, "keyctl": 271, "bpf": 361, **_COMMON},
+    "s390x": {"pivot_root": 217, "capset": 185, "keyctl": 280, "bpf": 351, **_COMMON},
 }
 KEYCTL_JOIN_SESSION_KEYRING = 1  # linux/keyctl.h
+
+# openat2(2) (linux/openat2.h) and the mount API (linux/mount.h, fcntl.h)
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+O_PATH = 0o10000000
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = 0o2000000
+MOVE_MOUNT_F_EMPTY_PATH = 0x04
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_IDMAP = 0x100000
+
+# bpf(2) (linux/bpf.h): a cgroup v2 device program
+BPF_PROG_LOAD = 5
+BPF_PROG_ATTACH = 8
+BPF_PROG_TYPE_CGROUP_DEVICE = 15
+BPF_CGROUP_DEVICE = 6
+BPF_F_ALLOW_MULTI = 2
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 
@@ -109,7 +135,17 @@ _ioctl = _function("ioctl", c_int, c_int, c_ulong, c_void_p)
 _pivot_root = _function("pivot_root", c_long, c_long, c_char_p, c_char_p, paths=(0,), syscall=True)
 _capset = _function("capset", c_long, c_long, c_void_p, c_void_p, syscall=True)
 _keyctl = _function("keyctl", c_long, c_long, c_int, c_char_p, syscall=True)
+_openat2 = _function("openat2", c_long, c_long, c_int, c_char_p, c_void_p, c_size_t, paths=(1,), syscall=True)
+_open_tree = _function("open_tree", c_long, c_long, c_int, c_char_p, c_uint, syscall=True)
+_move_mount = _function("move_mount", c_long, c_long, c_int, c_char_p, c_int, c_char_p, c_uint, paths=(3,), syscall=True)
+_mount_setattr = _function("mount_setattr", c_long, c_long, c_int, c_char_p, c_uint, c_void_p, c_size_t, syscall=True)
+_setns = _function("setns", c_int, c_int, c_int)
+_bpf = _function("bpf", c_long, c_long, c_int, c_void_p, c_uint, syscall=True)
 _clone3 = _function("clone3", c_long, c_long, c_void_p, c_size_t, syscall=True, library=_libc_holding_gil)
+
+
+class _MountAttr(ctypes.Structure):  # struct mount_attr (linux/mount.h)
+    _fields_ = [(name, ctypes.c_uint64) for name in ("attr_set", "attr_clr", "propagation", "userns_fd")]
 
 
 class _CloneArgs(ctypes.Structure):  # struct clone_args up to its cgroup field (linux/sched.h)
@@ -180,10 +216,99 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
     _capset(_syscall_number("capset"), header, data)
 
 
+def idmap_tree(tree_fd: int, userns_fd: int) -> None:
+    """Id-map the detached mount `tree_fd` (from clone_tree) as the user namespace `userns_fd`
+    maps its ids (mount_setattr, Linux 5.12)."""
+    attr = _MountAttr(attr_set=MOUNT_ATTR_IDMAP, userns_fd=userns_fd)
+    _mount_setattr(_syscall_number("mount_setattr"), tree_fd, b"", AT_EMPTY_PATH, ctypes.byref(attr), ctypes.sizeof(attr))
+
+
+def restrict_tree(path: str, attributes: int) -> None:
+    """Set MOUNT_ATTR_* `attributes` (read-only, nosuid, ...) on the mount at `path` and every
+    mount below it; unlike a remount, it reaches the mounts below too."""
+    attr = _MountAttr(attr_set=attributes)
+    _mount_setattr(_syscall_number("mount_setattr"), AT_FDCWD, _b(path), AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr))
+
+
+def setns(fd: int, nstype: int) -> None:
+    _setns(fd, nstype)
+
+
 def new_session_keyring() -> None:
     """Join a fresh anonymous session keyring, leaving the one inherited from the launcher's
     login (and the keys in it) out of reach."""
     _keyctl(_syscall_number("keyctl"), KEYCTL_JOIN_SESSION_KEYRING, None)
+
+
+class _OpenHow(ctypes.Structure):  # struct open_how (linux/openat2.h)
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+    """open(2) with `resolve` rules (RESOLVE_*), which the kernel applies to every component
+    of `path` at once: no window between a check and the open (Linux 5.6)."""
+    how = _OpenHow(flags=flags | os.O_CLOEXEC, mode=mode, resolve=resolve)
+    return _openat2(_syscall_number("openat2"), dirfd, _b(path), ctypes.byref(how), ctypes.sizeof(how))
+
+
+def clone_tree(fd: int) -> int:
+    """A detached copy of the mount at `fd` (an O_PATH descriptor), not recursive, as a bind
+    mount's source (open_tree with OPEN_TREE_CLONE, Linux 5.2): attached later with
+    attach_tree, in whichever mount namespace, it is what `fd` was opened on, whatever the
+    path names then."""
+    return _open_tree(_syscall_number("open_tree"), fd, b"", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH)
+
+
+def attach_tree(tree_fd: int, target: str) -> None:
+    """Mount the detached tree `tree_fd` (from clone_tree) at `target`."""
+    _move_mount(_syscall_number("move_mount"), tree_fd, b"", AT_FDCWD, _b(target), MOVE_MOUNT_F_EMPTY_PATH)
+
+
+class _ProgLoad(ctypes.Structure):  # union bpf_attr as BPF_PROG_LOAD reads it, up to expected_attach_type
+    _fields_ = [("prog_type", ctypes.c_uint32), ("insn_cnt", ctypes.c_uint32), ("insns", ctypes.c_uint64),
+                ("license", ctypes.c_uint64), ("log_level", ctypes.c_uint32), ("log_size", ctypes.c_uint32),
+                ("log_buf", ctypes.c_uint64), ("kern_version", ctypes.c_uint32), ("prog_flags", ctypes.c_uint32),
+                ("prog_name", ctypes.c_char * 16), ("prog_ifindex", ctypes.c_uint32),
+                ("expected_attach_type", ctypes.c_uint32)]
+
+
+class _ProgAttach(ctypes.Structure):  # union bpf_attr as BPF_PROG_ATTACH reads it
+    _fields_ = [("target_fd", ctypes.c_uint32), ("attach_bpf_fd", ctypes.c_uint32),
+                ("attach_type", ctypes.c_uint32), ("attach_flags", ctypes.c_uint32)]
+
+
+def load_device_program(instructions: bytes, name: bytes) -> int:
+    """Load a BPF_PROG_TYPE_CGROUP_DEVICE program (8-byte instructions); returns its fd. When
+    the verifier refuses it, it is loaded again with the verifier's log, so the error says why
+    (asked at once, a log longer than its buffer fails the load)."""
+    code = ctypes.create_string_buffer(instructions, len(instructions))
+    licence = ctypes.create_string_buffer(b"GPL")
+    attr = _ProgLoad(prog_type=BPF_PROG_TYPE_CGROUP_DEVICE, insn_cnt=len(instructions) // 8,
+                     insns=ctypes.addressof(code), license=ctypes.addressof(licence), prog_name=name[:15])
+    try:
+        return _bpf(_syscall_number("bpf"), BPF_PROG_LOAD, ctypes.byref(attr), ctypes.sizeof(attr))
+    except NativeError as e:
+        if e.errno not in (errno.EACCES, errno.EINVAL):
+            raise
+        log = ctypes.create_string_buffer(1 << 16)
+        attr.log_level, attr.log_size, attr.log_buf = 1, len(log), ctypes.addressof(log)
+        try:
+            fd = _bpf(_syscall_number("bpf"), BPF_PROG_LOAD, ctypes.byref(attr), ctypes.sizeof(attr))
+        except NativeError:
+            # the log traces each instruction ("12: (b7) r0 = 1"), says why, then counts
+            said = [line for line in log.value.decode(errors="replace").splitlines()
+                    if line and not line[0].isdigit() and not line.startswith("processed ")]
+            raise NativeError("bpf", e.errno, text=f"{e.strerror}: the verifier says {said[-1] if said else 'nothing'}") from None
+        os.close(fd)  # refused once, loaded the second time: nothing to trust
+        raise
+
+
+def attach_device_program(program_fd: int, cgroup_fd: int) -> None:
+    """Attach a device program to the v2 group `cgroup_fd` is open on. It stays attached until
+    the group is removed; programs of groups above still apply too (BPF_F_ALLOW_MULTI)."""
+    attr = _ProgAttach(target_fd=cgroup_fd, attach_bpf_fd=program_fd, attach_type=BPF_CGROUP_DEVICE,
+                       attach_flags=BPF_F_ALLOW_MULTI)
+    _bpf(_syscall_number("bpf"), BPF_PROG_ATTACH, ctypes.byref(attr), ctypes.sizeof(attr))
 
 
 def fork_into_cgroup(group_fd: int) -> int:
@@ -201,6 +326,10 @@ def fork_into_cgroup(group_fd: int) -> int:
         raise
     (_after_fork_child if pid == 0 else _after_fork_parent)()
     return pid
+
+
+def ioctl(fd: int, request: int, arg: bytes | None = None) -> None:
+    _ioctl(fd, request, arg)
 
 
 def interface_up(name: str) -> None:

@@ -11,18 +11,18 @@ import functools
 import os
 import select
 import signal
-import stat
 import time
 
 from nspawn import exitcodes
 from nspawn.backends import contract
-from nspawn.backends.linux import cgroups, enforcement, init, limits, mounts, seccomp_filter
+from nspawn.backends.linux import (cgroups, devices, enforcement, etc_files, hostpaths, hostview, init, limits,
+                                   seccomp_filter, userns)
 from nspawn.backends.linux.plan import LinuxPlan
 from nspawn.backends.linux.release import start_time
 from nspawn.config.host import within
 from nspawn.config.load import cache_root
 from nspawn.errors import ConfigError, LaunchError
-from nspawn.output import to_launcher, write_all
+from nspawn.output import terminal_asked, to_launcher, write_all
 from nspawn.result import error_text
 from nspawn.session import Session
 
@@ -38,18 +38,13 @@ def _fail_at() -> tuple[str, str] | None:
     return step, sig
 
 
-def _binds(plan: LinuxPlan) -> list[tuple[str, str, bool, bool]]:
-    """Bind sources as real paths, checked now: they may have changed since the config was."""
+def _binds(plan: LinuxPlan, fds: _Fds) -> list[tuple[int, str, str, bool, bool]]:
+    """Each bind's source as a detached mount (hostpaths.bind_source), held in `fds`."""
     binds = []
     for m in plan.mounts:
-        real = os.path.realpath(m.source)
-        try:
-            mode = os.stat(real).st_mode
-        except OSError as e:
-            raise LaunchError(f"{m.source}: {e.strerror}; it cannot be mounted at {m.target}") from None
-        if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
-            raise LaunchError(f"{m.source} is neither a directory nor a regular file; it cannot be mounted at {m.target}")
-        binds.append((real, m.target, m.read_only, stat.S_ISREG(mode)))
+        tree, is_file = hostpaths.bind_source(m.source, m.target)
+        fds.add(tree)
+        binds.append((tree, m.source, m.target, m.read_only, is_file))
     if plan.host_executable:
         real, base = os.path.realpath(plan.host_executable), os.path.realpath(plan.process_directory)
         if not within(real, base):
@@ -57,16 +52,37 @@ def _binds(plan: LinuxPlan) -> list[tuple[str, str, bool, bool]]:
     return binds
 
 
+def _private_users(session: Session, scratch: str, trees: list[tuple[int, str]], fds: _Fds) -> int:
+    """A host id range of the container's own, and its user namespace (returned, held in `fds`)
+    through which each detached mount of `trees` ((descriptor, its host path): the lower layer
+    and the bind sources) is id-mapped."""
+    journal = session.journal
+    where = userns.directory(journal.directory)
+    entry = journal.record("uid_range", directory=where, owner=session.container_id)
+    base = userns.allocate(where, session.container_id)
+    journal.update(entry, base=base)
+    userns_fd = fds.add(userns.namespace(base))[0]
+    os.chown(scratch, base, base)  # the container's root makes its layers there (mounts.enter_root)
+    for tree, path in trees:
+        userns.idmap(tree, userns_fd, path)
+    return userns_fd
+
+
 def _open_stdout(plan: LinuxPlan) -> int:
-    base = os.path.realpath(plan.process_directory)
-    parent = os.path.realpath(os.path.dirname(plan.stdout_file))
-    if not within(parent, base):
-        raise LaunchError(f"{plan.stdout_file} resolves to {parent}, outside the process directory {base}")
-    target = os.path.join(parent, os.path.basename(plan.stdout_file))
-    try:
-        return os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    except OSError as e:
-        raise LaunchError(f"{plan.stdout_file}: {e.strerror}" + (" (a symbolic link)" if os.path.islink(target) else "")) from None
+    name = os.path.relpath(plan.stdout_file, plan.process_directory)
+    return hostpaths.open_output(plan.process_directory, name, plan.stdout_file)
+
+
+def _wants_terminal(plan: LinuxPlan, session: Session) -> bool:
+    """A terminal for the payload, as `tty` asks and the session allows; for `auto`, only to
+    a launcher in its terminal's foreground (a background one would be stopped taking it)."""
+    if not (session.may_have_terminal(plan.tty) and terminal_asked(plan.tty)):
+        return False
+    if plan.tty == "always":
+        return True
+    from nspawn.backends.linux import terminal
+
+    return terminal.in_foreground(0)
 
 
 def _read_oom_score_adj() -> str:
@@ -75,21 +91,26 @@ def _read_oom_score_adj() -> str:
 
 
 def _make_cgroups(plan: LinuxPlan, session: Session, fail_at, signal_me) -> tuple[cgroups.Layout | None, dict[str, str]]:
-    wanted = limits.needed(plan.limits)
-    if not wanted:
-        return None, {}
     layout = cgroups.detect()
-    verdict = enforcement.judge(plan, layout, wanted)
+    verdict = enforcement.judge(plan, layout, limits.needed(plan.limits))
     for name, why in verdict.not_enforced.items():
         session.not_enforced(name, why)
-    if not verdict.controllers:
-        return layout, {}
+    device_key = devices.group_key(layout)
+    if device_key is None:
+        session.warn(devices.UNCONFINED)
+        if not verdict.controllers:
+            return layout, {}
     init.fault_point(fail_at, "cgroups", signal_me)
     cgroups.enable(layout, verdict.controllers)
     groups = cgroups.directories(layout, verdict.controllers, session.container_id)
+    if device_key is not None:
+        groups.setdefault(device_key, os.path.join(layout.v1[device_key], session.container_id) if layout.version == 1
+                          else groups[cgroups.UNIFIED])
     for path in groups.values():
         session.journal.record("cgroup", path=path)
         os.mkdir(path)
+    if device_key is not None:
+        devices.confine(layout.version, groups[device_key], plan.devices)
 
     def group(controller: str) -> str:
         return groups[cgroups.group_key(layout, controller)]
@@ -199,7 +220,9 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
     signal_me = functools.partial(os.kill, me)
     result = session.result
     with session.phase("setup"):
-        binds = _binds(plan)
+        # "": an image's layers, in the store only root writes, named by path (mounts.enter_root)
+        lower_tree = fds.add(hostpaths.layer(plan.lower_dir))[0] if plan.lower_dir else None
+        binds = _binds(plan, fds)
         stdout_fd = fds.add(_open_stdout(plan))[0] if plan.stdout_file else None
         try:
             init.fault_point(fail_at, "scratch", signal_me)
@@ -207,8 +230,11 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             journal.record("scratch", path=scratch)
             os.makedirs(plan.scratch_parent, mode=0o700, exist_ok=True)
             os.mkdir(scratch, 0o700)
-            for sub in mounts.SCRATCH_DIRS:
-                os.mkdir(os.path.join(scratch, sub), 0o700)
+            userns_fd = None
+            if plan.private_users:
+                trees = [(lower_tree, plan.lower_dir)] if lower_tree is not None else []
+                trees += [(tree, source) for tree, source, *_ in binds]
+                userns_fd = _private_users(session, scratch, trees, fds)
             layout, groups = _make_cgroups(plan, session, fail_at, signal_me)
             with open("/proc/sys/kernel/cap_last_cap") as f:
                 cap_last = int(f.read())
@@ -217,19 +243,33 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
         syscall_filter = _syscall_filter(plan, session)
         lease = _nat().prepare(session, plan.ports) if plan.network == "nat" else None
         ready_r, ready_w = fds.add(*os.pipe()) if lease else (-1, -1)
+        etc = etc_files.prepare(plan.resolv_conf, plan.timezone, plan.network == "host", session.warn,
+                                hostview.hides if plan.host_view == hostview.OS else None)
+        if plan.host_view == hostview.FULL:
+            session.warn(hostview.FULL_WARNING)
+        if "MKNOD" in plan.capabilities:
+            session.warn("allow_mknod: the payload keeps CAP_MKNOD and may make device nodes (only /dev's standard ones open)")
         report_r, report_w = fds.add(*os.pipe())
         status_r, status_w = fds.add(*os.pipe())
-        copying = stdout_fd is not None or session.stdout is not None or session.stderr is not None
+        tty = channel = None
+        if _wants_terminal(plan, session):
+            from nspawn.backends.linux import terminal
+
+            tty, channel = terminal.prepare()
+            fds.add(channel)
+        copying = tty is None and (stdout_fd is not None or session.stdout is not None or session.stderr is not None)
         pump = (fds.add(*os.pipe()), fds.add(*os.pipe())) if copying else ()
         launch = init.Launch(
             plan=plan, launcher_pid=me,
             cgroup_v2=groups.get(cgroups.UNIFIED),
             cgroup_joins=[os.path.join(p, "cgroup.procs" if key == cgroups.UNIFIED else "tasks") for key, p in groups.items()],
             cgroup_view=cgroups.namespace_view(layout, groups) if groups else [],
-            scratch=scratch, binds=binds, report_w=report_w, status_w=status_w,
+            scratch=scratch, lower_tree=lower_tree,
+            hide=(plan.scratch_parent, journal.directory) if plan.host_view == hostview.OS else None,
+            binds=binds, report_w=report_w, status_w=status_w,
             output_w=(pump[0][1], pump[1][1]) if pump else None,
             oom_score_adj=_read_oom_score_adj(), cap_last=cap_last, max_fd=os.sysconf("SC_OPEN_MAX"), fail_at=fail_at,
-            seccomp=syscall_filter, network_ready=ready_r,
+            seccomp=syscall_filter, tty=tty, etc=etc, userns_fd=userns_fd, network_ready=ready_r,
         )
         init.fault_point(fail_at, "fork", signal_me)
         a_entry = journal.record("process", what="container launcher child")
@@ -238,6 +278,8 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
         journal.update(a_entry, pid=a_pid, start=start_time(a_pid))
         for fd in (report_w, status_w, *(w for _, w in pump), *((ready_r,) if lease else ())):
             fds.close(fd)  # the children hold them now; their closing is how the launcher hears
+        if tty is not None:
+            tty.channel.close()  # init's end, theirs now: kept here, an init that died would never read as one
         init_pid = None
         # The report pipe hangs up once no process of the container holds it: the payload was
         # exec'd (or setup failed and said so). From then on a stop is the run's (session.Stop).
@@ -257,18 +299,33 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             raise LaunchError(error, code)
         if init_pid is None:
             raise LaunchError("the container's first process died before starting its init")
+        master = None
+        if tty is not None:
+            master = terminal.receive_master(channel)
+            if master is None:
+                raise LaunchError("the container's init ended before handing over the terminal")
+            fds.add(master)
 
     # Until the container's exit status is read, a stop is the container's to act on: one that
     # comes as it ends (a Ctrl-C reaches both at once) must not cost the run that status.
-    with session.phase("run"), session.stops_deferred() as stop:
-        a_status, timed_out = _wait(plan, stop, session, fds, a_pid, init_pid, tuple(r for r, _ in pump), stdout_fd)
-        raw = os.read(status_r, 4)
+    relay = None
+    try:
+        with session.phase("run"), session.stops_deferred() as stop:
+            if master is not None:
+                relay = terminal.Relay(master)
+                init.fault_point(fail_at, "relay", signal_me)  # the terminal is raw now: is it given back?
+            a_status, timed_out = _wait(plan, stop, session, fds, a_pid, init_pid, tuple(r for r, _ in pump), stdout_fd,
+                                        relay)
+            raw = os.read(status_r, 4)
+    finally:
+        if relay is not None:
+            relay.restore()
     if raw:
         code = os.waitstatus_to_exitcode(int.from_bytes(raw, "little"))
         exit_code, result.signal = (128 - code, -code) if code < 0 else (code, None)
-    else:  # init itself was killed: A exited with its code
-        exit_code = os.waitstatus_to_exitcode(a_status)
-        result.signal = exit_code - 128 if exit_code > 128 else None
+    else:  # init itself was killed: A exited with its code, or was killed too (from outside), taking init along
+        code = os.waitstatus_to_exitcode(a_status)
+        exit_code, result.signal = (128 - code, -code) if code < 0 else (code, code - 128 if code > 128 else None)
     result.exit_code = exit_code
     if layout is not None and groups:
         kills, result.peak_memory_bytes = cgroups.memory_stats(layout, groups)
@@ -280,30 +337,39 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
 
 
 def _wait(plan: LinuxPlan, stop, session: Session, fds: _Fds, a_pid: int, init_pid: int, outputs: tuple[int, ...],
-          stdout_fd: int | None) -> tuple[int, bool]:
-    """Wait for the container to end, copying its output and acting on `stop` (the session's,
-    deferred to this wait); returns (A's wait status, timed out)."""
+          stdout_fd: int | None, relay) -> tuple[int, bool]:
+    """Wait for the container to end, copying its output (from its pipes, or its terminal's
+    master: `relay`, which also takes the launcher's input) and acting on `stop` (the
+    session's, deferred to this wait); returns (A's wait status, timed out)."""
     pidfd = fds.add(os.pidfd_open(a_pid))[0]
     poller = select.poll()
     poller.register(pidfd, select.POLLIN)
+    if relay is not None:
+        outputs = (relay.master,)
+        relay.watch(poller)
     for fd in outputs:
         poller.register(fd, select.POLLIN)
     open_outputs = set(outputs)
+    read = relay.read_output if relay is not None else lambda fd: os.read(fd, 65536)
     destinations = {fd: (stream, n) for fd, stream, n in zip(outputs, (session.stdout, session.stderr), (1, 2))}
     start = time.monotonic()
     deadline = start + plan.timeout_seconds if plan.timeout_seconds else None
     kill_at = None
     stopping = timed_out = False
 
-    def copy(fd: int) -> None:
-        data = os.read(fd, 65536)
+    def copy(fd: int) -> bool:
+        """Copies what `fd` has; False when it had nothing (its end, or a terminal with
+        nothing waiting after all)."""
+        data = read(fd)
         if not data:
-            poller.unregister(fd)
-            open_outputs.discard(fd)
-            return
+            if data is not None:
+                poller.unregister(fd)
+                open_outputs.discard(fd)
+            return False
         to_launcher(*destinations[fd], data)
         if stdout_fd is not None:
             write_all(stdout_fd, data)
+        return True
 
     def stop_politely(now: float, signum: int) -> None:
         nonlocal kill_at, stopping
@@ -326,14 +392,21 @@ def _wait(plan: LinuxPlan, stop, session: Session, fds: _Fds, a_pid: int, init_p
             _signal(init_pid, signal.SIGKILL)
             kill_at = None
         waits = [_TICK] + [t - now for t in (deadline if not timed_out else None, kill_at) if t is not None]
-        for fd, _ in poller.poll(max(0.0, min(waits)) * 1000):
+        if relay is not None:
+            relay.tick()
+        for fd, events in poller.poll(max(0.0, min(waits)) * 1000):
             if fd == pidfd:
                 exited = True
+            elif fd == 0:
+                relay.on_input(events)
             else:
                 copy(fd)
     _, status = os.waitpid(a_pid, 0)
-    while open_outputs:  # what the payload wrote just before it ended
-        copy(next(iter(open_outputs)))
+    # What the payload wrote just before it ended. Every holder of the terminal's slave has
+    # ended with the container's PID 1, so its master reads to EIO; a read with nothing
+    # waiting (never seen) ends the copy rather than spin.
+    while open_outputs and copy(next(iter(open_outputs))):
+        pass
     return status, timed_out
 
 

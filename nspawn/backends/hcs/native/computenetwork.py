@@ -10,7 +10,7 @@ from ctypes import POINTER, c_int32, c_void_p, c_wchar_p
 from . import kernel32
 from .errors import E_FAIL, HcsError, fails
 from .loader import Bindings, Closing, take_string
-from .vmcompute import GUID
+from .vmcompute import GUID, guid
 
 SCHEMA = {"Major": 2, "Minor": 0}
 
@@ -35,6 +35,10 @@ _HR = c_int32
 _ID = POINTER(GUID)
 _hcn_dll = Bindings("computenetwork.dll", {
     "HcnEnumerateNetworks": (_HR, [c_wchar_p, _OUT, _OUT], _hcn(2, 1)),
+    "HcnEnumerateEndpoints": (_HR, [c_wchar_p, _OUT, _OUT], _hcn(2, 1)),
+    "HcnEnumerateNamespaces": (_HR, [c_wchar_p, _OUT, _OUT], _hcn(2, 1)),
+    "HcnQueryEndpointProperties": (_HR, [_H, c_wchar_p, _OUT, _OUT], _hcn(3, 2)),
+    "HcnQueryNamespaceProperties": (_HR, [_H, c_wchar_p, _OUT, _OUT], _hcn(3, 2)),
     "HcnOpenNetwork": (_HR, [_ID, _OUT, _OUT], _hcn(2)),
     "HcnCloseNetwork": (_HR, [_H], fails),
     "HcnCreateEndpoint": (_HR, [_H, _ID, c_wchar_p, _OUT, _OUT], _hcn(4)),
@@ -51,7 +55,7 @@ BINDINGS = (_hcn_dll,)
 
 def _guid(id: uuid.UUID | str | None) -> GUID:
     # GUID_NULL lets HCN choose the id, as hcsshim does.
-    return GUID() if id is None else GUID.from_uuid(id)
+    return GUID() if id is None else guid(id)
 
 
 class _HcnObject(Closing):
@@ -79,6 +83,10 @@ class Network(_HcnObject):
 class Endpoint(_HcnObject):
     _close = "HcnCloseEndpoint"
 
+    def properties(self) -> dict:
+        """HostComputeEndpoint as HCN has it: ID, Name, IpConfigurations..."""
+        return json.loads(_hcn_dll.HcnQueryEndpointProperties(self.handle, _QUERY, c_void_p(), c_void_p()))
+
 
 class Namespace(_HcnObject):
     _close = "HcnCloseNamespace"
@@ -88,6 +96,14 @@ class Namespace(_HcnObject):
             {"ResourceType": "Endpoint", "RequestType": request, "Settings": {"EndpointId": endpoint_id}}),
             c_void_p())
 
+    def properties(self) -> dict:
+        """HostComputeNamespace as HCN has it: ID, Type, Resources (the endpoints in it)."""
+        return json.loads(_hcn_dll.HcnQueryNamespaceProperties(self.handle, _QUERY, c_void_p(), c_void_p()))
+
+    def endpoints(self) -> list[str]:
+        return [r["Data"]["Id"] for r in self.properties().get("Resources") or []
+                if r.get("Type") == "Endpoint" and isinstance(r.get("Data"), dict) and r["Data"].get("Id")]
+
     def add_endpoint(self, endpoint_id: str) -> None:
         self._endpoint("Add", endpoint_id)
 
@@ -95,10 +111,30 @@ class Namespace(_HcnObject):
         self._endpoint("Remove", endpoint_id)
 
 
+def _named(name: str | None) -> str:
+    # HostComputeQuery: the filter is itself a JSON string
+    query = {"SchemaVersion": SCHEMA}
+    if name is not None:
+        query["Filter"] = json.dumps({"Name": name})
+    return json.dumps(query)
+
+
+_QUERY = _named(None)
+
+
 def find_networks(name: str) -> list[str]:
-    """Ids of the networks called `name` (the filter is itself a JSON string)."""
-    query = {"SchemaVersion": SCHEMA, "Filter": json.dumps({"Name": name})}
-    return json.loads(_hcn_dll.HcnEnumerateNetworks(json.dumps(query), c_void_p(), c_void_p()) or "[]")
+    """Ids of the networks called `name`."""
+    return json.loads(_hcn_dll.HcnEnumerateNetworks(_named(name), c_void_p(), c_void_p()) or "[]")
+
+
+def find_endpoints(name: str) -> list[str]:
+    """Ids of the endpoints called `name`."""
+    return json.loads(_hcn_dll.HcnEnumerateEndpoints(_named(name), c_void_p(), c_void_p()) or "[]")
+
+
+def namespaces() -> list[str]:
+    """Ids of every namespace (they have no name to filter by)."""
+    return json.loads(_hcn_dll.HcnEnumerateNamespaces(_QUERY, c_void_p(), c_void_p()) or "[]")
 
 
 def open_network(id: uuid.UUID | str) -> Network:

@@ -29,9 +29,9 @@ def _win32(code: int) -> int:
 
 
 # The HCS_E_* codes (Microsoft's HCS docs, "HCS Error Code"), their
-# ERROR_VMCOMPUTE_* forms that vmcompute.dll returns (severity 0xC), the Win32
-# codes hcsshim names (internal/hcs/errors.go), and the generic COM codes HCS
-# hands back.
+# ERROR_VMCOMPUTE_* forms that vmcompute.dll returns (severity 0xC), and the generic
+# COM codes HCS hands back: ctypes-windows-sdk's winerror has none of the first two and
+# lacks E_NOTIMPL and E_ABORT.
 NAMES = {
     0x80370100: "HCS_E_TERMINATED_DURING_START",
     0x80370101: "HCS_E_IMAGE_MISMATCH",
@@ -83,23 +83,36 @@ NAMES = {
     0xC0370111: "ERROR_VMCOMPUTE_PROTOCOL_ERROR",
     0xC0370112: "ERROR_VMCOMPUTE_INVALID_LAYER",
     0xC0370113: "ERROR_VMCOMPUTE_WINDOWS_INSIDER_REQUIRED",
-    _win32(2): "ERROR_FILE_NOT_FOUND",
-    _win32(5): "ERROR_ACCESS_DENIED",
-    _win32(6): "ERROR_INVALID_HANDLE",
-    _win32(13): "ERROR_INVALID_DATA",
-    _win32(21): "ERROR_NOT_READY",
-    _win32(50): "ERROR_NOT_SUPPORTED",
-    _win32(87): "ERROR_INVALID_PARAMETER",
-    _win32(109): "ERROR_BROKEN_PIPE",
-    _win32(122): "ERROR_INSUFFICIENT_BUFFER",
-    _win32(127): "ERROR_PROC_NOT_FOUND",
-    _win32(1167): "ERROR_DEVICE_NOT_CONNECTED",
-    _win32(1168): "ERROR_NOT_FOUND",
     0x80004001: "E_NOTIMPL",
     0x80004004: "E_ABORT",
     0x80004005: "E_FAIL",
     0x8007000E: "E_OUTOFMEMORY",
 }
+
+# The Win32 codes hcsshim names (internal/hcs/errors.go), as HRESULTs of facility 7: their
+# values are ctypes-windows-sdk's, read when a message first names one (the loader, through
+# which cwinsdk is imported, imports this module for its exceptions).
+_WIN32_NAMES = ("ERROR_FILE_NOT_FOUND", "ERROR_ACCESS_DENIED", "ERROR_INVALID_HANDLE", "ERROR_INVALID_DATA",
+                "ERROR_NOT_READY", "ERROR_NOT_SUPPORTED", "ERROR_INVALID_PARAMETER", "ERROR_BROKEN_PIPE",
+                "ERROR_INSUFFICIENT_BUFFER", "ERROR_PROC_NOT_FOUND", "ERROR_DEVICE_NOT_CONNECTED",
+                "ERROR_NOT_FOUND")
+_win32_names: dict[int, str] | None = None
+
+
+def name(hresult: int) -> str | None:
+    """The symbolic name of an HRESULT nspawn knows, else None."""
+    if hresult in NAMES:
+        return NAMES[hresult]
+    if hresult & 0xFFFF0000 != 0x80070000:
+        return None
+    global _win32_names
+    if _win32_names is None:
+        from .loader import sdk
+
+        winerror = sdk("shared.winerror")
+        _win32_names = {getattr(winerror, n): n for n in _WIN32_NAMES}
+    return _win32_names.get(hresult & 0xFFFF)
+
 
 OPERATION_PENDING_V1 = 0xC0370103
 OPERATION_TIMEOUT = 0x80370118
@@ -125,7 +138,7 @@ class HcsError(Exception):
     def __init__(self, call: str, hresult: int, document: str | None = None):
         self.call = call
         self.hresult = hresult & 0xFFFFFFFF
-        self.name = NAMES.get(self.hresult)
+        self.name = name(self.hresult)
         self.document = document or None
         super().__init__(self.message)
 

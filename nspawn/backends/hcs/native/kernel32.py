@@ -10,44 +10,34 @@ the same purposes, not worth a module each.
 from __future__ import annotations
 
 import ctypes
-from ctypes import POINTER, Structure, byref, c_int32, c_size_t, c_uint16, c_uint32, c_void_p, c_wchar_p
+from ctypes import POINTER, byref, c_int32, c_uint16, c_uint32, c_void_p, c_wchar
 from typing import Mapping
 
 from .errors import E_FAIL, HcsError, fails_when_zero, unchecked, win32_hresult
-from .loader import Bindings, last_error
+from .loader import Bindings, last_error, prototype, sdk
 
-ERROR_HANDLE_EOF = 38
-ERROR_BROKEN_PIPE = 109
-ERROR_NO_DATA = 232
-ERROR_IO_PENDING = 997
-JOB_OBJECT_ALL_ACCESS = 0x1F003F
-# GetFileType's answers (fileapi.h)
-FILE_TYPE_UNKNOWN, FILE_TYPE_DISK, FILE_TYPE_CHAR, FILE_TYPE_PIPE = 0, 1, 2, 3
+# The Win32 layer is ctypes-windows-sdk's where it has it (README, "Windows": item by item).
+_winerror = sdk("shared.winerror")
+_winnt = sdk("um.winnt")
+_winbase = sdk("um.winbase")
+_ntdef = sdk("shared.ntdef")
+ERROR_HANDLE_EOF = _winerror.ERROR_HANDLE_EOF
+ERROR_BROKEN_PIPE = _winerror.ERROR_BROKEN_PIPE
+ERROR_NO_DATA = _winerror.ERROR_NO_DATA
+ERROR_IO_PENDING = _winerror.ERROR_IO_PENDING
+FILE_TYPE_UNKNOWN = _winbase.FILE_TYPE_UNKNOWN
+FILE_TYPE_DISK = _winbase.FILE_TYPE_DISK
+FILE_TYPE_CHAR = _winbase.FILE_TYPE_CHAR
+FILE_TYPE_PIPE = _winbase.FILE_TYPE_PIPE
+# winnt.h's definition: cwinsdk has the standard rights, its JOB_OBJECT_* lines are docstring text.
+JOB_OBJECT_ALL_ACCESS = _winnt.STANDARD_RIGHTS_REQUIRED | _winnt.SYNCHRONIZE | 0x3F
+OVERLAPPED = sdk("um.minwinbase").OVERLAPPED
+GROUP_AFFINITY = _winnt.GROUP_AFFINITY
+OSVERSIONINFOW = _winnt.OSVERSIONINFOW
+UNICODE_STRING = _ntdef.UNICODE_STRING
+OBJECT_ATTRIBUTES = _ntdef.OBJECT_ATTRIBUTES
+# cwinsdk has JOBOBJECTINFOCLASS only as header text in a docstring (winnt.h's value).
 JobObjectGroupInformationEx = 14
-
-
-class OVERLAPPED(Structure):
-    _fields_ = [("Internal", c_size_t), ("InternalHigh", c_size_t), ("Offset", c_uint32),
-                ("OffsetHigh", c_uint32), ("hEvent", c_void_p)]
-
-
-class GROUP_AFFINITY(Structure):
-    _fields_ = [("Mask", c_size_t), ("Group", c_uint16), ("Reserved", c_uint16 * 3)]
-
-
-class UNICODE_STRING(Structure):
-    _fields_ = [("Length", c_uint16), ("MaximumLength", c_uint16), ("Buffer", c_void_p)]
-
-
-class OSVERSIONINFOW(Structure):
-    _fields_ = [("dwOSVersionInfoSize", c_uint32), ("dwMajorVersion", c_uint32), ("dwMinorVersion", c_uint32),
-                ("dwBuildNumber", c_uint32), ("dwPlatformId", c_uint32), ("szCSDVersion", ctypes.c_wchar * 128)]
-
-
-class OBJECT_ATTRIBUTES(Structure):
-    _fields_ = [("Length", c_uint32), ("RootDirectory", c_void_p), ("ObjectName", POINTER(UNICODE_STRING)),
-                ("Attributes", c_uint32), ("SecurityDescriptor", c_void_p),
-                ("SecurityQualityOfService", c_void_p)]
 
 
 def _last_error() -> int:
@@ -86,26 +76,30 @@ def _ntstatus(export):
     return check
 
 
+# cwinsdk 0.0.20 lacks ReadFile, WriteFile, SetInformationJobObject, the processor-group
+# calls, NtOpenJobObject and RtlGetVersion: their prototypes are written here (with its
+# structures). The errchecks are nspawn's everywhere: cwinsdk's raise a bare OSError, read
+# GetLastError without use_last_error, and several of these functions have none.
 _BOOL = c_int32
 _kernel32 = Bindings("kernel32.dll", {
-    "CloseHandle": (_BOOL, [c_void_p], _zero_fails),
+    "CloseHandle": prototype(sdk("um.handleapi").CloseHandle, _zero_fails),
     "ReadFile": (_BOOL, [c_void_p, c_void_p, c_uint32, POINTER(c_uint32), POINTER(OVERLAPPED)], _zero_fails),
     "WriteFile": (_BOOL, [c_void_p, c_void_p, c_uint32, POINTER(c_uint32), POINTER(OVERLAPPED)], _zero_fails),
-    "GetOverlappedResult": (_BOOL, [c_void_p, POINTER(OVERLAPPED), POINTER(c_uint32), _BOOL], _zero_fails),
-    "CreateEventW": (c_void_p, [c_void_p, _BOOL, _BOOL, c_wchar_p], _zero_fails),
-    "LocalFree": (c_void_p, [c_void_p], _local_free_check),
-    "GetFileType": (c_uint32, [c_void_p], _file_type_check),
+    "GetOverlappedResult": prototype(sdk("um.ioapiset").GetOverlappedResult, _zero_fails),
+    "CreateEventW": prototype(sdk("um.synchapi").CreateEventW, _zero_fails),
+    "LocalFree": prototype(_winbase.LocalFree, _local_free_check),
+    "GetFileType": prototype(sdk("um.fileapi").GetFileType, _file_type_check),
     "SetInformationJobObject": (_BOOL, [c_void_p, c_int32, c_void_p, c_uint32], _zero_fails),
     "GetActiveProcessorGroupCount": (c_uint16, [], _zero_fails),
     "GetActiveProcessorCount": (c_uint32, [c_uint16], _zero_fails),
 })
 _ntdll = Bindings("ntdll.dll", {
     "NtOpenJobObject": (c_int32, [POINTER(c_void_p), c_uint32, POINTER(OBJECT_ATTRIBUTES)], _ntstatus),
-    "RtlNtStatusToDosError": (c_uint32, [c_int32], unchecked),
+    "RtlNtStatusToDosError": prototype(sdk("um.winternl").RtlNtStatusToDosError, unchecked),
     "RtlGetVersion": (c_int32, [POINTER(OSVERSIONINFOW)], _ntstatus),
 })
 _ole32 = Bindings("ole32.dll", {
-    "CoTaskMemFree": (None, [c_void_p], unchecked),
+    "CoTaskMemFree": prototype(sdk("um.combaseapi").CoTaskMemFree, unchecked),
 })
 BINDINGS = (_kernel32, _ntdll, _ole32)
 
@@ -205,7 +199,7 @@ def set_silo_affinity(system_id: str, masks: Mapping[int, int]) -> None:
         raise ValueError("every processor group needs a non-zero mask")
     name = ctypes.create_unicode_buffer(f"\\Container_{system_id}")
     size = (len(name) - 1) * ctypes.sizeof(ctypes.c_wchar)  # bytes, without the NUL
-    us = UNICODE_STRING(size, size, ctypes.cast(name, c_void_p))
+    us = UNICODE_STRING(size, size, ctypes.cast(name, POINTER(c_wchar)))
     oa = OBJECT_ATTRIBUTES(ctypes.sizeof(OBJECT_ATTRIBUTES), None, ctypes.pointer(us), 0, None, None)
     job = c_void_p()
     _ntdll.NtOpenJobObject(byref(job), JOB_OBJECT_ALL_ACCESS, byref(oa))

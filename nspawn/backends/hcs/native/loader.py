@@ -4,7 +4,8 @@ On Windows each DLL loads with WinDLL.  When NSPAWN_HCS_LIBRARY names a shared
 object (the simulator in tests/hcs_sim), every DLL name resolves to it; the
 simulator prefixes each export with the DLL's stem (``vmcompute_HcsCreateProcess``)
 because vmcompute.dll and computecore.dll export different functions under
-the same names.
+the same names. ctypes-windows-sdk, where the Win32 structures and prototypes come
+from, is imported here too (sdk()), its DLLs resolved the same way.
 """
 
 from __future__ import annotations
@@ -146,6 +147,124 @@ class Bindings:
 
     def names(self) -> Iterable[str]:
         return self.table.keys()
+
+
+def sdk(module: str):
+    """A module of ctypes-windows-sdk (``um.handleapi``, ``shared.winerror``): the Win32
+    structures, constants and prototypes nspawn takes from it instead of writing them.
+
+    cwinsdk binds its DLLs' functions when its modules import, and off Windows does not import
+    at all (its package needs ctypes.WinDLL). So it is imported through _SdkImporter, on every
+    platform: every DLL it names resolves through load() (the simulator under test), export by
+    export when a function is called, so an export the host lacks (an older Windows build, or
+    the simulator) fails that call and not the import; off Windows with Windows' integer widths
+    too. Either way nspawn calls no cwinsdk function object: Bindings make their own from the
+    prototype, with nspawn's errcheck and (on Windows) use_last_error."""
+    import importlib
+
+    _SdkImporter.install()
+    return importlib.import_module(f"cwinsdk.{module}")
+
+
+def prototype(sdk_function, check) -> tuple:
+    """A Bindings table row from a cwinsdk function: its restype and argtypes, nspawn's check."""
+    return (sdk_function.restype, sdk_function.argtypes, check)
+
+
+class _SdkFunction:
+    """A cwinsdk function: holds the prototype cwinsdk sets on it, and looks its export up
+    through load() when it is called."""
+
+    def __init__(self, dll: str, export: str):
+        self.dll = dll
+        self.__name__ = export
+        self.restype = ctypes.c_int  # ctypes' own default, for a function cwinsdk leaves alone
+        self.argtypes = None
+        self.errcheck = None
+
+    def __call__(self, *args):
+        fn = load(self.dll).function(self.__name__)
+        fn.restype, fn.argtypes = self.restype, self.argtypes
+        if self.errcheck is not None:
+            fn.errcheck = self.errcheck
+        return fn(*args)
+
+
+class _SdkDLL:
+    """What cwinsdk's ``windll.<name>`` gives."""
+
+    def __init__(self, name: str):
+        self._name = name if name.lower().endswith(".dll") else name + ".dll"
+
+    def __getattr__(self, export: str):
+        if export.startswith("__"):
+            raise AttributeError(export)
+        return _SdkFunction(self._name, export)
+
+
+class _SdkImporter:
+    """Imports cwinsdk's modules, each seeing instead of ctypes and ctypes.wintypes copies whose
+    WinDLL is _SdkDLL. Off Windows the copies also have Windows' 64-bit data model (long and
+    unsigned long are 32 bits, as the simulator's DWORD and ULONG are), WINFUNCTYPE and WinError,
+    so its structures have their Windows layouts; wchar_t keeps this platform's width, which the
+    simulator's WCHAR is too. Only cwinsdk's modules see these copies (through their own
+    __import__); ctypes itself is left alone."""
+
+    _installed = False
+
+    @classmethod
+    def install(cls) -> None:
+        with _lock:
+            if not cls._installed:
+                sys.meta_path.insert(0, cls())
+                cls._installed = True
+
+    def __init__(self):
+        import builtins
+        import types
+
+        shim = types.ModuleType("ctypes")
+        shim.__dict__.update(vars(ctypes))
+        shim.WinDLL = _SdkDLL
+        if sys.platform != "win32":
+            shim.c_long, shim.c_ulong = ctypes.c_int32, ctypes.c_uint32
+            shim.WINFUNCTYPE = ctypes.CFUNCTYPE
+            shim.WinError = lambda code=None, descr=None: OSError(
+                None, descr or "Windows error", None, last_error() if code is None else code)
+        wintypes = types.ModuleType("ctypes.wintypes")
+        wintypes.__dict__["__builtins__"] = self.builtins = dict(vars(builtins))
+        self.ctypes, self.wintypes = shim, wintypes
+        self.builtins["__import__"] = self._import
+        import ctypes.wintypes as real
+
+        with open(real.__file__, encoding="utf-8") as f:
+            exec(compile(f.read(), real.__file__, "exec"), wintypes.__dict__)
+        shim.wintypes = wintypes
+
+    def _import(self, name, globals=None, locals=None, fromlist=(), level=0):
+        if level == 0 and name == "ctypes":
+            return self.ctypes
+        if level == 0 and name == "ctypes.wintypes":
+            return self.wintypes if fromlist else self.ctypes
+        return __import__(name, globals, locals, fromlist, level)
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "cwinsdk" and not name.startswith("cwinsdk."):
+            return None
+        from importlib.machinery import PathFinder, SourceFileLoader
+
+        spec = PathFinder.find_spec(name, path)
+        if spec is None or not isinstance(spec.loader, SourceFileLoader):
+            return spec
+        importer = self
+
+        class Loader(SourceFileLoader):
+            def exec_module(self, module):
+                module.__builtins__ = importer.builtins
+                super().exec_module(module)
+
+        spec.loader = Loader(spec.loader.name, spec.loader.path)
+        return spec
 
 
 def take_string(ptr: ctypes.c_void_p, free: Callable[[ctypes.c_void_p], None]) -> str | None:

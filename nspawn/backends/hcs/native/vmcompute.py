@@ -14,13 +14,13 @@ import json
 import threading
 import time
 import uuid
-from ctypes import POINTER, Structure, byref, c_int32, c_size_t, c_ubyte, c_uint16, c_uint32, c_void_p, c_wchar, c_wchar_p
+from ctypes import POINTER, Structure, byref, c_int32, c_size_t, c_uint32, c_void_p, c_wchar, c_wchar_p
 from typing import Callable, Sequence
 
 from . import kernel32
 from .computecore import HCS_PROCESS_INFORMATION, StdioHandles, registry, stdio_handle
 from .errors import E_FAIL, OPERATION_PENDING_V1, OPERATION_TIMEOUT, HcsError, fails
-from .loader import FUNCTYPE, Bindings, Closing, take_string
+from .loader import FUNCTYPE, Bindings, Closing, sdk, take_string
 
 NOTIFY_SYSTEM_EXITED = 0x00000001
 NOTIFY_CREATE_COMPLETED = 0x00000002
@@ -35,15 +35,15 @@ FILTER_DRIVER = 1
 NOTIFICATION_CALLBACK = FUNCTYPE(None, c_uint32, c_void_p, c_int32, c_void_p)
 
 
-class GUID(Structure):
-    _fields_ = [("Data1", c_uint32), ("Data2", c_uint16), ("Data3", c_uint16), ("Data4", c_ubyte * 8)]
+GUID = sdk("shared.guiddef").GUID
 
-    @classmethod
-    def from_uuid(cls, value: uuid.UUID | str) -> GUID:
-        return cls.from_buffer_copy(uuid.UUID(str(value)).bytes_le)
 
-    def to_uuid(self) -> uuid.UUID:
-        return uuid.UUID(bytes_le=bytes(self))
+def guid(value: uuid.UUID | str) -> GUID:
+    return GUID.from_buffer_copy(uuid.UUID(str(value)).bytes_le)
+
+
+def guid_uuid(value: GUID) -> uuid.UUID:
+    return uuid.UUID(bytes_le=bytes(value))
 
 
 class DriverInfo(Structure):
@@ -367,15 +367,15 @@ def _driver(home: str) -> DriverInfo:
 
 
 def name_to_guid(name: str) -> uuid.UUID:
-    guid = GUID()
-    _vm.NameToGuid(name, byref(guid))
-    return guid.to_uuid()
+    out = GUID()
+    _vm.NameToGuid(name, byref(out))
+    return guid_uuid(out)
 
 
 def layer_descriptors(parents: Parents):
     array = (WC_LAYER_DESCRIPTOR * len(parents))()
     for entry, (layer_id, path) in zip(array, parents):
-        entry.LayerId = GUID.from_uuid(layer_id)
+        entry.LayerId = guid(layer_id)
         entry.Path = path
     return array
 
