@@ -140,6 +140,17 @@ def cleanup():
             yield Step(SWEEP, None, str(e), ok=False)
         for what in removed:
             yield Step(SWEEP, None, what)
+    for name in backends.BACKENDS:  # last: what the runs share goes once no journal holds it
+        tidy = getattr(backends.load(name), "tidy", None)
+        if tidy is None:
+            continue
+        try:
+            removed = tidy()
+        except OSError as e:
+            yield Step(SWEEP, None, f"{name}: {e}", ok=False)
+            continue
+        for what in removed:
+            yield Step(SWEEP, None, what)
 
 
 def doctor(backend: str = backends.AUTO, config_path: str | None = None) -> list[Check]:

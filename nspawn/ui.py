@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from nspawn.backends.contract import PHASE, WARNING
+from nspawn.backends.contract import NOTE, PHASE, WARNING
 
 QUIET, NORMAL, VERBOSE, DEBUG = -1, 0, 1, 2
 
@@ -66,5 +66,7 @@ class Reporter:
             self.warning(details["message"])
         elif name == PHASE:
             self.info(details["phase"] + "…")
+        elif name == NOTE:
+            self.info(details["message"])
         else:
             self.debug(f"{name}: {details}")

@@ -10,10 +10,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 say() { echo "nspawn setup: $*" >&2; }
 
 packages=(python3-venv libseccomp2)  # libseccomp: the default seccomp filter is compiled with it
+packages+=(libnftables1)  # network nat's firewall, through ctypes
 if [ -n "${extras:-}" ]; then
   packages+=(gcc libc6-dev libcjson-dev)  # the tests build the simulated HCS library
   packages+=(docker-registry skopeo umoci apache2-utils)  # the image tests: registry, image builds, htpasswd
-  packages+=(iproute2 openssl)  # network namespaces (cluster tests), TLS certificates (cluster and image tests)
+  packages+=(iproute2 nftables openssl)  # network namespaces (cluster and nat tests), nft to read the nat rules, TLS certificates (cluster and image tests)
   packages+=(less)  # a full-screen program on the payload's terminal (tests/linux/test_terminal.py)
 fi
 missing=()

@@ -72,7 +72,7 @@ def _json_lines(stdout: str) -> list[dict]:
 def test_json_line_for_a_config_error_and_a_missing_executable(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"process_executable": "/bin/true",\n "max_ram_mb": "lots"}')
-    for argv, code in ((["-c", str(bad)], 2), (["--network", "nat", "--", "/bin/true"], 2),
+    for argv, code in ((["-c", str(bad)], 2), (["-p", "8080:80", "--", "/bin/true"], 2),
                        (["--memory", "lots", "--", "/bin/true"], 2),  # refused by click itself
                        (["--", "/definitely/missing"], 127)):
         ran = nspawn("run", "--json", *argv)

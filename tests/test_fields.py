@@ -39,6 +39,7 @@ EVERY_FIELD = {
     "shm_size_mb": (0, 0),
     "scratch_size_mb": (512, 512),
     "network": ("host", "host"),
+    "ports": ([], ()),  # published ports need network nat: tests/linux/test_nat*.py, tests/test_config.py
     "isolation": ("process", "process"),
     "backend": ("linux", "linux"),
     "hcs_api": ("auto", "auto"),  # a Linux config may not set another (the HCS tests set it)

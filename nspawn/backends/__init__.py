@@ -32,9 +32,8 @@ BACKENDS = {
     "linux": Backend(
         "nspawn.backends.linux",
         "posix",
-        frozenset({"none", "host"}),
+        frozenset({"none", "host", "nat"}),
         ("process",),
-        {"nat": "NAT networking on Linux is not built yet"},
         reports=("signal", "timed_out", "oom_killed", "peak_memory_bytes"),
         needs_root="it makes namespaces, mounts and cgroups, and writes the id maps of private users",
     ),

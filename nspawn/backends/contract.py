@@ -17,6 +17,9 @@ A backend module has:
   `nspawn cleanup` for a killed launcher's journal alike; every kind `execute` records.
 - `doctor(config=None) -> list[(check, ok, detail)]`: what this host can do, and with a
   config, what it will enforce of it.
+- Optionally `tidy() -> list[str]`: what `nspawn cleanup` removed of the state the backend's
+  runs share and keep while unused (Linux: the NAT bridge and table once no container holds
+  an address).
 - When its registry entry says `host_service`: `owned_systems()`, `terminate_owned(id)` and
   `sweep(live_ids)` for what the host's own service keeps for nspawn beyond the journals.
 
@@ -26,8 +29,9 @@ Events go to `session.listener(event, details)`, named by the constants below.
 from __future__ import annotations
 
 # session.listener events: a phase starts ({"phase"}), a warning ({"message"}), the
-# container's first process exists ({"what", "pid"}: a batch samples its memory by it).
-PHASE, WARNING, PROCESS = "phase", "warning", "process"
+# container's first process exists ({"what", "pid"}: a batch samples its memory by it), a change
+# to the host worth saying under -v ({"message"}: IP forwarding turned on).
+PHASE, WARNING, PROCESS, NOTE = "phase", "warning", "process", "note"
 
 # Result fields a backend may report beyond exit_code; its registry entry lists those it does.
 RESULT_FIELDS = ("signal", "timed_out", "oom_killed", "peak_memory_bytes")

@@ -181,7 +181,28 @@ def build_config(document: dict, source: str, base_dir: str) -> tuple[Config, li
     config = Config(process_executable=executable, limits=limits, source=source, flavour=kind, **values)
     findings += _collisions(config, paths)
     findings += _offered(config)
+    findings += _published(config)
     return config, findings
+
+
+def _published(config: Config) -> list[Finding]:
+    """Each published port well formed, none twice, and a NAT network to publish them from."""
+    if not config.ports:
+        return []
+    from nspawn.config import ports
+
+    if config.network != "nat":
+        return [Finding(("ports",), f"found published ports with network {config.network!r}; expected network 'nat' (or no ports)")]
+    findings, parsed = [], []
+    for i, text in enumerate(config.ports):
+        try:
+            parsed.append(ports.parse(text))
+        except ValueError as e:
+            findings.append(Finding(("ports", i), f"found {text!r}; {e}"))
+    if not findings:
+        findings += [Finding(("ports", j), f"found {config.ports[j]!r}, which publishes the host port of ports[{i}] again; expected each host port once")
+                     for i, j in ports.conflicts(parsed)]
+    return findings
 
 
 def _image(values: dict) -> list[Finding]:

@@ -21,6 +21,8 @@ EXECUTABLE = "executable"  # IN_MAPPED with a process directory, else absolute o
 
 INT64_MAX = 2**63 - 1
 MASK_HEX_DIGITS = 1024  # the widest "0x…" affinity mask: 4096 CPUs
+# One published port, [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp]; nspawn/config/ports.py checks the numbers.
+PORT_PATTERN = r"^(?:(?:[0-9]{1,3}\.){3}[0-9]{1,3}:)?[0-9]{1,5}:[0-9]{1,5}(?:/(?:tcp|udp))?$"
 NETWORK_MODES = ("none", "host", "nat")
 ISOLATIONS = ("process", "hyperv")
 HCS_APIS = ("auto", "v1", "v2")
@@ -163,9 +165,16 @@ FIELDS = (
           default=0, unit="MiB", backends=("linux",),
           option=Option(("--scratch-size",), "size", "Most the container may write to its root (in memory); default: unbounded, on disk.")),
     Field("network", {"enum": list(NETWORK_MODES)},
-          "none: no network (Linux: loopback only); host: share the host's network (Linux only); nat: an endpoint "
-          "on the host's NAT network (HCS only).",
+          "none: no network (Linux: loopback only); host: share the host's network (Linux only); nat: a private "
+          "address behind the host's (HCS: an endpoint on the host's NAT network; Linux: a veth on the nspawn0 "
+          "bridge, masqueraded; containers cannot reach each other or the host's services).",
           default="none", option=Option(("--network",), "choice", "Network mode.")),
+    Field("ports", {"type": "array", "items": {"type": "string", "pattern": PORT_PATTERN,
+                                               "description": "[IP:]HOSTPORT:CONTAINERPORT[/tcp|udp], such as 8080:80"}},
+          "Published ports with network nat, each \"[IP:]HOSTPORT:CONTAINERPORT[/tcp|udp]\" (tcp by default; "
+          "without IP on every host address, loopback included).",
+          default=(), additive=True,
+          option=Option(("-p", "--publish"), "text", "Publish a port [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp]; repeatable.")),
     Field("isolation", {"enum": list(ISOLATIONS)}, "HCS only: process isolation, or a Hyper-V utility VM.",
           default="process", option=Option(("--isolation",), "choice", "HCS isolation.")),
     Field("backend", {"enum": list(BACKEND_CHOICES)},

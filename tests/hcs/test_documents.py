@@ -80,7 +80,7 @@ def built(config, namespace: str | None = "0d3b1c55-5a1e-4b8e-9c61-2f2e1d0c9b7a"
 
 # A dry run shows what is known only at run time as "<…>" placeholders.  These are the only
 # places they may stand, each with the kind of value that replaces it.
-_GUID_KEYS = {"Id", "ID", "Namespace", "EndpointList"}
+_GUID_KEYS = {"Id", "ID", "Namespace", "EndpointList", "HostComputeNetwork", "VirtualNetwork"}  # the last two: endpoints
 _PLACEHOLDER = re.compile(r"<[^<>]*>")
 
 

@@ -58,6 +58,7 @@ CASES = {
     "sethostname": (without_sys_admin(lambda: libc.sethostname("x")),
                     "EPERM|sethostname|None|sethostname: Operation not permitted (EPERM)"),
     "prctl": (lambda: libc.prctl(12345), "EINVAL|prctl|None|prctl: Invalid argument (EINVAL)"),
+    "setns": (lambda: libc.setns(0, libc.CLONE_NEWNET), "EINVAL|setns|None|setns: Invalid argument (EINVAL)"),
     "pivot_root": (lambda: libc.pivot_root("/nonexistent-root", "/nonexistent-root/old"),
                    "ENOENT|pivot_root|/nonexistent-root|pivot_root /nonexistent-root: No such file or directory (ENOENT)"),
     "capset": (without_sys_admin(lambda: libc.capset(1 << CAP_SYS_ADMIN, 1 << CAP_SYS_ADMIN, 0)),

@@ -14,6 +14,7 @@ from nspawn.backends.hcs import cmdline
 from nspawn.backends.hcs.enforcement import verdict
 from nspawn.backends.hcs.release import RELEASERS  # noqa: F401 (the backend interface)
 from nspawn.config import derived
+from nspawn.config.ports import parse as parse_port
 from nspawn.config.model import Config
 from nspawn.errors import LaunchError
 from nspawn.records import record
@@ -64,6 +65,7 @@ class HcsPlan:
     stop_grace_seconds: float
     tty: str  # auto (decided at run time: console), always, never
     user: str | None  # the process's User; None: the image's default
+    ports: tuple = ()  # config.ports.PortMapping, on the endpoint (network.endpoint_v2/v1)
 
     def to_json(self) -> dict:
         from nspawn.backends.hcs import documents, layers
@@ -88,6 +90,7 @@ class HcsPlan:
             "limits_not_enforced": {limit.field: limit.detail for limit in self.limits if not limit.enforced},
             "timeout_seconds": self.timeout_seconds,
             "stop_grace_seconds": self.stop_grace_seconds,
+            "endpoint": _endpoints(self.ports) if nat else None,
             "v2": {
                 # Hyper-V takes the v1 route: a v2 document would need a utility VM of its own.
                 "compute_system": None if hyperv else documents.v2_compute_system(
@@ -102,6 +105,18 @@ class HcsPlan:
             # How a change of the launcher's console size reaches the process (HcsModifyProcess).
             "console_resize": documents.console_size(("<rows>", "<columns>")) if process["EmulateConsole"] else None,
         }
+
+
+def _endpoints(ports: tuple) -> dict:
+    """The endpoint documents a dry run shows, the network's id a placeholder."""
+    from nspawn.backends.hcs import network
+
+    shown = {"v2": network.endpoint_v2(RUN_TIME_ID, "<the NAT network's id>", ports)}
+    try:
+        shown["v1"] = network.endpoint_v1(RUN_TIME_ID, "<the NAT network's id>", ports)
+    except LaunchError as e:
+        shown["v1"] = {"refused": str(e)}
+    return shown
 
 
 def _known_chain(parent: str) -> list[str] | None:
@@ -246,6 +261,7 @@ def plan(config: Config) -> HcsPlan:
         stop_grace_seconds=config.stop_grace_seconds,
         tty=config.tty,
         user=config.user,
+        ports=tuple(parse_port(text) for text in config.ports),
     )
 
 

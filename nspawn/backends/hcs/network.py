@@ -30,12 +30,41 @@ def hcn_ids(container_id: str) -> tuple[str, str]:
     return tuple(str(uuid.uuid5(_HCN_IDS, f"{container_id}/{kind}")) for kind in ("endpoint", "namespace"))
 
 
+_PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17}
+
+
+def endpoint_v2(name: str, network_id: str, ports: tuple = ()) -> dict:
+    """The HCN endpoint's settings: published ports as PortMapping policies (VIP: the host
+    address a mapping is limited to)."""
+    from nspawn.backends.hcs.native.computenetwork import SCHEMA
+
+    settings = {"Name": name, "HostComputeNetwork": network_id, "SchemaVersion": SCHEMA}
+    if ports:
+        settings["Policies"] = [{"Type": "PortMapping", "Settings": {
+            "Protocol": _PROTOCOL_NUMBERS[p.protocol], "InternalPort": p.container_port, "ExternalPort": p.host_port,
+            **({"VIP": p.host_ip} if p.host_ip else {})}} for p in ports]
+    return settings
+
+
+def endpoint_v1(name: str, network_id: str, ports: tuple = ()) -> dict:
+    """The HNS v1 endpoint: published ports as NAT policies, which have no host address."""
+    limited = [p.text() for p in ports if p.host_ip]
+    if limited:
+        raise LaunchError(f"HNS v1 cannot limit a published port to one host address ({', '.join(limited)}); "
+                          "publish it on every address, or use a host with HCN (hcs_api v2)")
+    settings = {"VirtualNetwork": network_id, "Name": name}
+    if ports:
+        settings["Policies"] = [{"Type": "NAT", "Protocol": p.protocol.upper(), "InternalPort": p.container_port,
+                                 "ExternalPort": p.host_port} for p in ports]
+    return settings
+
+
 def _no_network() -> LaunchError:
     return LaunchError(f"no NAT network named {NAT_NETWORK!r} on this host; "
                        "create one (Docker for Windows and the Containers feature make it) or use network none")
 
 
-def attach_v2(session, name: str, raise_if_stopped) -> str:
+def attach_v2(session, name: str, raise_if_stopped, ports: tuple = ()) -> str:
     """The HCN namespace id holding a new endpoint on the NAT network."""
     from nspawn.backends.hcs.native import computenetwork as hcn
 
@@ -47,7 +76,7 @@ def attach_v2(session, name: str, raise_if_stopped) -> str:
     endpoint_id, namespace_id = hcn_ids(name)
     entry = journal.record("hcn-endpoint", what=endpoint_id, id=endpoint_id, name=name)
     with hcn.open_network(networks[0]) as network:
-        settings = {"Name": name, "HostComputeNetwork": networks[0], "SchemaVersion": hcn.SCHEMA}
+        settings = endpoint_v2(name, networks[0], ports)
         with _created(journal, entry, lambda id: network.create_endpoint(settings, id=id)):
             endpoint_id = entry.data["id"]
     raise_if_stopped()
@@ -82,7 +111,7 @@ def _created(journal, entry, create):
     return made
 
 
-def attach_v1(session, name: str, raise_if_stopped) -> str:
+def attach_v1(session, name: str, raise_if_stopped, ports: tuple = ()) -> str:
     """The id of a new HNS endpoint on the NAT network."""
     from nspawn.backends.hcs.native.vmcompute import hns_call
 
@@ -93,7 +122,7 @@ def attach_v1(session, name: str, raise_if_stopped) -> str:
     # HNS v1 chooses the id: the entry gets it as soon as HNS answers, and until then names
     # the endpoint by its Name (the container id), which the releaser looks up.
     entry = session.journal.record("hns-endpoint", what=name, name=name)
-    endpoint = hns_call("POST", "/endpoints/", {"VirtualNetwork": networks[0]["ID"], "Name": name})
+    endpoint = hns_call("POST", "/endpoints/", endpoint_v1(name, networks[0]["ID"], ports))
     session.journal.update(entry, what=endpoint["ID"], id=endpoint["ID"])
     raise_if_stopped()
     return endpoint["ID"]

@@ -69,7 +69,7 @@ def _execute(plan: HcsPlan, session: Session, stop: Stop) -> None:
     if plan.network == "nat":
         with session.phase("network"):
             attach = network.attach_v2 if generation.api == "v2" else network.attach_v1
-            attached = attach(session, container_id, raise_if_stopped)
+            attached = attach(session, container_id, raise_if_stopped, plan.ports)
     document = generation.document(_mapped_host_paths_resolved(plan), container_id, storage, attached)
     system_exit = Exit()
     with session.phase("create"):

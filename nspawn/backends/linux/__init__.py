@@ -4,13 +4,15 @@ Kept light to import: planning (`--dry-run`, on any OS) and validating need only
 the config's own modules; the runtime and the doctor are imported when called.
 """
 
+import os
+
 from nspawn.backends.linux import users
 from nspawn.backends.linux.plan import LinuxPlan, plan
 from nspawn.backends.linux.release import RELEASERS
 from nspawn.config.host import within
 from nspawn.config.load import Finding
 
-__all__ = ["LinuxPlan", "plan", "validate", "execute", "doctor", "RELEASERS"]
+__all__ = ["LinuxPlan", "plan", "validate", "execute", "doctor", "tidy", "RELEASERS"]
 
 # The container's own /, /proc, /dev and /sys, which the backend mounts itself: a mapping may be
 # none of them, nor lie below one but the root.
@@ -52,3 +54,12 @@ def doctor(config=None) -> list[tuple[str, bool, str]]:
     from nspawn.backends.linux.diagnosis import doctor as check
 
     return check(config)
+
+
+def tidy() -> list[str]:
+    """`nspawn cleanup`: the NAT bridge and table once no container uses them."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return []  # only root makes them, and only root may remove them
+    from nspawn.backends.linux.nat import tidy as remove
+
+    return remove()

@@ -92,6 +92,9 @@ def doctor(config=None) -> list[tuple[str, bool, str]]:
     checks.append(("private users", why is None,
                    f"a user namespace and an id-mapped mount of {lower} work" if why is None else why))
 
+    from nspawn.backends.linux.nat import doctor as network
+
+    checks += network()
     try:
         layout = cgroups.detect()
     except OSError as e:

@@ -13,7 +13,9 @@
 
 Setup failures travel to the launcher on the report pipe as one line "E<exit code> <step>:
 <message>" ("S<signal>" asks the launcher to signal itself, for tests); the pipe is close-on-exec, so its end of file after A's "P<pid of B>" line means
-the payload was exec'd (as runc does). B writes C's raw wait status to the status pipe.
+the payload was exec'd (as runc does). B writes C's raw wait status to the status pipe. With
+network "nat", B waits before forking C for one byte on the ready pipe: the launcher writes it
+once it has made the container's network from outside, on hearing B's pid.
 
 A launcher may run containers from several threads at once (`nspawn batch`). The fork copies
 only the forking thread, so nothing here takes a lock another thread may hold: no imports, no
@@ -80,6 +82,9 @@ class Launch:
     tty: Terminal | None = None
     etc: tuple = ()  # etc_files.Write: the host's resolvers and zone for the container's /etc
     userns_fd: int | None = None  # private users: the user namespace A joins (userns.py)
+    # network "nat": the pipe on which the launcher says (one byte) that the container's network,
+    # made from outside once init exists, is ready; init waits for it before forking the payload.
+    network_ready: int = -1
 
     def at(self, step: str) -> None:
         global _step
@@ -145,7 +150,8 @@ def start(launch: Launch) -> int:
 def _own_fds(launch: Launch) -> tuple[int, ...]:
     held = (launch.lower_tree, *(b[0] for b in launch.binds), launch.userns_fd,
             *((launch.tty.channel.fileno(),) if launch.tty else ()))
-    return (launch.report_w, launch.status_w, *(launch.output_w or ()), *(fd for fd in held if fd is not None))
+    return (launch.report_w, launch.status_w, *(launch.output_w or ()), *(fd for fd in held if fd is not None),
+            *_ready(launch))
 
 
 def _stage_a(launch: Launch) -> None:
@@ -191,6 +197,10 @@ def _stage_a(launch: Launch) -> None:
         os.close(fd)
     _, status = os.waitpid(pid, 0)
     os._exit(_exit_code(status))
+
+
+def _ready(launch: Launch) -> tuple[int, ...]:
+    return (launch.network_ready,) if launch.network_ready >= 0 else ()
 
 
 def _fork_init(group: str | None) -> tuple[int, bool]:
@@ -261,6 +271,13 @@ def _stage_b(launch: Launch, parent_fd: int, in_groups: bool) -> None:
     if "net" in plan.namespaces:
         launch.at("loopback")
         libc.interface_up("lo")
+
+    if launch.network_ready >= 0:
+        launch.at("network")
+        ready = os.read(launch.network_ready, 1)
+        os.close(launch.network_ready)
+        if not ready:
+            raise OSError(errno.ENETDOWN, "the launcher did not finish the container's network")
 
     # Signals are taken one at a time with their origin (sigwaitinfo), never by a handler: a
     # handler could run after the payload is reaped and find no process to pass its signal to.

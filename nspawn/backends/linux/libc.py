@@ -127,6 +127,7 @@ def _function(name: str, restype, *argtypes, paths: tuple[int, ...] = (), syscal
 _mount = _function("mount", c_int, c_char_p, c_char_p, c_char_p, c_ulong, c_char_p, paths=(0, 1))
 _umount2 = _function("umount2", c_int, c_char_p, c_int, paths=(0,))
 _unshare = _function("unshare", c_int, c_int)
+_setns = _function("setns", c_int, c_int, c_int)
 _sethostname = _function("sethostname", c_int, c_char_p, c_size_t)
 _prctl = _function("prctl", c_int, c_int, c_ulong, c_ulong, c_ulong, c_ulong)
 _socket = _function("socket", c_int, c_int, c_int, c_int)
@@ -185,6 +186,11 @@ def umount2(target: str, flags: int) -> None:
 
 def unshare(flags: int) -> None:
     _unshare(flags)
+
+
+def setns(fd: int, nstype: int) -> None:
+    """This thread into the namespace `fd` names (os.setns is 3.12's)."""
+    _setns(fd, nstype)
 
 
 def sethostname(name: str) -> None:

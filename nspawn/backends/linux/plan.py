@@ -89,6 +89,7 @@ class LinuxPlan:
     tty: str  # "auto" (decided at run time: the launcher's stdin and stdout are terminals), "always", "never"
     lower_layers: tuple[str, ...] = ()  # an image's layers (short links, top first), then instead of lower_dir
     image: object = None  # the config's nspawn.images.use.ResolvedImage
+    ports: tuple = ()  # config.ports.PortMapping, with network "nat"
 
     @property
     def capability_mask(self) -> int:
@@ -104,6 +105,7 @@ class LinuxPlan:
         data["limits"] = self.limits._asdict()
         data["asked"] = self.asked.asked()
         data["capability_mask"] = f"{self.capability_mask:016x}"
+        data["ports"] = [p.text() for p in self.ports]
         data["image"] = self.image.to_json() if self.image is not None else None
         data["devices"] = [value for _, value in v1_files(self.devices)]
         return data
@@ -131,7 +133,7 @@ def plan(config: Config) -> LinuxPlan:
         env=tuple(env.items()),
         cwd=config.working_directory or config.mapped_directory or "/",
         hostname=config.hostname or os.urandom(4).hex(),
-        namespaces=("mount", "pid", "uts", "ipc") + (("net",) if config.network == "none" else ()),
+        namespaces=("mount", "pid", "uts", "ipc") + (("net",) if config.network != "host" else ()),
         network=config.network,
         lower_dir="" if config.resolved_image else config.parent_layer_directory or "/",
         host_view=None if config.parent_layer_directory or config.resolved_image else config.host_view,
@@ -159,6 +161,7 @@ def plan(config: Config) -> LinuxPlan:
         tty=config.tty,
         lower_layers=config.resolved_image.layers if config.resolved_image else (),
         image=config.resolved_image,
+        ports=_published(config.ports),
     )
 
 
@@ -181,6 +184,14 @@ def _tmpfs_size(mb: int | None, default: str) -> str:
     if mb is None:
         return default
     return str(mib_to_bytes(mb)) if mb else ""
+
+
+def _published(texts: tuple[str, ...]) -> tuple:
+    if not texts:
+        return ()
+    from nspawn.config.ports import parse
+
+    return tuple(parse(text) for text in texts)
 
 
 def cgroup_limits(limits: Limits, private_users: bool = False) -> CgroupLimits:

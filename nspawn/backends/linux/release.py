@@ -114,9 +114,24 @@ def release_scratch(data: dict) -> None:
         _remove_tree(path)
 
 
+def _nat(name: str):
+    """A releaser of nat.py's, which only `network: nat` runs import."""
+
+    def release(data: dict) -> None:
+        from nspawn.backends.linux import nat
+
+        getattr(nat, name)(data)
+
+    release.__name__ = name
+    return release
+
+
 RELEASERS = {
     "process": release_process,
     "cgroup": cgroups.release,
     "scratch": release_scratch,
     "uid_range": userns.release_range,
+    "nat-lease": _nat("release_lease"),
+    "nat-ports": _nat("release_ports"),
+    "nat-link": _nat("release_link"),
 }

@@ -148,6 +148,12 @@ def _syscall_filter(plan: LinuxPlan, session: Session):
     return seccomp_filter.prepare(found.bpf)
 
 
+def _nat():
+    from nspawn.backends.linux import nat  # only network "nat" pays for its imports
+
+    return nat
+
+
 def _signal(pid: int, signum: int) -> None:
     try:
         os.kill(pid, signum)
@@ -235,6 +241,8 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
         except OSError as e:
             raise LaunchError(f"setting up the container failed: {error_text(e)}") from None
         syscall_filter = _syscall_filter(plan, session)
+        lease = _nat().prepare(session, plan.ports) if plan.network == "nat" else None
+        ready_r, ready_w = fds.add(*os.pipe()) if lease else (-1, -1)
         etc = etc_files.prepare(plan.resolv_conf, plan.timezone, plan.network == "host", session.warn,
                                 hostview.hides if plan.host_view == hostview.OS else None)
         if plan.host_view == hostview.FULL:
@@ -261,14 +269,14 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             binds=binds, report_w=report_w, status_w=status_w,
             output_w=(pump[0][1], pump[1][1]) if pump else None,
             oom_score_adj=_read_oom_score_adj(), cap_last=cap_last, max_fd=os.sysconf("SC_OPEN_MAX"), fail_at=fail_at,
-            seccomp=syscall_filter, tty=tty, etc=etc, userns_fd=userns_fd,
+            seccomp=syscall_filter, tty=tty, etc=etc, userns_fd=userns_fd, network_ready=ready_r,
         )
         init.fault_point(fail_at, "fork", signal_me)
         a_entry = journal.record("process", what="container launcher child")
         b_entry = journal.record("process", what="container init")
         a_pid = init.start(launch)
         journal.update(a_entry, pid=a_pid, start=start_time(a_pid))
-        for fd in (report_w, status_w, *(w for _, w in pump)):
+        for fd in (report_w, status_w, *(w for _, w in pump), *((ready_r,) if lease else ())):
             fds.close(fd)  # the children hold them now; their closing is how the launcher hears
         if tty is not None:
             tty.channel.close()  # init's end, theirs now: kept here, an init that died would never read as one
@@ -282,6 +290,9 @@ def _execute(plan: LinuxPlan, session: Session, fds: _Fds) -> None:
             init_pid = pid
             journal.update(b_entry, pid=pid, start=start_time(pid))
             session.listener(contract.PROCESS, {"what": "container init", "pid": pid})
+            if lease:  # init waits for this before forking the payload
+                _nat().attach(session, lease, pid, b_entry.data["start"])
+                os.write(ready_w, b"1")
 
         error, code = _read_report(report_r, on_init)
         if error:
