@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -27,6 +28,21 @@ def image_files(store: str) -> list[str]:
         directory = os.path.join(store, sub)
         found += [f"{sub}/{n}" for n in os.listdir(directory)] if os.path.isdir(directory) else []
     return found
+
+
+def built(layout: str) -> tuple[dict, list[bytes]]:
+    """The test image's index entry (tag "t") and its layers' blobs, bottom first, to make
+    other images from."""
+    with open(os.path.join(layout, "index.json")) as f:
+        entry = next(m for m in json.load(f)["manifests"]
+                     if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == "t")
+    with open(os.path.join(layout, "blobs", "sha256", entry["digest"].split(":")[1])) as f:
+        manifest = json.load(f)
+    blobs = []
+    for layer in manifest["layers"]:
+        with open(os.path.join(layout, "blobs", "sha256", layer["digest"].split(":")[1]), "rb") as f:
+            blobs.append(f.read())
+    return entry, blobs
 
 
 @pytest.mark.parametrize("fmt", ["oci", "v2s2"])
@@ -230,9 +246,7 @@ def test_a_layer_escaping_its_root_is_refused(registry, test_image, store, tmp_p
 
 def test_an_index_with_a_windows_entry_gives_this_hosts_platform(registry, test_image, store):
     layout = test_image.layout
-    with open(os.path.join(layout, "index.json")) as f:
-        linux = next(m for m in json.load(f)["manifests"]
-                     if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == "t")
+    linux = built(layout)[0]
     windows = add_manifest(layout, [tar_bytes([(entry_info("Files/"), None)])],
                            {"os": "windows", "architecture": "amd64", "os.version": "10.0.20348.2113", "config": {}})
     set_index(layout, "multi", [
@@ -288,13 +302,7 @@ def test_a_basic_auth_registry(tmp_path, test_image, store):
 def test_an_image_of_a_hundred_and_twenty_layers_mounts(registry, test_image, store):
     """Full layer paths would need some 12 kB of mount options; the short names fit the page."""
     layout = test_image.layout
-    with open(os.path.join(layout, "index.json")) as f:
-        base = next(m for m in json.load(f)["manifests"]
-                    if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == "t")
-    with open(os.path.join(layout, "blobs", "sha256", base["digest"].split(":")[1])) as f:
-        base_manifest = json.load(f)
-    base_layers = [open(os.path.join(layout, "blobs", "sha256", layer["digest"].split(":")[1]), "rb").read()
-                   for layer in base_manifest["layers"]]
+    base_layers = built(layout)[1]
     extra = [tar_bytes([(entry_info("etc"), None), (entry_info(f"etc/layer{i}"), f"{i}\n".encode())])
              for i in range(118)]
     descriptor = add_manifest(layout, base_layers + extra, {"os": "linux", "architecture": machine_arch(), "config": {}})
@@ -334,12 +342,7 @@ def test_a_zstd_layer_is_unpacked_and_refused_clearly_without_the_extra(registry
     import zstandard
 
     layout = test_image.layout
-    with open(os.path.join(layout, "index.json")) as f:
-        base = next(m for m in json.load(f)["manifests"]
-                    if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == "t")
-    with open(os.path.join(layout, "blobs", "sha256", base["digest"].split(":")[1])) as f:
-        base_manifest = json.load(f)
-    first = open(os.path.join(layout, "blobs", "sha256", base_manifest["layers"][0]["digest"].split(":")[1]), "rb").read()
+    first = built(layout)[1][0]
     zstd_layer = zstandard.ZstdCompressor().compress(gzip.decompress(
         tar_bytes([(entry_info("etc"), None), (entry_info("etc/zstd"), b"from a zstd layer\n")])))
     descriptor = add_manifest(layout, [first], {"os": "linux", "architecture": machine_arch(), "config": {}},
@@ -403,12 +406,8 @@ def test_a_foreign_layer_comes_from_its_url_verified(proxy, registry, test_image
                     "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
                    check=True, capture_output=True)
     layout = test_image.layout
-    with open(os.path.join(layout, "index.json")) as f:
-        base = next(m for m in json.load(f)["manifests"]
-                    if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == "t")
-    with open(os.path.join(layout, "blobs", "sha256", base["digest"].split(":")[1])) as f:
-        first = json.load(f)["layers"][0]
-    first_bytes = open(os.path.join(layout, "blobs", "sha256", first["digest"].split(":")[1]), "rb").read()
+    first_bytes = built(layout)[1][0]
+    first = {"digest": "sha256:" + hashlib.sha256(first_bytes).hexdigest(), "size": len(first_bytes)}
     foreign = tar_bytes([(entry_info("etc"), None), (entry_info("etc/foreign"), b"from its own URL\n")])
     import gzip
 
@@ -468,13 +467,7 @@ def test_pull_on_a_terminal_shows_a_bar_per_layer_with_bytes_and_time_left(regis
 
 def test_the_images_user_runs_the_payload_unless_the_config_names_one(registry, test_image, store):
     layout = test_image.layout
-    with open(os.path.join(layout, "index.json")) as f:
-        base = next(m for m in json.load(f)["manifests"]
-                    if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == "t")
-    with open(os.path.join(layout, "blobs", "sha256", base["digest"].split(":")[1])) as f:
-        base_manifest = json.load(f)
-    layers = [open(os.path.join(layout, "blobs", "sha256", layer["digest"].split(":")[1]), "rb").read()
-              for layer in base_manifest["layers"]]
+    layers = built(layout)[1]
     descriptor = add_manifest(layout, layers, {"os": "linux", "architecture": machine_arch(),
                                                "config": {"User": "1234:5678"}})
     set_index(layout, "user", [descriptor])
