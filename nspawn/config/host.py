@@ -75,6 +75,18 @@ def _directories(config: Config) -> list[Finding]:
 def resolve_in_root(root: str, path: str) -> str | None:
     """Host path of a container path under `root`, following symlinks as the container would
     (absolute targets restart at `root`); None when it does not exist or loops."""
+    def find(parts: list[str]) -> str | None:
+        candidate = os.path.join(root, *parts)
+        return candidate if os.path.lexists(candidate) else None
+
+    return follow(path, find, root)
+
+
+def follow(path: str, find, top: str | None) -> str | None:
+    """Container path `path` walked part by part as the container's kernel would: '..' and
+    symbolic links resolved, absolute targets restarting at the top. `find(parts)` is the host
+    path of the container path made of `parts`, or None where there is none; `top` is the
+    container's / on the host. None when the path is not there or links loop."""
     pending = [c for c in path.split("/") if c]
     done: list[str] = []
     hops = 0
@@ -86,22 +98,20 @@ def resolve_in_root(root: str, path: str) -> str | None:
             if done:
                 done.pop()
             continue
-        candidate = os.path.join(root, *done, part)
-        try:
-            st = os.lstat(candidate)
-        except OSError:
+        found = find(done + [part])
+        if found is None:
             return None
-        if stat.S_ISLNK(st.st_mode):
+        if os.path.islink(found):
             hops += 1
             if hops > _MAX_LINKS:
                 return None
-            target = os.readlink(candidate)
+            target = os.readlink(found)
             if target.startswith("/"):
                 done = []
             pending = [c for c in target.split("/") if c] + pending
             continue
         done.append(part)
-    return os.path.join(root, *done)
+    return find(done) if done else top
 
 
 def within(path: str, parent: str) -> bool:

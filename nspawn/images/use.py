@@ -180,28 +180,6 @@ def lookup(diffs: tuple, path: str) -> str | None:
                 return None
         return None
 
-    pending = [c for c in path.split("/") if c]
-    done: list[str] = []
-    hops = 0
-    while pending:
-        part = pending.pop(0)
-        if part in (".", ""):
-            continue
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        found = find(done + [part])
-        if found is None:
-            return None
-        if os.path.islink(found):
-            hops += 1
-            if hops > 40:
-                return None
-            target = os.readlink(found)
-            if target.startswith("/"):
-                done = []
-            pending = [c for c in target.split("/") if c] + pending
-            continue
-        done.append(part)
-    return find(done) if done else (diffs[0] if diffs else None)
+    from nspawn.config.host import follow
+
+    return follow(path, find, diffs[0] if diffs else None)
