@@ -108,15 +108,11 @@ def batch(ctx, paths, slots, logs_dir, report_path, junit_path, fail_fast, timeo
 
 def _cluster_options(ctx, reporter, scheduler, tls_ca, tls_cert, tls_key, security_file, memory_budget):
     """The cluster's certificates, once the options are found usable (exit 2 otherwise)."""
-    from nspawn.cluster import missing
-
     problems = []
     if not scheduler:
         problems.append("--tls-ca, --tls-cert, --tls-key and --security are for --cluster")
     else:
-        problems += [why for why in [missing()] if why]
-        tls, found = security.resolve(scheduler, tls_ca, tls_cert, tls_key, security_file)
-        problems += found
+        tls, problems = security.resolve(scheduler, tls_ca, tls_cert, tls_key, security_file)
     if scheduler and memory_budget:
         problems.append("--memory-budget is for a local batch; on a cluster each worker's --memory is its budget")
     for problem in problems:

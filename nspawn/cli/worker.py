@@ -28,13 +28,10 @@ def worker(ctx, scheduler, memory_mib, cpus, name, tls_ca, tls_cert, tls_key, se
     of its state directory (NSPAWN_STATE_DIR): what a worker killed there left is released.
     Needs the cluster extra: pip install 'nspawn[cluster]'.
     """
-    from nspawn.cluster import missing
     from nspawn.hostfacts import allowed_cpus, memory_available
 
     shown = reporter(ctx)
-    problems = [why for why in [missing()] if why]
-    tls, found = security.resolve(scheduler, tls_ca, tls_cert, tls_key, security_file)
-    problems += found
+    tls, problems = security.resolve(scheduler, tls_ca, tls_cert, tls_key, security_file)
     if sys.platform.startswith("linux") and os.geteuid() != 0:
         problems.append("nspawn worker runs containers, which needs root")
     offered = allowed_cpus()

@@ -112,8 +112,14 @@ def options(command):
 
 
 def resolve(address: str, ca, cert, key, security_file) -> tuple[Tls | None, list[str]]:
-    """The certificates to use with `address`, or the problems (each a one-line reason, exit 2)."""
+    """The certificates to use with `address`, or the problems (each a one-line reason, exit 2),
+    the cluster extra's absence among them."""
+    from nspawn.cluster import missing
+
+    absent = missing()
     tls, problems = tls_from(ca, cert, key, security_file)
+    if absent:
+        return None, [absent, *problems]
     if problems:
         return None, problems
     why = refusal(address, tls)
