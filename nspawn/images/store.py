@@ -6,6 +6,8 @@ Layout under the root ($NSPAWN_STORE, else /var/lib/nspawn):
   l/<short>                a short link to layers/<hex>/diff: the mount names lower layers by
                            these, from inside l/, so that a hundred layers fit the page that
                            mount options get (as Docker's overlay2 does)
+  windowsfilter/<hex>      a Windows layer imported through HCS (images/winlayer.py), with its
+                           layerchain.json: the HCS backend's parent layer folder form
   images/<hex>.json        an image by its manifest's digest: its layers and run defaults
   images/<hex>.used        touched by each run that uses it
   refs/<quoted reference>  the manifest digest a reference names
@@ -68,6 +70,16 @@ class Store:
 
     def has_layer(self, digest: str) -> bool:
         return os.path.isdir(os.path.join(self.layer_dir(digest), "diff"))
+
+    def windows_layer_dir(self, digest: str) -> str:
+        return self.path("windowsfilter", hex_of(digest))
+
+    def has_windows_layer(self, digest: str) -> bool:
+        return os.path.isdir(self.windows_layer_dir(digest))
+
+    def add_windows_layer(self, digest: str, imported: str) -> None:
+        """Put the imported layer folder (with its layerchain.json) in place."""
+        os.rename(imported, self.windows_layer_dir(digest))
 
     def prepare(self) -> None:
         for sub in ("layers", "l", "images", "refs", "tmp", "locks"):
@@ -170,7 +182,10 @@ class Store:
         except (FileNotFoundError, NotADirectoryError):
             return None
         record = self.image(digest)
-        if record is None or not all(self.has_layer(layer["digest"]) for layer in record["layers"]):
+        if record is None:
+            return None
+        has = self.has_windows_layer if is_windows(record) else self.has_layer
+        if not all(has(layer["digest"]) for layer in record["layers"]):
             return None
         return record
 
@@ -209,6 +224,10 @@ class Store:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.short_link(digest))
         shutil.rmtree(os.path.dirname(doomed))
+
+
+def is_windows(record: dict) -> bool:
+    return record.get("platform", "").startswith("windows")
 
 
 def _alive(pid: int) -> bool:

@@ -16,7 +16,9 @@ import json
 import pytest
 
 from nspawn.backends.hcs import release
+from nspawn.backends.hcs.native import advapi32
 from nspawn.backends.hcs.native import computecore as cc
+from nspawn.backends.hcs.native import computestorage
 from nspawn.backends.hcs.native import computenetwork as hcn
 from nspawn.backends.hcs.native import kernel32
 from nspawn.backends.hcs.native import vmcompute as vm
@@ -26,7 +28,7 @@ from tests.hcs.conftest import Host
 from tests.hcs.service import Service, kill
 from tests.hcs_sim.fixtures import sim, sim_library  # noqa: F401 (fixtures)
 
-BINDINGS = cc.BINDINGS + vm.BINDINGS + hcn.BINDINGS + kernel32.BINDINGS
+BINDINGS = cc.BINDINGS + vm.BINDINGS + hcn.BINDINGS + kernel32.BINDINGS + computestorage.BINDINGS + advapi32.BINDINGS
 
 
 def bound() -> set[str]:
@@ -144,6 +146,12 @@ def rare_paths(sim, workdir) -> dict[str, set[str]]:
         opened.create_endpoint({"Name": "nspawn-killed", "HostComputeNetwork": network, "SchemaVersion": hcn.SCHEMA}).close()
     assert release.release_hcn_endpoint({"id": "0e1d0000-0000-4000-8000-0000000000e1", "name": "nspawn-killed"})
     out["an HCN endpoint whose id never reached the journal: found by name"] = called(sim.ledger())
+
+    sim.reset()
+    (workdir / "pulled" / "Files").mkdir(parents=True)
+    advapi32.enable(advapi32.BACKUP, advapi32.RESTORE)
+    computestorage.import_layer(str(workdir / "imported"), str(workdir / "pulled"), [])
+    out["a pulled Windows layer imported (tests/images/test_windows_import.py pulls and runs them)"] = called(sim.ledger())
     return out
 
 

@@ -748,6 +748,7 @@ SIM_API void SimReset(void)
     g_strings_out = 0;
     g_overlapped_pipes = 0;
     layers_reset();
+    privileges_reset();
     net_reset();
     pthread_mutex_unlock(&g_lock);
 }
@@ -821,7 +822,7 @@ SIM_API int32_t kernel32_CloseHandle(HANDLE h)
         return 1;
     }
     sim_handle *sh = handle_get(h, 0);
-    if (sh && (sh->kind == K_JOB || sh->kind == K_EVENT)) {
+    if (sh && (sh->kind == K_JOB || sh->kind == K_EVENT || sh->kind == K_TOKEN)) {
         handle_close(sh);
         pthread_mutex_unlock(&g_lock);
         return 1;
