@@ -24,9 +24,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
 
 DEFAULT_ROOT = "/var/lib/nspawn"
+# Windows has no O_CLOEXEC: Python makes every descriptor non-inheritable there already.
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 SHORT = 16  # hex digits of a layer's short link name: 64 bits, so names never collide in practice
 
 
@@ -87,11 +90,17 @@ class Store:
 
     @contextlib.contextmanager
     def lock(self, name: str, shared: bool = False):
-        import fcntl
-
-        fd = os.open(self.path("locks", name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(self.path("locks", name + ".lock"), os.O_RDWR | os.O_CREAT | _CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            if _windows():
+                from nspawn.backends.hcs.native import kernel32
+                from nspawn.backends.hcs.native.loader import os_handle
+
+                kernel32.lock_file(os_handle(fd), exclusive=not shared)
+            else:
+                import fcntl
+
+                fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)
@@ -196,7 +205,7 @@ class Store:
             os.utime(path)
         except FileNotFoundError:
             with contextlib.suppress(OSError):
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | _CLOEXEC, 0o600))
         except OSError:
             pass
 
@@ -230,7 +239,17 @@ def is_windows(record: dict) -> bool:
     return record.get("platform", "").startswith("windows")
 
 
+def _windows() -> bool:
+    """Whether the store runs on Windows' file locks and process handles (a seam for the tests,
+    which run that path against the simulated kernel32)."""
+    return sys.platform == "win32"
+
+
 def _alive(pid: int) -> bool:
+    if _windows():
+        from nspawn.backends.hcs.native import kernel32
+
+        return kernel32.process_alive(pid)  # os.kill(pid, 0) would terminate it there
     try:
         os.kill(pid, 0)
         return True
@@ -246,7 +265,7 @@ def _atomic_write(path: str, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-    os.rename(temporary, path)
+    os.replace(temporary, path)  # rename would not replace an existing file on Windows
 
 
 def _atomic_symlink(target: str, path: str) -> None:

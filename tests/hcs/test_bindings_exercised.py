@@ -12,6 +12,7 @@ backend calls."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -152,6 +153,12 @@ def rare_paths(sim, workdir) -> dict[str, set[str]]:
     advapi32.enable(advapi32.BACKUP, advapi32.RESTORE)
     computestorage.import_layer(str(workdir / "imported"), str(workdir / "pulled"), [])
     out["a pulled Windows layer imported (tests/images/test_windows_import.py pulls and runs them)"] = called(sim.ledger())
+
+    sim.reset()
+    with open(workdir / "store.lock", "w") as f:
+        kernel32.lock_file(f.fileno(), exclusive=True)
+    assert kernel32.process_alive(os.getpid())
+    out["the image store's lock and sweep on Windows (tests/images/test_windows_import.py)"] = called(sim.ledger())
     return out
 
 

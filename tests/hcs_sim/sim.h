@@ -68,7 +68,7 @@ typedef void *HANDLE;
 #define SIM_INVALID_HANDLE ((HANDLE)(intptr_t)-1)
 
 enum sim_kind { K_SYSTEM = 1, K_PROCESS, K_OPERATION, K_CALLBACK, K_NETWORK,
-                K_ENDPOINT, K_NAMESPACE, K_JOB, K_EVENT, K_TOKEN };
+                K_ENDPOINT, K_NAMESPACE, K_JOB, K_EVENT, K_TOKEN, K_HOST_PROCESS };
 enum sys_state { ST_CREATING, ST_CREATED, ST_RUNNING, ST_STOPPED };
 /* Exactly one party frees a closed handle: the closer once no delivery uses it, or, when
  * nobody can wait (closed inside a callback, or by SimReset), the last delivery. */

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import tarfile
 
 import pytest
 
-from nspawn.backends.hcs.native import advapi32, computestorage
+from nspawn.backends.hcs.native import advapi32, computestorage, kernel32
 from nspawn.backends.hcs.native.errors import HcsError
+from nspawn.images import store as store_module
 from tests.conftest import nspawn
 from tests.hcs.conftest import Host
 from tests.hcs_sim.fixtures import sim, sim_library  # noqa: F401 (fixtures)
@@ -188,3 +190,37 @@ def test_the_simulated_import_refuses_what_windows_refuses(sim, tmp_path):  # no
         computestorage.import_layer(str(tmp_path / "base"), source, [])
     assert e.value.win32 == 183  # ERROR_ALREADY_EXISTS: a layer is imported once
     assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
+
+
+def test_the_stores_windows_locks_and_sweep_through_kernel32(sim, tmp_path, monkeypatch):  # noqa: F811
+    """What the store does on Windows instead of flock and os.kill(pid, 0) (which would
+    terminate the process there), against the simulated kernel32."""
+    monkeypatch.setattr(store_module, "_windows", lambda: True)
+    store = store_module.Store(str(tmp_path / "store"))
+    store.prepare()
+    lock_file = store.path("locks", "layer.lock")
+    with store.lock("layer", shared=True):
+        other = os.open(lock_file, os.O_RDWR)
+        try:
+            kernel32.lock_file(other, exclusive=False, wait=False)  # shared beside shared
+        finally:
+            os.close(other)
+        other = os.open(lock_file, os.O_RDWR)
+        try:
+            with pytest.raises(HcsError) as e:
+                kernel32.lock_file(other, exclusive=True, wait=False)
+            assert e.value.win32 == 33  # ERROR_LOCK_VIOLATION
+        finally:
+            os.close(other)
+    other = os.open(lock_file, os.O_RDWR)
+    try:
+        kernel32.lock_file(other, exclusive=True, wait=False)  # free once the store's lock is left
+    finally:
+        os.close(other)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / "store" / "tmp" / f"{dead.pid}-x").mkdir()
+    mine = store.temporary()
+    assert store.sweep_tmp() == [f"{dead.pid}-x"] and os.path.isdir(mine)
+    assert {"kernel32!LockFileEx", "kernel32!OpenProcess", "kernel32!GetExitCodeProcess"} <= {
+        c["call"] for c in sim.ledger()["calls"]}
