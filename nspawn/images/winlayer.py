@@ -3,11 +3,11 @@ HCS (HcsImportLayer), as Docker's windowsfilter driver imports one.
 
 A Windows layer's tar holds the layer in transport form: Files/ (the container's C:\\),
 Hives/ (registry hive deltas), and in a base layer UtilityVM/; its entries carry their
-attributes and security descriptors in PAX records (MSWINDOWS.fileattr, MSWINDOWS.rawsd). The
-tar is expanded as it is into a staging folder, HcsImportLayer makes the layer from it over
-its parent layers, layerchain.json (the parents, top-most first, what the HCS backend reads
-from a parent layer folder) is written beside what HCS made, and the folder is renamed into
-place: windowsfilter/<hex of the blob's digest> exists only once complete, so an import cut
+attributes and security descriptors in PAX records (MSWINDOWS.fileattr, MSWINDOWS.rawsd), and
+deletions as whiteouts. The tar is expanded into a staging folder (its deletions listed in
+tombstones.txt), HcsImportLayer makes the layer from it over its parent layers, layerchain.json
+(the parents, top-most first, what the HCS backend reads from a parent layer folder) is written
+beside what HCS made, and the folder is renamed into place: windowsfilter/<hex of the blob's digest> exists only once complete, so an import cut
 short leaves nothing a run would use (the store's tmp/ sweep takes the rest).
 
 HcsImportLayer needs SeBackupPrivilege and SeRestorePrivilege enabled on the process token:
@@ -21,11 +21,12 @@ import os
 import tarfile
 
 from nspawn.errors import NspawnError
-from nspawn.images.unpack import LayerError, _parent, _parts
+from nspawn.images.unpack import OPAQUE, WHITEOUT, LayerError, _parent, _parts
 
 # The folders of a Windows layer in transport form (hcsshim's ociwclayer writes these).
 TOP_FOLDERS = ("Files", "Hives", "UtilityVM")
 LAYERCHAIN = "layerchain.json"
+TOMBSTONES = "tombstones.txt"
 _FILES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
 
 
@@ -45,10 +46,12 @@ def enable_privileges() -> None:
 def expand(stream, source: str, layer: str) -> int:
     """The layer's tar entries written under `source` as they are named; bytes written.
 
-    Whiteouts (.wh.NAME) stay files of that name, the tar's own form of a deletion. The
-    MSWINDOWS.* records are not applied here: attributes and security descriptors are
-    Windows' own, and what this expansion writes is the file data HcsImportLayer reads."""
+    A whiteout (Files/DIR/.wh.NAME) becomes a line \\DIR\\NAME of tombstones.txt, the deletions
+    file of a layer's transport folder (after a UTF-8 byte order mark and "Version 1.0", as
+    hcsshim's layer writer makes it for vmcompute's import). The MSWINDOWS.* records are not
+    applied here: attributes and security descriptors are Windows' own."""
     written = 0
+    tombstones = []
     with tarfile.open(fileobj=stream, mode="r|") as tar:
         for entry in tar:
             parts = _parts(entry.name, layer)
@@ -57,6 +60,12 @@ def expand(stream, source: str, layer: str) -> int:
             if parts[0] not in TOP_FOLDERS:
                 raise LayerError(f"layer {layer}: the entry {entry.name!r} is outside Files/, Hives/ and UtilityVM/; "
                                  "expected a Windows layer")
+            if parts[-1].startswith(WHITEOUT):
+                if parts[0] != "Files" or parts[-1] == OPAQUE:
+                    raise LayerError(f"layer {layer}: the whiteout {entry.name!r} is not below Files/ or is an opaque "
+                                     "directory; expected deletions of files of the container's C:\\ only")
+                tombstones.append("\\" + "\\".join(parts[1:-1] + [parts[-1][len(WHITEOUT):]]))
+                continue
             parent = _parent(source, parts, entry.name, layer)
             path = os.path.join(parent, parts[-1])
             if entry.isdir():
@@ -78,6 +87,8 @@ def expand(stream, source: str, layer: str) -> int:
                 # never as tar symbolic links or devices.
                 raise LayerError(f"layer {layer}: the entry {entry.name!r} is a {_kind(entry)}; expected files, "
                                  "directories and hard links (a Windows layer)")
+    with open(os.path.join(source, TOMBSTONES), "w", encoding="utf-8", newline="\n") as f:
+        f.write("\ufeffVersion 1.0\n" + "".join(t + "\n" for t in tombstones))
     return written
 
 

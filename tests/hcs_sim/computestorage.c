@@ -2,7 +2,9 @@
  * the way Windows would refuse a mistake: the layer data must be LayerData JSON
  * ({"SchemaVersion": {"Major", "Minor"}, "Layers": [{"Id": "<guid>", "Path": "<folder>"}]})
  * whose parent folders exist; the source must be a layer in transport form (a Files folder);
- * the target must not be a layer already; the caller must have enabled SeBackupPrivilege and
+ * its tombstones.txt, when it has one, must be hcsshim's form (a UTF-8 byte order mark and
+ * "Version 1.0", then one \\path below Files a line); the target must not be a layer already;
+ * the caller must have enabled SeBackupPrivilege and
  * SeRestorePrivilege. The import copies the source's tree into the layer path (created, as
  * HCS creates it), where a real import also writes the layer's registry hives and metadata. */
 #include "sim.h"
@@ -67,6 +69,24 @@ static HRESULT check_layer_data(const char *text)
     }
     cJSON_Delete(doc);
     return hr;
+}
+
+/* 1 when the source has no tombstones.txt or a well-formed one. */
+static int tombstones_ok(const char *source)
+{
+    char *path = NULL;
+    if (asprintf(&path, "%s/tombstones.txt", source) < 0)
+        return 0;
+    FILE *f = fopen(path, "r");
+    free(path);
+    if (!f)
+        return errno == ENOENT;
+    char line[4096];
+    int ok = fgets(line, sizeof line, f) && !strcmp(line, "\xef\xbb\xbfVersion 1.0\n");
+    while (ok && fgets(line, sizeof line, f))
+        ok = line[0] == '\\' && line[1] && line[1] != '\n' && !strchr(line, '/') && strchr(line, '\n');
+    fclose(f);
+    return ok;
 }
 
 static int copy_file(const char *from, const char *to, mode_t mode)
@@ -149,6 +169,8 @@ SIM_API HRESULT computestorage_HcsImportLayer(const wchar_t *layer_path, const w
     if (hr == S_OK && !is_dir(from))
         hr = HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND);
     if (hr == S_OK && (asprintf(&files, "%s/Files", from) < 0 || !is_dir(files)))
+        hr = HCS_E_INVALID_LAYER;
+    if (hr == S_OK && !tombstones_ok(from))
         hr = HCS_E_INVALID_LAYER;
     if (hr == S_OK && !empty_or_absent(to))
         hr = HRESULT_FROM_WIN32(ERROR_ALREADY_EXISTS);

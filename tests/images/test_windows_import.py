@@ -105,7 +105,9 @@ def test_a_windows_image_is_imported_through_hcs_and_runs_by_reference(host, tmp
     assert {c["call"] for c in ledger["calls"]} >= {"advapi32!AdjustTokenPrivileges", "advapi32!LookupPrivilegeValueW"}
     top_folder = tmp_path / "store" / "windowsfilter" / top.split(":")[1]
     assert (top_folder / "Files" / "job" / "greeting.txt").read_text() == "from the top layer\n"
-    assert (top_folder / "Files" / "Windows" / "System32" / ".wh.old.dll").exists()
+    # the whiteout is a line of the deletions file, as hcsshim writes it, not a file of C:\
+    assert (top_folder / "tombstones.txt").read_bytes() == b"\xef\xbb\xbfVersion 1.0\n\\Windows\\System32\\old.dll\n"
+    assert os.listdir(top_folder / "Files" / "Windows" / "System32") == []
     assert json.loads((top_folder / "layerchain.json").read_text()) == [folders[base]]
     assert json.loads((tmp_path / "store" / "windowsfilter" / base.split(":")[1] / "layerchain.json").read_text()) == []
     assert store_state(tmp_path)["tmp"] == []
@@ -184,12 +186,17 @@ def test_the_simulated_import_refuses_what_windows_refuses(sim, tmp_path):  # no
     with pytest.raises(HcsError) as e:
         computestorage.import_layer(str(tmp_path / "d"), str(tmp_path), [])
     assert e.value.name == "HCS_E_INVALID_LAYER"  # no Files folder: not a layer in transport form
+    (tmp_path / "source" / "tombstones.txt").write_text("Version 1.0\n/Windows/gone.exe\n")
+    with pytest.raises(HcsError) as e:
+        computestorage.import_layer(str(tmp_path / "e"), source, [])
+    assert e.value.name == "HCS_E_INVALID_LAYER"  # deletions not in hcsshim's form
+    (tmp_path / "source" / "tombstones.txt").write_text("\ufeffVersion 1.0\n\\Windows\\gone.exe\n", encoding="utf-8")
     computestorage.import_layer(str(tmp_path / "base"), source, [])
     assert (tmp_path / "base" / "Files" / "Windows" / "notepad.exe").read_bytes() == b"MZ"
     with pytest.raises(HcsError) as e:
         computestorage.import_layer(str(tmp_path / "base"), source, [])
     assert e.value.win32 == 183  # ERROR_ALREADY_EXISTS: a layer is imported once
-    assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
+    assert not any(os.path.exists(tmp_path / name) for name in ("a", "b", "c", "d", "e"))
 
 
 def test_the_stores_windows_locks_and_sweep_through_kernel32(sim, tmp_path, monkeypatch):  # noqa: F811
