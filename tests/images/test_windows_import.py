@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import tarfile
 
 import pytest
@@ -15,9 +16,10 @@ import pytest
 from nspawn.backends.hcs.native import advapi32, computestorage, kernel32
 from nspawn.backends.hcs.native.errors import HcsError
 from nspawn.images import store as store_module
-from tests.conftest import nspawn
+from tests.conftest import ROOT, nspawn
 from tests.hcs.conftest import Host
 from tests.hcs_sim.fixtures import sim, sim_library  # noqa: F401 (fixtures)
+from tests.hcs_sim.ledger import LEDGER_ENV
 from tests.images.conftest import RegistryServer, _need_tools, add_manifest, push_layout, set_index, tar_bytes
 
 
@@ -231,3 +233,19 @@ def test_the_stores_windows_locks_and_sweep_through_kernel32(sim, tmp_path, monk
     assert store.sweep_tmp() == [f"{dead.pid}-x"] and os.path.isdir(mine)
     assert {"kernel32!LockFileEx", "kernel32!OpenProcess", "kernel32!GetExitCodeProcess"} <= {
         c["call"] for c in sim.ledger()["calls"]}
+
+
+def test_two_pulls_at_once_import_each_layer_once(host, tmp_path, windows_image):
+    ref, digest, layers = windows_image
+    ledgers = [tmp_path / f"ledger{i}.json" for i in range(2)]
+    # a slow import, so that the second pull comes to a layer while the first holds it
+    pulls = [subprocess.Popen([sys.executable, "-m", "nspawn", "pull", "--platform", "windows/amd64", ref],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                              env={**os.environ, **host.env("HcsImportLayer=delay:300"), LEDGER_ENV: str(ledger)})
+             for ledger in ledgers]
+    for done in pulls:
+        out, err = done.communicate(timeout=60)
+        assert done.returncode == 0 and out.split() == [ref, digest], err
+    made = [args for ledger in ledgers for args in imports(json.loads(ledger.read_text()))]
+    assert sorted(json.loads(args[2])["Layers"] == [] for args in made) == [False, True]  # the base once, the top once
+    assert store_state(tmp_path)["windowsfilter"] == sorted(d[7:] for d in layers)
