@@ -30,6 +30,7 @@ import time
 DEFAULT_ROOT = "/var/lib/nspawn"
 # Windows has no O_CLOEXEC: Python makes every descriptor non-inheritable there already.
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_HEX = frozenset("0123456789abcdef")
 SHORT = 16  # hex digits of a layer's short link name: 64 bits, so names never collide in practice
 
 
@@ -83,6 +84,27 @@ class Store:
     def add_windows_layer(self, digest: str, imported: str) -> None:
         """Put the imported layer folder (with its layerchain.json) in place."""
         os.rename(imported, self.windows_layer_dir(digest))
+
+    def windows_layers(self) -> list[str]:
+        """The imported layers; not the containers' scratch layers, which the HCS backend makes
+        beside their parent layer (as Docker's windowsfilter driver does) under their own names."""
+        directory = self.path("windowsfilter")
+        names = os.listdir(directory) if os.path.isdir(directory) else ()
+        return ["sha256:" + name for name in names if len(name) == 64 and all(c in _HEX for c in name)]
+
+    def remove_windows_layer(self, digest: str) -> None:
+        """Out of sight first (a rename), then destroyed through HCS, which made it."""
+        from nspawn.backends.hcs.native import computestorage
+        from nspawn.backends.hcs.native.errors import HcsError
+        from nspawn.images.unpack import LayerError
+
+        doomed = os.path.join(self.temporary(), "layer")
+        os.rename(self.windows_layer_dir(digest), doomed)
+        try:
+            computestorage.destroy_layer(doomed)
+        except HcsError as e:
+            raise LayerError(f"layer {digest} could not be deleted (it waits in {doomed}): {e}") from None
+        os.rmdir(os.path.dirname(doomed))
 
     def prepare(self) -> None:
         for sub in ("layers", "l", "images", "refs", "tmp", "locks"):

@@ -184,3 +184,42 @@ SIM_API HRESULT computestorage_HcsImportLayer(const wchar_t *layer_path, const w
     free(files);
     return hr;
 }
+
+static int remove_tree(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st))
+        return 0;
+    if (!S_ISDIR(st.st_mode))
+        return unlink(path) == 0;
+    DIR *d = opendir(path);
+    if (!d)
+        return 0;
+    int ok = 1;
+    struct dirent *e;
+    while (ok && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        char *child = NULL;
+        ok = asprintf(&child, "%s/%s", path, e->d_name) >= 0 && remove_tree(child);
+        free(child);
+    }
+    closedir(d);
+    return ok && rmdir(path) == 0;
+}
+
+/* A layer folder deleted whole; one that does not exist fails with ERROR_PATH_NOT_FOUND. */
+SIM_API HRESULT computestorage_HcsDestroyLayer(const wchar_t *layer_path)
+{
+    const wchar_t *args[] = {layer_path};
+    record("computestorage!HcsDestroyLayer", 1, args);
+    HRESULT hr = S_OK;
+    if (fault_for("computestorage!HcsDestroyLayer", &hr, NULL))
+        return hr;
+    if (!layer_path)
+        return E_INVALIDARG;
+    char *path = w2u(layer_path);
+    hr = !is_dir(path) ? HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND) : remove_tree(path) ? S_OK : E_FAIL;
+    free(path);
+    return hr;
+}

@@ -249,3 +249,41 @@ def test_two_pulls_at_once_import_each_layer_once(host, tmp_path, windows_image)
     made = [args for ledger in ledgers for args in imports(json.loads(ledger.read_text()))]
     assert sorted(json.loads(args[2])["Layers"] == [] for args in made) == [False, True]  # the base once, the top once
     assert store_state(tmp_path)["windowsfilter"] == sorted(d[7:] for d in layers)
+
+
+def test_prune_destroys_unnamed_windows_layers_through_hcs_and_keeps_a_running_containers(
+        host, tmp_path, windows_image):
+    ref, _, layers = windows_image
+    assert pull(host, ref)[0].returncode == 0
+    host.script("wait.sh", "echo started; read line; echo \"$line\"\n")
+    config = tmp_path / "wait.json"
+    config.write_text(json.dumps({"backend": "hcs", "image": ref, "process_directory": str(host.job),
+                                  "mapped_directory": "C:\\job", "process_executable": "wait.sh"}))
+    running = subprocess.Popen([sys.executable, "-m", "nspawn", "run", "-c", str(config)], cwd=ROOT, text=True,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, **host.env(None), LEDGER_ENV: str(tmp_path / "run-ledger.json")})
+    try:
+        assert running.stdout.readline() == "started\n"
+        names = [store_module.ref_of_file(n) for n in os.listdir(tmp_path / "store" / "refs")]
+        assert len(names) == 2  # the tag, and the index's digest
+        assert nspawn("rmi", *names, env=host.env(None)).returncode == 0
+        refused = nspawn("prune", env={**host.env(None), "NSPAWN_HCS_SIM_NO_PRIVILEGE": "SeBackupPrivilege"})
+        assert refused.returncode == 125 and refused.stderr.startswith(
+            "error: cannot prune: importing Windows layers needs SeBackupPrivilege")
+        pruned = nspawn("prune", env=host.env(None))
+        assert pruned.returncode == 0, pruned.stderr
+        assert pruned.stdout.count("a container uses it") == 2
+        # the running container's scratch layer beside them is no image layer: left alone
+        assert [n for n in store_state(tmp_path)["windowsfilter"] if len(n) == 64] == sorted(d[7:] for d in layers)
+        assert len(store_state(tmp_path)["windowsfilter"]) == 3
+        out, err = running.communicate("go\n", timeout=30)
+        assert (running.returncode, out) == (0, "go\n"), err
+    finally:
+        if running.poll() is None:
+            running.kill()
+    host._ledger()
+    pruned = nspawn("prune", env=host.env(None))
+    assert pruned.returncode == 0 and pruned.stdout.count("deleted sha256:") == 2, pruned.stderr
+    destroyed = [c for c in host._ledger()["calls"] if c["call"] == "computestorage!HcsDestroyLayer"]
+    assert len(destroyed) == 2
+    assert store_state(tmp_path) == {"windowsfilter": [], "images": [], "refs": [], "tmp": []}

@@ -19,6 +19,7 @@ SCHEMA = {"Major": 2, "Minor": 1}
 
 _storage = Bindings("computestorage.dll", {
     "HcsImportLayer": (c_int32, [c_wchar_p, c_wchar_p, c_wchar_p], fails),
+    "HcsDestroyLayer": (c_int32, [c_wchar_p], fails),
 })
 BINDINGS = (_storage,)
 
@@ -32,3 +33,9 @@ def import_layer(layer_path: str, source: str, parents: Parents) -> None:
     """The layer expanded in `source` imported into `layer_path` (which HCS creates), over
     `parents`; needs SeBackupPrivilege and SeRestorePrivilege enabled (advapi32.enable)."""
     _storage.HcsImportLayer(layer_path, source, layer_data(parents))
+
+
+def destroy_layer(layer_path: str) -> None:
+    """Deletes a layer folder HCS made, whose files' security descriptors may keep a plain
+    delete out (the backup privileges enabled first)."""
+    _storage.HcsDestroyLayer(layer_path)
