@@ -10,8 +10,10 @@ tombstones.txt), HcsImportLayer makes the layer from it over its parent layers, 
 beside what HCS made, and the folder is renamed into place: windowsfilter/<hex of the blob's digest> exists only once complete, so an import cut
 short leaves nothing a run would use (the store's tmp/ sweep takes the rest).
 
-HcsImportLayer needs SeBackupPrivilege and SeRestorePrivilege enabled on the process token:
-enable_privileges() does so once per pull, and says what is missing otherwise.
+Where computestorage.dll or its HcsImportLayer is missing (before Windows Server 2019),
+vmcompute.dll's ImportLayer does the same. Both need SeBackupPrivilege and SeRestorePrivilege
+enabled on the process token: enable_privileges() does so once per pull, and says what is
+missing otherwise.
 """
 
 from __future__ import annotations
@@ -100,14 +102,17 @@ def import_layer(store, digest: str, source: str, parents: list, work: str) -> N
     """The layer expanded in `source` imported over `parents` (digests, top-most first) and
     put in place as store.windows_layer_dir(digest)."""
     from nspawn.backends.hcs.native import computestorage, vmcompute
-    from nspawn.backends.hcs.native.errors import HcsError
+    from nspawn.backends.hcs.native.errors import HcsError, LibraryUnavailable
 
     folders = [store.windows_layer_dir(d) for d in parents]
     # A layer's id is NameToGuid of its folder name, as Docker's windowsfilter driver names them.
     layer_data = [(vmcompute.name_to_guid(os.path.basename(folder)), folder) for folder in folders]
     imported = os.path.join(work, "imported")
     try:
-        computestorage.import_layer(imported, source, layer_data)
+        try:
+            computestorage.import_layer(imported, source, layer_data)
+        except LibraryUnavailable:  # before Windows Server 2019: vmcompute's import, as Docker's driver did
+            vmcompute.import_layer(work, os.path.basename(imported), source, layer_data)
     except HcsError as e:
         raise LayerError(f"layer {digest} could not be imported: {e}") from None
     with open(os.path.join(imported, LAYERCHAIN), "w", encoding="utf-8") as f:

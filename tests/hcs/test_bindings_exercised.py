@@ -153,6 +153,7 @@ def rare_paths(sim, workdir) -> dict[str, set[str]]:
     advapi32.enable(advapi32.BACKUP, advapi32.RESTORE)
     computestorage.import_layer(str(workdir / "imported"), str(workdir / "pulled"), [])
     computestorage.destroy_layer(str(workdir / "imported"))
+    vm.import_layer(str(workdir), "imported-v1", str(workdir / "pulled"), [])
     out["a pulled Windows layer imported, then pruned (tests/images/test_windows_import.py pulls, runs and prunes "
         "them)"] = called(sim.ledger())
 

@@ -153,6 +153,35 @@ static int empty_or_absent(const char *path)
     return empty;
 }
 
+/* The import both DLLs do, once the parents are checked: `invalid` is the DLL's code for a
+ * source that is no layer in transport form. */
+HRESULT layer_import(const char *to, const char *from, HRESULT invalid)
+{
+    if (!privileges_enabled())
+        return HRESULT_FROM_WIN32(ERROR_PRIVILEGE_NOT_HELD);
+    char *files = NULL;
+    HRESULT hr = S_OK;
+    if (!is_dir(from))
+        hr = HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND);
+    if (hr == S_OK && (asprintf(&files, "%s/Files", from) < 0 || !is_dir(files)))
+        hr = invalid;
+    if (hr == S_OK && !tombstones_ok(from))
+        hr = invalid;
+    if (hr == S_OK && !empty_or_absent(to))
+        hr = HRESULT_FROM_WIN32(ERROR_ALREADY_EXISTS);
+    if (hr == S_OK && mkdir(to, 0755) && errno != EEXIST)
+        hr = HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND);
+    if (hr == S_OK && !copy_tree(from, to))
+        hr = E_FAIL;
+    free(files);
+    return hr;
+}
+
+int layer_folder_exists(const char *path)
+{
+    return is_dir(path);
+}
+
 SIM_API HRESULT computestorage_HcsImportLayer(const wchar_t *layer_path, const wchar_t *source, const wchar_t *layer_data)
 {
     const wchar_t *args[] = {layer_path, source, layer_data};
@@ -162,26 +191,15 @@ SIM_API HRESULT computestorage_HcsImportLayer(const wchar_t *layer_path, const w
         return hr;
     if (!layer_path || !source || !layer_data)
         return E_INVALIDARG;
-    if (!privileges_enabled())
-        return HRESULT_FROM_WIN32(ERROR_PRIVILEGE_NOT_HELD);
-    char *to = w2u(layer_path), *from = w2u(source), *data = w2u(layer_data), *files = NULL;
+    char *data = w2u(layer_data);
     hr = check_layer_data(data);
-    if (hr == S_OK && !is_dir(from))
-        hr = HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND);
-    if (hr == S_OK && (asprintf(&files, "%s/Files", from) < 0 || !is_dir(files)))
-        hr = HCS_E_INVALID_LAYER;
-    if (hr == S_OK && !tombstones_ok(from))
-        hr = HCS_E_INVALID_LAYER;
-    if (hr == S_OK && !empty_or_absent(to))
-        hr = HRESULT_FROM_WIN32(ERROR_ALREADY_EXISTS);
-    if (hr == S_OK && mkdir(to, 0755) && errno != EEXIST)
-        hr = HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND);
-    if (hr == S_OK && !copy_tree(from, to))
-        hr = E_FAIL;
+    free(data);
+    if (hr != S_OK)
+        return privileges_enabled() ? hr : HRESULT_FROM_WIN32(ERROR_PRIVILEGE_NOT_HELD);
+    char *to = w2u(layer_path), *from = w2u(source);
+    hr = layer_import(to, from, HCS_E_INVALID_LAYER);
     free(to);
     free(from);
-    free(data);
-    free(files);
     return hr;
 }
 

@@ -210,6 +210,9 @@ void guardian_disarm(sim_system *s);
 
 /* vmcompute.c, computenetwork.c */
 void layers_reset(void);
+/* computestorage.c: a layer in transport form copied into `to` (created), for both DLLs' imports */
+HRESULT layer_import(const char *to, const char *from, HRESULT invalid);
+int layer_folder_exists(const char *path);
 /* advapi32.c */
 int privileges_enabled(void);               /* SeBackupPrivilege and SeRestorePrivilege both */
 void privileges_reset(void);

@@ -287,3 +287,34 @@ def test_prune_destroys_unnamed_windows_layers_through_hcs_and_keeps_a_running_c
     destroyed = [c for c in host._ledger()["calls"] if c["call"] == "computestorage!HcsDestroyLayer"]
     assert len(destroyed) == 2
     assert store_state(tmp_path) == {"windowsfilter": [], "images": [], "refs": [], "tmp": []}
+
+
+def test_before_computestorage_the_layer_is_imported_through_vmcompute(sim, tmp_path, monkeypatch):  # noqa: F811
+    """On Windows Server 2016 computestorage.dll does not exist: the loader's LibraryUnavailable
+    (what load() raises there) sends the import to vmcompute.dll's ImportLayer."""
+    from nspawn.backends.hcs.native.errors import LibraryUnavailable
+    from nspawn.images import winlayer
+
+    def absent(*args):
+        raise LibraryUnavailable("computestorage.dll", "the specified module could not be found")
+
+    monkeypatch.setattr(computestorage, "import_layer", absent)
+    store = store_module.Store(str(tmp_path / "store"))
+    store.prepare()
+    os.makedirs(store.path("windowsfilter"))
+    base, top = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    advapi32.enable(advapi32.BACKUP, advapi32.RESTORE)
+    for digest, parents in ((base, []), (top, [base])):
+        work = store.temporary()
+        source = layer_source(tmp_path / digest[7:15])
+        winlayer.import_layer(store, digest, source, parents, work)
+    assert (tmp_path / "store" / "windowsfilter" / ("b" * 64) / "Files" / "Windows" / "notepad.exe").exists()
+    assert json.loads((tmp_path / "store" / "windowsfilter" / ("b" * 64) / "layerchain.json").read_text()) == [
+        store.windows_layer_dir(base)]
+    (_, imported) = [c["args"] for c in sim.ledger()["calls"] if c["call"] == "vmcompute!ImportLayer"]
+    assert imported["flavour"] == 1 and imported["id"] == "imported"
+    assert [layer["path"] for layer in imported["layers"]] == [store.windows_layer_dir(base)]
+    sim.fail("ImportLayer", 0xC0370112)
+    with pytest.raises(winlayer.LayerError) as e:
+        winlayer.import_layer(store, "sha256:" + "c" * 64, source, [top], store.temporary())
+    assert "ImportLayer failed: 0xC0370112 ERROR_VMCOMPUTE_INVALID_LAYER" in str(e.value)
