@@ -42,7 +42,8 @@ def enable_privileges() -> None:
     try:
         advapi32.enable(advapi32.BACKUP, advapi32.RESTORE)
     except advapi32.PrivilegeMissing as e:
-        raise PrivilegeError(f"importing Windows layers needs SeBackupPrivilege and SeRestorePrivilege: {e}") from None
+        raise PrivilegeError(f"Windows layers are imported and deleted with SeBackupPrivilege and SeRestorePrivilege: "
+                             f"{e}") from None
 
 
 def expand(stream, source: str, layer: str) -> int:

@@ -137,8 +137,8 @@ def test_a_token_without_the_backup_privileges_is_refused_in_words(host, tmp_pat
     done, ledger = pull(host, ref, NSPAWN_HCS_SIM_NO_PRIVILEGE="SeRestorePrivilege")
     assert done.returncode == 125
     assert done.stderr == (
-        f"error: cannot pull {ref}: importing Windows layers needs SeBackupPrivilege and SeRestorePrivilege: this "
-        "process's token does not hold SeRestorePrivilege (AdjustTokenPrivileges failed: 0x80070514 "
+        f"error: cannot pull {ref}: Windows layers are imported and deleted with SeBackupPrivilege and "
+        "SeRestorePrivilege: this process's token does not hold SeRestorePrivilege (AdjustTokenPrivileges failed: 0x80070514 "
         "ERROR_NOT_ALL_ASSIGNED); expected nspawn run as an administrator (from an elevated prompt), whose token "
         "holds them\n")
     assert imports(ledger) == []
@@ -269,7 +269,8 @@ def test_prune_destroys_unnamed_windows_layers_through_hcs_and_keeps_a_running_c
         assert nspawn("rmi", *names, env=host.env(None)).returncode == 0
         refused = nspawn("prune", env={**host.env(None), "NSPAWN_HCS_SIM_NO_PRIVILEGE": "SeBackupPrivilege"})
         assert refused.returncode == 125 and refused.stderr.startswith(
-            "error: cannot prune: importing Windows layers needs SeBackupPrivilege")
+            "error: cannot prune: Windows layers are imported and deleted with SeBackupPrivilege and "
+            "SeRestorePrivilege: this process's token does not hold SeBackupPrivilege")
         pruned = nspawn("prune", env=host.env(None))
         assert pruned.returncode == 0, pruned.stderr
         assert pruned.stdout.count("a container uses it") == 2
