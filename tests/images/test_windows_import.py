@@ -5,6 +5,7 @@ folders and the backup privileges as Windows would refuse them."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -319,3 +320,27 @@ def test_before_computestorage_the_layer_is_imported_through_vmcompute(sim, tmp_
     with pytest.raises(winlayer.LayerError) as e:
         winlayer.import_layer(store, "sha256:" + "c" * 64, source, [top], store.temporary())
     assert "ImportLayer failed: 0xC0370112 ERROR_VMCOMPUTE_INVALID_LAYER" in str(e.value)
+
+
+def symlink(name: str, target: str):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = tarfile.SYMTYPE, target
+    return info, None
+
+
+@pytest.mark.parametrize("entries, said", [
+    ([entry("Files/"), entry("Files/../../escaped", b"x")], "climbs out of the layer's root with '..'"),
+    ([entry("Windows/notepad.exe", b"MZ")], "is outside Files/, Hives/ and UtilityVM/; expected a Windows layer"),
+    ([entry("Files/"), entry("Files/.wh..wh..opq", b"")], "is not below Files/ or is an opaque directory"),
+    ([entry("Hives/"), entry("Hives/.wh.Software_Delta", b"")], "is not below Files/ or is an opaque directory"),
+    ([entry("Files/"), symlink("Files/etc", "/etc"), entry("Files/etc/evil", b"x")], "is a symbolic link"),
+])
+def test_a_windows_layer_that_is_not_one_is_refused(tmp_path, entries, said):
+    import gzip
+
+    from nspawn.images import winlayer
+
+    with pytest.raises(winlayer.LayerError) as e:
+        winlayer.expand(io.BytesIO(gzip.decompress(tar_bytes(entries))), str(tmp_path), "sha256:test")
+    assert said in str(e.value)
+    assert not (tmp_path.parent / "escaped").exists() and not os.path.exists("/etc/evil")
