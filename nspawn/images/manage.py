@@ -95,4 +95,15 @@ def prune(store: Store | None = None) -> tuple[list[str], int]:
                 pass
             store.remove_layer(digest)
             said.append(f"deleted {digest}")
+        doomed = [d for d in sorted(store.windows_layers()) if d not in named]
+        if doomed:
+            from nspawn.images.winlayer import enable_privileges
+
+            enable_privileges()
+        for digest in doomed:
+            if digest in busy:
+                said.append(f"kept {digest}: a container uses it")
+                continue
+            store.remove_windows_layer(digest)
+            said.append(f"deleted {digest}")
     return said, freed

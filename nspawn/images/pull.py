@@ -107,6 +107,26 @@ def _decompressed(path: str, compression: str, layer: str):
     return raw
 
 
+def _expanded(compressed: str, blob, diff_id: str, into: str, expand) -> tuple:
+    """expand(stream, into, digest) over the downloaded blob, its uncompressed digest checked
+    against the image config's diff_id; (what expand returns, that digest)."""
+    stream = _decompressed(compressed, blob.compression, blob.digest)
+    hashing = _Hashing(stream)
+    try:
+        written = expand(hashing, into, blob.digest)
+        hashing.drain()
+    except (EOFError, OSError) as e:
+        if isinstance(e, LayerError):
+            raise
+        raise LayerError(f"layer {blob.digest} is not a readable tar archive: {e}") from None
+    finally:
+        stream.close()
+    got = "sha256:" + hashing.sha.hexdigest()
+    if diff_id and got != diff_id:
+        raise LayerError(f"layer {blob.digest} unpacks to {got}, and the image config says {diff_id}; refusing it")
+    return written, got
+
+
 def ensure_layer(store: Store, registry, ref: Reference, blob, diff_id: str, progress: Progress) -> str:
     """The layer in the store, made once however many pulls want it at the same time."""
     progress.layer(blob.digest, blob.size)
@@ -122,24 +142,41 @@ def ensure_layer(store: Store, registry, ref: Reference, blob, diff_id: str, pro
             made = os.path.join(work, "layer")
             os.makedirs(os.path.join(made, "diff"))
             os.chmod(os.path.join(made, "diff"), 0o755)
-            stream = _decompressed(compressed, blob.compression, blob.digest)
-            hashing = _Hashing(stream)
-            try:
-                written = unpack(hashing, os.path.join(made, "diff"), blob.digest)
-                hashing.drain()
-            except (EOFError, OSError) as e:
-                if isinstance(e, LayerError):
-                    raise
-                raise LayerError(f"layer {blob.digest} is not a readable tar archive: {e}") from None
-            finally:
-                stream.close()
-            got = "sha256:" + hashing.sha.hexdigest()
-            if diff_id and got != diff_id:
-                raise LayerError(f"layer {blob.digest} unpacks to {got}, and the image config says {diff_id}; refusing it")
+            written, got = _expanded(compressed, blob, diff_id, os.path.join(made, "diff"), unpack)
             os.unlink(compressed)
             with open(os.path.join(made, "layer.json"), "w", encoding="utf-8") as f:
                 json.dump({"digest": blob.digest, "diff_id": got, "size": blob.size, "unpacked": written}, f)
             store.add_layer(blob.digest, made)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    progress.done(blob.digest, "pulled")
+    return "pulled"
+
+
+def ensure_windows_layer(store: Store, registry, ref: Reference, blob, diff_id: str, parents: list,
+                         progress: Progress, privileges: list) -> str:
+    """The Windows layer imported into the store's windowsfilter form over `parents` (digests,
+    top-most first), once however many pulls want it. `privileges` is the pull's one-item
+    memo of whether the backup privileges are enabled yet: asked for only by an import."""
+    from nspawn.images import winlayer
+
+    progress.layer(blob.digest, blob.size)
+    with store.lock(hex_of(blob.digest)):
+        if store.has_windows_layer(blob.digest):
+            progress.done(blob.digest, "already present")
+            return "already present"
+        if not privileges:
+            winlayer.enable_privileges()
+            privileges.append(True)
+        work = store.temporary()
+        try:
+            compressed = os.path.join(work, "blob")
+            _download(registry, ref, blob, compressed, progress)
+            source = os.path.join(work, "source")
+            os.mkdir(source)
+            _expanded(compressed, blob, diff_id, source, winlayer.expand)
+            os.unlink(compressed)
+            winlayer.import_layer(store, blob.digest, source, parents, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     progress.done(blob.digest, "pulled")
@@ -171,6 +208,16 @@ def pull(ref: Reference, store: Store, *, registry=None, platform: manifests.Pla
     progress = progress or Progress()
     host = manifests.host_platform()
     platform = platform or host
+    if platform.os == "windows" and host.os != "windows":
+        from nspawn.backends.hcs.native.loader import simulated
+
+        if simulated():
+            # The simulated HCS stands in for Windows: its build is the host's.
+            from nspawn.backends.hcs.native.kernel32 import windows_build
+
+            host = manifests.Platform("windows", host.architecture, host.variant, f"10.0.{windows_build()}")
+    if platform.os == "windows" and not platform.os_version and host.os == "windows":
+        platform = platform._replace(os_version=host.os_version)  # the image for this host's build
     if platform.os != host.os:
         raise manifests.ManifestError(f"found the platform {platform}; this host runs {host.os} containers, and "
                                       f"{platform.os} images are unpacked only on {platform.os}")
@@ -192,8 +239,16 @@ def _pull(ref: Reference, store: Store, registry, platform, progress: Progress) 
     if config.diff_ids and len(config.diff_ids) != len(manifest.layers):
         raise manifests.ManifestError(f"{ref}: the manifest has {len(manifest.layers)} layers and its config "
                                       f"{len(config.diff_ids)}; expected the same number")
+    windows, privileges = platform.os == "windows", []
+    if windows:
+        os.makedirs(store.path("windowsfilter"), mode=0o700, exist_ok=True)
     for i, blob in enumerate(manifest.layers):
-        ensure_layer(store, registry, ref, blob, config.diff_ids[i] if config.diff_ids else "", progress)
+        diff_id = config.diff_ids[i] if config.diff_ids else ""
+        if windows:
+            parents = [b.digest for b in reversed(manifest.layers[:i])]
+            ensure_windows_layer(store, registry, ref, blob, diff_id, parents, progress, privileges)
+        else:
+            ensure_layer(store, registry, ref, blob, diff_id, progress)
     record = image_record(str(ref), digest, index_digest, manifest, config)
     store.put_image(record)
     store.tag(str(ref), digest)

@@ -6,6 +6,8 @@ Layout under the root ($NSPAWN_STORE, else /var/lib/nspawn):
   l/<short>                a short link to layers/<hex>/diff: the mount names lower layers by
                            these, from inside l/, so that a hundred layers fit the page that
                            mount options get (as Docker's overlay2 does)
+  windowsfilter/<hex>      a Windows layer imported through HCS (images/winlayer.py), with its
+                           layerchain.json: the HCS backend's parent layer folder form
   images/<hex>.json        an image by its manifest's digest: its layers and run defaults
   images/<hex>.used        touched by each run that uses it
   refs/<quoted reference>  the manifest digest a reference names
@@ -22,9 +24,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
 
 DEFAULT_ROOT = "/var/lib/nspawn"
+# Windows has no O_CLOEXEC: Python makes every descriptor non-inheritable there already.
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_HEX = frozenset("0123456789abcdef")
 SHORT = 16  # hex digits of a layer's short link name: 64 bits, so names never collide in practice
 
 
@@ -69,17 +75,54 @@ class Store:
     def has_layer(self, digest: str) -> bool:
         return os.path.isdir(os.path.join(self.layer_dir(digest), "diff"))
 
+    def windows_layer_dir(self, digest: str) -> str:
+        return self.path("windowsfilter", hex_of(digest))
+
+    def has_windows_layer(self, digest: str) -> bool:
+        return os.path.isdir(self.windows_layer_dir(digest))
+
+    def add_windows_layer(self, digest: str, imported: str) -> None:
+        """Put the imported layer folder (with its layerchain.json) in place."""
+        os.rename(imported, self.windows_layer_dir(digest))
+
+    def windows_layers(self) -> list[str]:
+        """The imported layers; not the containers' scratch layers, which the HCS backend makes
+        beside their parent layer (as Docker's windowsfilter driver does) under their own names."""
+        directory = self.path("windowsfilter")
+        names = os.listdir(directory) if os.path.isdir(directory) else ()
+        return ["sha256:" + name for name in names if len(name) == 64 and all(c in _HEX for c in name)]
+
+    def remove_windows_layer(self, digest: str) -> None:
+        """Out of sight first (a rename), then destroyed through HCS, which made it."""
+        from nspawn.backends.hcs.native import computestorage
+        from nspawn.backends.hcs.native.errors import HcsError
+        from nspawn.images.unpack import LayerError
+
+        doomed = os.path.join(self.temporary(), "layer")
+        os.rename(self.windows_layer_dir(digest), doomed)
+        try:
+            computestorage.destroy_layer(doomed)
+        except HcsError as e:
+            raise LayerError(f"layer {digest} could not be deleted (it waits in {doomed}): {e}") from None
+        os.rmdir(os.path.dirname(doomed))
+
     def prepare(self) -> None:
         for sub in ("layers", "l", "images", "refs", "tmp", "locks"):
             os.makedirs(self.path(sub), mode=0o700, exist_ok=True)
 
     @contextlib.contextmanager
     def lock(self, name: str, shared: bool = False):
-        import fcntl
-
-        fd = os.open(self.path("locks", name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(self.path("locks", name + ".lock"), os.O_RDWR | os.O_CREAT | _CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            if _windows():
+                from nspawn.backends.hcs.native import kernel32
+                from nspawn.backends.hcs.native.loader import os_handle
+
+                kernel32.lock_file(os_handle(fd), exclusive=not shared)
+            else:
+                import fcntl
+
+                fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)
@@ -170,7 +213,10 @@ class Store:
         except (FileNotFoundError, NotADirectoryError):
             return None
         record = self.image(digest)
-        if record is None or not all(self.has_layer(layer["digest"]) for layer in record["layers"]):
+        if record is None:
+            return None
+        has = self.has_windows_layer if is_windows(record) else self.has_layer
+        if not all(has(layer["digest"]) for layer in record["layers"]):
             return None
         return record
 
@@ -181,7 +227,7 @@ class Store:
             os.utime(path)
         except FileNotFoundError:
             with contextlib.suppress(OSError):
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | _CLOEXEC, 0o600))
         except OSError:
             pass
 
@@ -211,7 +257,21 @@ class Store:
         shutil.rmtree(os.path.dirname(doomed))
 
 
+def is_windows(record: dict) -> bool:
+    return record.get("platform", "").startswith("windows")
+
+
+def _windows() -> bool:
+    """Whether the store runs on Windows' file locks and process handles (a seam for the tests,
+    which run that path against the simulated kernel32)."""
+    return sys.platform == "win32"
+
+
 def _alive(pid: int) -> bool:
+    if _windows():
+        from nspawn.backends.hcs.native import kernel32
+
+        return kernel32.process_alive(pid)  # os.kill(pid, 0) would terminate it there
     try:
         os.kill(pid, 0)
         return True
@@ -227,7 +287,7 @@ def _atomic_write(path: str, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-    os.rename(temporary, path)
+    os.replace(temporary, path)  # rename would not replace an existing file on Windows
 
 
 def _atomic_symlink(target: str, path: str) -> None:

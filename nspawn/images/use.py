@@ -89,17 +89,29 @@ def resolve(text: str, *, pull: bool, notify=None):
 
 
 def resolve_windows(text: str, isolation: str):
-    """(ResolvedImage, image config dict) of an image in Docker's windowsfilter store; its top
-    layer is the HCS backend's parent layer. On Windows a process-isolated container's image
-    must be for the host's build: refused here, in words, before HCS refuses it in a code."""
+    """(ResolvedImage, image config dict) of a Windows image pulled into the store (its layers
+    imported into the store's windowsfilter form), else of one in Docker's windowsfilter store;
+    its top layer is the HCS backend's parent layer. On Windows a process-isolated container's
+    image must be for the host's build: refused here, in words, before HCS refuses it in a code
+    (a pull chose the host's build already)."""
     from nspawn.images.hoststores import docker, docker_root
     from nspawn.images.reference import parse
+    from nspawn.images.store import Store, is_windows
 
     ref = parse(text)
+    store = Store()
+    pulled = store.lookup(str(ref))
+    if pulled is not None and is_windows(pulled):
+        store.mark_used(pulled["digest"])
+        digests = tuple(layer["digest"] for layer in reversed(pulled["layers"]))
+        folders = tuple(store.windows_layer_dir(d) for d in digests)
+        return ResolvedImage(str(ref), pulled["digest"], folders, folders, digests, pulled["config"].get("User", ""),
+                             pulled["platform"]), pulled["config"]
     found = docker(ref, driver="windowsfilter")
     if found is None:
-        raise NotInStore(f"{ref} is not in Docker's windowsfilter store {docker_root()}; expected it pulled there "
-                         f"(docker pull {text}): nspawn does not pull Windows images yet")
+        raise NotInStore(f"{ref} is not in the image store {store.root}, nor in Docker's windowsfilter store "
+                         f"{docker_root()}; expected it pulled first (nspawn pull --platform windows/amd64 {text}, "
+                         f"or docker pull {text})")
     image_id, layers, config = found
     if sys.platform == "win32" and isolation == "process" and config.get("os.version"):
         from nspawn.errors import NspawnError

@@ -12,11 +12,14 @@ backend calls."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from nspawn.backends.hcs import release
+from nspawn.backends.hcs.native import advapi32
 from nspawn.backends.hcs.native import computecore as cc
+from nspawn.backends.hcs.native import computestorage
 from nspawn.backends.hcs.native import computenetwork as hcn
 from nspawn.backends.hcs.native import kernel32
 from nspawn.backends.hcs.native import vmcompute as vm
@@ -26,7 +29,7 @@ from tests.hcs.conftest import Host
 from tests.hcs.service import Service, kill
 from tests.hcs_sim.fixtures import sim, sim_library  # noqa: F401 (fixtures)
 
-BINDINGS = cc.BINDINGS + vm.BINDINGS + hcn.BINDINGS + kernel32.BINDINGS
+BINDINGS = cc.BINDINGS + vm.BINDINGS + hcn.BINDINGS + kernel32.BINDINGS + computestorage.BINDINGS + advapi32.BINDINGS
 
 
 def bound() -> set[str]:
@@ -144,6 +147,21 @@ def rare_paths(sim, workdir) -> dict[str, set[str]]:
         opened.create_endpoint({"Name": "nspawn-killed", "HostComputeNetwork": network, "SchemaVersion": hcn.SCHEMA}).close()
     assert release.release_hcn_endpoint({"id": "0e1d0000-0000-4000-8000-0000000000e1", "name": "nspawn-killed"})
     out["an HCN endpoint whose id never reached the journal: found by name"] = called(sim.ledger())
+
+    sim.reset()
+    (workdir / "pulled" / "Files").mkdir(parents=True)
+    advapi32.enable(advapi32.BACKUP, advapi32.RESTORE)
+    computestorage.import_layer(str(workdir / "imported"), str(workdir / "pulled"), [])
+    computestorage.destroy_layer(str(workdir / "imported"))
+    vm.import_layer(str(workdir), "imported-v1", str(workdir / "pulled"), [])
+    out["a pulled Windows layer imported, then pruned (tests/images/test_windows_import.py pulls, runs and prunes "
+        "them)"] = called(sim.ledger())
+
+    sim.reset()
+    with open(workdir / "store.lock", "w") as f:
+        kernel32.lock_file(f.fileno(), exclusive=True)
+    assert kernel32.process_alive(os.getpid())
+    out["the image store's lock and sweep on Windows (tests/images/test_windows_import.py)"] = called(sim.ledger())
     return out
 
 

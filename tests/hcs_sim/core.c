@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -748,6 +749,7 @@ SIM_API void SimReset(void)
     g_strings_out = 0;
     g_overlapped_pipes = 0;
     layers_reset();
+    privileges_reset();
     net_reset();
     pthread_mutex_unlock(&g_lock);
 }
@@ -821,7 +823,7 @@ SIM_API int32_t kernel32_CloseHandle(HANDLE h)
         return 1;
     }
     sim_handle *sh = handle_get(h, 0);
-    if (sh && (sh->kind == K_JOB || sh->kind == K_EVENT)) {
+    if (sh && (sh->kind == K_JOB || sh->kind == K_EVENT || sh->kind == K_TOKEN || sh->kind == K_HOST_PROCESS)) {
         handle_close(sh);
         pthread_mutex_unlock(&g_lock);
         return 1;
@@ -829,6 +831,66 @@ SIM_API int32_t kernel32_CloseHandle(HANDLE h)
     pthread_mutex_unlock(&g_lock);
     set_last_error(ERROR_INVALID_HANDLE);
     return 0;
+}
+
+/* The image store's locks on Windows: a launcher's file handles are its descriptors here, and
+ * LockFileEx on the first byte is flock, shared or exclusive (ERROR_LOCK_VIOLATION when it
+ * may not wait). */
+#define ERROR_LOCK_VIOLATION 33
+SIM_API int32_t kernel32_LockFileEx(HANDLE h, uint32_t flags, uint32_t reserved, uint32_t low, uint32_t high, void *ov)
+{
+    record("kernel32!LockFileEx", 0, NULL);
+    if (reserved || low != 1 || high || !ov) {
+        set_last_error(ERROR_INVALID_PARAMETER);
+        return 0;
+    }
+    int op = (flags & 2 ? LOCK_EX : LOCK_SH) | (flags & 1 ? LOCK_NB : 0);
+    if (flock((int)(intptr_t)h, op)) {
+        set_last_error(errno == EWOULDBLOCK ? ERROR_LOCK_VIOLATION : ERROR_INVALID_HANDLE);
+        return 0;
+    }
+    set_last_error(0);
+    return 1;
+}
+
+/* Processes of this host by pid, for the store's sweep of dead pulls: OpenProcess fails with
+ * ERROR_INVALID_PARAMETER for a pid no process has, as Windows does. */
+static int host_pid_alive(pid_t pid)
+{
+    return kill(pid, 0) == 0 || errno == EPERM;
+}
+
+SIM_API HANDLE kernel32_OpenProcess(uint32_t access, int32_t inherit, uint32_t pid)
+{
+    record("kernel32!OpenProcess", 0, NULL);
+    if (!pid || !host_pid_alive((pid_t)pid)) {
+        set_last_error(ERROR_INVALID_PARAMETER);
+        return NULL;
+    }
+    pthread_mutex_lock(&g_lock);
+    sim_handle *h = handle_new(K_HOST_PROCESS, 0);
+    h->op_proc = pid;
+    HANDLE v = handle_value(h);
+    pthread_mutex_unlock(&g_lock);
+    (void)access;
+    (void)inherit;
+    set_last_error(0);
+    return v;
+}
+
+SIM_API int32_t kernel32_GetExitCodeProcess(HANDLE h, uint32_t *code)
+{
+    record("kernel32!GetExitCodeProcess", 0, NULL);
+    pthread_mutex_lock(&g_lock);
+    sim_handle *sh = handle_get(h, K_HOST_PROCESS);
+    pid_t pid = sh ? (pid_t)sh->op_proc : 0;
+    pthread_mutex_unlock(&g_lock);
+    if (!sh || !code) {
+        set_last_error(!sh ? ERROR_INVALID_HANDLE : ERROR_INVALID_PARAMETER);
+        return 0;
+    }
+    *code = host_pid_alive(pid) ? 259 : 0;
+    return 1;
 }
 
 /* The launcher's own stdio handles are its file descriptors here: the type of what is behind

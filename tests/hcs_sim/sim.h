@@ -68,7 +68,7 @@ typedef void *HANDLE;
 #define SIM_INVALID_HANDLE ((HANDLE)(intptr_t)-1)
 
 enum sim_kind { K_SYSTEM = 1, K_PROCESS, K_OPERATION, K_CALLBACK, K_NETWORK,
-                K_ENDPOINT, K_NAMESPACE, K_JOB, K_EVENT };
+                K_ENDPOINT, K_NAMESPACE, K_JOB, K_EVENT, K_TOKEN, K_HOST_PROCESS };
 enum sys_state { ST_CREATING, ST_CREATED, ST_RUNNING, ST_STOPPED };
 /* Exactly one party frees a closed handle: the closer once no delivery uses it, or, when
  * nobody can wait (closed inside a callback, or by SimReset), the last delivery. */
@@ -210,6 +210,12 @@ void guardian_disarm(sim_system *s);
 
 /* vmcompute.c, computenetwork.c */
 void layers_reset(void);
+/* computestorage.c: a layer in transport form copied into `to` (created), for both DLLs' imports */
+HRESULT layer_import(const char *to, const char *from, HRESULT invalid);
+int layer_folder_exists(const char *path);
+/* advapi32.c */
+int privileges_enabled(void);               /* SeBackupPrivilege and SeRestorePrivilege both */
+void privileges_reset(void);
 void net_reset(void);
 cJSON *layers_ledger(void);
 cJSON *net_ledger(void);

@@ -727,6 +727,32 @@ static HRESULT layer_call(const char *call, int op, const struct driver_info *in
     return hr;
 }
 
+/* The layer import of builds before computestorage.dll (Windows Server 2016): the layer
+ * HomeDir+id made from the transport folder `path` over the parents `d`, as HcsImportLayer
+ * does (computestorage.c), its refusals in vmcompute's codes. */
+VM(ImportLayer)(const struct driver_info *info, const wchar_t *id, const wchar_t *path, const struct layer_desc *d,
+                size_t n)
+{
+    record_layer("vmcompute!ImportLayer", info, id, NULL, d, n);
+    HRESULT hr;
+    if (!info || !id || !path || (n && !d))
+        return E_INVALIDARG;
+    if (v1_fault("vmcompute!ImportLayer", 0, NULL, &hr))
+        return hr;
+    for (size_t i = 0; i < n; i++) {
+        char *parent = w2u(d[i].path);
+        int there = parent && layer_folder_exists(parent);
+        free(parent);
+        if (!there)
+            return HRESULT_FROM_WIN32(3 /* ERROR_PATH_NOT_FOUND */);
+    }
+    char *key = layer_key(info, id), *from = w2u(path);
+    hr = layer_import(key, from, (HRESULT)0xC0370112 /* ERROR_VMCOMPUTE_INVALID_LAYER */);
+    free(key);
+    free(from);
+    return hr;
+}
+
 VM(CreateSandboxLayer)(const struct driver_info *info, const wchar_t *id, const wchar_t *parent,
                        const struct layer_desc *d, size_t n)
 {

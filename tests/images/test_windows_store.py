@@ -67,7 +67,7 @@ def test_a_windowsfilter_image_is_the_parent_layer_and_gives_the_defaults(host, 
     missing.write_text(json.dumps({**document, "image": REF.replace("ltsc2022", "ltsc2019")}))
     refused = nspawn("run", "-c", str(missing), env=host.env(None))
     assert refused.returncode == 2
-    assert "is not in Docker's windowsfilter store" in refused.stderr and "docker pull" in refused.stderr
+    assert "nor in Docker's windowsfilter store" in refused.stderr and "docker pull" in refused.stderr
 
 
 def test_a_windows_build_mismatch_is_said_in_words():

@@ -1,6 +1,7 @@
 """The few Win32 calls the HCS backend needs: stdio pipe I/O, handle and
 string freeing, the processor groups and Windows build, and CPU affinity on a
-container's silo job (as hcsshim's internal/hcsoci/cpuaffinity.go sets it).
+container's silo job (as hcsshim's internal/hcsoci/cpuaffinity.go sets it); and for the
+image store on Windows, file locks and whether a process is alive.
 
 NtOpenJobObject/RtlNtStatusToDosError (ntdll.dll) and CoTaskMemFree
 (ole32.dll) live here too: they are single functions of system DLLs serving
@@ -31,7 +32,12 @@ FILE_TYPE_CHAR = _winbase.FILE_TYPE_CHAR
 FILE_TYPE_PIPE = _winbase.FILE_TYPE_PIPE
 # winnt.h's definition: cwinsdk has the standard rights, its JOB_OBJECT_* lines are docstring text.
 JOB_OBJECT_ALL_ACCESS = _winnt.STANDARD_RIGHTS_REQUIRED | _winnt.SYNCHRONIZE | 0x3F
-OVERLAPPED = sdk("um.minwinbase").OVERLAPPED
+_minwinbase = sdk("um.minwinbase")
+OVERLAPPED = _minwinbase.OVERLAPPED
+LOCKFILE_FAIL_IMMEDIATELY = _minwinbase.LOCKFILE_FAIL_IMMEDIATELY
+LOCKFILE_EXCLUSIVE_LOCK = _minwinbase.LOCKFILE_EXCLUSIVE_LOCK
+PROCESS_QUERY_LIMITED_INFORMATION = 0x1000  # winnt.h; cwinsdk has it only as docstring text
+STILL_ACTIVE = 259  # GetExitCodeProcess's answer for a running process (its reference page)
 GROUP_AFFINITY = _winnt.GROUP_AFFINITY
 OSVERSIONINFOW = _winnt.OSVERSIONINFOW
 UNICODE_STRING = _ntdef.UNICODE_STRING
@@ -77,7 +83,7 @@ def _ntstatus(export):
 
 
 # cwinsdk 0.0.20 lacks ReadFile, WriteFile, SetInformationJobObject, the processor-group
-# calls, NtOpenJobObject and RtlGetVersion: their prototypes are written here (with its
+# calls, OpenProcess, GetExitCodeProcess, NtOpenJobObject and RtlGetVersion: their prototypes are written here (with its
 # structures). The errchecks are nspawn's everywhere: cwinsdk's raise a bare OSError, read
 # GetLastError without use_last_error, and several of these functions have none.
 _BOOL = c_int32
@@ -92,6 +98,9 @@ _kernel32 = Bindings("kernel32.dll", {
     "SetInformationJobObject": (_BOOL, [c_void_p, c_int32, c_void_p, c_uint32], _zero_fails),
     "GetActiveProcessorGroupCount": (c_uint16, [], _zero_fails),
     "GetActiveProcessorCount": (c_uint32, [c_uint16], _zero_fails),
+    "LockFileEx": prototype(sdk("um.fileapi").LockFileEx, _zero_fails),
+    "OpenProcess": (c_void_p, [c_uint32, _BOOL, c_uint32], _zero_fails),
+    "GetExitCodeProcess": (_BOOL, [c_void_p, POINTER(c_uint32)], _zero_fails),
 })
 _ntdll = Bindings("ntdll.dll", {
     "NtOpenJobObject": (c_int32, [POINTER(c_void_p), c_uint32, POINTER(OBJECT_ATTRIBUTES)], _ntstatus),
@@ -117,6 +126,28 @@ def co_task_mem_free(ptr) -> None:
 
 def close_handle(handle: int) -> None:
     _kernel32.CloseHandle(handle)
+
+
+def lock_file(handle: int, exclusive: bool, wait: bool = True) -> None:
+    """A lock on the first byte of an open file, shared or exclusive, as flock gives one on
+    Linux; released when the handle closes. HcsError (ERROR_LOCK_VIOLATION) when another
+    holds it and `wait` is false."""
+    flags = (LOCKFILE_EXCLUSIVE_LOCK if exclusive else 0) | (0 if wait else LOCKFILE_FAIL_IMMEDIATELY)
+    _kernel32.LockFileEx(handle, flags, 0, 1, 0, byref(OVERLAPPED()))
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` is running (os.kill(pid, 0) would terminate it on Windows)."""
+    try:
+        handle = _kernel32.OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
+    except HcsError as e:
+        return e.win32 == 5  # ERROR_ACCESS_DENIED: it exists; ERROR_INVALID_PARAMETER: no such process
+    try:
+        code = c_uint32()
+        _kernel32.GetExitCodeProcess(handle, byref(code))
+        return code.value == STILL_ACTIVE
+    finally:
+        close_handle(handle)
 
 
 def file_type(handle: int) -> int:

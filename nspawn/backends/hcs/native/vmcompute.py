@@ -121,6 +121,7 @@ _vm = Bindings("vmcompute.dll", {
     "UnprepareLayer": (_HR, [_DRIVER, c_wchar_p], fails),
     "DeactivateLayer": (_HR, [_DRIVER, c_wchar_p], fails),
     "DestroyLayer": (_HR, [_DRIVER, c_wchar_p], fails),
+    "ImportLayer": (_HR, [_DRIVER, c_wchar_p, c_wchar_p, _LAYERS, c_size_t], fails),
     "HNSCall": (_HR, [c_wchar_p, c_wchar_p, c_wchar_p, _OUT], _hns),
 })
 BINDINGS = (_vm,)
@@ -378,6 +379,13 @@ def layer_descriptors(parents: Parents):
         entry.LayerId = guid(layer_id)
         entry.Path = path
     return array
+
+
+def import_layer(home: str, id: str, source: str, parents: Parents) -> None:
+    """The layer in transport form in `source` imported as layer `id` of `home` over
+    `parents`: what computestorage's HcsImportLayer does, on builds before it."""
+    layers = layer_descriptors(parents)
+    _vm.ImportLayer(_driver(home), id, source, layers, len(layers))
 
 
 def create_sandbox_layer(home: str, id: str, parent_id: str | None, parents: Parents) -> None:
