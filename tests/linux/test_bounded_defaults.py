@@ -40,7 +40,8 @@ def test_a_scratch_size_bounds_what_the_root_takes(private_users, clean):
     rc, used = r.out.split()
     assert rc != "rc=0" and int(used) <= 16, r.out
     r = run(sh(write))  # on disk: the default, unbounded
-    assert r.out.split() == ["rc=0", "64"], (r.out, r.err)
+    rc, used = r.out.split()
+    assert rc == "rc=0" and int(used) >= 64, (r.out, r.err)  # a file system may allocate a block more
 
 
 def test_an_in_memory_scratch_counts_in_the_memory_limit(clean):
