@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -128,10 +129,14 @@ def main() -> int:
     os.mkdir(out_dir)
     writer = {"process_executable": WRITER[0], "process_arguments": WRITER[1:]}
     to_pipe, to_file, bwrap_pipe = "nspawn run (200 MB to the pipe)", "nspawn run (200 MB, stdout_filename too)", "bwrap (200 MB to the pipe)"
+    bwrap_tee = "bwrap | tee FILE (200 MB to the pipe and a file)"
     output = benchlib.in_turns({
         to_pipe: run + [write_config(work, "writer", **writer)],
         to_file: run + [write_config(work, "writer_file", **writer, process_directory=out_dir, stdout_filename="out.bin")],
         bwrap_pipe: benchlib.peer("bubblewrap", BWRAP + WRITER),
+        # the floor of writing the same bytes to a file too, here: the file costs more than the pipe
+        bwrap_tee: (["sh", "-c", f"{shlex.join(BWRAP + WRITER)} | tee {shlex.quote(os.path.join(out_dir, 'tee.bin'))}"]
+                    if shutil.which("bwrap") else "bwrap (bubblewrap) is not installed"),
     }, max(5, args.runs // 3), env, drain=True)
     peak = benchlib.peak_rss(commands[noop], env)
     shutil.rmtree(work, ignore_errors=True)
@@ -144,6 +149,8 @@ def main() -> int:
     benchlib.print_timings(output)
     for name in output.times:
         print(f"    {name}: {OUTPUT_BYTES / output.median_ms(name) / 1000:.0f} MB/s (start-up included)")
+    if output.has(to_file, bwrap_tee):
+        print(f"  with stdout_filename: {output.median_ms(to_file) / output.median_ms(bwrap_tee):.2f}x the time of bwrap | tee FILE")
     if timings.has(netns_noop, nat):
         print(f"  network nat adds {timings.paired_ms(nat, netns_noop):.1f} ms (paired median)")
     for against in (unconfined, loosened):
