@@ -217,7 +217,8 @@ def test_a_field_only_another_backend_reads_is_refused(tmp_path):
 def test_a_parsed_file_is_cached_by_its_bytes_and_reread_without_json(tmp_path):
     """A repeated run reads its config's parsed document from the cache (marshal, no json): the
     same document, a changed file parsed again, a cache file cut short parsed again, and with
-    NSPAWN_NO_CACHE nothing is written."""
+    NSPAWN_NO_CACHE nothing is written. The run path imports no json, re, signal or enum
+    (docs/performance.md: they cost a run milliseconds)."""
     document = {"process_executable": "/bin/true", "process_arguments": ["é", "a\tb"], "max_ram_mb": 64,
                 "environment": {"A": "1"}, "mapped_directory_read_only": False, "process_directory": "/tmp"}
     path = write(tmp_path, json.dumps(document))
@@ -231,7 +232,7 @@ def test_a_parsed_file_is_cached_by_its_bytes_and_reread_without_json(tmp_path):
     assert load_config(path).limits.max_ram_mb == 65 and len(list(cached.iterdir())) == 2
     code = ("import sys; from nspawn.config.resolve import load_config; import nspawn.launch, nspawn.runcmd, "
             "nspawn.backends.linux.runtime\nc = load_config(sys.argv[1])\n"
-            "print(c.limits.max_ram_mb, [m for m in ('json', 're') if m in sys.modules])")
+            "print(c.limits.max_ram_mb, [m for m in ('json', 're', 'signal', 'enum') if m in sys.modules])")
     ran = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, env=os.environ,
                          cwd=os.path.join(os.path.dirname(__file__), ".."))
     assert ran.stdout == "65 []\n", ran.stderr
