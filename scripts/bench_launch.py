@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """A no-op container (/bin/true, host root) with nspawn beside `python -c pass` and the other
-runtimes this host has, timed in turns, N rounds, medians; with limits, from an image in the
-store against the same root as a directory, 200 MB of output through a pipe, and the
-launcher's peak memory. Prints each target of issue 17 with MET or MISSED; asserts nothing.
+runtimes this host has (unshare, bwrap, runc, systemd-nspawn), timed in turns, N rounds,
+medians; with limits, from an image in the store against the same root as a directory, 200 MB
+of output through a pipe, and the launcher's peak memory. Prints each target of issue 17 with
+MET or MISSED; asserts nothing.
 
     sudo .venv/bin/python scripts/bench_launch.py [--runs 30] [--no-image] [--no-nat]
 
@@ -46,6 +47,29 @@ def _usr_root(work: str) -> str:
     return root
 
 
+def _runc(work: str) -> list[str] | str:
+    """runc over an OCI bundle: `runc spec`'s config.json, running /bin/true without a terminal
+    over _usr_root read-only, with the host's /usr bound in read-only; or why it is skipped."""
+    if not shutil.which("runc"):
+        return "runc is not installed"
+    bundle = os.path.join(work, "runc-bundle")
+    try:
+        os.makedirs(bundle)
+        subprocess.run(["runc", "spec", "--bundle", bundle], check=True)
+        path = os.path.join(bundle, "config.json")
+        with open(path) as f:
+            spec = json.load(f)
+        spec["process"].update(terminal=False, args=["/bin/true"])
+        spec["root"] = {"path": _usr_root(bundle), "readonly": True}
+        spec["mounts"].append({"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro"]})
+        with open(path, "w") as f:
+            json.dump(spec, f)
+    except (subprocess.CalledProcessError, OSError) as e:
+        return f"no OCI bundle could be made ({e})"
+    # its state under `work`, removed with it; `runc run` deletes the container on exit
+    return ["runc", "--root", os.path.join(work, "runc-state"), "run", "--bundle", bundle, "nspawn-bench"]
+
+
 def netns_holder() -> subprocess.Popen | None:
     """A process in a network namespace of its own, for the nat case: its bridge, table and
     forwarding go with it."""
@@ -56,6 +80,29 @@ def netns_holder() -> subprocess.Popen | None:
     while os.readlink(f"/proc/{holder.pid}/ns/net") == mine:
         time.sleep(0.01)
     return holder
+
+
+def in_process(runs: int) -> benchlib.Timings:
+    """`nspawn.launch.run` of /bin/true in this process (the backend's own cost, no interpreter
+    start or imports), default and `seccomp: unconfined`, in turns."""
+    from nspawn.config.resolve import load_config
+    from nspawn.launch import run
+
+    configs = {name: load_config(None, {"process_executable": "/bin/true", **more}, host=True)
+               for name, more in (("nspawn.launch.run in process", {}),
+                                  ("nspawn.launch.run in process (seccomp unconfined)", {"seccomp": "unconfined"}))}
+    timings = benchlib.Timings()
+    for name, config in configs.items():
+        run(config)
+        timings.times[name] = []
+    for _ in range(runs):
+        for name, config in configs.items():
+            start = time.perf_counter()
+            result = run(config)
+            timings.times[name].append(time.perf_counter() - start)
+            if result.exit_code:
+                raise SystemExit(f"{name}: {result.one_line()}")
+    return timings
 
 
 def write_config(work: str, name: str, **fields) -> str:
@@ -108,6 +155,7 @@ def main() -> int:
         "nspawn run -- /bin/true": nspawn + ["run", "--", "/bin/true"],
         "unshare -mpfu --mount-proc": benchlib.peer("unshare", ["unshare", "-mpfu", "--mount-proc", "/bin/true"]),
         "bwrap": benchlib.peer("bubblewrap", BWRAP + ["/bin/true"]),
+        "runc": _runc(work),
         sd: benchlib.peer("systemd-container", ["systemd-nspawn", "-q", "-D", _usr_root(work), "--bind-ro=/usr",
                                                 "--register=no", "--keep-unit", "--pipe", "/bin/true"]),
     }
@@ -139,10 +187,14 @@ def main() -> int:
                     if shutil.which("bwrap") else "bwrap (bubblewrap) is not installed"),
     }, max(5, args.runs // 3), env, drain=True)
     peak = benchlib.peak_rss(commands[noop], env)
+    os.environ.update(NSPAWN_STATE_DIR=env["NSPAWN_STATE_DIR"], NSPAWN_CACHE_DIR=env["NSPAWN_CACHE_DIR"],
+                      NSPAWN_SCRATCH_DIR=env["NSPAWN_SCRATCH_DIR"])
+    process = in_process(args.runs)
     shutil.rmtree(work, ignore_errors=True)
 
     print(f"{args.runs} rounds of /bin/true on {os.cpu_count()} CPUs, {sys.executable}")
     benchlib.print_timings(timings)
+    benchlib.print_timings(process)
     benchlib.print_timings(image)
     if image_skipped:
         print(f"  run from an image in the store  skipped: {image_skipped}")
@@ -153,9 +205,10 @@ def main() -> int:
         print(f"  with stdout_filename: {output.median_ms(to_file) / output.median_ms(bwrap_tee):.2f}x the time of bwrap | tee FILE")
     if timings.has(netns_noop, nat):
         print(f"  network nat adds {timings.paired_ms(nat, netns_noop):.1f} ms (paired median)")
-    for against in (unconfined, loosened):
-        if timings.has(noop, against):
-            print(f"  the hardening costs {timings.paired_ms(noop, against):.1f} ms per run against {against} (paired median)")
+    for within, hardened, against in ((timings, noop, unconfined), (timings, noop, loosened),
+                                      (process, *process.times)):
+        if within.has(hardened, against):
+            print(f"  the hardening costs {within.paired_ms(hardened, against):.1f} ms per run against {against} (paired median)")
 
     def skip_note(*names: str, within: benchlib.Timings = timings) -> str:
         return "; ".join(f"{n}: {within.skipped.get(n, 'not measured')}" for n in names if n not in within.times)
