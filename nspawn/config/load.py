@@ -52,17 +52,23 @@ def read_document(path: str) -> tuple[dict, str]:
 
 def parse_document(data: bytes, source: str) -> tuple[dict, str]:
     text = _decode(data, source)
+    return cached_parse(data, lambda: _parse_json(text, source)), text
+
+
+def cached_parse(data: bytes, parse):
+    """The document `parse()` makes of the JSON `data`, from the cache of parsed documents when
+    these bytes were parsed before (a config file, an image's record in the store)."""
     path = _parsed_path(data)
     if path is not None:
         try:
             with open(path, "rb") as f:
-                return marshal.load(f), text
+                return marshal.load(f)
         except (OSError, EOFError, ValueError, TypeError):
             pass  # not cached yet (or a cache file a crash left short): parsed below and cached again
-    document = _parse_json(text, source)
+    document = parse()
     if path is not None:
         _cache_parsed(path, document)
-    return document, text
+    return document
 
 
 # marshal's version 2 writes no back-references (which follow reference counts) and always the
