@@ -95,8 +95,8 @@ class Timings:
 
 def in_turns(commands: dict[str, list[str] | str], runs: int, env: dict, drain: bool = False) -> Timings:
     """Each command once per round, `runs` rounds, after a warm-up run each (caches, bytecode,
-    and proof it runs here). A command given as a string is a peer that is missing: the
-    string says why, and it is skipped."""
+    and proof it runs here); paired_ms pairs the rounds' runs. A command given as a string is
+    a peer that is missing: the string says why, and it is skipped."""
     timings = Timings()
     for name, argv in commands.items():
         if isinstance(argv, str):
@@ -107,8 +107,11 @@ def in_turns(commands: dict[str, list[str] | str], runs: int, env: dict, drain: 
             timings.times[name] = []
         except (subprocess.CalledProcessError, OSError) as e:
             timings.skipped[name] = f"it failed here ({e})"
-    for _ in range(runs):
-        for name in list(timings.times):
+    for round_ in range(runs):
+        names = list(timings.times)
+        # every other round in the other order: a command's place in the round (after which
+        # other, warmer or colder caches) must not pass for a difference between them
+        for name in names if round_ % 2 == 0 else names[::-1]:
             try:
                 seconds = once(commands[name], env, drain)
             except (subprocess.CalledProcessError, OSError) as e:
