@@ -11,7 +11,12 @@ from __future__ import annotations
 import os
 import sys
 
-from nspawn import exitcodes
+from nspawn import __version__, exitcodes
+
+# `nspawn run --help` as click renders it at its widest (click narrows help to the terminal
+# only below 80 columns): generated from the CLI by `python -m nspawn.cli.runhelp`, and checked
+# against it by tests/test_cli.py, so that the help a user asks for most costs no click import.
+RUN_HELP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cli", "run_help.txt")
 
 
 # The verbosity flags the plain forms take, before or after `run`, as click would count them.
@@ -38,10 +43,41 @@ def plain_run(argv: list[str]) -> tuple[str | None, dict, int] | None:
     return None
 
 
+def _columns() -> int:
+    """The width click formats help for: shutil.get_terminal_size's rule (COLUMNS, else the
+    terminal on stdout, else 80), without importing shutil."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+def fixed_answer(argv: list[str]) -> str | None:
+    """What `--version` and `run --help` print, when it is known without click; else None."""
+    if argv in (["--version"], ["-V"]):
+        return f"nspawn, version {__version__}\n"  # click.version_option's wording
+    if argv in (["run", "--help"], ["run", "-h"]) and _columns() >= 80:
+        try:
+            with open(RUN_HELP, encoding="utf-8") as f:
+                return f.read()
+        except OSError:
+            return None  # click renders it
+    return None
+
+
 def main() -> None:
     """The console script: a launcher failure is one line and exit 125, never a traceback
     (unless -vv asks for it)."""
     try:
+        answer = fixed_answer(sys.argv[1:])
+        if answer is not None:
+            sys.stdout.write(answer)
+            sys.stdout.flush()
+            sys.exit(exitcodes.OK)
         plain = plain_run(sys.argv[1:])
         if plain is not None:
             from nspawn.runcmd import exit_after_run, run_and_report

@@ -10,13 +10,38 @@ A release that fails is reported and the others still run.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 
+try:  # json's own C string escaping, without the json package, which brings re to every run
+    from _json import encode_basestring_ascii as _string
+except ImportError:
+    from json.encoder import py_encode_basestring_ascii as _string
+
 Releaser = Callable[[dict], None]
+
+
+def encoded(value) -> str:
+    """`value` as json.dumps(value, separators=(",", ":")) writes it, for the journal's lines;
+    json.loads reads them (cleanup), so only writing is done here."""
+    if isinstance(value, str):
+        return _string(value)
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else "true" if value else "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return "NaN" if value != value else "Infinity" if value > 0 else "-Infinity"
+        return float.__repr__(value)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{_string(k if isinstance(k, str) else encoded(k))}:{encoded(v)}"
+                              for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(map(encoded, value)) + "]"
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def state_dir() -> str:
@@ -88,7 +113,7 @@ class Journal:
 
     def _write(self, line: dict) -> None:
         # No fsync: the journal must survive the launcher's death, not the machine's.
-        data = (json.dumps(line, separators=(",", ":")) + "\n").encode()
+        data = (encoded(line) + "\n").encode()
         if os.write(self._fd, data) != len(data):  # a file system filling up mid-line
             raise OSError(errno.ENOSPC, f"{self.path}: {os.strerror(errno.ENOSPC)}")
 
@@ -175,6 +200,8 @@ def _unlink(path: str) -> None:
 
 
 def _parse(path: str) -> tuple[dict, list[Entry]]:
+    import json
+
     header: dict = {}
     entries: list[Entry] = []
     with open(path, encoding="utf-8") as f:
@@ -201,7 +228,7 @@ def finish(orphan: Orphan, releasers: Mapping[str, Releaser]) -> ReleaseReport:
     try:
         if not _lock(fd, blocking=False):
             return ReleaseReport(failed=[f"{orphan.container_id}: its launcher is still running"])
-        report = release(orphan.entries, releasers, lambda line: os.write(fd, (json.dumps(line) + "\n").encode()))
+        report = release(orphan.entries, releasers, lambda line: os.write(fd, (encoded(line) + "\n").encode()))
         if not report.failed:
             _unlink(orphan.path)
         return report

@@ -5,7 +5,6 @@ for them."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -33,6 +32,8 @@ def run_and_report(config_path: str | None, overrides: dict, *, verbosity: int =
         result_line(refusal(e), as_json, json_fd)
         return e.exit_code, None
     if dry_run:
+        import json
+
         print(json.dumps(launch.plan(config).to_json(), indent=2, ensure_ascii=False))
         return exitcodes.OK, None
     reporter = Reporter(verbosity)
@@ -44,13 +45,18 @@ def run_and_report(config_path: str | None, overrides: dict, *, verbosity: int =
         reporter.info(f"limit {field} = {value}")
     for phase, seconds in result.timings.items():
         reporter.debug(f"{phase}: {seconds * 1000:.1f} ms")
-    result_line(result.to_dict(), as_json, json_fd, at_line_start=output is None or output.at_line_start)
+    if as_json or json_fd is not None:  # to_dict's deep copy, and json, only for a result line
+        result_line(result.to_dict(), as_json, json_fd, at_line_start=output is None or output.at_line_start)
     return result.exit_code, result.backend
 
 
 def result_line(data: dict, as_json: bool, json_fd: int | None, at_line_start: bool = True) -> None:
     """The result line: on stdout (after the container's output, on a line of its own) and to
     the --json-fd descriptor."""
+    if not as_json and json_fd is None:
+        return
+    import json  # only here: a plain run imports no json (nor the re it brings)
+
     line = json.dumps(data, ensure_ascii=False) + "\n"
     if as_json:
         print(("" if at_line_start else "\n") + line, end="", flush=True)

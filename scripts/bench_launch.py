@@ -1,18 +1,18 @@
 #!/usr/bin/env python3
-"""Time a no-op container (/bin/true, host root) with nspawn and with the other runtimes this
-host has, N runs each, and print medians and ratios.
+"""A no-op container (/bin/true, host root) with nspawn beside `python -c pass` and the other
+runtimes this host has (unshare, bwrap, runc, systemd-nspawn), timed in turns, N rounds,
+medians; with limits, from an image in the store against the same root as a directory, 200 MB
+of output through a pipe, and the launcher's peak memory. Prints each target of issue 17 with
+MET or MISSED; asserts nothing.
 
-    sudo .venv/bin/python scripts/bench_launch.py [--runs 30]
+    sudo .venv/bin/python scripts/bench_launch.py [--runs 30] [--no-image] [--no-nat]
 
-nspawn is timed as a user waits for it, interpreter start included: a config file without and
-with every limit, a bare command, and a command with every limit as options (parsed by click);
-and as `nspawn.launch.run` in this process (the backend's own cost). What the sandbox's
-hardening costs (docs/security.md) is the paired difference to `seccomp: unconfined` and to a
-run with the hardening that has a switch turned off (no filter, the host's full view); and
-`network: nat` paired with a no-op run, both in a network namespace the benchmark makes (so the
-host's own network is never touched). Targets on a 2-core machine: a no-op run in 50 ms median
-or less; limits add under 2 ms; nat under 5 ms. Runtimes that are not installed, or that need what this host lacks, are skipped and
-said so.
+nspawn is timed as a user waits for it, interpreter start included (benchlib.nspawn_argv).
+What the hardening costs (docs/security.md) is the paired difference to `seccomp: unconfined`
+and to that with the host's full view; `network: nat` is paired with a no-op run, both in a
+network namespace the benchmark makes (the host's own network is never touched). The image
+case needs the image tests' packages (docker-registry, skopeo, umoci; bench_pull.py makes it).
+Peers that are not installed, or that need what this host lacks, are skipped and said so.
 """
 
 from __future__ import annotations
@@ -20,72 +20,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import benchlib
 
-from installed import note_if_stale  # noqa: E402 (scripts/, beside this one)
-
-CONFIG_LIMITS = {"max_ram_mb": 256, "max_cpu_percent": 50, "cpus_count": 1, "max_storage_iops": 1000,
-                 "max_storage_bandwidth_bytes_per_sec": 100 << 20, "max_processes": 64}
-LIMITS = ["--memory", "256", "--cpu-percent", "50", "--cpus", "1", "--iops", "1000",
-          "--io-bandwidth", "100M", "--max-processes", "64"]
-
-
-def _once(argv: list[str], env: dict) -> float:
-    start = time.perf_counter()
-    subprocess.run(argv, env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
-
-
-def time_commands(commands: dict[str, list[str]], runs: int, env: dict) -> tuple[dict[str, list[float]], dict[str, str]]:
-    """(name -> times, name -> why skipped). The commands take turns, one run each per round,
-    so that a host whose speed drifts during the benchmark (load, frequency) shifts them all
-    alike and their differences hold."""
-    skipped = {}
-    for name, argv in commands.items():
-        try:
-            _once(argv, env)  # warms the caches, and proves it runs here
-        except (subprocess.CalledProcessError, OSError) as e:
-            skipped[name] = f"it failed here ({e})"
-    times: dict[str, list[float]] = {name: [] for name in commands if name not in skipped}
-    for _ in range(runs):
-        for name in list(times):
-            try:
-                times[name].append(_once(commands[name], env))
-            except (subprocess.CalledProcessError, OSError) as e:
-                skipped[name] = f"a run failed ({e})"
-                del times[name]
-    return times, skipped
-
-
-def time_in_process(runs: int, variants: dict[str, dict]) -> dict[str, list[float]]:
-    """name -> times of `nspawn.launch.run` of /bin/true with each variant's settings, taking
-    turns as time_commands' do."""
-    from nspawn.config.resolve import load_config
-    from nspawn.launch import run
-
-    configs = {name: load_config(None, {"process_executable": "/bin/true", **more}, host=True)
-               for name, more in variants.items()}
-    for config in configs.values():
-        run(config)
-    times: dict[str, list[float]] = {name: [] for name in configs}
-    for _ in range(runs):
-        for name, config in configs.items():
-            start = time.perf_counter()
-            result = run(config)
-            times[name].append(time.perf_counter() - start)
-            assert result.exit_code == 0, result
-    return times
+CONFIG_LIMITS = {"max_ram_mb": 256, "max_cpu_percent": 50, "max_processes": 64}
+OUTPUT_BYTES = 200_000_000
+WRITER = ["/usr/bin/head", "-c", str(OUTPUT_BYTES), "/dev/zero"]
+BWRAP = ["bwrap", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--unshare-all"]
 
 
 def _usr_root(work: str) -> str:
+    """systemd-nspawn refuses the host's / as a root: a root of its own with the host's /usr
+    bound in (merged-usr symlinks) is the closest to nspawn's default."""
     root = os.path.join(work, "usr-root")
     os.makedirs(os.path.join(root, "usr"))
     os.makedirs(os.path.join(root, "etc"))
@@ -95,49 +47,32 @@ def _usr_root(work: str) -> str:
     return root
 
 
-def _runc_bundle(work: str) -> str:
-    """An OCI bundle: `runc spec`'s config.json, running /bin/true without a terminal over a
-    root of its own, read-only, with the host's /usr bound in read-only."""
+def _runc(work: str) -> list[str] | str:
+    """runc over an OCI bundle: `runc spec`'s config.json, running /bin/true without a terminal
+    over _usr_root read-only, with the host's /usr bound in read-only; or why it is skipped."""
+    if not shutil.which("runc"):
+        return "runc is not installed"
     bundle = os.path.join(work, "runc-bundle")
-    os.makedirs(bundle)
-    subprocess.run(["runc", "spec", "--bundle", bundle], check=True)
-    path = os.path.join(bundle, "config.json")
-    with open(path) as f:
-        spec = json.load(f)
-    spec["process"].update(terminal=False, args=["/bin/true"])
-    spec["root"] = {"path": _usr_root(bundle), "readonly": True}
-    spec["mounts"].append({"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro"]})
-    with open(path, "w") as f:
-        json.dump(spec, f)
-    return bundle
-
-
-def others(work: str) -> dict[str, list[str] | str]:
-    """Name -> argv, or why it is skipped."""
-    found: dict[str, list[str] | str] = {}
-    found["unshare -mpfu --mount-proc"] = ["unshare", "-mpfu", "--mount-proc", "/bin/true"] if shutil.which("unshare") else "unshare is not installed"
-    found["bwrap"] = (["bwrap", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--unshare-all", "/bin/true"]
-                      if shutil.which("bwrap") else "bwrap (bubblewrap) is not installed")
-    # systemd-nspawn refuses the host's / as a root, and runc takes a root filesystem of its
-    # bundle: a root of their own with the host's /usr (merged-usr symlinks) is the closest to
-    # nspawn's default.
-    if shutil.which("runc"):
-        try:  # its state under `work`, removed with it; `runc run` deletes the container on exit
-            found["runc"] = ["runc", "--root", os.path.join(work, "runc-state"), "run", "--bundle", _runc_bundle(work),
-                             "nspawn-bench"]
-        except (subprocess.CalledProcessError, OSError) as e:
-            found["runc"] = f"no OCI bundle could be made ({e})"
-    else:
-        found["runc"] = "runc is not installed"
-    found["systemd-nspawn"] = (["systemd-nspawn", "-q", "-D", _usr_root(work), "--bind-ro=/usr", "--register=no",
-                                "--keep-unit", "--pipe", "/bin/true"]
-                               if shutil.which("systemd-nspawn") else "systemd-nspawn is not installed")
-    return found
+    try:
+        os.makedirs(bundle)
+        subprocess.run(["runc", "spec", "--bundle", bundle], check=True)
+        path = os.path.join(bundle, "config.json")
+        with open(path) as f:
+            spec = json.load(f)
+        spec["process"].update(terminal=False, args=["/bin/true"])
+        spec["root"] = {"path": _usr_root(bundle), "readonly": True}
+        spec["mounts"].append({"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro"]})
+        with open(path, "w") as f:
+            json.dump(spec, f)
+    except (subprocess.CalledProcessError, OSError) as e:
+        return f"no OCI bundle could be made ({e})"
+    # its state under `work`, removed with it; `runc run` deletes the container on exit
+    return ["runc", "--root", os.path.join(work, "runc-state"), "run", "--bundle", bundle, "nspawn-bench"]
 
 
 def netns_holder() -> subprocess.Popen | None:
     """A process in a network namespace of its own, for the nat case: its bridge, table and
-    forwarding go with it, and the host's own network is never touched."""
+    forwarding go with it."""
     if not (shutil.which("unshare") and shutil.which("nsenter")):
         return None
     holder = subprocess.Popen(["unshare", "--net", "sleep", "3600"])
@@ -147,92 +82,171 @@ def netns_holder() -> subprocess.Popen | None:
     return holder
 
 
+def in_process(runs: int) -> benchlib.Timings:
+    """`nspawn.launch.run` of /bin/true in this process (the backend's own cost, no interpreter
+    start or imports), default and `seccomp: unconfined`, in turns."""
+    from nspawn.config.resolve import load_config
+    from nspawn.launch import run
+
+    configs = {name: load_config(None, {"process_executable": "/bin/true", **more}, host=True)
+               for name, more in (("nspawn.launch.run in process", {}),
+                                  ("nspawn.launch.run in process (seccomp unconfined)", {"seccomp": "unconfined"}))}
+    timings = benchlib.Timings()
+    for name, config in configs.items():
+        run(config)
+        timings.times[name] = []
+    for _ in range(runs):
+        for name, config in configs.items():
+            start = time.perf_counter()
+            result = run(config)
+            timings.times[name].append(time.perf_counter() - start)
+            if result.exit_code:
+                raise SystemExit(f"{name}: {result.one_line()}")
+    return timings
+
+
+def write_config(work: str, name: str, **fields) -> str:
+    path = os.path.join(work, f"{name}.json")
+    with open(path, "w") as f:
+        json.dump({"process_executable": "/bin/true", **fields}, f)
+    return path
+
+
+def image_case(work: str, nspawn: list[str], runs: int) -> tuple[benchlib.Timings, str | None]:
+    """A run from an image in the store and of the same root as a directory, in turns."""
+    missing = [p for p in ("docker-registry", "skopeo", "umoci") if not shutil.which(p)]
+    if missing:
+        return benchlib.Timings(), f"{', '.join(missing)} not installed"
+    from bench_pull import store_and_directory
+
+    registry, ref, rootfs, env = store_and_directory(os.path.join(work, "image"))
+    try:
+        env = {**env, **{k: v for k, v in benchlib.environment(work).items() if k == "NSPAWN_CACHE_DIR"}}
+        noop = ["--", "/bin/sh", "-c", ":"]  # the image is a base of sh and cat
+        return benchlib.in_turns({"run --image (store)": nspawn + ["run", "--image", ref] + noop,
+                                  "run --parent-layer (directory)": nspawn + ["run", "--parent-layer", rootfs] + noop},
+                                 runs, env), None
+    finally:
+        registry.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--no-image", action="store_true", help="skip the image-in-the-store case (it starts a registry)")
+    parser.add_argument("--no-nat", action="store_true", help="skip the network nat case")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root", file=sys.stderr)
         return 2
-    state = tempfile.mkdtemp(prefix="nspawn-bench-")
-    # Installed packages have their bytecode compiled; let the warm-up run write it here too.
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["NSPAWN_STATE_DIR"] = state
-    # The console script beside this interpreter, as a user runs it (python -m adds runpy's cost).
-    script = os.path.join(os.path.dirname(sys.executable), "nspawn")
-    nspawn = [script, "run"] if os.path.exists(script) else [sys.executable, "-m", "nspawn", "run"]
-    if os.path.exists(script):
-        note_if_stale(sys.executable)  # the in-process row times the checkout
-    configs = {}
-    for name, more in (("noop", {}), ("limits", CONFIG_LIMITS), ("unconfined", {"seccomp": "unconfined"}),
-                       ("loosened", {"seccomp": "unconfined", "host_view": "full"})):
-        configs[name] = os.path.join(state, f"{name}.json")
-        with open(configs[name], "w") as f:
-            json.dump({"process_executable": "/bin/true", **more}, f)
-    noop, limits = "nspawn run -c noop.json", "nspawn run -c limits.json (all limits)"
-    unconfined, loosened = "nspawn run -c unconfined.json (seccomp unconfined)", "nspawn run -c loosened.json (+ host_view full)"
-    commands = {
-        noop: nspawn + ["-c", configs["noop"]],
-        limits: nspawn + ["-c", configs["limits"]],
-        unconfined: nspawn + ["-c", configs["unconfined"]],
-        loosened: nspawn + ["-c", configs["loosened"]],
-        "nspawn run -- /bin/true": nspawn + ["--", "/bin/true"],
-        "nspawn run OPTIONS -- /bin/true (click, all limits)": nspawn + LIMITS + ["--", "/bin/true"],
-        "python -c pass (interpreter start)": [sys.executable, "-c", "pass"],
+    work = tempfile.mkdtemp(prefix="nspawn-bench-")
+    env = benchlib.environment(work)
+    nspawn = benchlib.nspawn_argv()
+    run = nspawn + ["run", "-c"]
+    base, noop, limits = "python -c pass", "nspawn run -c noop.json", "nspawn run -c limits.json"
+    unconfined, loosened = "nspawn run (seccomp unconfined)", "nspawn run (unconfined, host_view full)"
+    sd = "systemd-nspawn"
+    commands: dict[str, list[str] | str] = {
+        base: [sys.executable, "-c", "pass"],
+        noop: run + [write_config(work, "noop")],
+        limits: run + [write_config(work, "limits", **CONFIG_LIMITS)],
+        unconfined: run + [write_config(work, "unconfined", seccomp="unconfined")],
+        loosened: run + [write_config(work, "loosened", seccomp="unconfined", host_view="full")],
+        "nspawn run -- /bin/true": nspawn + ["run", "--", "/bin/true"],
+        "unshare -mpfu --mount-proc": benchlib.peer("unshare", ["unshare", "-mpfu", "--mount-proc", "/bin/true"]),
+        "bwrap": benchlib.peer("bubblewrap", BWRAP + ["/bin/true"]),
+        "runc": _runc(work),
+        sd: benchlib.peer("systemd-container", ["systemd-nspawn", "-q", "-D", _usr_root(work), "--bind-ro=/usr",
+                                                "--register=no", "--keep-unit", "--pipe", "/bin/true"]),
     }
-    rows: list[tuple[str, str]] = []
-    for name, argv in others(state).items():
-        if isinstance(argv, str):
-            rows.append((name, f"skipped: {argv}"))
-        else:
-            commands[name] = argv
-    holder = netns_holder()
-    netns_noop, nat = "nspawn run -c noop.json (in a network namespace)", "nspawn run -c nat.json (the same, network nat)"
-    if holder is None:
-        rows.append(("network nat", "skipped: unshare or nsenter is not installed"))
-    else:
-        nat_config = os.path.join(state, "nat.json")
-        with open(nat_config, "w") as f:
-            json.dump({"process_executable": "/bin/true", "network": "nat"}, f)
+    holder = None if args.no_nat else netns_holder()
+    netns_noop, nat = "nspawn run -c noop.json (in a network namespace)", "nspawn run -c nat.json (the same, nat)"
+    if holder is not None:
         enter = ["nsenter", f"--net=/proc/{holder.pid}/ns/net"]
-        commands[netns_noop] = enter + nspawn + ["-c", plain]
-        commands[nat] = enter + nspawn + ["-c", nat_config]
+        commands[netns_noop] = enter + commands[noop]
+        commands[nat] = enter + run + [write_config(work, "nat", network="nat")]
     try:
-        times, skipped = time_commands(commands, args.runs, env)
+        timings = benchlib.in_turns(commands, args.runs, env)
     finally:
         if holder is not None:
             holder.kill()
             holder.wait()
-    os.environ["NSPAWN_STATE_DIR"] = state
-    times.update(time_in_process(args.runs, {"nspawn.launch.run (in process)": {},
-                                             "nspawn.launch.run (in process, seccomp unconfined)": {"seccomp": "unconfined"}}))
-    shutil.rmtree(state, ignore_errors=True)
-    medians = {name: statistics.median(t) * 1000 for name, t in times.items()}
-    rows += [(name, f"{medians[name]:8.1f} ms  (min {min(t) * 1000:.1f}, max {max(t) * 1000:.1f})") for name, t in times.items()]
-    rows += [(name, f"skipped: {why}") for name, why in skipped.items()]
+    image, image_skipped = (benchlib.Timings(), "--no-image") if args.no_image else image_case(work, nspawn, args.runs)
 
-    print(f"{args.runs} runs of /bin/true on {os.cpu_count()} CPUs, {sys.executable}")
-    width = max(len(name) for name, _ in rows)
-    for name, text in rows:
-        print(f"  {name:<{width}}  {text}")
-    if noop in times and limits in times:
-        paired = statistics.median(b - a for a, b in zip(times[noop], times[limits])) * 1000
-        print(f"limits add {medians[limits] - medians[noop]:.1f} ms between the medians, {paired:.1f} ms as the median of"
-              " the rounds' own differences")
-    if netns_noop in times and nat in times:
-        paired = statistics.median(b - a for a, b in zip(times[netns_noop], times[nat])) * 1000
-        print(f"network nat adds {medians[nat] - medians[netns_noop]:.1f} ms between the medians, {paired:.1f} ms as the"
-              " median of the rounds' own differences (the bridge made by the warm-up run, as on a host in use)")
-    for hardened, against in ((noop, unconfined), (noop, loosened),
-                              ("nspawn.launch.run (in process)", "nspawn.launch.run (in process, seccomp unconfined)")):
-        if hardened in times and against in times:
-            paired = statistics.median(a - b for a, b in zip(times[hardened], times[against])) * 1000
-            print(f"the hardening costs {paired:.1f} ms per run (median of the rounds' differences) against {against}")
-    base = medians.get("unshare -mpfu --mount-proc")
-    if base:
-        print("ratios to unshare:")
-        for name, value in medians.items():
-            print(f"  {name:<{width}}  {value / base:5.1f}x")
+    out_dir = os.path.join(work, "out")
+    os.mkdir(out_dir)
+    writer = {"process_executable": WRITER[0], "process_arguments": WRITER[1:]}
+    to_pipe, to_file, bwrap_pipe = "nspawn run (200 MB to the pipe)", "nspawn run (200 MB, stdout_filename too)", "bwrap (200 MB to the pipe)"
+    bwrap_tee = "bwrap | tee FILE (200 MB to the pipe and a file)"
+    output = benchlib.in_turns({
+        to_pipe: run + [write_config(work, "writer", **writer)],
+        to_file: run + [write_config(work, "writer_file", **writer, process_directory=out_dir, stdout_filename="out.bin")],
+        bwrap_pipe: benchlib.peer("bubblewrap", BWRAP + WRITER),
+        # the floor of writing the same bytes to a file too, here: the file costs more than the pipe
+        bwrap_tee: (["sh", "-c", f"{shlex.join(BWRAP + WRITER)} | tee {shlex.quote(os.path.join(out_dir, 'tee.bin'))}"]
+                    if shutil.which("bwrap") else "bwrap (bubblewrap) is not installed"),
+    }, max(5, args.runs // 3), env, drain=True)
+    peak = benchlib.peak_rss(commands[noop], env)
+    os.environ.update(NSPAWN_STATE_DIR=env["NSPAWN_STATE_DIR"], NSPAWN_CACHE_DIR=env["NSPAWN_CACHE_DIR"],
+                      NSPAWN_SCRATCH_DIR=env["NSPAWN_SCRATCH_DIR"])
+    process = in_process(args.runs)
+    shutil.rmtree(work, ignore_errors=True)
+
+    print(f"{args.runs} rounds of /bin/true on {os.cpu_count()} CPUs, {sys.executable}")
+    benchlib.print_timings(timings)
+    benchlib.print_timings(process)
+    benchlib.print_timings(image)
+    if image_skipped:
+        print(f"  run from an image in the store  skipped: {image_skipped}")
+    benchlib.print_timings(output)
+    for name in output.times:
+        print(f"    {name}: {OUTPUT_BYTES / output.median_ms(name) / 1000:.0f} MB/s (start-up included)")
+    if output.has(to_file, bwrap_tee):
+        print(f"  with stdout_filename: {output.median_ms(to_file) / output.median_ms(bwrap_tee):.2f}x the time of bwrap | tee FILE")
+    if timings.has(netns_noop, nat):
+        print(f"  network nat adds {timings.paired_ms(nat, netns_noop):.1f} ms (paired median)")
+    for within, hardened, against in ((timings, noop, unconfined), (timings, noop, loosened),
+                                      (process, *process.times)):
+        if within.has(hardened, against):
+            print(f"  the hardening costs {within.paired_ms(hardened, against):.1f} ms per run against {against} (paired median)")
+
+    def skip_note(*names: str, within: benchlib.Timings = timings) -> str:
+        return "; ".join(f"{n}: {within.skipped.get(n, 'not measured')}" for n in names if n not in within.times)
+
+    if timings.has(noop, base):
+        benchlib.target("no-op run at most python -c pass + 20 ms (ms)", timings.median_ms(noop), timings.median_ms(base) + 20,
+                        f"python -c pass {timings.median_ms(base):.1f} ms; paired difference {timings.paired_ms(noop, base):+.1f} ms")
+    else:
+        benchlib.target("no-op run at most python -c pass + 20 ms", None, None, skip_note(noop, base))
+    if timings.has(noop, sd):
+        benchlib.target("no-op run at most half of systemd-nspawn's time (ms)", timings.median_ms(noop), timings.median_ms(sd) / 2,
+                        f"systemd-nspawn {timings.median_ms(sd):.1f} ms in the same rounds")
+    else:
+        benchlib.target("no-op run at most half of systemd-nspawn's time", None, None, skip_note(noop, sd))
+    if timings.has(noop, limits):
+        benchlib.target("memory, CPU and pids limits add at most 2 ms (ms)", timings.paired_ms(limits, noop), 2,
+                        f"paired median of the rounds' differences; medians {timings.median_ms(limits):.1f} against {timings.median_ms(noop):.1f}")
+    else:
+        benchlib.target("limits add at most 2 ms", None, None, skip_note(noop, limits))
+    store, directory = "run --image (store)", "run --parent-layer (directory)"
+    if image.has(store, directory):
+        benchlib.target("from an image in the store at most 3 ms more than from a directory (ms)", image.paired_ms(store, directory), 3,
+                        f"paired median; medians {image.median_ms(store):.1f} against {image.median_ms(directory):.1f}")
+    else:
+        benchlib.target("from an image in the store at most 3 ms more than from a directory", None, None,
+                        image_skipped or skip_note(store, directory, within=image))
+    for name in (to_pipe, to_file):
+        if output.has(name, bwrap_pipe):
+            benchlib.target(f"{name} within 1.2x of bwrap (ratio)", output.median_ms(name) / output.median_ms(bwrap_pipe), 1.2,
+                            f"{output.median_ms(name):.0f} ms against bwrap's {output.median_ms(bwrap_pipe):.0f} ms")
+        else:
+            benchlib.target(f"{name} within 1.2x of bwrap", None, None, skip_note(name, bwrap_pipe, within=output))
+    if isinstance(peak, int):
+        benchlib.target("the launcher's peak RSS for a single no-op run at most 25 MiB (MiB)", peak / benchlib.MIB, 25,
+                        "GNU time's maximum resident set size; the highest of the launcher and each process it waited for")
+    else:
+        benchlib.target("the launcher's peak RSS at most 25 MiB", None, None, peak)
+    benchlib.summary()
     return 0
 
 

@@ -49,6 +49,39 @@ def image(work: str, registry: RegistryServer, layers: int, mb: int) -> tuple[st
     return ref, sum(map(len, base_layers + extra))
 
 
+def store_and_directory(work: str, layers: int = 1, mb: int = 1) -> tuple[RegistryServer, str, str, dict]:
+    """A registry on loopback serving image(...), the image pulled into a store under `work`
+    and unpacked beside it by skopeo and umoci: (registry, to stop; reference; the unpacked
+    root as a directory; the environment whose store has it). bench_launch times a run of
+    each against the other."""
+    registry = RegistryServer(os.path.join(work, "registry")).start()
+    try:
+        ref, _ = image(work, registry, layers, mb)
+        env = pull_env(work)
+        subprocess.run([sys.executable, "-m", "nspawn", "pull", ref], env=env, cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        copy_and_unpack(work, ref, env)
+    except BaseException:
+        registry.stop()
+        raise
+    return registry, ref, f"{work}/bundle/rootfs", env
+
+
+def pull_env(work: str) -> dict:
+    env = {**os.environ, "NSPAWN_STORE": os.path.join(work, "store"), "NSPAWN_STATE_DIR": os.path.join(work, "state"),
+           "NSPAWN_SCRATCH_DIR": os.path.join(work, "scratch"),
+           # bytecode cached as an installed nspawn has it (beside the checkout, not in it)
+           "PYTHONPYCACHEPREFIX": os.path.join(work, "pycache")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def copy_and_unpack(work: str, ref: str, env: dict) -> tuple[float, float]:
+    copy = timed(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{ref}", f"oci:{work}/copy:t"], env)
+    unpack = timed(["umoci", "unpack", "--image", f"{work}/copy:t", f"{work}/bundle"], env)
+    return copy, unpack
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=8)
@@ -60,15 +93,9 @@ def main() -> None:
     try:
         ref, size = image(work, registry, args.layers, args.mb)
         mb = size / 1e6
-        env = {**os.environ, "NSPAWN_STORE": os.path.join(work, "store"), "NSPAWN_STATE_DIR": os.path.join(work, "state"),
-               "NSPAWN_SCRATCH_DIR": os.path.join(work, "scratch"),
-               # bytecode cached as an installed nspawn has it (beside the checkout, not in it)
-               "PYTHONPYCACHEPREFIX": os.path.join(work, "pycache")}
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env = pull_env(work)
         nspawn = timed([sys.executable, "-m", "nspawn", "pull", ref], env)
-        copy = timed(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{ref}",
-                      f"oci:{work}/copy:t"], env)
-        unpack = timed(["umoci", "unpack", "--image", f"{work}/copy:t", f"{work}/bundle"], env)
+        copy, unpack = copy_and_unpack(work, ref, env)
         print(f"image: {args.layers + 2} layers, {mb:.1f} MB compressed")
         print(f"nspawn pull (download, verify, unpack): {nspawn:.2f} s, {mb / nspawn:.1f} MB/s")
         print(f"skopeo copy + umoci unpack:             {copy + unpack:.2f} s ({copy:.2f} + {unpack:.2f}), "

@@ -1,67 +1,54 @@
 #!/usr/bin/env python3
-"""Start-up cost of the launcher: median wall time of `nspawn --version`, `nspawn validate` and
-a repeated `nspawn run --dry-run` beside `python -c pass`, over N runs each.
+"""Start-up cost of the launcher: `nspawn --version`, `nspawn run --help`, a cached `validate`
+and a repeated `run --dry-run`, timed in turns with `python -c pass`, N rounds, medians.
 
-nspawn is the console script beside this interpreter (`.venv/bin/nspawn`), as users run it: the
-installed copy, byte-compiled by pip. `python -m nspawn` is not timed: it adds runpy's cost, which
-users do not pay, and from the checkout it times files users do not run. When the installed
-copy differs from the checkout, the script says so (refresh it with scripts/venv.sh).
+    python3 scripts/bench_startup.py [-n 30]
 
-Targets on a 2-core machine: --version within 35 ms of python -c pass; a repeated dry run
-within 50 ms of it."""
+nspawn is the console script beside this interpreter (`.venv/bin/nspawn`), as users run it
+(benchlib.nspawn_argv). Targets (issue 17, 2 cores): --version and run --help at most
+python -c pass + 10 ms."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 
-from installed import note_if_stale
+import benchlib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = os.path.join(ROOT, "configs", "hostcompute_nspawn.json")
-
-
-def median_ms(argv: list[str], runs: int, env: dict) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, env=env, cwd=ROOT)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+CONFIG = os.path.join(benchlib.ROOT, "configs", "hostcompute_nspawn.json")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--runs", type=int, default=30)
     args = parser.parse_args()
-    python = sys.executable
-    nspawn = os.path.join(os.path.dirname(python), "nspawn")
-    if not os.path.exists(nspawn):
-        sys.exit(f"no console script at {nspawn}: run this with the interpreter of the venv nspawn is installed in")
-    note_if_stale(python)
-    with tempfile.TemporaryDirectory() as cache:
-        env = {**os.environ, "NSPAWN_CACHE_DIR": cache}
-        subprocess.run([nspawn, "validate", CONFIG], env=env, stdout=subprocess.DEVNULL, check=True)
-        baseline = median_ms([python, "-c", "pass"], args.runs, env)
-        rows = [
-            ("nspawn --version", [nspawn, "--version"], 35),
-            ("nspawn validate (cached)", [nspawn, "validate", CONFIG], None),
-            ("nspawn run --dry-run (repeated)", [nspawn, "run", "--dry-run", "-c", CONFIG], 50),
-        ]
-        uncached_env = {**env, "NSPAWN_NO_CACHE": "1"}
-        print(f"{'command':<36} {'median ms':>10} {'over pass':>10} {'ratio':>6}  target")
-        print(f"{'python -c pass':<36} {baseline:>10.1f} {0:>10.1f} {1:>6.2f}")
-        for name, argv, target in rows:
-            ms = median_ms(argv, args.runs, env)
-            verdict = "" if target is None else f"+{target} ms: {'met' if ms - baseline <= target else 'MISSED'}"
-            print(f"{name:<36} {ms:>10.1f} {ms - baseline:>10.1f} {ms / baseline:>6.2f}  {verdict}")
-        ms = median_ms([nspawn, "validate", CONFIG], max(5, args.runs // 3), uncached_env)
-        print(f"{'nspawn validate (no cache)':<36} {ms:>10.1f} {ms - baseline:>10.1f} {ms / baseline:>6.2f}")
+    nspawn = benchlib.nspawn_argv()
+    with tempfile.TemporaryDirectory() as work:
+        env = benchlib.environment(work)
+        base = "python -c pass"
+        timings = benchlib.in_turns({
+            base: [sys.executable, "-c", "pass"],
+            "nspawn --version": nspawn + ["--version"],
+            "nspawn run --help": nspawn + ["run", "--help"],
+            "nspawn validate (cached)": nspawn + ["validate", CONFIG],
+            "nspawn run --dry-run (repeated)": nspawn + ["run", "--dry-run", "-c", CONFIG],
+        }, args.runs, env)
+        uncached = benchlib.in_turns({"nspawn validate (no cache)": nspawn + ["validate", CONFIG]},
+                                     max(5, args.runs // 3), {**env, "NSPAWN_NO_CACHE": "1"})
+    print(f"{args.runs} rounds on {os.cpu_count()} CPUs, {sys.executable}")
+    benchlib.print_timings(timings)
+    benchlib.print_timings(uncached)
+    for name in ("nspawn --version", "nspawn run --help"):
+        if timings.has(name, base):
+            benchlib.target(f"{name} at most python -c pass + 10 ms", timings.median_ms(name),
+                            timings.median_ms(base) + 10,
+                            f"python -c pass {timings.median_ms(base):.1f} ms; paired difference "
+                            f"{timings.paired_ms(name, base):+.1f} ms")
+        else:
+            benchlib.target(name, None, None, timings.skipped.get(name) or timings.skipped.get(base, ""))
+    benchlib.summary()
 
 
 if __name__ == "__main__":

@@ -25,6 +25,27 @@ def test_version_and_help_list_exit_codes():
         assert code in help_text
 
 
+def test_version_and_run_help_answered_without_click_are_click_s_own():
+    """nspawn.entry answers these without importing click: the same text, exit 0, and no click."""
+    from nspawn.cli.runhelp import render
+
+    with open(os.path.join(ROOT, "nspawn", "cli", "run_help.txt"), encoding="utf-8") as f:
+        assert f.read() == render(), "run's help changed: python -m nspawn.cli.runhelp regenerates run_help.txt"
+    clicks = CliRunner().invoke(cli, ["--version"], prog_name="nspawn")
+    code = ("import sys; sys.argv[0] = 'nspawn'; from nspawn.entry import main\ntry:\n    main()\n"
+            "except SystemExit as e:\n    print(e.code, 'click' in sys.modules, file=sys.stderr)")
+    for argv, expected, width in ((["--version"], clicks.output, "80"), (["-V"], clicks.output, "80"),
+                                  (["run", "--help"], render(), "200"), (["run", "-h"], render(), "80")):
+        ran = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, capture_output=True, text=True,
+                             env={**os.environ, "COLUMNS": width})
+        assert (ran.stdout, ran.stderr) == (expected, "0 False\n"), argv
+    # narrower than click's widest help: click renders it, for that width
+    narrow = subprocess.run([sys.executable, "-c", code, "run", "--help"], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "60"})
+    assert narrow.stderr == "0 True\n" and narrow.stdout != render()
+    assert max(map(len, narrow.stdout.splitlines())) <= 60
+
+
 def test_help_lists_every_command_and_each_has_its_own():
     listed = nspawn("--help").stdout.split("Commands:")[1]
     for name in COMMANDS:

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -210,3 +212,33 @@ def test_a_field_only_another_backend_reads_is_refused(tmp_path):
     found, error = problems(tmp_path, {"backend": "linux", "process_executable": "/bin/true", "hcs_api": "v2"})
     assert error.exit_code == 2 and "$.hcs_api: found 'v2', which only the hcs backend reads" in found[0]
     load_config(write(tmp_path, json.dumps({"backend": "linux", "process_executable": "/bin/true", "hcs_api": "auto"})))
+
+
+def test_a_parsed_file_is_cached_by_its_bytes_and_reread_without_json(tmp_path):
+    """A repeated run reads its config's parsed document from the cache (marshal, no json): the
+    same document, a changed file parsed again, a cache file cut short parsed again, and with
+    NSPAWN_NO_CACHE nothing is written. The run path imports no json, re, signal or enum
+    (docs/performance.md: they cost a run milliseconds)."""
+    document = {"process_executable": "/bin/true", "process_arguments": ["é", "a\tb"], "max_ram_mb": 64,
+                "environment": {"A": "1"}, "mapped_directory_read_only": False, "process_directory": "/tmp"}
+    path = write(tmp_path, json.dumps(document))
+    first = load_config(path)
+    cached = tmp_path / "cache" / "parsed"
+    [entry] = cached.iterdir()
+    assert load_config(path) == first and first.limits.max_ram_mb == 64 and first.process_arguments == ("é", "a\tb")
+    entry.write_bytes(entry.read_bytes()[:5])  # a crash mid-write
+    assert load_config(path) == first
+    write(tmp_path, json.dumps({**document, "max_ram_mb": 65}))
+    assert load_config(path).limits.max_ram_mb == 65 and len(list(cached.iterdir())) == 2
+    code = ("import sys; from nspawn.config.resolve import load_config; import nspawn.launch, nspawn.runcmd, "
+            "nspawn.backends.linux.runtime\nc = load_config(sys.argv[1])\n"
+            "print(c.limits.max_ram_mb, [m for m in ('json', 're', 'signal', 'enum') if m in sys.modules])")
+    ran = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, env=os.environ,
+                         cwd=os.path.join(os.path.dirname(__file__), ".."))
+    assert ran.stdout == "65 []\n", ran.stderr
+
+
+def test_no_cache_writes_no_parsed_document(tmp_path, monkeypatch):
+    monkeypatch.setenv("NSPAWN_NO_CACHE", "1")
+    load_config(write(tmp_path, '{"process_executable": "/bin/true"}'))
+    assert not (tmp_path / "cache").exists()

@@ -70,3 +70,18 @@ def test_a_live_journal_is_locked_and_a_dead_ones_is_finished(tmp_path):
     report = finish(orphan, {"file": remove})
     assert released == ["never-made", str(marker)] and not report.failed
     assert not marker.exists() and list(read_journals(tmp_path)) == []
+
+
+def test_journal_lines_are_what_json_writes_and_reads_back():
+    """The journal writes its lines without the json package; cleanup reads them with it."""
+    import json
+
+    from nspawn.journal import encoded
+
+    values = [{"path": "/var/tmp/nspawn/x", "pid": 12345, "start": 1765100000.123456, "ok": True, "none": None},
+              {"odd": "tab\there \"quoted\" back\\slash \x00\x1f é ☃ 𝄞", "bytes": os.fsdecode(b"/tmp/\xff\xfe")},
+              {"nested": {"list": [1, 2.5, -3, [], {}], "tuple": (1, "two")}, 7: "int key", "big": 2 ** 70},
+              [], {}, "", 0, -0.0, 1e300, 5e-324]
+    for value in values:
+        assert encoded(value) == json.dumps(value, separators=(",", ":")), value
+        assert json.loads(encoded(value)) == json.loads(json.dumps(value)), value

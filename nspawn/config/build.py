@@ -10,19 +10,24 @@ from __future__ import annotations
 import math
 import os
 import posixpath
-import re
 import sys
 from types import MappingProxyType
 
 from nspawn.backends import AUTO, BACKENDS, choose
 from nspawn.config.derived import is_container_absolute
-from nspawn.config.jsonpos import path_text
 from nspawn.config.load import Finding
 from nspawn.config.fields import CONTAINER_PATH, EXECUTABLE, FIELDS, HOST_PATH, IN_MAPPED, is_integer
 from nspawn.config.model import ITEMS, Config, Limits, absent
 from nspawn.units import mask_to_cpus
 
-_WINDOWS_PATH = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\|//)")
+_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def _windows_path(p: str) -> bool:
+    """A drive path (C:\\ or C:/) or a UNC one (\\\\ or //); a string test, as a run imports no `re`."""
+    return (p[:1] in _LETTERS and p[1:3] in (":\\", ":/")) or p[:2] in ("\\\\", "//")
+
+
 _PATH_KEYS = ("parent_layer_directory", "process_directory", "mapped_directory", "working_directory")
 
 
@@ -33,7 +38,7 @@ def flavour(document: dict) -> str:
     paths = [document.get(k) for k in _PATH_KEYS] + [
         m.get(k) for m in document.get("mounts", ()) for k in ("host_path", "container_path")
     ]
-    if sys.platform == "win32" or any(isinstance(p, str) and _WINDOWS_PATH.match(p) for p in paths):
+    if sys.platform == "win32" or any(isinstance(p, str) and _windows_path(p) for p in paths):
         return "windows"
     return "posix"
 
@@ -234,6 +239,8 @@ def _collisions(config: Config, paths: _Paths) -> list[Finding]:
             findings.append(Finding(where, f"found the drive root {target!r}; expected a directory below it"))
         first = seen.setdefault(paths.key(target), where)
         if first is not where:
+            from nspawn.config.jsonpos import path_text
+
             findings.append(Finding(where, f"found {target!r}, already mapped by {path_text(first)}; expected each container path once"))
     return findings
 

@@ -2,19 +2,28 @@
 
 Every problem found is reported at once, each naming the file, the field as a JSON path, the
 line and column, what was found and what was expected. The schema verdict for a given file
-content is cached by hash, because importing jsonschema costs more than the launch itself.
+content is cached by hash, because importing jsonschema costs more than the launch itself;
+and so is the parsed document of a file, by its bytes, in marshal's format: the json package
+brings re and costs a repeated run milliseconds it need not pay.
 """
 
 from __future__ import annotations
 
-import json
+import marshal
 import math
 import os
 
 from nspawn import __version__, exitcodes
-from nspawn.config.jsonpos import Positions, locate, path_text
 from nspawn.errors import ConfigError, Problem
 from nspawn.records import record
+
+try:  # hashlib's SHA-256 without hashlib's OpenSSL start-up (3-5 ms); resolved once, as a failed
+    from _sha256 import sha256  # import is looked for again, along sys.path, each time it is tried
+except ImportError:
+    try:
+        from _sha2 import sha256  # Python 3.12 and later
+    except ImportError:
+        from hashlib import sha256
 
 SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema.json")
 MAX_BYTES = 1 << 20
@@ -26,6 +35,8 @@ def schema_bytes() -> bytes:
 
 
 def schema() -> dict:
+    import json
+
     return json.loads(schema_bytes())
 
 
@@ -41,7 +52,51 @@ def read_document(path: str) -> tuple[dict, str]:
 
 def parse_document(data: bytes, source: str) -> tuple[dict, str]:
     text = _decode(data, source)
-    return _parse_json(text, source), text
+    return cached_parse(data, lambda: _parse_json(text, source)), text
+
+
+def cached_parse(data: bytes, parse):
+    """The document `parse()` makes of the JSON `data`, from the cache of parsed documents when
+    these bytes were parsed before (a config file, an image's record in the store)."""
+    path = _parsed_path(data)
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                return marshal.load(f)
+        except (OSError, EOFError, ValueError, TypeError):
+            pass  # not cached yet (or a cache file a crash left short): parsed below and cached again
+    document = parse()
+    if path is not None:
+        _cache_parsed(path, document)
+    return document
+
+
+# marshal's version 2 writes no back-references (which follow reference counts) and always the
+# same type codes: one document, one byte string, for the digest as for the cache.
+_MARSHAL_VERSION = 2
+
+
+def _parsed_path(data: bytes) -> str | None:
+    directory = _cache_dir("parsed")
+    if directory is None:
+        return None
+    h = sha256(__version__.encode())
+    h.update(data)
+    return os.path.join(directory, h.hexdigest())
+
+
+def _cache_parsed(path: str, document) -> None:
+    partial = f"{path}.{os.getpid()}.{id(document)}"  # unique per process and thread: batch jobs parse at once
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(partial, "wb") as f:
+            marshal.dump(document, f, _MARSHAL_VERSION)
+        os.replace(partial, path)  # whole or not at all
+    except (OSError, ValueError):
+        try:
+            os.unlink(partial)
+        except OSError:
+            pass  # a read-only home only costs the next run the parse
 
 
 def _decode(data: bytes, source: str) -> str:
@@ -88,6 +143,8 @@ def _finite_float(literal: str) -> float:
 
 
 def _parse_json(text: str, source: str):
+    import json
+
     try:
         return json.loads(text, object_pairs_hook=_object, parse_constant=_reject_constant, parse_float=_finite_float)
     except json.JSONDecodeError as e:
@@ -101,6 +158,8 @@ def _parse_json(text: str, source: str):
 
 
 def _duplicate_problems(text: str, source: str) -> list[Problem]:
+    from nspawn.config.jsonpos import locate, path_text
+
     positions = locate(text)
     problems = []
     for path, offsets in positions.keys.items():
@@ -122,30 +181,34 @@ def cache_root() -> str:
     )
 
 
-def _cache_dir() -> str | None:
+def _cache_dir(kind: str) -> str | None:
     if os.environ.get("NSPAWN_NO_CACHE"):
         return None
-    return os.path.join(cache_root(), "valid")
+    return os.path.join(cache_root(), kind)
 
 
-def _digest(document) -> str:
-    try:  # the builtin module skips OpenSSL's import, which costs more than the hash
-        from _sha2 import sha256  # Python 3.12 and later
-    except ImportError:
-        try:
-            from _sha256 import sha256
-        except ImportError:
-            from hashlib import sha256
+
+
+def _digest(document) -> str | None:
+    """The document's hash with the schema's, or None for one marshal cannot write (no JSON
+    value then: it is checked, not remembered)."""
+    try:
+        encoded = marshal.dumps(document, _MARSHAL_VERSION)
+    except ValueError:
+        return None
     h = sha256(__version__.encode())
     h.update(schema_bytes())
-    h.update(json.dumps(document, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    h.update(encoded)
     return h.hexdigest()
 
 
 def check_schema(document) -> list[Finding]:
     """Schema findings for a document; a document once found valid is remembered by its hash."""
-    directory = _cache_dir()
-    marker = os.path.join(directory, _digest(document)) if directory is not None else None
+    directory = _cache_dir("valid")
+    digest = _digest(document) if directory is not None else None
+    if digest is None:
+        directory = None
+    marker = os.path.join(directory, digest) if directory is not None else None
     if marker is not None and os.path.exists(marker):
         return []
     import jsonschema
@@ -173,7 +236,9 @@ class Finding:
 
 def locate_findings(findings: list[Finding], text: str | None, source: str, from_command_line=lambda path: False) -> list[Problem]:
     """Turn findings into problems naming the file (or the command line), line and column."""
-    positions: Positions | None = None
+    from nspawn.config.jsonpos import locate, path_text
+
+    positions = None
     problems = []
     for f in findings:
         line = column = None
@@ -240,6 +305,8 @@ def _expected(error) -> str:
 
         found = error.instance
         hint = difflib.get_close_matches(found, [str(w) for w in want], n=1) if isinstance(found, str) else []
+        import json
+
         listed = "one of " + ", ".join(json.dumps(w) for w in want)
         return f'{listed} (did you mean "{hint[0]}"?)' if hint else listed
     if kind == "pattern" and isinstance(error.instance, str) and "\0" in error.instance:
@@ -255,6 +322,8 @@ def _expected(error) -> str:
 
 
 def _show(value) -> str:
+    import json
+
     if isinstance(value, bool) or value is None:
         return json.dumps(value)
     if isinstance(value, (dict, list)):

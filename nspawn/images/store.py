@@ -22,7 +22,6 @@ a run would use, and the next pull sweeps the dead pull's tmp/ entry.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import time
@@ -159,18 +158,18 @@ class Store:
         return f"../layers/{hex_of(digest)}/diff"
 
     def layer_info(self, digest: str) -> dict:
-        with open(os.path.join(self.layer_dir(digest), "layer.json"), encoding="utf-8") as f:
-            return json.load(f)
+        return _read_json(os.path.join(self.layer_dir(digest), "layer.json"))
 
     # Images and references.
 
     def put_image(self, record: dict) -> None:
+        import json
+
         _atomic_write(self.path("images", hex_of(record["digest"]) + ".json"), json.dumps(record, indent=1))
 
     def image(self, digest: str) -> dict | None:
         try:
-            with open(self.path("images", hex_of(digest) + ".json"), encoding="utf-8") as f:
-                return json.load(f)
+            return _read_json(self.path("images", hex_of(digest) + ".json"))
         except FileNotFoundError:
             return None
 
@@ -265,6 +264,22 @@ def _windows() -> bool:
     """Whether the store runs on Windows' file locks and process handles (a seam for the tests,
     which run that path against the simulated kernel32)."""
     return sys.platform == "win32"
+
+
+def _read_json(path: str):
+    """A record of the store, through the cache of parsed documents: a run from an image reads
+    the image's record and its layers' without importing json."""
+    from nspawn.config.load import cached_parse
+
+    with open(path, "rb") as f:
+        data = f.read()
+
+    def parse():
+        import json
+
+        return json.loads(data)
+
+    return cached_parse(data, parse)
 
 
 def _alive(pid: int) -> bool:

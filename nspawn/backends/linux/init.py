@@ -30,7 +30,7 @@ from __future__ import annotations
 import errno
 import os
 import select
-import signal
+import _signal as signal  # its C module: the signal package imports enum, 2 ms of every run
 import sys
 
 from nspawn import exitcodes

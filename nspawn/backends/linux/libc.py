@@ -10,7 +10,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import signal
+import _signal as signal  # its C module: the signal package imports enum, 2 ms of every run
 import sys
 from ctypes import c_char_p, c_int, c_long, c_size_t, c_uint, c_ulong, c_void_p
 

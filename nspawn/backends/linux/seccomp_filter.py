@@ -32,15 +32,8 @@ import os
 import struct
 
 from nspawn.backends.linux import libc
+from nspawn.config.load import sha256  # hashlib's, without OpenSSL's start-up on a hit
 from nspawn.records import record
-
-try:  # the same SHA-256 as hashlib's, without hashlib's OpenSSL start-up (3-5 ms) on a hit
-    from _sha256 import sha256
-except ImportError:
-    try:
-        from _sha2 import sha256
-    except ImportError:
-        from hashlib import sha256
 
 DEFAULT = "default"
 UNCONFINED = "unconfined"
