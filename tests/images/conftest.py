@@ -159,15 +159,20 @@ def _blob(layout: str, data: bytes, media_type: str) -> dict:
     return {"mediaType": media_type, "digest": "sha256:" + digest, "size": len(data)}
 
 
-def tar_bytes(entries) -> bytes:
-    """A gzip tar of (TarInfo, bytes or None) pairs."""
+def tar_plain(entries) -> bytes:
+    """A tar of (TarInfo, bytes or None) pairs."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for info, data in entries:
             if data is not None:
                 info.size = len(data)
             tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return gzip.compress(raw.getvalue(), mtime=0)
+    return raw.getvalue()
+
+
+def tar_bytes(entries) -> bytes:
+    """A gzip tar of (TarInfo, bytes or None) pairs."""
+    return gzip.compress(tar_plain(entries), mtime=0)
 
 
 def add_manifest(layout: str, layers: list, config: dict, extra: list = ()) -> dict:

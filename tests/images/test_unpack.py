@@ -9,6 +9,7 @@ import tarfile
 import pytest
 
 from nspawn.images.unpack import LayerError, unpack
+from tests.images.conftest import tar_plain
 from tests.linux.conftest import needs_root
 
 pytestmark = needs_root
@@ -27,14 +28,7 @@ def entry(name, kind=tarfile.REGTYPE, data=None, **attrs):
 
 
 def layer(*entries) -> io.BytesIO:
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in entries:
-            if data is not None:
-                info.size = len(data)
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    raw.seek(0)
-    return raw
+    return io.BytesIO(tar_plain(entries))
 
 
 def test_whiteouts_opaque_links_devices_and_attributes(tmp_path):
