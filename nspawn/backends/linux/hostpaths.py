@@ -28,15 +28,21 @@ def _link_refusal(path: str) -> LaunchError:
                        "links, which a container could have planted: give the path without links", exitcodes.USAGE)
 
 
-def bind_source(path: str, target: str) -> tuple[int, bool]:
-    """(a detached copy of the mount at `path`, whether it is a file) for a bind at container
-    path `target`; the caller closes the descriptor."""
+def _open(path: str, flags: int, failed) -> int:
+    """An O_PATH descriptor of host path `path`, opened without following a link (refused,
+    exit 2); `failed(strerror)` is the LaunchError for any other failure."""
     try:
-        fd = libc.openat2(libc.AT_FDCWD, path, libc.O_PATH, _NO_LINKS)
+        return libc.openat2(libc.AT_FDCWD, path, libc.O_PATH | flags, _NO_LINKS)
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise _link_refusal(path) from None
-        raise LaunchError(f"{path}: {e.strerror}; it cannot be mounted at {target}") from None
+        raise failed(e.strerror) from None
+
+
+def bind_source(path: str, target: str) -> tuple[int, bool]:
+    """(a detached copy of the mount at `path`, whether it is a file) for a bind at container
+    path `target`; the caller closes the descriptor."""
+    fd = _open(path, 0, lambda why: LaunchError(f"{path}: {why}; it cannot be mounted at {target}"))
     try:
         mode = os.fstat(fd).st_mode
         if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
@@ -51,12 +57,7 @@ def layer(path: str) -> int:
     """A detached copy of the mount at directory `path`, the overlay's lower layer (the parent
     layer, or the host's /); a path through a symbolic link is refused (exit 2). The caller
     closes the descriptor."""
-    try:
-        fd = libc.openat2(libc.AT_FDCWD, path, libc.O_PATH | os.O_DIRECTORY, _NO_LINKS)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise _link_refusal(path) from None
-        raise LaunchError(f"parent_layer_directory {path}: {e.strerror}", exitcodes.USAGE) from None
+    fd = _open(path, os.O_DIRECTORY, lambda why: LaunchError(f"parent_layer_directory {path}: {why}", exitcodes.USAGE))
     try:
         return libc.clone_tree(fd)
     finally:
@@ -76,12 +77,7 @@ def open_output(directory: str, name: str, shown: str) -> int:
     an existing regular file, or a new one. A link anywhere on the way, or something else there
     (a FIFO, whose open would wait for a reader forever; a device, which would get the output),
     is refused with exit 2. `shown` names it in messages."""
-    try:
-        base = libc.openat2(libc.AT_FDCWD, directory, libc.O_PATH | os.O_DIRECTORY, _NO_LINKS)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise _link_refusal(directory) from None
-        raise LaunchError(f"{shown}: {directory}: {e.strerror}", exitcodes.USAGE) from None
+    base = _open(directory, os.O_DIRECTORY, lambda why: LaunchError(f"{shown}: {directory}: {why}", exitcodes.USAGE))
     beneath = _NO_LINKS | libc.RESOLVE_BENEATH
     try:
         for _ in range(3):  # a file that appears or goes between the two opens: look again
