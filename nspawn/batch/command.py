@@ -115,9 +115,8 @@ def _cluster_options(ctx, reporter, scheduler, tls_ca, tls_cert, tls_key, securi
         tls, problems = security.resolve(scheduler, tls_ca, tls_cert, tls_key, security_file)
     if scheduler and memory_budget:
         problems.append("--memory-budget is for a local batch; on a cluster each worker's --memory is its budget")
-    for problem in problems:
-        reporter.error(problem)
     if problems:
+        reporter.problems(problems)
         ctx.exit(exitcodes.USAGE)
     return tls
 
@@ -165,7 +164,6 @@ def _check_outputs(ctx, reporter, logs_dir, report_path, junit_path) -> None:
             why = check_writable(os.path.join(logs_dir, "job.stdout"))
             if why:
                 problems.append(f"--logs {logs_dir}: cannot write the logs there: {why}")
-    for problem in problems:
-        reporter.error(problem)
     if problems:
+        reporter.problems(problems)
         ctx.exit(exitcodes.USAGE)

@@ -40,9 +40,8 @@ def worker(ctx, scheduler, memory_mib, cpus, name, tls_ca, tls_cert, tls_key, se
     memory = memory_mib * MIB if memory_mib else memory_available()
     if memory is None:
         problems.append("--memory is needed: this host does not say how much memory it has available")
-    for problem in problems:
-        shown.error(problem)
     if problems:
+        shown.problems(problems)
         ctx.exit(exitcodes.USAGE)
     from nspawn.cluster.worker import clean, serve
 
