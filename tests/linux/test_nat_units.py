@@ -14,6 +14,7 @@ import pytest
 
 from nspawn.backends.linux import addresses, nat, netlink as nl
 from nspawn.config import ports
+from tests.conftest import skip_unless_ci
 from tests.linux.conftest import needs_root
 
 
@@ -209,7 +210,7 @@ def test_nft_text_loads_in_a_dry_run():
     from nspawn.backends.linux.nftables import Nft, NftError, available
 
     if available() is not None:
-        pytest.skip(available())
+        skip_unless_ci(available())
     mappings = (ports.parse("8080:80"), ports.parse("127.0.0.1:5353:53/udp"))
     text = nat.table_text("10.213.0.0/16") + nat.port_rules(mappings, "10.213.0.2", "nspawn-x")
     assert text.count("dnat to 10.213.0.2:80") == 2 and 'ip daddr 127.0.0.1 fib daddr type local udp dport 5353' in text
