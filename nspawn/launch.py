@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 from nspawn import backends, exitcodes
 from nspawn.config.model import Config
 from nspawn.errors import Interrupted, NspawnError
@@ -28,7 +26,7 @@ def run(config: Config, *, listener=None, container_id: str | None = None, stdou
     session = Session(config, listener=listener, container_id=container_id, stdout=stdout, stderr=stderr, stop=stop)
     result = session.result
     try:
-        with signals_to(session.stop) if stop is None else contextlib.nullcontext():
+        with signals_to(session.stop, active=stop is None):
             try:
                 session.open_journal()
                 backend.execute(the_plan, session)

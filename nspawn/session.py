@@ -3,11 +3,10 @@ reporting, and how Ctrl-C and SIGTERM reach the run."""
 
 from __future__ import annotations
 
-import contextlib
+# Neither contextlib nor threading (nor the functools and collections they bring): 5 ms of
+# every run's imports, for three context managers and a flag.
 import _signal as signal  # its C module: the signal package imports enum, 2 ms of every run
-import threading
 import time
-from collections.abc import Callable, Iterator
 
 from nspawn.backends.contract import PHASE, WARNING
 from nspawn.config.model import Config
@@ -16,23 +15,21 @@ from nspawn.identity import new_container_id
 from nspawn.journal import Journal
 from nspawn.result import Result
 
-Listener = Callable[[str, dict], None]  # (event name, details)
-
 
 class Stop:
     """A stop request (one of STOP_SIGNALS). While the container process runs, the backend stops
     it politely and then firmly; during setup and teardown the request interrupts at once when
     it comes from a signal handler on the run's own thread (`request`), or at the next phase
-    when it comes from another thread (`ask`: a caller running many runs on worker threads)."""
+    when it comes from another thread (`ask`: a caller running many runs on worker threads).
+    `signum` is set once, by whichever thread asks first; the others read it."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
-        self.event = threading.Event()
         self.deferred = False  # true while the backend handles stops itself
         # Set by a backend while its container process is being started: true once it has
         # started. From that moment its stops are the backend's, before the backend gets to
         # `stops_deferred`: a stop raised then would lose the container's own exit code.
-        self.started: Callable[[], bool] | None = None
+        self.started = None  # a callable () -> bool, or None
         self.handled = False  # raised as Interrupted, or seen by the backend's own handling
 
     def _backends(self) -> bool:
@@ -49,7 +46,6 @@ class Stop:
     def ask(self, signum: int) -> None:
         """From any thread: never raises; the run acts on it at its next phase or wait tick."""
         self.signum = self.signum or signum
-        self.event.set()
 
     def check(self) -> None:
         """Raise a stop that was asked and not yet acted on, unless the backend handles stops now."""
@@ -59,7 +55,9 @@ class Stop:
 
 
 class Session:
-    def __init__(self, config: Config, *, listener: Listener | None = None, container_id: str | None = None,
+    """`listener(event name, details)` hears phases, warnings and the backend's events."""
+
+    def __init__(self, config: Config, *, listener=None, container_id: str | None = None,
                  stdout=None, stderr=None, stop: Stop | None = None):
         self.config = config
         self.container_id = container_id or new_container_id()
@@ -81,25 +79,14 @@ class Session:
                                   if image is not None else {}))
         return self.journal
 
-    @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        self.stop.check()  # where a stop asked from another thread takes effect
-        self.listener(PHASE, {"phase": name})
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.result.timings[name] = round(self.result.timings.get(name, 0) + time.perf_counter() - start, 6)
+    def phase(self, name: str) -> _Phase:
+        """`with session.phase(name):` times the block into the result's timings."""
+        return _Phase(self, name)
 
-    @contextlib.contextmanager
-    def stops_deferred(self) -> Iterator[Stop]:
-        """While the container process runs, stop requests are the backend's to act on."""
-        self.stop.deferred = True
-        try:
-            yield self.stop
-        finally:
-            self.stop.deferred, self.stop.started = False, None
-            self.stop.handled |= self.stop.signum is not None  # the backend has acted on it
+    def stops_deferred(self) -> _StopsDeferred:
+        """`with session.stops_deferred() as stop:` while the container process runs, stop
+        requests are the backend's to act on."""
+        return _StopsDeferred(self.stop)
 
     def may_have_terminal(self, tty: str) -> bool:
         """Whether the container may be given a terminal (the `tty` field: auto, always, never):
@@ -129,15 +116,52 @@ class Session:
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK") if hasattr(signal, name))
 
 
-@contextlib.contextmanager
-def signals_to(stop: Stop) -> Iterator[None]:
-    """Route STOP_SIGNALS to `stop` (main thread only; elsewhere the caller routes them)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, lambda signum, frame: stop.request(signum)) for s in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
+class _Phase:
+    def __init__(self, session: Session, name: str) -> None:
+        self.session, self.name = session, name
+
+    def __enter__(self) -> None:
+        self.session.stop.check()  # where a stop asked from another thread takes effect
+        self.session.listener(PHASE, {"phase": self.name})
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc) -> None:
+        timings = self.session.result.timings
+        timings[self.name] = round(timings.get(self.name, 0) + time.perf_counter() - self.start, 6)
+
+
+class _StopsDeferred:
+    def __init__(self, stop: Stop) -> None:
+        self.stop = stop
+
+    def __enter__(self) -> Stop:
+        self.stop.deferred = True
+        return self.stop
+
+    def __exit__(self, *exc) -> None:
+        self.stop.deferred, self.stop.started = False, None
+        self.stop.handled |= self.stop.signum is not None  # the backend has acted on it
+
+
+class signals_to:
+    """`with signals_to(stop):` routes STOP_SIGNALS to `stop` on the main thread; on another
+    thread (where signal.signal refuses), or when not `active`, the caller routes them."""
+
+    def __init__(self, stop: Stop, active: bool = True) -> None:
+        self.stop, self.active, self.previous = stop, active, {}
+
+    def __enter__(self) -> None:
+        if not self.active:
+            return
+        try:
+            for s in STOP_SIGNALS:
+                self.previous[s] = signal.signal(s, self._handler)
+        except ValueError:  # not the main thread: the first signal.signal refuses, none is set
+            self.previous.clear()
+
+    def _handler(self, signum: int, frame) -> None:
+        self.stop.request(signum)
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
             signal.signal(s, handler)

@@ -207,8 +207,8 @@ def _run(plan: HcsPlan, session: Session, generation: Generation, system, system
             now = time.monotonic()
             if resizer is not None:
                 resizer.tick()
-            if stopper is None and (stop.event.is_set() or (deadline is not None and now >= deadline)):
-                timed_out = not stop.event.is_set()
+            if stopper is None and (stop.signum is not None or (deadline is not None and now >= deadline)):
+                timed_out = stop.signum is None
                 stopper = _Stopper(process, polite_signal(stop.signum))
                 kill_at = now + plan.stop_grace_seconds
             if stopper is not None and stopper.failed and kill_at is not None:
