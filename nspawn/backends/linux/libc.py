@@ -139,7 +139,6 @@ _openat2 = _function("openat2", c_long, c_long, c_int, c_char_p, c_void_p, c_siz
 _open_tree = _function("open_tree", c_long, c_long, c_int, c_char_p, c_uint, syscall=True)
 _move_mount = _function("move_mount", c_long, c_long, c_int, c_char_p, c_int, c_char_p, c_uint, paths=(3,), syscall=True)
 _mount_setattr = _function("mount_setattr", c_long, c_long, c_int, c_char_p, c_uint, c_void_p, c_size_t, syscall=True)
-_setns = _function("setns", c_int, c_int, c_int)
 _bpf = _function("bpf", c_long, c_long, c_int, c_void_p, c_uint, syscall=True)
 _clone3 = _function("clone3", c_long, c_long, c_void_p, c_size_t, syscall=True, library=_libc_holding_gil)
 
@@ -228,10 +227,6 @@ def restrict_tree(path: str, attributes: int) -> None:
     mount below it; unlike a remount, it reaches the mounts below too."""
     attr = _MountAttr(attr_set=attributes)
     _mount_setattr(_syscall_number("mount_setattr"), AT_FDCWD, _b(path), AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr))
-
-
-def setns(fd: int, nstype: int) -> None:
-    _setns(fd, nstype)
 
 
 def new_session_keyring() -> None:
