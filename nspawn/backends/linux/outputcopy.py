@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import stat
 import sys
 import termios
 
@@ -21,26 +20,26 @@ from nspawn.output import to_launcher, write_all
 
 class Mover:
     """Moves what the payload's pipe `source` holds to the launcher's descriptor `out` (1 or 2)
-    and to `file` (stdout_filename's, which takes stdout and stderr both, or None); called when `source` is readable, returns
-    False at its end.
+    and to `file` (stdout_filename's, which takes stdout and stderr both, or None); called
+    when `source` is readable, returns False at its end.
 
-    With a file the bytes are duplicated (tee) before being moved to the file (splice):
-    straight into `out` when that is a pipe, else into a pipe of the launcher's own
-    (`make_pipe`, which holds `chunk` bytes) and spliced on to `out` from there. A reader of
-    `out` gone (EPIPE) leaves the file alone to take the rest, as to_launcher lets the run go
-    on; any other refusal by `out` (a file opened for appending, a non-blocking pipe that is
-    full, a device that cannot splice) turns this output to reading and writing, with
-    to_launcher's rules, for the rest of the run."""
+    With a file the bytes are duplicated (tee) into a pipe of the launcher's own (`make_pipe`,
+    which holds `chunk` bytes), moved to the file (splice), then from that pipe to `out`. Not
+    tee'd straight into `out`: a caller's pipe (64 KiB) would cut the file's writes to its
+    size, and a file's cost is per write. A reader of `out` gone (EPIPE) leaves the file alone
+    to take the rest, as to_launcher lets the run go on; any other refusal by `out` (a file
+    opened for appending, a non-blocking pipe that is full, a device that cannot splice) turns
+    this output to reading and writing, with to_launcher's rules, for the rest of the run."""
 
     def __init__(self, source: int, out: int, file: int | None, make_pipe, chunk: int):
         self.source, self.out, self.file, self.chunk = source, out, file, chunk
         self.copying = False
-        self.staging = make_pipe() if file is not None and not _is_pipe(out) else None
+        self.staging = make_pipe() if file is not None else None
 
     def __call__(self) -> bool:
         """Up to `chunk` bytes, as one read would take them (the wait looks at stops between
-        calls): a launcher's stdout pipe (64 KiB) takes less at a time, and a wake per
-        64 KiB would let the other pipe's output overtake what this one still holds."""
+        calls): a caller's pipe (64 KiB) takes less at a time, and a wake per 64 KiB would
+        let the other pipe's output overtake what this one still holds."""
         total = 0
         while total < self.chunk:
             moved = self._copy() if self.copying else self._move()
@@ -64,16 +63,15 @@ class Mover:
             except OSError as e:
                 return self._refused(e)
         try:
-            moved = libc.tee(self.source, self.out if self.staging is None else self.staging[1], self.chunk)
-        except OSError as e:  # only `out` can refuse: the staging pipe is the launcher's own
+            moved = libc.tee(self.source, self.staging[1], self.chunk)
+        except OSError as e:
             if e.errno == errno.EINTR:  # ctypes does not retry as os calls do
                 return None
-            return self._refused(e)
+            raise
         left = moved
         while left:  # there, as tee said: the splice cannot wait
             left -= os.splice(self.source, self.file, left)
-        if self.staging is not None:
-            self._pass_on(moved)
+        self._pass_on(moved)
         return moved
 
     def _pass_on(self, size: int) -> None:
@@ -114,10 +112,3 @@ def _waiting(fd: int) -> int:
     size = bytearray(4)
     fcntl.ioctl(fd, termios.FIONREAD, size)
     return int.from_bytes(size, sys.byteorder)
-
-
-def _is_pipe(fd: int) -> bool:
-    try:
-        return stat.S_ISFIFO(os.fstat(fd).st_mode)
-    except OSError:  # closed: the output goes nowhere, as a write to it would
-        return False
