@@ -332,8 +332,14 @@ def fork_into_cgroup(group_fd: int) -> int:
 def tee(fd_in: int, fd_out: int, length: int) -> int:
     """Duplicate up to `length` bytes waiting in pipe `fd_in` into pipe `fd_out`, leaving them
     in `fd_in` (tee(2); os has splice since 3.10, but not tee). Blocks for data in `fd_in` and
-    for room in `fd_out`; 0 at `fd_in`'s end."""
-    return _tee(fd_in, fd_out, length, 0)
+    for room in `fd_out`; 0 at `fd_in`'s end. Interrupted by a signal, it is called again
+    once the signal's handler has run, as os calls are (PEP 475)."""
+    while True:
+        try:
+            return _tee(fd_in, fd_out, length, 0)
+        except NativeError as e:
+            if e.errno != errno.EINTR:  # its handler runs as this loop goes on
+                raise
 
 
 def ioctl(fd: int, request: int, arg: bytes | None = None) -> None:

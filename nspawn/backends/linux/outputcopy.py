@@ -1,7 +1,7 @@
 """The container's output moved inside the kernel: from its pipes to the launcher's stdout and
-stderr and to stdout_filename's file, without passing through the launcher's
-memory (splice(2) and tee(2)). Through user space, the copy of 200 MB cost as much again as
-the payload's own writes.
+stderr and to stdout_filename's file, without passing through the launcher's memory
+(splice(2) and tee(2)); read and written, each byte was copied into the launcher and out
+again to each destination.
 
 What a caller's stream takes (a batch's logs, --json's line tracking) is copied as before
 (runtime._wait), and so is an output whose destination refuses a splice."""
@@ -23,28 +23,30 @@ class Mover:
     and to `file` (stdout_filename's, which takes stdout and stderr both, or None); called
     when `source` is readable, returns False at its end.
 
-    With a file the bytes are duplicated (tee) into a pipe of the launcher's own (`make_pipe`,
-    which holds `chunk` bytes), moved to the file (splice), then from that pipe to `out`. Not
-    tee'd straight into `out`: a caller's pipe (64 KiB) would cut the file's writes to its
-    size, and a file's cost is per write. A reader of `out` gone (EPIPE) leaves the file alone
-    to take the rest, as to_launcher lets the run go on; any other refusal by `out` (a file
-    opened for appending, a non-blocking pipe that is full, a device that cannot splice) turns
-    this output to reading and writing, with to_launcher's rules, for the rest of the run."""
+    With a file, each chunk is first moved into a pipe of the launcher's own (`make_pipe`,
+    which holds `chunk` bytes), duplicated from there (tee) into a second one for `out`, then
+    moved to the file and passed on to `out`. A splice into a file holds its source pipe's
+    lock while the file takes the bytes (page cache, ext4's journal, dirty-page throttling):
+    from the payload's own pipe, the payload could not write on meanwhile. A reader of `out`
+    gone (EPIPE) leaves the file alone to take the rest, as to_launcher lets the run go on;
+    any other refusal by `out` (a file opened for appending, a non-blocking pipe that is full,
+    a device that cannot splice) turns this output to reading and writing, with
+    to_launcher's rules, for the rest of the run."""
 
     def __init__(self, source: int, out: int, file: int | None, make_pipe, chunk: int):
         self.source, self.out, self.file, self.chunk = source, out, file, chunk
         self.copying = False
-        self.staging = make_pipe() if file is not None else None
+        self.staging = self.for_out = None
+        if file is not None:
+            self.staging, self.for_out = make_pipe(), make_pipe()
 
     def __call__(self) -> bool:
         """Up to `chunk` bytes, as one read would take them (the wait looks at stops between
-        calls): a caller's pipe (64 KiB) takes less at a time, and a wake per 64 KiB would
+        calls): a caller's pipe (64 KiB) may take less at a time, and a wake each time would
         let the other pipe's output overtake what this one still holds."""
         total = 0
         while total < self.chunk:
             moved = self._copy() if self.copying else self._move()
-            if moved is None:  # interrupted by a signal: the wait has it, and calls again
-                return True
             if not moved:
                 return total > 0
             total += moved
@@ -52,50 +54,46 @@ class Mover:
                 break
         return True
 
-    def _move(self) -> int | None:
-        if self.out is None:  # its reader went away
-            if self.file is None:
-                return len(os.read(self.source, self.chunk))
-            return os.splice(self.source, self.file, self.chunk)
+    def _move(self) -> int:
         if self.file is None:
+            if self.out is None:  # its reader went away
+                return len(os.read(self.source, self.chunk))
             try:
                 return os.splice(self.source, self.out, self.chunk)
             except OSError as e:
-                return self._refused(e)
-        try:
-            moved = libc.tee(self.source, self.staging[1], self.chunk)
-        except OSError as e:
-            if e.errno == errno.EINTR:  # ctypes does not retry as os calls do
-                return None
-            raise
-        left = moved
-        while left:  # there, as tee said: the splice cannot wait
-            left -= os.splice(self.source, self.file, left)
-        self._pass_on(moved)
-        return moved
+                if e.errno == errno.EPIPE:
+                    self.out = None
+                    return self._move()
+                self.copying = True
+                return self._copy()
+        size = left = os.splice(self.source, self.staging[1], self.chunk)
+        while left:
+            # all of it unless the second pipe has fewer slots free than the bytes take
+            # (tee duplicates from the head of the staging pipe, so only what is moved on)
+            teed = left if self.out is None else libc.tee(self.staging[0], self.for_out[1], left)
+            for_file = teed
+            while for_file:
+                for_file -= os.splice(self.staging[0], self.file, for_file)
+            if self.out is not None:
+                self._pass_on(teed)
+            left -= teed
+        return size
 
     def _pass_on(self, size: int) -> None:
-        """The staging pipe's `size` bytes on to `out`; read and written when `out` refuses."""
+        """The second pipe's `size` bytes on to `out`; read and written when `out` refuses."""
         try:
             while size:
-                size -= os.splice(self.staging[0], self.out, size)
+                size -= os.splice(self.for_out[0], self.out, size)
         except OSError as e:
             if e.errno == errno.EPIPE:
                 self.out = None
             else:
                 self.copying = True
             while size:
-                data = os.read(self.staging[0], size)
+                data = os.read(self.for_out[0], size)
                 size -= len(data)
                 if self.out is not None:
                     to_launcher(None, self.out, data)
-
-    def _refused(self, error: OSError) -> int | None:
-        if error.errno == errno.EPIPE:
-            self.out = None
-            return self._move()
-        self.copying = True
-        return self._copy()
 
     def _copy(self) -> int:
         data = os.read(self.source, self.chunk)
