@@ -85,7 +85,7 @@ def output_file(tmp_path):
 
 
 def test_a_pipe_and_the_file_each_get_every_byte(output_file):
-    r, w = os.pipe()  # the default 64 KiB, as a shell's pipe is: each tee takes less than the source holds
+    r, w = os.pipe()  # the default 64 KiB, as a shell's pipe is: it takes less at a time than the source holds
     reader = _Reader(r)
     reader.start()
     _move(w, output_file[0])
@@ -97,8 +97,8 @@ def test_a_pipe_and_the_file_each_get_every_byte(output_file):
 
 @pytest.mark.parametrize("append", [False, True], ids=["file", "file opened for appending"])
 def test_a_file_as_the_launchers_stdout_gets_every_byte(output_file, tmp_path, append):
-    """Not a pipe: through a pipe of the launcher's own. A file opened for appending refuses
-    splice, and the output is copied instead."""
+    """A file opened for appending refuses splice: the output is copied instead, from the
+    chunk that was refused on."""
     launcher_out = tmp_path / "launcher.out"
     launcher_out.write_bytes(b"before\n")
     out = os.open(launcher_out, os.O_WRONLY | (os.O_APPEND if append else os.O_TRUNC))
