@@ -9,10 +9,8 @@ What a caller's stream takes (a batch's logs, --json's line tracking) is copied 
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
-import sys
-import termios
+import select
 
 from nspawn.backends.linux import libc
 from nspawn.output import to_launcher, write_all
@@ -36,6 +34,8 @@ class Mover:
     def __init__(self, source: int, out: int, file: int | None, make_pipe, chunk: int):
         self.source, self.out, self.file, self.chunk = source, out, file, chunk
         self.copying = False
+        self.more = select.poll()  # whether the source has more for this call (or has ended)
+        self.more.register(source, select.POLLIN)
         self.staging = self.for_out = None
         if file is not None:
             self.staging, self.for_out = make_pipe(), make_pipe()
@@ -50,7 +50,7 @@ class Mover:
             if not moved:
                 return total > 0
             total += moved
-            if not _waiting(self.source):
+            if not self.more.poll(0):
                 break
         return True
 
@@ -104,9 +104,3 @@ class Mover:
                 write_all(self.file, data)
         return len(data)
 
-
-def _waiting(fd: int) -> int:
-    """How many bytes the pipe `fd` holds."""
-    size = bytearray(4)
-    fcntl.ioctl(fd, termios.FIONREAD, size)
-    return int.from_bytes(size, sys.byteorder)

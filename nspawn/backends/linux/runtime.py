@@ -17,7 +17,7 @@ import time
 from nspawn import exitcodes
 from nspawn.backends import contract
 from nspawn.backends.linux import (cgroups, devices, enforcement, etc_files, hostpaths, hostview, init, limits,
-                                   outputcopy, seccomp_filter, userns)
+                                   seccomp_filter, userns)
 from nspawn.backends.linux.plan import LinuxPlan
 from nspawn.backends.linux.release import start_time
 from nspawn.config.host import within
@@ -367,8 +367,12 @@ def _wait(plan: LinuxPlan, stop, session: Session, fds: _Fds, a_pid: int, init_p
     read = relay.read_output if relay is not None else lambda fd: os.read(fd, _PIPE_BYTES)
     destinations = {fd: (stream, n) for fd, stream, n in zip(outputs, (session.stdout, session.stderr), (1, 2))}
     # Where the launcher's own descriptor takes an output, the kernel moves it (no caller's stream to see it)
-    movers = {fd: outputcopy.Mover(fd, n, stdout_fd, functools.partial(_output_pipe, fds), _PIPE_BYTES)
-              for fd, (stream, n) in destinations.items() if stream is None and relay is None}
+    movers = {fd: n for fd, (stream, n) in destinations.items() if stream is None and relay is None}
+    if movers:  # only a run that copies its output imports it (start-up)
+        from nspawn.backends.linux import outputcopy
+
+        movers = {fd: outputcopy.Mover(fd, n, stdout_fd, functools.partial(_output_pipe, fds), _PIPE_BYTES)
+                  for fd, n in movers.items()}
     start = time.monotonic()
     deadline = start + plan.timeout_seconds if plan.timeout_seconds else None
     kill_at = None
