@@ -5,7 +5,7 @@ medians; with limits, from an image in the store against the same root as a dire
 of output through a pipe, and the launcher's peak memory. Prints each target of issue 17 with
 MET or MISSED; asserts nothing.
 
-    sudo .venv/bin/python scripts/bench_launch.py [--runs 30] [--no-image] [--no-nat]
+    sudo .venv/bin/python scripts/bench_launch.py [--runs 30] [--no-image] [--no-nat] [--only output]
 
 nspawn is timed as a user waits for it, interpreter start included (benchlib.nspawn_argv).
 What the hardening costs (docs/security.md) is the paired difference to `seccomp: unconfined`
