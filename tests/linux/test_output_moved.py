@@ -110,6 +110,24 @@ def test_a_file_as_the_launchers_stdout_gets_every_byte(output_file, tmp_path, a
     assert output_file[1].read_bytes() == PAYLOAD
 
 
+def test_a_file_that_refuses_splice_gets_every_byte(tmp_path):
+    """The output file opened for appending stands for a file system that cannot splice: the
+    output is read and written to it instead, from the chunk that was refused on."""
+    (tmp_path / "out.bin").write_bytes(b"before\n")
+    file = os.open(tmp_path / "out.bin", os.O_WRONLY | os.O_APPEND)
+    r, w = os.pipe()
+    reader = _Reader(r)
+    reader.start()
+    try:
+        _move(w, file)
+    finally:
+        os.close(file)
+        os.close(w)
+        reader.join()
+    assert bytes(reader.got) == PAYLOAD
+    assert (tmp_path / "out.bin").read_bytes() == b"before\n" + PAYLOAD
+
+
 def test_dev_null_or_a_closed_stdout_leaves_the_file_every_byte(output_file):
     null = os.open(os.devnull, os.O_WRONLY)
     try:

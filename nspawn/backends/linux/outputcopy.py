@@ -71,13 +71,27 @@ class Mover:
             # all of it unless the second pipe has fewer slots free than the bytes take
             # (tee duplicates from the head of the staging pipe, so only what is moved on)
             teed = left if self.out is None else libc.tee(self.staging[0], self.for_out[1], left)
-            for_file = teed
-            while for_file:
-                for_file -= os.splice(self.staging[0], self.file, for_file)
+            self._to_file(teed)
             if self.out is not None:
                 self._pass_on(teed)
             left -= teed
         return size
+
+    def _to_file(self, size: int) -> None:
+        """The staging pipe's first `size` bytes to the file; read and written when its file
+        system cannot splice (EINVAL, as for a file opened for appending), for the rest of the
+        run too."""
+        try:
+            while size:
+                size -= os.splice(self.staging[0], self.file, size)
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            self.copying = True
+            while size:
+                data = os.read(self.staging[0], size)
+                size -= len(data)
+                write_all(self.file, data)
 
     def _pass_on(self, size: int) -> None:
         """The second pipe's `size` bytes on to `out`; read and written when `out` refuses."""
