@@ -51,8 +51,8 @@ class _Reader(threading.Thread):
         os.close(self.fd)
 
 
-def _move(out: int, file: int | None, payload: bytes = PAYLOAD) -> None:
-    """`payload` written into a pipe by a thread, moved out of it by a Mover as the launcher's
+def _move(out: int, file: int | None) -> None:
+    """PAYLOAD written into a pipe by a thread, moved out of it by a Mover as the launcher's
     wait does: poll, then the Mover until it says the pipe ended."""
     source, sink = _pipe()
     made = []
@@ -62,7 +62,7 @@ def _move(out: int, file: int | None, payload: bytes = PAYLOAD) -> None:
         return made[-2], made[-1]
 
     mover = outputcopy.Mover(source, out, file, make_pipe, PIPE_BYTES)
-    writer = threading.Thread(target=lambda: (write_all(sink, payload), os.close(sink)))
+    writer = threading.Thread(target=lambda: (write_all(sink, PAYLOAD), os.close(sink)))
     writer.start()
     poller = select.poll()
     poller.register(source, select.POLLIN)
