@@ -5,7 +5,7 @@ medians; with limits, from an image in the store against the same root as a dire
 of output through a pipe, and the launcher's peak memory. Prints each target of issue 17 with
 MET or MISSED; asserts nothing.
 
-    sudo .venv/bin/python scripts/bench_launch.py [--runs 30] [--no-image] [--no-nat]
+    sudo .venv/bin/python scripts/bench_launch.py [--runs 30] [--no-image] [--no-nat] [--only output]
 
 nspawn is timed as a user waits for it, interpreter start included (benchlib.nspawn_argv).
 What the hardening costs (docs/security.md) is the paired difference to `seccomp: unconfined`
@@ -135,6 +135,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--no-image", action="store_true", help="skip the image-in-the-store case (it starts a registry)")
     parser.add_argument("--no-nat", action="store_true", help="skip the network nat case")
+    parser.add_argument("--only", choices=["output"], help="only these cases (output: the 200 MB ones and their targets)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root", file=sys.stderr)
@@ -159,7 +160,9 @@ def main() -> int:
         sd: benchlib.peer("systemd-container", ["systemd-nspawn", "-q", "-D", _usr_root(work), "--bind-ro=/usr",
                                                 "--register=no", "--keep-unit", "--pipe", "/bin/true"]),
     }
-    holder = None if args.no_nat else netns_holder()
+    if args.only:
+        commands = {}
+    holder = None if args.no_nat or args.only else netns_holder()
     netns_noop, nat = "nspawn run -c noop.json (in a network namespace)", "nspawn run -c nat.json (the same, nat)"
     if holder is not None:
         enter = ["nsenter", f"--net=/proc/{holder.pid}/ns/net"]
@@ -171,13 +174,20 @@ def main() -> int:
         if holder is not None:
             holder.kill()
             holder.wait()
-    image, image_skipped = (benchlib.Timings(), "--no-image") if args.no_image else image_case(work, nspawn, args.runs)
+    image, image_skipped = ((benchlib.Timings(), "--no-image") if args.no_image else (benchlib.Timings(), "--only")
+                            if args.only else image_case(work, nspawn, args.runs))
 
     out_dir = os.path.join(work, "out")
     os.mkdir(out_dir)
     writer = {"process_executable": WRITER[0], "process_arguments": WRITER[1:]}
     to_pipe, to_file, bwrap_pipe = "nspawn run (200 MB to the pipe)", "nspawn run (200 MB, stdout_filename too)", "bwrap (200 MB to the pipe)"
     bwrap_tee = "bwrap | tee FILE (200 MB to the pipe and a file)"
+    # Informational: where the file itself puts the floor on this host's disk (the bench's
+    # directory) against memory (a tmpfs), and nspawn with its file on the tmpfs.
+    shm_dir = tempfile.mkdtemp(prefix="nspawn-bench-", dir="/dev/shm") if os.path.isdir("/dev/shm") else None
+    file_alone, file_shm = "head > FILE (the file alone)", "head > FILE on a tmpfs"
+    to_shm = "nspawn run (200 MB, stdout_filename on a tmpfs)"
+    no_shm = "no tmpfs at /dev/shm"
     output = benchlib.in_turns({
         to_pipe: run + [write_config(work, "writer", **writer)],
         to_file: run + [write_config(work, "writer_file", **writer, process_directory=out_dir, stdout_filename="out.bin")],
@@ -185,11 +195,19 @@ def main() -> int:
         # the floor of writing the same bytes to a file too, here: the file costs more than the pipe
         bwrap_tee: (["sh", "-c", f"{shlex.join(BWRAP + WRITER)} | tee {shlex.quote(os.path.join(out_dir, 'tee.bin'))}"]
                     if shutil.which("bwrap") else "bwrap (bubblewrap) is not installed"),
+        file_alone: ["sh", "-c", f"{shlex.join(WRITER)} > {shlex.quote(os.path.join(out_dir, 'alone.bin'))}"],
+        file_shm: ["sh", "-c", f"{shlex.join(WRITER)} > {shlex.quote(os.path.join(shm_dir, 'alone.bin'))}"] if shm_dir else no_shm,
+        to_shm: run + [write_config(work, "writer_shm", **writer, process_directory=shm_dir, mapped_directory="/mnt",
+                                    stdout_filename="out.bin")]
+        if shm_dir else no_shm,
     }, max(5, args.runs // 3), env, drain=True)
-    peak = benchlib.peak_rss(commands[noop], env)
-    os.environ.update(NSPAWN_STATE_DIR=env["NSPAWN_STATE_DIR"], NSPAWN_CACHE_DIR=env["NSPAWN_CACHE_DIR"],
-                      NSPAWN_SCRATCH_DIR=env["NSPAWN_SCRATCH_DIR"])
-    process = in_process(args.runs)
+    if shm_dir:
+        shutil.rmtree(shm_dir, ignore_errors=True)
+    if not args.only:
+        peak = benchlib.peak_rss(commands[noop], env)
+        os.environ.update(NSPAWN_STATE_DIR=env["NSPAWN_STATE_DIR"], NSPAWN_CACHE_DIR=env["NSPAWN_CACHE_DIR"],
+                          NSPAWN_SCRATCH_DIR=env["NSPAWN_SCRATCH_DIR"])
+    process = benchlib.Timings() if args.only else in_process(args.runs)
     shutil.rmtree(work, ignore_errors=True)
 
     print(f"{args.runs} rounds of /bin/true on {os.cpu_count()} CPUs, {sys.executable}")
@@ -206,46 +224,48 @@ def main() -> int:
     if timings.has(netns_noop, nat):
         print(f"  network nat adds {timings.paired_ms(nat, netns_noop):.1f} ms (paired median)")
     for within, hardened, against in ((timings, noop, unconfined), (timings, noop, loosened),
-                                      (process, *process.times)):
+                                      *([(process, *process.times)] if process.times else [])):
         if within.has(hardened, against):
             print(f"  the hardening costs {within.paired_ms(hardened, against):.1f} ms per run against {against} (paired median)")
 
     def skip_note(*names: str, within: benchlib.Timings = timings) -> str:
         return "; ".join(f"{n}: {within.skipped.get(n, 'not measured')}" for n in names if n not in within.times)
 
-    if timings.has(noop, base):
-        benchlib.target("no-op run at most python -c pass + 20 ms (ms)", timings.median_ms(noop), timings.median_ms(base) + 20,
-                        f"python -c pass {timings.median_ms(base):.1f} ms; paired difference {timings.paired_ms(noop, base):+.1f} ms")
-    else:
-        benchlib.target("no-op run at most python -c pass + 20 ms", None, None, skip_note(noop, base))
-    if timings.has(noop, sd):
-        benchlib.target("no-op run at most half of systemd-nspawn's time (ms)", timings.median_ms(noop), timings.median_ms(sd) / 2,
-                        f"systemd-nspawn {timings.median_ms(sd):.1f} ms in the same rounds")
-    else:
-        benchlib.target("no-op run at most half of systemd-nspawn's time", None, None, skip_note(noop, sd))
-    if timings.has(noop, limits):
-        benchlib.target("memory, CPU and pids limits add at most 2 ms (ms)", timings.paired_ms(limits, noop), 2,
-                        f"paired median of the rounds' differences; medians {timings.median_ms(limits):.1f} against {timings.median_ms(noop):.1f}")
-    else:
-        benchlib.target("limits add at most 2 ms", None, None, skip_note(noop, limits))
-    store, directory = "run --image (store)", "run --parent-layer (directory)"
-    if image.has(store, directory):
-        benchlib.target("from an image in the store at most 3 ms more than from a directory (ms)", image.paired_ms(store, directory), 3,
-                        f"paired median; medians {image.median_ms(store):.1f} against {image.median_ms(directory):.1f}")
-    else:
-        benchlib.target("from an image in the store at most 3 ms more than from a directory", None, None,
-                        image_skipped or skip_note(store, directory, within=image))
+    if not args.only:
+        if timings.has(noop, base):
+            benchlib.target("no-op run at most python -c pass + 20 ms (ms)", timings.median_ms(noop), timings.median_ms(base) + 20,
+                            f"python -c pass {timings.median_ms(base):.1f} ms; paired difference {timings.paired_ms(noop, base):+.1f} ms")
+        else:
+            benchlib.target("no-op run at most python -c pass + 20 ms", None, None, skip_note(noop, base))
+        if timings.has(noop, sd):
+            benchlib.target("no-op run at most half of systemd-nspawn's time (ms)", timings.median_ms(noop), timings.median_ms(sd) / 2,
+                            f"systemd-nspawn {timings.median_ms(sd):.1f} ms in the same rounds")
+        else:
+            benchlib.target("no-op run at most half of systemd-nspawn's time", None, None, skip_note(noop, sd))
+        if timings.has(noop, limits):
+            benchlib.target("memory, CPU and pids limits add at most 2 ms (ms)", timings.paired_ms(limits, noop), 2,
+                            f"paired median of the rounds' differences; medians {timings.median_ms(limits):.1f} against {timings.median_ms(noop):.1f}")
+        else:
+            benchlib.target("limits add at most 2 ms", None, None, skip_note(noop, limits))
+        store, directory = "run --image (store)", "run --parent-layer (directory)"
+        if image.has(store, directory):
+            benchlib.target("from an image in the store at most 3 ms more than from a directory (ms)", image.paired_ms(store, directory), 3,
+                            f"paired median; medians {image.median_ms(store):.1f} against {image.median_ms(directory):.1f}")
+        else:
+            benchlib.target("from an image in the store at most 3 ms more than from a directory", None, None,
+                            image_skipped or skip_note(store, directory, within=image))
     for name in (to_pipe, to_file):
         if output.has(name, bwrap_pipe):
             benchlib.target(f"{name} within 1.2x of bwrap (ratio)", output.median_ms(name) / output.median_ms(bwrap_pipe), 1.2,
                             f"{output.median_ms(name):.0f} ms against bwrap's {output.median_ms(bwrap_pipe):.0f} ms")
         else:
             benchlib.target(f"{name} within 1.2x of bwrap", None, None, skip_note(name, bwrap_pipe, within=output))
-    if isinstance(peak, int):
-        benchlib.target("the launcher's peak RSS for a single no-op run at most 25 MiB (MiB)", peak / benchlib.MIB, 25,
-                        "GNU time's maximum resident set size; the highest of the launcher and each process it waited for")
-    else:
-        benchlib.target("the launcher's peak RSS at most 25 MiB", None, None, peak)
+    if not args.only:
+        if isinstance(peak, int):
+            benchlib.target("the launcher's peak RSS for a single no-op run at most 25 MiB (MiB)", peak / benchlib.MIB, 25,
+                            "GNU time's maximum resident set size; the highest of the launcher and each process it waited for")
+        else:
+            benchlib.target("the launcher's peak RSS at most 25 MiB", None, None, peak)
     benchlib.summary()
     return 0
 

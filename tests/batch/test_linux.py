@@ -321,3 +321,22 @@ def test_the_logs_directory_itself_is_made_and_said_at_v(tmp_path):
     assert batch.returncode == 0, err
     assert f"made the logs directory {tmp_path / 'logs'}" in err
     assert (tmp_path / "logs" / "job.stdout").read_text() == "hi\n"
+
+
+def test_a_job_s_log_and_its_stdout_file_get_every_byte_of_a_large_output(tmp_path):
+    """A job's output goes to the batch's streams (its logs and tails), so it is copied, not
+    moved by the kernel as a run's is (tests/linux/test_output_moved.py); more than every pipe
+    on the way holds. The file takes stderr too, in whichever order the two pipes were read."""
+    configs, work = tmp_path / "configs", tmp_path / "work"
+    configs.mkdir()
+    work.mkdir()
+    _write(configs, "big", _sh("head -c 3000000 /dev/urandom > data; cat data; echo done >&2",
+                               process_directory=str(work), stdout_filename="log.bin"))
+    batch = _batch(str(configs), "--logs", str(tmp_path / "logs"))
+    _, err = batch.communicate(timeout=60)
+    assert batch.returncode == 0, err
+    data = (work / "data").read_bytes()
+    assert len(data) == 3000000 and (tmp_path / "logs" / "big.stdout").read_bytes() == data
+    assert (tmp_path / "logs" / "big.stderr").read_bytes() == b"done\n"
+    log = (work / "log.bin").read_bytes()
+    assert len(log) == len(data) + 5 and log.replace(b"done\n", b"", 1) == data

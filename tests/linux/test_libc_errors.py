@@ -79,6 +79,7 @@ CASES = {
                "EAFNOSUPPORT|socket|None|socket: Address family not supported by protocol (EAFNOSUPPORT)"),
     "mount_setattr": (lambda: libc.idmap_tree(-1, -1), "EINVAL|mount_setattr|None|mount_setattr: Invalid argument (EINVAL)"),
     "setns": (lambda: libc.setns(-1, libc.CLONE_NEWUSER), "EBADF|setns|None|setns: Bad file descriptor (EBADF)"),
+    "tee": (lambda: libc.tee(-1, -1, 1), "EBADF|tee|None|tee: Bad file descriptor (EBADF)"),
 }
 
 

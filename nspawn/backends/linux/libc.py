@@ -140,6 +140,7 @@ _open_tree = _function("open_tree", c_long, c_long, c_int, c_char_p, c_uint, sys
 _move_mount = _function("move_mount", c_long, c_long, c_int, c_char_p, c_int, c_char_p, c_uint, paths=(3,), syscall=True)
 _mount_setattr = _function("mount_setattr", c_long, c_long, c_int, c_char_p, c_uint, c_void_p, c_size_t, syscall=True)
 _bpf = _function("bpf", c_long, c_long, c_int, c_void_p, c_uint, syscall=True)
+_tee = _function("tee", ctypes.c_ssize_t, c_int, c_int, c_size_t, c_uint)
 _clone3 = _function("clone3", c_long, c_long, c_void_p, c_size_t, syscall=True, library=_libc_holding_gil)
 
 
@@ -321,6 +322,19 @@ def fork_into_cgroup(group_fd: int) -> int:
         raise
     (_after_fork_child if pid == 0 else _after_fork_parent)()
     return pid
+
+
+def tee(fd_in: int, fd_out: int, length: int) -> int:
+    """Duplicate up to `length` bytes waiting in pipe `fd_in` into pipe `fd_out`, leaving them
+    in `fd_in` (tee(2); os has splice since 3.10, but not tee). Blocks for data in `fd_in` and
+    for room in `fd_out`; 0 at `fd_in`'s end. Interrupted by a signal, it is called again
+    once the signal's handler has run, as os calls are (PEP 475)."""
+    while True:
+        try:
+            return _tee(fd_in, fd_out, length, 0)
+        except NativeError as e:
+            if e.errno != errno.EINTR:  # its handler runs as this loop goes on
+                raise
 
 
 def ioctl(fd: int, request: int, arg: bytes | None = None) -> None:

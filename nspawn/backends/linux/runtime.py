@@ -365,6 +365,13 @@ def _wait(plan: LinuxPlan, stop, session: Session, fds: _Fds, a_pid: int, init_p
     open_outputs = set(outputs)
     read = relay.read_output if relay is not None else lambda fd: os.read(fd, _PIPE_BYTES)
     destinations = {fd: (stream, n) for fd, stream, n in zip(outputs, (session.stdout, session.stderr), (1, 2))}
+    # Where the launcher's own descriptor takes an output, the kernel moves it (no caller's stream to see it)
+    movers = {fd: n for fd, (stream, n) in destinations.items() if stream is None and relay is None}
+    if movers:  # only a run that copies its output imports it (start-up)
+        from nspawn.backends.linux import outputcopy
+
+        movers = {fd: outputcopy.Mover(fd, n, stdout_fd, lambda: _output_pipe(fds), _PIPE_BYTES)
+                  for fd, n in movers.items()}
     start = time.monotonic()
     deadline = start + plan.timeout_seconds if plan.timeout_seconds else None
     kill_at = None
@@ -373,12 +380,14 @@ def _wait(plan: LinuxPlan, stop, session: Session, fds: _Fds, a_pid: int, init_p
     def copy(fd: int) -> bool:
         """Copies what `fd` has; False when it had nothing (its end, or a terminal with
         nothing waiting after all)."""
-        data = read(fd)
+        data = movers[fd]() if fd in movers else read(fd)
         if not data:
             if data is not None:
                 poller.unregister(fd)
                 open_outputs.discard(fd)
             return False
+        if fd in movers:
+            return True
         to_launcher(*destinations[fd], data)
         if stdout_fd is not None:
             write_all(stdout_fd, data)

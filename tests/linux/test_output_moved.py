@@ -1,0 +1,242 @@
+"""The container's output moved by the kernel (outputcopy: tee and splice) when the launcher's
+own stdout and stderr take it: every byte reaches both the launcher's descriptor and
+stdout_filename's file, whatever that descriptor is (a pipe, a file, one opened for appending,
+/dev/null, a reader that leaves), and a run still stops on time while output flows. Outputs
+are larger than every pipe on the way, so no test passes on one buffer's worth."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from nspawn import exitcodes
+from nspawn.backends.linux import outputcopy
+from nspawn.output import write_all
+from tests.linux.conftest import ROOT, needs_root
+
+pytestmark = needs_root
+
+PIPE_BYTES = 1 << 20
+PAYLOAD = os.urandom(3 * PIPE_BYTES) + b"the end\n"
+
+
+def _pipe() -> tuple[int, int]:
+    r, w = os.pipe()
+    fcntl.fcntl(r, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    return r, w
+
+
+class _Reader(threading.Thread):
+    """Reads a pipe to its end, or closes it after `keep` bytes (as `| head -c` does)."""
+
+    def __init__(self, fd: int, keep: int | None = None):
+        super().__init__()
+        self.fd, self.keep, self.got = fd, keep, bytearray()
+
+    def run(self) -> None:
+        while self.keep is None or len(self.got) < self.keep:
+            data = os.read(self.fd, 65536)
+            if not data:
+                break
+            self.got += data
+        os.close(self.fd)
+
+
+def _move(out: int, file: int | None) -> None:
+    """PAYLOAD written into a pipe by a thread, moved out of it by a Mover as the launcher's
+    wait does: poll, then the Mover until it says the pipe ended."""
+    source, sink = _pipe()
+    made = []
+
+    def make_pipe() -> tuple[int, int]:
+        made.extend(_pipe())
+        return made[-2], made[-1]
+
+    mover = outputcopy.Mover(source, out, file, make_pipe, PIPE_BYTES)
+    writer = threading.Thread(target=lambda: (write_all(sink, PAYLOAD), os.close(sink)))
+    writer.start()
+    poller = select.poll()
+    poller.register(source, select.POLLIN)
+    try:
+        while True:
+            poller.poll()
+            if not mover():
+                break
+    finally:
+        writer.join()
+        for fd in (source, *made):
+            os.close(fd)
+
+
+@pytest.fixture
+def output_file(tmp_path):
+    fd = os.open(tmp_path / "out.bin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    yield fd, tmp_path / "out.bin"
+    os.close(fd)
+
+
+def test_a_pipe_and_the_file_each_get_every_byte(output_file):
+    r, w = os.pipe()  # the default 64 KiB, as a shell's pipe is: it takes less at a time than the source holds
+    reader = _Reader(r)
+    reader.start()
+    _move(w, output_file[0])
+    os.close(w)
+    reader.join()
+    assert bytes(reader.got) == PAYLOAD
+    assert output_file[1].read_bytes() == PAYLOAD
+
+
+@pytest.mark.parametrize("append", [False, True], ids=["file", "file opened for appending"])
+def test_a_file_as_the_launchers_stdout_gets_every_byte(output_file, tmp_path, append):
+    """A file opened for appending refuses splice: the output is copied instead, from the
+    chunk that was refused on."""
+    launcher_out = tmp_path / "launcher.out"
+    launcher_out.write_bytes(b"before\n")
+    out = os.open(launcher_out, os.O_WRONLY | (os.O_APPEND if append else os.O_TRUNC))
+    try:
+        _move(out, output_file[0])
+    finally:
+        os.close(out)
+    assert launcher_out.read_bytes() == (b"before\n" if append else b"") + PAYLOAD
+    assert output_file[1].read_bytes() == PAYLOAD
+
+
+def test_a_file_that_refuses_splice_gets_every_byte(tmp_path):
+    """The output file opened for appending stands for a file system that cannot splice: the
+    output is read and written to it instead, from the chunk that was refused on."""
+    (tmp_path / "out.bin").write_bytes(b"before\n")
+    file = os.open(tmp_path / "out.bin", os.O_WRONLY | os.O_APPEND)
+    r, w = os.pipe()
+    reader = _Reader(r)
+    reader.start()
+    try:
+        _move(w, file)
+    finally:
+        os.close(file)
+        os.close(w)
+        reader.join()
+    assert bytes(reader.got) == PAYLOAD
+    assert (tmp_path / "out.bin").read_bytes() == b"before\n" + PAYLOAD
+
+
+def test_dev_null_or_a_closed_stdout_leaves_the_file_every_byte(output_file):
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        _move(null, output_file[0])
+    finally:
+        os.close(null)
+    assert output_file[1].read_bytes() == PAYLOAD
+    os.ftruncate(output_file[0], 0)
+    os.lseek(output_file[0], 0, os.SEEK_SET)
+    closed = os.open(os.devnull, os.O_WRONLY)
+    os.close(closed)  # a launcher started with its stdout closed
+    _move(closed, output_file[0])
+    assert output_file[1].read_bytes() == PAYLOAD
+
+
+@pytest.mark.parametrize("keep", [0, 100_000], ids=["gone before", "gone half-way"])
+def test_a_reader_that_leaves_leaves_the_file_every_byte(output_file, keep):
+    r, w = os.pipe()
+    reader = _Reader(r, keep)
+    reader.start()
+    if not keep:
+        reader.join()
+    _move(w, output_file[0])
+    os.close(w)
+    reader.join()
+    assert bytes(reader.got) == PAYLOAD[:len(reader.got)] and len(reader.got) >= keep
+    assert output_file[1].read_bytes() == PAYLOAD
+
+
+def test_without_a_file_the_launchers_stdout_gets_every_byte():
+    """--json takes stdout through its own stream: stderr alone is moved, with no file."""
+    r, w = os.pipe()
+    reader = _Reader(r)
+    reader.start()
+    _move(w, None)
+    os.close(w)
+    reader.join()
+    assert bytes(reader.got) == PAYLOAD
+
+
+# The whole launcher, as a user runs it: its stdout and stderr are the test's.
+
+DATA_SCRIPT = "head -c 3000000 /dev/urandom > data; "
+
+
+def _launcher(tmp_path, *args, script: str, **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "nspawn", "run", "-D", str(tmp_path), "--stdout-file", "log.bin", *args,
+                             "--", "/bin/sh", "-c", script], cwd=ROOT, **popen)
+
+
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+@pytest.mark.parametrize("as_file", [False, True], ids=["launcher's own a pipe", "a file"])
+def test_a_run_gives_the_launcher_and_the_file_every_byte(tmp_path, stream, as_file):
+    other = "stderr" if stream == "stdout" else "stdout"
+    target = open(tmp_path / "launcher.out", "wb") if as_file else subprocess.PIPE
+    with _launcher(tmp_path, script=DATA_SCRIPT + "cat data" + ("" if stream == "stdout" else " >&2"),
+                   **{stream: target, other: subprocess.PIPE}) as launcher:
+        said = dict(zip(("stdout", "stderr"), launcher.communicate(timeout=60)))
+    if as_file:
+        target.close()
+        said[stream] = (tmp_path / "launcher.out").read_bytes()
+    assert launcher.returncode == 0, said["stderr"]
+    data = (tmp_path / "data").read_bytes()
+    assert len(data) == 3000000 and said[stream] == data and (tmp_path / "log.bin").read_bytes() == data
+    assert said[other] == b""
+
+
+def test_json_takes_stdout_and_stderr_is_moved_with_no_file(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "nspawn", "run", "--json", "-D", str(tmp_path), "--",
+                        "/bin/sh", "-c", DATA_SCRIPT + "cat data >&2; echo out"], cwd=ROOT, capture_output=True, timeout=60)
+    out, result = r.stdout.decode().splitlines()
+    assert r.returncode == 0 and out == "out" and json.loads(result)["exit_code"] == 0
+    assert r.stderr == (tmp_path / "data").read_bytes()
+
+
+def test_a_reader_gone_early_leaves_the_file_every_byte(tmp_path):
+    with _launcher(tmp_path, script=DATA_SCRIPT + "cat data", stdout=subprocess.PIPE, stderr=subprocess.PIPE) as launcher:
+        assert len(launcher.stdout.read(1000)) == 1000
+        launcher.stdout.close()  # as `| head -c 1000` does
+        assert launcher.wait(timeout=60) == 0, launcher.stderr.read()
+    assert (tmp_path / "log.bin").read_bytes() == (tmp_path / "data").read_bytes()
+
+
+def _drain_slowly(launcher: subprocess.Popen, after=None) -> int:
+    """Reads the launcher's stdout to its end 64 KiB at a time with a pause between (a heavy
+    payload stays bounded on disk); calls `after` once 1 MiB is read. Returns the bytes read."""
+    fd, total = launcher.stdout.fileno(), 0
+    while data := os.read(fd, 65536):
+        total += len(data)
+        if after is not None and total >= PIPE_BYTES:
+            after()
+            after = None
+        time.sleep(0.002)
+    return total
+
+
+def test_the_timeout_ends_a_run_whose_output_flows(tmp_path):
+    with _launcher(tmp_path, "--timeout", "1", script="cat /dev/zero", stdout=subprocess.PIPE,
+                   stderr=subprocess.PIPE) as launcher:
+        total = _drain_slowly(launcher)
+        assert launcher.wait(timeout=60) == exitcodes.TIMEOUT, launcher.stderr.read()
+    assert total > PIPE_BYTES and os.path.getsize(tmp_path / "log.bin") == total
+
+
+def test_a_sigterm_stops_a_run_whose_output_flows(tmp_path):
+    """The launcher is often blocked in tee for room in its stdout then: the signal must still
+    reach the stop."""
+    with _launcher(tmp_path, script="cat /dev/zero", stdout=subprocess.PIPE, stderr=subprocess.PIPE) as launcher:
+        total = _drain_slowly(launcher, lambda: launcher.send_signal(signal.SIGTERM))
+        assert launcher.wait(timeout=60) == 128 + signal.SIGTERM, launcher.stderr.read()
+    assert total > PIPE_BYTES and os.path.getsize(tmp_path / "log.bin") == total
+
