@@ -87,23 +87,44 @@ def batch(ctx, paths, slots, logs_dir, report_path, junit_path, fail_fast, timeo
         budget = mib_to_bytes(memory_budget) if memory_budget else memory_available()
         budget_from = "--memory-budget gives the batch" if memory_budget else "this host has available for the batch"
         executor, admitted = LocalExecutor(slots), admission.Admission(budget, budget_from=budget_from)
+    reports = _reports(ctx, reporter, report_path, junit_path, len(jobs))
     shown = display.make(len(jobs), reporter)
     try:
-        outcome = scheduler_loop.run_batch(jobs, refused, executor, admitted, slots, shown, fail_fast=fail_fast)
+        outcome = scheduler_loop.run_batch(jobs, refused, executor, admitted, slots, [shown, *reports],
+                                           fail_fast=fail_fast)
+    except BaseException:
+        for spooled in reports:
+            spooled.close()
+        raise
     finally:
         executor.close()
     shown.close(outcome, time.time() - started)
-    from nspawn.batch.junit import write_junit
-    from nspawn.batch.report import write_report
+    for spooled in reports:
+        try:
+            spooled.write(outcome, started)
+        except OSError as e:
+            reporter.error(f"{spooled.path}: cannot write it: {e.strerror}")
+            ctx.exit(exitcodes.LAUNCHER)
+    ctx.exit(outcome.exit_code)
 
-    for path, write in ((report_path, write_report), (junit_path, write_junit)):
+
+def _reports(ctx, reporter, report_path, junit_path, total) -> list:
+    """The report and JUnit file asked for, each spooling its jobs' pieces as they end
+    (exit 125 when the spool cannot be made beside the file)."""
+    from nspawn.batch.junit import JUnit
+    from nspawn.batch.report import Report
+
+    reports = []
+    for path, kind in ((report_path, Report), (junit_path, JUnit)):
         if path:
             try:
-                write(path, outcome, started)
+                reports.append(kind(path, total))
             except OSError as e:
+                for made in reports:
+                    made.close()
                 reporter.error(f"{path}: cannot write it: {e.strerror}")
                 ctx.exit(exitcodes.LAUNCHER)
-    ctx.exit(outcome.exit_code)
+    return reports
 
 
 def _cluster_options(ctx, reporter, scheduler, tls_ca, tls_cert, tls_key, security_file, memory_budget):
