@@ -292,3 +292,29 @@ def test_retries_only_what_a_retry_can_cure(tmp_path, monkeypatch):
         result = job_module.run_job(Job("j", str(config), retries=2), Stop())
         assert (result.attempts, len(calls), result.exit_code) == (attempts, attempts, code), error
     assert job_module.retriable(125, os.strerror(errno.EBUSY), stopped=True) is False  # a stop is never retried
+
+
+def test_the_live_display_lists_every_job_of_a_small_batch_and_only_the_others_of_a_large_one():
+    import io
+
+    from rich.console import Console
+
+    from nspawn.batch.display import TABLE_ALL, LiveDisplay
+
+    for total in (TABLE_ALL, TABLE_ALL * 10):
+        console = Console(file=io.StringIO(), width=200, force_terminal=True, color_system=None)
+        live, outcome = LiveDisplay(total, console), Outcome(total)
+        for index in reversed(range(total)):
+            result = JobResult(f"job{index:04}", "/c.json", FAILED if index in (3, 7) else PASSED, 3 if index in (3, 7) else 0,
+                               error="exit 3" if index in (3, 7) else None)
+            live.finished(index, result)
+            outcome.count(result)
+        listed = len(live.rows)
+        live.close(outcome, 1.0)
+        text = console.file.getvalue()
+        listed_names = [line.split()[1] for line in text.splitlines() if line.startswith("│ job")]
+        if total == TABLE_ALL:
+            assert listed == total and listed_names == [f"job{i:04}" for i in range(total)]  # in the jobs' order
+        else:
+            assert listed == 2 and listed_names == ["job0003", "job0007"]
+            assert f"{total - 2} passed jobs not listed" in text
