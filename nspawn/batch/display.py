@@ -87,7 +87,9 @@ class LiveDisplay(Listener):
         self.task = self.progress.add_task("jobs", total=total)
         self.running: dict[str, float] = {}
         self.memory: dict[str, int] = {}
-        self.live = Live(self._render(), console=console, refresh_per_second=8, transient=True)
+        # Rendered on the display's own refresh, 4 times a second, not on each job's event: a
+        # render per start and end cost the loop a table's build per event, and two per job.
+        self.live = Live(console=console, get_renderable=self._render, refresh_per_second=4, transient=True)
         self.live.start()
 
     def _render(self):
@@ -97,14 +99,13 @@ class LiveDisplay(Listener):
         table = Table(box=None, show_header=bool(self.running), pad_edge=False)
         for column in ("running", "elapsed", "memory"):
             table.add_column(column, justify="left" if column == "running" else "right")
-        now = time.monotonic()
-        for name, since in self.running.items():
-            table.add_row(name, f"{now - since:.1f}s", _size(self.memory.get(name)))
+        now, memory = time.monotonic(), self.memory
+        for name, since in list(self.running.items()):  # a copy: the loop's thread changes it meanwhile
+            table.add_row(name, f"{now - since:.1f}s", _size(memory.get(name)))
         return Group(self.progress, table)
 
     def started(self, job: Job) -> None:
         self.running[job.name] = time.monotonic()
-        self.live.update(self._render())
 
     def finished(self, index: int, result: JobResult) -> None:
         self.running.pop(result.name, None)
@@ -116,7 +117,6 @@ class LiveDisplay(Listener):
         if result.status != PASSED or self.total <= TABLE_ALL:
             self.rows.append((index, self._row(result)))
         self.remote = self.remote or bool(result.worker)
-        self.live.update(self._render())
 
     def _row(self, r: JobResult) -> tuple[str, ...]:
         from rich.markup import escape
@@ -127,20 +127,20 @@ class LiveDisplay(Listener):
 
     def tick(self, memory: dict[str, int]) -> None:
         self.memory = memory
-        self.live.update(self._render())
 
     def close(self, outcome: Outcome, seconds: float) -> None:
         from rich.table import Table
 
         self.live.stop()
-        listed = len(self.rows)
-        table = Table(title="nspawn batch", caption=f"{outcome.total - listed} passed jobs not listed"
-                      if listed < outcome.total else None)
-        for column in ("job", "status", "exit", "duration", "peak memory", "limits hit", "rolled back") + ("worker",) * self.remote:
-            table.add_column(column, justify="right" if column in ("exit", "duration", "peak memory") else "left")
-        for _, row in sorted(self.rows, key=lambda kept: kept[0]):
-            table.add_row(*row[:len(row) - 1 + self.remote])
-        self.console.print(table)
+        if self.rows:  # none when every job of a large batch passed: the summary says it all
+            listed = len(self.rows)
+            table = Table(title="nspawn batch", caption=f"{outcome.total - listed} passed jobs not listed"
+                          if listed < outcome.total else None)
+            for column in ("job", "status", "exit", "duration", "peak memory", "limits hit", "rolled back") + ("worker",) * self.remote:
+                table.add_column(column, justify="right" if column in ("exit", "duration", "peak memory") else "left")
+            for _, row in sorted(self.rows, key=lambda kept: kept[0]):
+                table.add_row(*row[:len(row) - 1 + self.remote])
+            self.console.print(table)
         self.console.print(summary(outcome, seconds))
 
 

@@ -318,3 +318,22 @@ def test_the_live_display_lists_every_job_of_a_small_batch_and_only_the_others_o
         else:
             assert listed == 2 and listed_names == ["job0003", "job0007"]
             assert f"{total - 2} passed jobs not listed" in text
+
+
+def test_the_live_display_of_a_large_batch_that_passed_ends_with_its_summary_alone():
+    import io
+
+    from rich.console import Console
+
+    from nspawn.batch.display import TABLE_ALL, LiveDisplay
+
+    total = TABLE_ALL + 1
+    console = Console(file=io.StringIO(), width=200, force_terminal=True, color_system=None)
+    live, outcome = LiveDisplay(total, console), Outcome(total)
+    for index in range(total):
+        result = JobResult(f"job{index:04}", "/c.json", PASSED, 0)
+        live.finished(index, result)
+        outcome.count(result)
+    live.close(outcome, 1.0)
+    assert live.rows == [] and "job0000" not in console.file.getvalue()
+    assert console.file.getvalue().rstrip().endswith(f"{total} jobs in 1.0 s: {total} passed")
