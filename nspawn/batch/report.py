@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -88,10 +89,9 @@ class Spool:
     behind), and read back in the jobs' order when the report is written whole."""
 
     def __init__(self, path: str, total: int):
-        import tempfile
         from array import array
 
-        self._file = tempfile.TemporaryFile(dir=os.path.dirname(os.path.abspath(path)))
+        self._file = os.fdopen(_unnamed(path), "w+b")
         self._where = array("q", bytes(16 * total))  # each job's piece: its offset and length, by the job's index
         self._end = 0
 
@@ -108,6 +108,25 @@ class Spool:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _unnamed(path: str) -> int:
+    """A new file beside `path` that no name reaches (so none is left when the launcher is
+    killed): O_TMPFILE where the file system has it; else a name of its own, unlinked at once
+    (POSIX) or deleted by the system when closed (Windows). Not tempfile's TemporaryFile: its
+    imports (random, shutil) cost the launcher 0.7 MiB, and every job's fork copies its pages."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if hasattr(os, "O_TMPFILE"):
+        try:
+            return os.open(directory, os.O_TMPFILE | os.O_RDWR, 0o600)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+    named = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.spool")
+    fd = os.open(named, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_TEMPORARY", 0) | getattr(os, "O_BINARY", 0), 0o600)
+    if not hasattr(os, "O_TEMPORARY"):
+        os.unlink(named)
+    return fd
 
 
 class Spooled(Listener):

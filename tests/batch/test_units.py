@@ -337,3 +337,21 @@ def test_the_live_display_of_a_large_batch_that_passed_ends_with_its_summary_alo
     live.close(outcome, 1.0)
     assert live.rows == [] and "job0000" not in console.file.getvalue()
     assert console.file.getvalue().rstrip().endswith(f"{total} jobs in 1.0 s: {total} passed")
+
+
+@pytest.mark.parametrize("tmpfile", [True, False], ids=["O_TMPFILE", "named and unlinked"])
+def test_report_pieces_wait_in_a_file_no_name_reaches(tmp_path, monkeypatch, tmpfile):
+    """Where the file system lacks O_TMPFILE the spool is named, then unlinked at once: either
+    way nothing but the report appears beside it, and only when it is written."""
+    if not tmpfile:
+        monkeypatch.delattr(os, "O_TMPFILE", raising=False)
+    elif not hasattr(os, "O_TMPFILE"):
+        pytest.skip("O_TMPFILE is Linux's")
+    results = _results()
+    outcome, report = Outcome(len(results)), Report(str(tmp_path / "r.json"), len(results))
+    for index, result in enumerate(results):
+        report.finished(index, result)
+        outcome.count(result)
+    assert os.listdir(tmp_path) == []
+    report.write(outcome, 0.0)
+    assert os.listdir(tmp_path) == ["r.json"] and len(json.loads((tmp_path / "r.json").read_text())["jobs"]) == len(results)
