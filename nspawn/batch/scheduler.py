@@ -71,9 +71,27 @@ def run_batch(jobs: list[Job], refused: dict[str, JobResult], executor: Executor
             pending.append(index)
     running: dict[Future, tuple[int, Job]] = {}
     peaks: dict[str, int] = {}  # of the running jobs
+
+    def admit() -> list[Job]:
+        """Submit the pending jobs that fit now, in order, while slots are free; returns them."""
+        started, taken = [], []
+        for position, index in enumerate(pending):
+            if len(running) >= slots:
+                break
+            held = admission.admit(jobs[index].demand)
+            if held is not None:
+                taken.append(position)
+                job = jobs[index]._replace(demand=held)
+                running[executor.submit(job)] = (index, job)
+                started.append(job)
+        for position in reversed(taken):
+            del pending[position]
+        return started
+
     stopping = outcome.fail_fast_stop = fail_fast and outcome.counts[FAILED] > 0
     caught = Stop()
     caught.deferred = True  # the handler only notes the signal (see above)
+    started: list[Job] = []
     with signals_to(caught):
         while running or (pending and not stopping):
             if caught.signum and outcome.interrupted_by is None:
@@ -81,21 +99,13 @@ def run_batch(jobs: list[Job], refused: dict[str, JobResult], executor: Executor
                 stopping = True
                 executor.stop(caught.signum)
             if not stopping and len(running) < slots:
-                admitted = []
-                for position, index in enumerate(pending):
-                    if len(running) >= slots:
-                        break
-                    job = jobs[index]
-                    held = admission.admit(job.demand)
-                    if held is not None:
-                        admitted.append(position)
-                        job = job._replace(demand=held)
-                        running[executor.submit(job)] = (index, job)
-                        for listener in listeners:
-                            listener.started(job)
-                for position in reversed(admitted):
-                    del pending[position]
+                started += admit()
+            for job in started:
+                for listener in listeners:
+                    listener.started(job)
+            started = []
             done, _ = wait(running, timeout=TICK, return_when=FIRST_COMPLETED)
+            ended = []
             for future in done:
                 index, job = running.pop(future)
                 admission.release(job.demand)
@@ -105,10 +115,16 @@ def run_batch(jobs: list[Job], refused: dict[str, JobResult], executor: Executor
                 peak = peaks.pop(job.name, None)
                 if result.peak_memory_bytes is None:
                     result.peak_memory_bytes = peak
-                finished(index, result)
+                ended.append((index, result))
                 if fail_fast and result.status == FAILED and not stopping:
                     stopping = outcome.fail_fast_stop = True
                     executor.stop(signal.SIGTERM)
+            if ended and not stopping and not caught.signum:
+                # The freed slots are filled before the ended jobs are told: the next jobs start
+                # while the listeners work (the reports encode each piece), not after them.
+                started = admit()
+            for index, result in ended:
+                finished(index, result)
             memory = executor.sample()
             if memory:  # a job that has just ended may still be sampled: only the running ones are kept
                 names = {job.name for _, job in running.values()}
