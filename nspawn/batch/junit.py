@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 
 from nspawn import exitcodes
 from nspawn.batch.jobs import FAILED, INTERRUPTED, NOT_RUN, JobResult
