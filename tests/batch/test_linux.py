@@ -393,3 +393,4 @@ def test_a_killed_batch_leaves_no_spooled_report_behind(tmp_path, _scratch):
     batch.communicate(timeout=30)
     assert os.listdir(out) == []
     subprocess.run([sys.executable, "-m", "nspawn", "cleanup"], cwd=ROOT, check=True, capture_output=True)
+    assert leftovers(str(_scratch), []) == [] and container_processes(str(_scratch)) == []
