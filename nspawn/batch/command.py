@@ -87,23 +87,49 @@ def batch(ctx, paths, slots, logs_dir, report_path, junit_path, fail_fast, timeo
         budget = mib_to_bytes(memory_budget) if memory_budget else memory_available()
         budget_from = "--memory-budget gives the batch" if memory_budget else "this host has available for the batch"
         executor, admitted = LocalExecutor(slots), admission.Admission(budget, budget_from=budget_from)
+    reports = _reports(ctx, reporter, report_path, junit_path, len(jobs))
     shown = display.make(len(jobs), reporter)
     try:
-        outcome = scheduler_loop.run_batch(jobs, refused, executor, admitted, slots, shown, fail_fast=fail_fast)
+        outcome = scheduler_loop.run_batch(jobs, refused, executor, admitted, slots, [shown, *reports],
+                                           fail_fast=fail_fast)
+    except BaseException:
+        for spooled in reports:
+            spooled.close()
+        raise
     finally:
         executor.close()
     shown.close(outcome, time.time() - started)
-    from nspawn.batch.junit import write_junit
-    from nspawn.batch.report import write_report
-
-    for path, write in ((report_path, write_report), (junit_path, write_junit)):
-        if path:
-            try:
-                write(path, outcome, started)
-            except OSError as e:
-                reporter.error(f"{path}: cannot write it: {e.strerror}")
-                ctx.exit(exitcodes.LAUNCHER)
+    for spooled in reports:
+        try:
+            spooled.write(outcome, started)
+        except OSError as e:
+            reporter.error(f"{spooled.path}: cannot write it: {e.strerror}")
+            ctx.exit(exitcodes.LAUNCHER)
     ctx.exit(outcome.exit_code)
+
+
+def _reports(ctx, reporter, report_path, junit_path, total) -> list:
+    """The report and JUnit file asked for, each spooling its jobs' pieces as they end
+    (exit 125 when the spool cannot be made beside the file)."""
+    kinds = []
+    if report_path:
+        from nspawn.batch.report import Report
+
+        kinds.append((report_path, Report))
+    if junit_path:  # imported only when asked: xml.etree adds 0.4 MiB to the launcher, whose pages each job's fork copies
+        from nspawn.batch.junit import JUnit
+
+        kinds.append((junit_path, JUnit))
+    reports = []
+    for path, kind in kinds:
+        try:
+            reports.append(kind(path, total))
+        except OSError as e:
+            for made in reports:
+                made.close()
+            reporter.error(f"{path}: cannot write it: {e.strerror}")
+            ctx.exit(exitcodes.LAUNCHER)
+    return reports
 
 
 def _cluster_options(ctx, reporter, scheduler, tls_ca, tls_cert, tls_key, security_file, memory_budget):

@@ -8,10 +8,11 @@ from __future__ import annotations
 import re
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 
 from nspawn import exitcodes
 from nspawn.batch.jobs import FAILED, INTERRUPTED, NOT_RUN, JobResult
-from nspawn.batch.report import write_atomically
+from nspawn.batch.report import Spooled
 from nspawn.batch.scheduler import Outcome
 
 # XML 1.0 cannot carry these at all, escaped or not; a payload's output may hold any byte.
@@ -40,9 +41,9 @@ def verdict(result: JobResult) -> str | None:
     return "failure" if result.status == FAILED else None
 
 
-def _case(suite: ET.Element, result: JobResult) -> None:
-    case = ET.SubElement(suite, "testcase", name=_text(result.name), classname="nspawn.batch",
-                         time=_seconds(result.duration), file=_text(result.config_path))
+def _case(result: JobResult) -> ET.Element:
+    case = ET.Element("testcase", name=_text(result.name), classname="nspawn.batch",
+                      time=_seconds(result.duration), file=_text(result.config_path))
     message = _text(result.error or f"exit code {result.exit_code}")
     kind = verdict(result)
     if kind == "skipped":
@@ -54,23 +55,39 @@ def _case(suite: ET.Element, result: JobResult) -> None:
         ET.SubElement(case, "system-out").text = _tail(result.stdout_tail)
     if result.stderr_tail:
         ET.SubElement(case, "system-err").text = _tail(result.stderr_tail)
+    return case
 
 
-def document(outcome: Outcome, started: float, name: str = "nspawn batch") -> ET.Element:
-    results = outcome.results
-    verdicts = [verdict(r) for r in results]
-    failures, errors, skipped = (verdicts.count(k) for k in ("failure", "error", "skipped"))
-    total = _seconds(time.time() - started)
-    counts = {"tests": str(len(results)), "failures": str(failures), "errors": str(errors)}
-    root = ET.Element("testsuites", name=name, time=total, **counts)
-    suite = ET.SubElement(root, "testsuite", name=name, time=total, skipped=str(skipped),
-                          timestamp=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)), **counts)
-    for result in results:
-        _case(suite, result)
-    return root
+_CASES = "nspawn-cases"  # where the cases go in the document's frame
 
 
-def write_junit(path: str, outcome: Outcome, started: float) -> None:
-    root = document(outcome, started)
-    ET.indent(root)
-    write_atomically(path, '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n")
+class JUnit(Spooled):
+    """The JUnit file: one <testsuite> whose <testcase>s, one per job in the jobs' order, are
+    each serialized as the job ends, as ET.indent and ET.tostring of the whole tree would."""
+
+    def __init__(self, path: str, total: int, name: str = "nspawn batch"):
+        super().__init__(path, total)
+        self.name = name
+        self.verdicts = {"failure": 0, "error": 0, "skipped": 0, None: 0}
+
+    def piece(self, result: JobResult) -> str:
+        self.verdicts[verdict(result)] += 1
+        case = _case(result)
+        ET.indent(case, level=2)  # a case's level in the document: <testsuites>, <testsuite>, then the cases
+        return ET.tostring(case, encoding="unicode")
+
+    def text(self, outcome: Outcome, started: float, pieces: Iterator[str]) -> Iterator[str]:
+        total = _seconds(time.time() - started)
+        counts = {"tests": str(outcome.total), "failures": str(self.verdicts["failure"]), "errors": str(self.verdicts["error"])}
+        root = ET.Element("testsuites", name=self.name, time=total, **counts)
+        suite = ET.SubElement(root, "testsuite", name=self.name, time=total, skipped=str(self.verdicts["skipped"]),
+                              timestamp=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)), **counts)
+        if outcome.total:
+            ET.SubElement(suite, _CASES)
+        ET.indent(root)
+        frame = ET.tostring(root, encoding="unicode")
+        before, _, after = frame.partition(f"<{_CASES} />")
+        yield '<?xml version="1.0" encoding="UTF-8"?>\n' + before
+        for n, piece in enumerate(pieces):
+            yield ("\n    " if n else "") + piece
+        yield after + "\n"

@@ -20,88 +20,121 @@ TICK = 0.1  # how often the loop looks at signals and samples memory
 
 
 class Outcome:
-    def __init__(self, results: list[JobResult], interrupted_by: int | None = None):
-        self.results = results
+    """What the batch as a whole did: counters, not the jobs' results (each goes to the
+    listeners as it ends, and is kept by none that need not keep it)."""
+
+    def __init__(self, total: int, interrupted_by: int | None = None):
+        self.total = total  # jobs in the batch
+        self.counts = {PASSED: 0, FAILED: 0, INTERRUPTED: 0, NOT_RUN: 0}
         self.interrupted_by = interrupted_by  # the signal that stopped the batch
         self.fail_fast_stop = False
+
+    def count(self, result: JobResult) -> None:
+        self.counts[result.status] += 1
 
     @property
     def exit_code(self) -> int:
         if self.interrupted_by:
             return exitcodes.from_signal(self.interrupted_by)
-        return 0 if all(r.status == PASSED for r in self.results) else 1
+        return 0 if self.counts[PASSED] == self.total else 1
 
 
 class Listener:
-    """What the display hears; every method is called on the main thread."""
+    """What the display and the reports hear; every method is called on the main thread."""
 
     def started(self, job: Job) -> None: ...
 
-    def finished(self, result: JobResult) -> None: ...
+    def finished(self, index: int, result: JobResult) -> None:
+        """`result` is the job at `index` in the batch's order; each job ends once."""
 
     def tick(self, memory: dict[str, int]) -> None: ...
 
 
 def run_batch(jobs: list[Job], refused: dict[str, JobResult], executor: Executor, admission: Admission,
-              slots: int, listener: Listener, *, fail_fast: bool = False) -> Outcome:
+              slots: int, listeners: list[Listener], *, fail_fast: bool = False) -> Outcome:
     """Run `jobs` at most `slots` at once as admission allows; `refused` holds results for jobs
-    that fail before running (a bad config). Returns a result per job, in the jobs' order."""
-    results: dict[str, JobResult] = {}
-    pending: list[Job] = []
-    for job in jobs:
+    that fail before running (a bad config). Each job's result goes to the listeners as it ends
+    (with the job's index), and is then dropped: a batch of any size holds only its running jobs."""
+    outcome = Outcome(len(jobs))
+
+    def finished(index: int, result: JobResult) -> None:
+        outcome.count(result)
+        for listener in listeners:
+            listener.finished(index, result)
+
+    pending: list[int] = []  # the indexes of the jobs not started yet
+    for index, job in enumerate(jobs):
         why = admission.never_fits(job.demand)
         if job.name in refused or why:
-            results[job.name] = refused.get(job.name) or not_run(job, why, exit_code=exitcodes.USAGE)
-            listener.finished(results[job.name])
+            finished(index, refused.get(job.name) or not_run(job, why, exit_code=exitcodes.USAGE))
         else:
-            pending.append(job)
-    outcome = Outcome([])
-    running: dict[Future, Job] = {}
-    peaks: dict[str, int] = {}
-    stopping = outcome.fail_fast_stop = fail_fast and any(r.status == FAILED for r in results.values())
+            pending.append(index)
+    running: dict[Future, tuple[int, Job]] = {}
+    peaks: dict[str, int] = {}  # of the running jobs
+
+    def admit() -> list[Job]:
+        """Submit the pending jobs that fit now, in order, while slots are free; returns them."""
+        started, taken = [], []
+        for position, index in enumerate(pending):
+            if len(running) >= slots:
+                break
+            held = admission.admit(jobs[index].demand)
+            if held is not None:
+                taken.append(position)
+                job = jobs[index]._replace(demand=held)
+                running[executor.submit(job)] = (index, job)
+                started.append(job)
+        for position in reversed(taken):
+            del pending[position]
+        return started
+
+    stopping = outcome.fail_fast_stop = fail_fast and outcome.counts[FAILED] > 0
     caught = Stop()
     caught.deferred = True  # the handler only notes the signal (see above)
+    started: list[Job] = []
     with signals_to(caught):
-        while pending or running:
+        while running or (pending and not stopping):
             if caught.signum and outcome.interrupted_by is None:
                 outcome.interrupted_by = caught.signum
                 stopping = True
                 executor.stop(caught.signum)
-            if not stopping:
-                for job in list(pending):
-                    if len(running) >= slots:
-                        break
-                    held = admission.admit(job.demand)
-                    if held is not None:
-                        pending.remove(job)
-                        job = job._replace(demand=held)
-                        running[executor.submit(job)] = job
-                        listener.started(job)
-            else:
-                pending.clear()
-            done, _ = wait(list(running), timeout=TICK, return_when=FIRST_COMPLETED)
+            if not stopping and len(running) < slots:
+                started += admit()
+            for job in started:
+                for listener in listeners:
+                    listener.started(job)
+            started = []
+            done, _ = wait(running, timeout=TICK, return_when=FIRST_COMPLETED)
+            ended = []
             for future in done:
-                job = running.pop(future)
+                index, job = running.pop(future)
                 admission.release(job.demand)
                 result = future.result()
                 if caught.signum and result.status == FAILED and result.run is not None:
                     _interrupted(result, caught.signum)
+                peak = peaks.pop(job.name, None)
                 if result.peak_memory_bytes is None:
-                    result.peak_memory_bytes = peaks.get(job.name)
-                results[job.name] = result
-                listener.finished(result)
+                    result.peak_memory_bytes = peak
+                ended.append((index, result))
                 if fail_fast and result.status == FAILED and not stopping:
                     stopping = outcome.fail_fast_stop = True
                     executor.stop(signal.SIGTERM)
+            if ended and not stopping and not caught.signum:
+                # The freed slots are filled before the ended jobs are told: the next jobs start
+                # while the listeners work (the reports encode each piece), not after them.
+                started = admit()
+            for index, result in ended:
+                finished(index, result)
             memory = executor.sample()
-            for name, rss in memory.items():
-                peaks[name] = max(rss, peaks.get(name, 0))
-            listener.tick(memory)
-    for job in jobs:
-        if job.name not in results:
-            results[job.name] = not_run(job, "not run: the batch was stopped")
-            listener.finished(results[job.name])
-    outcome.results = [results[job.name] for job in jobs]
+            if memory:  # a job that has just ended may still be sampled: only the running ones are kept
+                names = {job.name for _, job in running.values()}
+                for name, rss in memory.items():
+                    if name in names:
+                        peaks[name] = max(rss, peaks.get(name, 0))
+            for listener in listeners:
+                listener.tick(memory)
+    for index in pending:  # never started: the batch was stopped
+        finished(index, not_run(jobs[index], "not run: the batch was stopped"))
     return outcome
 
 
@@ -114,10 +147,3 @@ def _interrupted(result: JobResult, signum: int) -> None:
     result.status = INTERRUPTED
     result.run.setdefault("interrupted_by", None)
     result.run["interrupted_by"] = result.run["interrupted_by"] or signum
-
-
-def counts(results: list[JobResult]) -> dict[str, int]:
-    found = {PASSED: 0, FAILED: 0, INTERRUPTED: 0, NOT_RUN: 0}
-    for r in results:
-        found[r.status] += 1
-    return found

@@ -34,7 +34,7 @@ class ClusterExecutor:
         self._stop_event = Event(task.stop_event_name(self.batch_id), client=client)
         self._stop_signal = Variable(task.stop_signal_name(self.batch_id), client=client)
         self._lock = threading.Lock()
-        self._futures: list = []
+        self._futures: set = set()  # the submitted jobs' not yet ended: a batch of any size holds only its running jobs
         self._stopped = False
         self._memory: dict[str, int] = {}
         self._runs: dict[str, int] = {}  # runs begun per job, as the workers' events say
@@ -50,7 +50,7 @@ class ClusterExecutor:
         future = self._client.submit(task.run, data, self.batch_id, key=f"nspawn-{self.batch_id}-{job.name}",
                                      resources=needs(job.demand), pure=False)
         with self._lock:
-            self._futures.append(future)
+            self._futures.add(future)
         future.add_done_callback(lambda done: self._finished(job, done, answer))
         return answer
 
@@ -59,6 +59,8 @@ class ClusterExecutor:
             result = self._result(job, future)
         except Exception as e:  # the future never fails for a failed job
             result = not_run(job, f"the cluster lost the job: {type(e).__name__}: {e}", exit_code=exitcodes.LAUNCHER)
+        with self._lock:  # its result is the cluster's to free once no future names it
+            self._futures.discard(future)
         answer.set_result(result)
 
     def _result(self, job: Job, future) -> JobResult:
@@ -101,8 +103,9 @@ class ClusterExecutor:
                 self._runs[message["job"]] = self._runs.get(message["job"], 0) + 1
 
     def _starts(self, name: str) -> int:
+        """The runs begun of a job that has ended (forgotten with it)."""
         with self._lock:
-            return self._runs.get(name, 0)
+            return self._runs.pop(name, 0)
 
     def stop(self, signum: int) -> None:
         with self._lock:

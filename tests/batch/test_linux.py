@@ -340,3 +340,76 @@ def test_a_job_s_log_and_its_stdout_file_get_every_byte_of_a_large_output(tmp_pa
     assert (tmp_path / "logs" / "big.stderr").read_bytes() == b"done\n"
     log = (work / "log.bin").read_bytes()
     assert len(log) == len(data) + 5 and log.replace(b"done\n", b"", 1) == data
+
+
+def test_a_batch_holds_no_finished_job_s_result(tmp_path, _scratch):
+    """Each job's result goes to the display and the reports as it ends and is then dropped:
+    while the batch runs, no earlier job's result is alive (only those the loop is handing
+    over at that moment), and the reports still have every job, in the jobs' order."""
+    import gc
+    import weakref
+
+    from nspawn.batch.admission import Admission
+    from nspawn.batch.display import PlainDisplay
+    from nspawn.batch.executor import LocalExecutor
+    from nspawn.batch.jobs import Job
+    from nspawn.batch.junit import JUnit
+    from nspawn.batch.report import Report
+    from nspawn.batch.scheduler import Listener, run_batch
+
+    count, slots = 30, 2
+    for i in range(count):
+        _write(tmp_path, f"j{i:02}", _sh(f"echo {i}; exit {int(i % 3 == 0)}"))
+    jobs = [Job(f"j{i:02}", str(tmp_path / f"j{i:02}.json")) for i in range(count)]
+
+    class Watch(Listener):
+        def __init__(self):
+            self.results, self.most_alive = [], 0
+
+        def finished(self, index, result):
+            gc.collect()
+            self.most_alive = max(self.most_alive, sum(r() is not None for r in self.results))
+            self.results.append(weakref.ref(result))
+
+    watch = Watch()
+    reports = [Report(str(tmp_path / "r.json"), count), JUnit(str(tmp_path / "j.xml"), count)]
+    executor = LocalExecutor(slots)
+    try:
+        outcome = run_batch(jobs, {}, executor, Admission(None), slots, [PlainDisplay(count, open(os.devnull, "w")), *reports, watch])
+    finally:
+        executor.close()
+    for spooled in reports:
+        spooled.write(outcome, 0.0)
+    gc.collect()
+    assert len(watch.results) == count and watch.most_alive < slots  # the others of one hand-over at most
+    assert not any(r() for r in watch.results)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert outcome.counts == {"passed": 20, "failed": 10, "interrupted": 0, "not run": 0} and outcome.exit_code == 1
+    assert [(j["name"], j["exit_code"]) for j in report["jobs"]] == [(f"j{i:02}", int(i % 3 == 0)) for i in range(count)]
+    junit = (tmp_path / "j.xml").read_text()
+    assert violations(junit) == []
+    cases = list(ET.fromstring(junit).iter("testcase"))
+    assert [c.get("name") for c in cases] == [job.name for job in jobs]
+    assert [c.find("system-out").text for c in cases] == [str(i) for i in range(count)]
+    assert leftovers(str(_scratch), _container_ids(report)) == []
+
+
+def test_a_killed_batch_leaves_no_spooled_report_behind(tmp_path, _scratch):
+    """The report's pieces wait in unnamed files: a launcher killed outright leaves neither a
+    half report nor a spool beside it (its containers are `nspawn cleanup`'s)."""
+    configs, out = tmp_path / "configs", tmp_path / "out"
+    configs.mkdir()
+    out.mkdir()
+    for i in range(4):
+        _write(configs, f"a{i}", _sh(f"echo {i}"))
+    _write(configs, "b-slow", _sh("echo started; sleep 30"))
+    batch = _batch(str(configs), "-j", "1", "--report", str(out / "r.json"), "--junit", str(out / "j.xml"))
+    for line in batch.stderr:
+        if "start       b-slow" in line:
+            break
+    assert os.listdir(out) == []
+    batch.kill()
+    batch.communicate(timeout=30)
+    assert os.listdir(out) == []
+    subprocess.run([sys.executable, "-m", "nspawn", "cleanup"], cwd=ROOT, check=True, capture_output=True)
+    assert leftovers(str(_scratch), []) == [] and container_processes(str(_scratch)) == []

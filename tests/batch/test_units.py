@@ -13,8 +13,8 @@ from nspawn.batch.admission import Admission, demand_of
 from nspawn.hostfacts import memory_available
 from nspawn.units import MIB
 from nspawn.batch.jobs import FAILED, INTERRUPTED, NOT_RUN, PASSED, Demand, Job, JobResult, not_run
-from nspawn.batch.junit import write_junit
-from nspawn.batch.report import write_report
+from nspawn.batch.junit import JUnit
+from nspawn.batch.report import Report
 from nspawn.batch.scheduler import Outcome
 from nspawn.config.resolve import load_config
 from tests.batch.junit_schema import violations
@@ -124,10 +124,22 @@ def _results():
     return [ok, failed, timeout, launcher, refused, stopped, skipped]
 
 
+def _write(kind, path, results, interrupted_by=None, started=99.0, order=None):
+    """The file as the batch writes it: each job's piece as the job ends (in `order`, the jobs'
+    indexes as they end), then the whole."""
+    outcome = Outcome(len(results), interrupted_by=interrupted_by)
+    spooled = kind(str(path), len(results))
+    for index in order or range(len(results)):
+        outcome.count(results[index])
+        spooled.finished(index, results[index])
+    spooled.write(outcome, started)
+    return outcome
+
+
 def test_the_report_has_one_record_per_job_with_what_happened(tmp_path):
     path = tmp_path / "out" / "report.json"
     path.parent.mkdir()  # the command checks it exists before the batch; writing makes no directory
-    write_report(str(path), Outcome(_results(), interrupted_by=2), started=99.0)
+    _write(Report, path, _results(), interrupted_by=2, order=[6, 0, 2, 1, 5, 3, 4])  # in the jobs' order, whatever order they end in
     doc = json.loads(path.read_text())
     assert doc["exit_code"] == 130 and doc["interrupted_by"] == 2
     assert doc["counts"] == {PASSED: 1, FAILED: 4, INTERRUPTED: 1, NOT_RUN: 1}
@@ -148,7 +160,7 @@ def test_the_report_has_one_record_per_job_with_what_happened(tmp_path):
 
 def test_the_junit_file_is_valid_and_says_what_happened_job_by_job(tmp_path):
     path = tmp_path / "junit.xml"
-    write_junit(str(path), Outcome(_results()), started=99.0)
+    _write(JUnit, path, _results(), order=[4, 3, 2, 1, 0, 6, 5])
     text = path.read_text()
     assert violations(text) == []
     suite = ET.fromstring(text).find("testsuite")
@@ -165,6 +177,49 @@ def test_the_junit_file_is_valid_and_says_what_happened_job_by_job(tmp_path):
     assert cases["config"].find("error").get("message") == "/c/c.json:1:2: $.x: unknown key"
     assert cases["stopped"].find("error").get("type") == "interrupted"
     assert cases["later"].find("skipped") is not None
+
+
+def _whole_report(outcome, started, ended, results):
+    """The report as json.dumps of the whole document writes it: what the spooled one must be."""
+    from nspawn.batch.report import VERSION, record
+
+    return json.dumps({"version": VERSION, "started": started, "ended": ended, "exit_code": outcome.exit_code,
+                       "interrupted_by": outcome.interrupted_by, "counts": outcome.counts,
+                       "jobs": [record(r) for r in results]}, indent=2, ensure_ascii=False) + "\n"
+
+
+def _whole_junit(text, results):
+    """The JUnit file as ET.indent and ET.tostring of the whole tree write it, its times and
+    counts taken from `text` (a time is the clock's): what the spooled one must be."""
+    from nspawn.batch.junit import _case
+
+    written = ET.fromstring(text.split("\n", 1)[1])
+    root = ET.Element("testsuites", written.attrib)
+    suite = ET.SubElement(root, "testsuite", written.find("testsuite").attrib)
+    suite.extend(_case(r) for r in results)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+@pytest.mark.parametrize("count", [0, 1, 7, 300])
+def test_the_spooled_files_are_byte_for_byte_the_whole_documents(tmp_path, count):
+    """Written piece by piece as jobs end, out of order, the report and the JUnit file are
+    exactly what encoding each whole document at the end wrote (and still valid)."""
+    results = [(_results() + [JobResult("ünï \u2603", "/c/\U0001f600.json", PASSED, 0, started=1.0, ended=2.0)])[i % 8]
+               for i in range(count)]
+    for i, r in enumerate(results):
+        r.name = f"{r.name} {i}"
+    order = sorted(range(count), key=lambda i: (i * 7919) % (count or 1))  # a shuffle, the same each run
+    report, junit = tmp_path / "r.json", tmp_path / "j.xml"
+    outcome = _write(Report, report, results, interrupted_by=2 if count else None, order=order)
+    _write(JUnit, junit, results, order=order)
+    text = report.read_text(encoding="utf-8")
+    assert text == _whole_report(outcome, 99.0, json.loads(text)["ended"], results)
+    assert [j["name"] for j in json.loads(text)["jobs"]] == [r.name for r in results]
+    text = junit.read_text(encoding="utf-8")
+    assert text == _whole_junit(text, results)
+    assert violations(text) == []
+    assert sorted(os.listdir(tmp_path)) == ["j.xml", "r.json"]  # the spools were unnamed files
 
 
 @pytest.mark.parametrize("broken, complaint", [
@@ -205,7 +260,7 @@ def test_reports_are_not_written_into_directories_made_for_them(tmp_path):
     assert check_writable(str(tmp_path / "r.json")) is None and os.listdir(tmp_path) == []
     assert "does not exist" in check_writable(str(tmp_path / "a" / "r.json"))
     with pytest.raises(OSError):
-        write_report(str(tmp_path / "a" / "r.json"), Outcome([]), 0.0)
+        _write(Report, tmp_path / "a" / "r.json", [])
     assert not (tmp_path / "a").exists()
 
 
@@ -237,3 +292,66 @@ def test_retries_only_what_a_retry_can_cure(tmp_path, monkeypatch):
         result = job_module.run_job(Job("j", str(config), retries=2), Stop())
         assert (result.attempts, len(calls), result.exit_code) == (attempts, attempts, code), error
     assert job_module.retriable(125, os.strerror(errno.EBUSY), stopped=True) is False  # a stop is never retried
+
+
+def test_the_live_display_lists_every_job_of_a_small_batch_and_only_the_others_of_a_large_one():
+    import io
+
+    from rich.console import Console
+
+    from nspawn.batch.display import TABLE_ALL, LiveDisplay
+
+    for total in (TABLE_ALL, TABLE_ALL * 10):
+        console = Console(file=io.StringIO(), width=200, force_terminal=True, color_system=None)
+        live, outcome = LiveDisplay(total, console), Outcome(total)
+        for index in reversed(range(total)):
+            result = JobResult(f"job{index:04}", "/c.json", FAILED if index in (3, 7) else PASSED, 3 if index in (3, 7) else 0,
+                               error="exit 3" if index in (3, 7) else None)
+            live.finished(index, result)
+            outcome.count(result)
+        listed = len(live.rows)
+        live.close(outcome, 1.0)
+        text = console.file.getvalue()
+        listed_names = [line.split()[1] for line in text.splitlines() if line.startswith("│ job")]
+        if total == TABLE_ALL:
+            assert listed == total and listed_names == [f"job{i:04}" for i in range(total)]  # in the jobs' order
+        else:
+            assert listed == 2 and listed_names == ["job0003", "job0007"]
+            assert f"{total - 2} passed jobs not listed" in text
+
+
+def test_the_live_display_of_a_large_batch_that_passed_ends_with_its_summary_alone():
+    import io
+
+    from rich.console import Console
+
+    from nspawn.batch.display import TABLE_ALL, LiveDisplay
+
+    total = TABLE_ALL + 1
+    console = Console(file=io.StringIO(), width=200, force_terminal=True, color_system=None)
+    live, outcome = LiveDisplay(total, console), Outcome(total)
+    for index in range(total):
+        result = JobResult(f"job{index:04}", "/c.json", PASSED, 0)
+        live.finished(index, result)
+        outcome.count(result)
+    live.close(outcome, 1.0)
+    assert live.rows == [] and "job0000" not in console.file.getvalue()
+    assert console.file.getvalue().rstrip().endswith(f"{total} jobs in 1.0 s: {total} passed")
+
+
+@pytest.mark.parametrize("tmpfile", [True, False], ids=["O_TMPFILE", "named and unlinked"])
+def test_report_pieces_wait_in_a_file_no_name_reaches(tmp_path, monkeypatch, tmpfile):
+    """Where the file system lacks O_TMPFILE the spool is named, then unlinked at once: either
+    way nothing but the report appears beside it, and only when it is written."""
+    if not tmpfile:
+        monkeypatch.delattr(os, "O_TMPFILE", raising=False)
+    elif not hasattr(os, "O_TMPFILE"):
+        pytest.skip("O_TMPFILE is Linux's")
+    results = _results()
+    outcome, report = Outcome(len(results)), Report(str(tmp_path / "r.json"), len(results))
+    for index, result in enumerate(results):
+        report.finished(index, result)
+        outcome.count(result)
+    assert os.listdir(tmp_path) == []
+    report.write(outcome, 0.0)
+    assert os.listdir(tmp_path) == ["r.json"] and len(json.loads((tmp_path / "r.json").read_text())["jobs"]) == len(results)
