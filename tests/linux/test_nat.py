@@ -78,10 +78,19 @@ class Host:
         return self.spawn(["nsenter", f"--net=/proc/{self.outside_pid}/ns/net", PYTHON, "-c", code, *args])
 
     def close(self) -> None:
+        """Stops what a test left running as a user would (SIGTERM: the launchers roll back),
+        then finishes the rollback of any that had to be killed: a launcher killed and never
+        cleaned up would leave its cgroups on the host."""
         for proc in self.procs:
             if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
                 proc.kill()
-            proc.communicate()
+                proc.communicate()
+        subprocess.run([sys.executable, "-m", "nspawn", "cleanup"], capture_output=True, cwd=ROOT, check=True)
 
 
 @pytest.fixture
