@@ -377,10 +377,17 @@ def _wait(plan: LinuxPlan, stop, session: Session, fds: _Fds, a_pid: int, init_p
     kill_at = None
     stopping = timed_out = False
 
+    waiting: dict[int, int] = {}  # the launcher's stdout or stderr with no room -> the output waiting for it
+
     def copy(fd: int) -> bool:
         """Copies what `fd` has; False when it had nothing (its end, or a terminal with
         nothing waiting after all)."""
         data = movers[fd]() if fd in movers else read(fd)
+        if data and fd in movers and movers[fd].waiting:
+            poller.unregister(fd)  # its payload waits, until the launcher's descriptor has room
+            waiting[movers[fd].out] = fd
+            poller.register(movers[fd].out, select.POLLOUT)
+            return True
         if not data:
             if data is not None:
                 poller.unregister(fd)
@@ -392,6 +399,16 @@ def _wait(plan: LinuxPlan, stop, session: Session, fds: _Fds, a_pid: int, init_p
         if stdout_fd is not None:
             write_all(stdout_fd, data)
         return True
+
+    def resume(out: int) -> None:
+        fd = waiting.pop(out)
+        poller.unregister(out)
+        movers[fd].resume()
+        if movers[fd].waiting:
+            waiting[out] = fd
+            poller.register(out, select.POLLOUT)
+        else:
+            poller.register(fd, select.POLLIN)
 
     def stop_politely(now: float, signum: int) -> None:
         nonlocal kill_at, stopping
@@ -421,14 +438,34 @@ def _wait(plan: LinuxPlan, stop, session: Session, fds: _Fds, a_pid: int, init_p
                 exited = True
             elif fd == 0:
                 relay.on_input(events)
+            elif fd in waiting:
+                resume(fd)
             else:
                 copy(fd)
     _, status = os.waitpid(a_pid, 0)
     # What the payload wrote just before it ended. Every holder of the terminal's slave has
     # ended with the container's PID 1, so its master reads to EIO; a read with nothing
-    # waiting (never seen) ends the copy rather than spin.
-    while open_outputs and copy(next(iter(open_outputs))):
-        pass
+    # waiting (never seen) ends the copy rather than spin. Output that waits for a reader of
+    # the launcher's stdout is passed on as that reader takes it, as `cat` would, unless the
+    # run was stopped or timed out: then what the reader has not taken is dropped (the file
+    # has it all) and the launcher ends now.
+    while open_outputs:
+        if waiting:
+            if stop.signum is not None or timed_out:
+                for fd in waiting.values():
+                    movers[fd].drop_out()
+                    poller.register(fd, select.POLLIN)
+                waiting.clear()
+            else:
+                room = select.poll()  # the ended container's pipes and pidfd would wake it at once
+                for out in waiting:
+                    room.register(out, select.POLLOUT)
+                for out, _ in room.poll(_TICK * 1000):
+                    resume(out)
+            continue
+        fd = next(iter(open_outputs))
+        if not copy(fd) and fd in open_outputs:
+            break
     return status, timed_out
 
 
