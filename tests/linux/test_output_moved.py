@@ -248,7 +248,10 @@ def test_a_reader_that_takes_nothing_does_not_hold_up_the_end_of_a_run(tmp_path,
     args = ("--timeout", "2") if ending == "timeout" else ()
     with _launcher(tmp_path, *args, script="cat /dev/zero", stdout=subprocess.PIPE, stderr=subprocess.PIPE) as launcher:
         if ending == "SIGTERM":
-            while not os.path.exists(tmp_path / "log.bin") or os.path.getsize(tmp_path / "log.bin") < PIPE_BYTES:
+            log, deadline = tmp_path / "log.bin", time.monotonic() + 60
+            while not (os.path.exists(log) and os.path.getsize(log) >= PIPE_BYTES):
+                assert launcher.poll() is None, launcher.stderr.read()
+                assert time.monotonic() < deadline, "the output file did not reach 1 MiB in 60 s"
                 time.sleep(0.05)
             launcher.send_signal(signal.SIGTERM)
         assert launcher.wait(timeout=60) == (exitcodes.TIMEOUT if ending == "timeout" else 128 + signal.SIGTERM), \

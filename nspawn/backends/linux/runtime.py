@@ -379,22 +379,28 @@ def _wait(plan: LinuxPlan, stop, session: Session, fds: _Fds, a_pid: int, init_p
 
     waiting: dict[int, int] = {}  # the launcher's stdout or stderr with no room -> the output waiting for it
 
+    def ended(fd: int) -> None:
+        poller.unregister(fd)
+        open_outputs.discard(fd)
+
     def copy(fd: int) -> bool:
         """Copies what `fd` has; False when it had nothing (its end, or a terminal with
         nothing waiting after all)."""
-        data = movers[fd]() if fd in movers else read(fd)
-        if data and fd in movers and movers[fd].waiting:
-            poller.unregister(fd)  # its payload waits, until the launcher's descriptor has room
-            waiting[movers[fd].out] = fd
-            poller.register(movers[fd].out, select.POLLOUT)
-            return True
+        if fd in movers:
+            mover = movers[fd]
+            more = mover()
+            if mover.waiting:
+                poller.unregister(fd)  # its payload waits, until the launcher's descriptor has room
+                waiting[mover.out] = fd
+                poller.register(mover.out, select.POLLOUT)
+            elif not more:
+                ended(fd)
+            return more
+        data = read(fd)
         if not data:
             if data is not None:
-                poller.unregister(fd)
-                open_outputs.discard(fd)
+                ended(fd)
             return False
-        if fd in movers:
-            return True
         to_launcher(*destinations[fd], data)
         if stdout_fd is not None:
             write_all(stdout_fd, data)
