@@ -11,11 +11,18 @@ namedtuple: namedtuple compiles a __new__ for every class, 60-220 us each, and a
 defines a dozen records before it starts a container; importing typing costs 3 ms more. Like
 NamedTuple it refuses methods that use super() or __class__, which would name the class as
 written, not the record.
+
+`to_plain` and `from_plain` carry a record, and what it holds, through marshal's types to a
+process that has the same record classes (the fork server's, forked from this one): a record
+becomes ("r", its class's name, its fields), a tuple ("t", its items); lists, dicts and
+scalars stay as they are.
 """
 
 from __future__ import annotations
 
 from _collections import _tuplegetter  # namedtuple's own C field accessor
+
+_CLASSES: dict[str, type] = {}  # every record class, by module and name, for from_plain
 
 
 def record(cls: type) -> type:
@@ -65,4 +72,34 @@ def record(cls: type) -> type:
                 _fields=names, _field_defaults=defaults, __match_args__=names)
     body.setdefault("__repr__", __repr__)
     body.update((name, _tuplegetter(index, f"Alias for field number {index}")) for index, name in enumerate(names))
-    return type(cls.__name__, (tuple,), body)
+    body["_key"] = key = f"{cls.__module__}.{cls.__qualname__}"
+    made = _CLASSES[key] = type(cls.__name__, (tuple,), body)
+    return made
+
+
+def to_plain(value):
+    """`value` in marshal's types (see the module's docstring)."""
+    kind = type(value)
+    if kind is tuple:
+        return ("t", tuple(map(to_plain, value)))
+    if kind is list:
+        return list(map(to_plain, value))
+    if kind is dict:
+        return {key: to_plain(item) for key, item in value.items()}
+    key = getattr(kind, "_key", None)
+    if key is not None and _CLASSES.get(key) is kind:
+        return ("r", key, tuple(map(to_plain, value)))
+    return value
+
+
+def from_plain(value):
+    """What to_plain made `value` of, made again."""
+    kind = type(value)
+    if kind is tuple:
+        items = tuple(map(from_plain, value[-1]))
+        return items if value[0] == "t" else tuple.__new__(_CLASSES[value[1]], items)
+    if kind is list:
+        return list(map(from_plain, value))
+    if kind is dict:
+        return {key: from_plain(item) for key, item in value.items()}
+    return value

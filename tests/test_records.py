@@ -71,3 +71,29 @@ def test_a_field_may_be_called_kind_or_self():
         self: int = 0
 
     assert Odd(kind="k", self=1)._replace(kind="j") == ("j", 1)
+
+
+@record
+class Inner:
+    name: str
+    sizes: tuple = ()
+
+
+def test_to_plain_and_back_through_marshal_keeps_every_type():
+    """What the fork server receives is what the launcher sent: records by class, tuples as
+    tuples, lists as lists, and what they hold."""
+    import marshal
+
+    from nspawn.records import from_plain, to_plain
+
+    value = Point(1, 2, (Inner("a", (1, 2)), [Inner("b"), ("x", None)], {"k": Inner("c", ([],))},
+                         frozenset({"f"}), b"\0bytes", 1.5, True))
+    back = from_plain(marshal.loads(marshal.dumps(to_plain(value))))
+    assert back == value and type(back) is Point
+    inner, listed, mapping = back.tags[0], back.tags[1], back.tags[2]
+    assert type(inner) is Inner and type(inner.sizes) is tuple
+    assert type(listed) is list and type(listed[0]) is Inner and type(listed[1]) is tuple
+    assert type(mapping["k"]) is Inner and type(mapping["k"].sizes[0]) is list
+    # a plain tuple that looks like an encoded record stays a tuple
+    looks = ("r", f"{__name__}.Inner", ("z", ()))
+    assert from_plain(marshal.loads(marshal.dumps(to_plain(looks)))) == looks

@@ -16,6 +16,7 @@ Jobs and results are plain data (nspawn/batch/jobs.py); a remote executor runs
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
@@ -51,8 +52,9 @@ class Running:
 class LocalExecutor:
     """Runs each job on a worker thread of this process through `nspawn.run`.
 
-    A worker thread stays alive for its whole run: the container's first process gets SIGKILL
-    when the thread that forked it ends (PR_SET_PDEATHSIG), and a pool thread only ends at close().
+    On Linux the containers' first processes are forked by a fork server started on the thread
+    that submits the first job (nspawn/backends/linux/forkserver.py): they get SIGKILL when that
+    thread ends (PR_SET_PDEATHSIG), and are forked from a small process instead of this one.
     """
 
     def __init__(self, workers: int):
@@ -60,8 +62,13 @@ class LocalExecutor:
         self._lock = threading.Lock()
         self._running: dict[str, Running] = {}
         self._stopped: int | None = None
+        self._server = None
 
     def submit(self, job: Job) -> "Future[JobResult]":
+        if self._server is None and sys.platform.startswith("linux"):
+            from nspawn.backends.linux.forkserver import ForkServer
+
+            self._server = ForkServer()
         running = Running()
         with self._lock:
             self._running[job.name] = running
@@ -93,6 +100,8 @@ class LocalExecutor:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        if self._server is not None:
+            self._server.close()
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096

@@ -1,4 +1,5 @@
-"""The container's processes, forked from the launcher (no interpreter start, no imports):
+"""The container's processes, forked from the launcher (no interpreter start, no imports), or
+in a batch from its fork server (forkserver.py), which makes A the launcher's child all the same:
 
     launcher ─ A: dies with the launcher, makes a session of its own (no controlling
                 terminal), unshares the namespaces, forks B
@@ -78,7 +79,7 @@ class Launch:
     cap_last: int
     max_fd: int
     fail_at: tuple[str, str] | None  # test seam: (step, "" to fail, or a signal name to send the launcher)
-    seccomp: object = None  # seccomp_filter.Prepared, loaded last before exec; None: unconfined
+    seccomp: bytes | None = None  # the payload's BPF program, loaded last before exec; None: unconfined
     tty: Terminal | None = None
     etc: tuple = ()  # etc_files.Write: the host's resolvers and zone for the container's /etc
     userns_fd: int | None = None  # private users: the user namespace A joins (userns.py)
@@ -119,7 +120,7 @@ def _exit_code(status: int) -> int:
     return 128 - code if code < 0 else code
 
 
-def _close_all_but(keep: tuple[int, ...], max_fd: int) -> None:
+def close_all_but(keep: tuple[int, ...], max_fd: int) -> None:
     """Close every descriptor from 3 up except those in `keep`."""
     low = 3
     for fd in sorted(keep):
@@ -128,7 +129,7 @@ def _close_all_but(keep: tuple[int, ...], max_fd: int) -> None:
     os.closerange(low, max_fd)
 
 
-def _fail(launch: Launch, e: BaseException) -> None:
+def fail(launch: Launch, e: BaseException) -> None:
     code = getattr(e, "exit_code", exitcodes.LAUNCHER)  # a user's mistake found here says its own
     try:
         launch.report(code, error_text(e))
@@ -136,18 +137,34 @@ def _fail(launch: Launch, e: BaseException) -> None:
         os._exit(code)
 
 
+# The fork server's way of making A (forkserver.py), while one serves this launcher: A is then
+# forked from the server's small process instead of this one. Returns A's pid, or None when the
+# server cannot (it has ended), and A is forked here.
+serving = None
+
+
 def start(launch: Launch) -> int:
-    """Fork A; returns its pid (in the launcher)."""
+    """Make A; returns its pid (in the launcher), a child of the launcher either way."""
+    if serving is not None and launch.tty is None:  # a terminal's channel is a socket object, not marshal's
+        pid = serving(launch)
+        if pid is not None:
+            return pid
     pid = os.fork()
     if pid == 0:
-        try:
-            _stage_a(launch)
-        except BaseException as e:  # a child must never return into the launcher's code
-            _fail(launch, e)
+        become_a(launch)
     return pid
 
 
-def _own_fds(launch: Launch) -> tuple[int, ...]:
+def become_a(launch: Launch) -> None:
+    """Run A in this newly forked process; never returns."""
+    try:
+        _stage_a(launch)
+    except BaseException as e:  # a child must never return into the launcher's code
+        fail(launch, e)
+
+
+def own_fds(launch: Launch) -> tuple[int, ...]:
+    """The launcher's descriptors A keeps: those `launch` names."""
     held = (launch.lower_tree, *(b[0] for b in launch.binds), launch.userns_fd,
             *((launch.tty.channel.fileno(),) if launch.tty else ()))
     return (launch.report_w, launch.status_w, *(launch.output_w or ()), *(fd for fd in held if fd is not None),
@@ -155,7 +172,7 @@ def _own_fds(launch: Launch) -> tuple[int, ...]:
 
 
 def _stage_a(launch: Launch) -> None:
-    _close_all_but(_own_fds(launch), launch.max_fd)
+    close_all_but(own_fds(launch), launch.max_fd)
     # A session of its own, with no controlling terminal: the container cannot open /dev/tty
     # to type into the host's shell (TIOCSTI), and kill(0, ...) reaches no launcher.
     os.setsid()
@@ -191,9 +208,9 @@ def _stage_a(launch: Launch) -> None:
         try:
             _stage_b(launch, self_fd, in_groups or private)
         except BaseException as e:
-            _fail(launch, e)
+            fail(launch, e)
     os.write(launch.report_w, b"P%d\n" % pid)
-    for fd in (*_own_fds(launch), self_fd):
+    for fd in (*own_fds(launch), self_fd):
         os.close(fd)
     _, status = os.waitpid(pid, 0)
     os._exit(_exit_code(status))
@@ -282,14 +299,15 @@ def _stage_b(launch: Launch, parent_fd: int, in_groups: bool) -> None:
     # Signals are taken one at a time with their origin (sigwaitinfo), never by a handler: a
     # handler could run after the payload is reaped and find no process to pass its signal to.
     # Blocked before the fork, none is lost before the loop; the payload unblocks them.
+    program = seccomp_filter.prepare(launch.seccomp) if launch.seccomp is not None else None
     signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED)
     launch.at("fork-payload")
     payload = os.fork()
     if payload == 0:
         try:
-            _stage_c(launch, account, terminal)
+            _stage_c(launch, account, terminal, program)
         except BaseException as e:
-            _fail(launch, e)
+            fail(launch, e)
     for fd in (launch.report_w, *(launch.output_w or ()), *((terminal,) if terminal is not None else ())):
         os.close(fd)  # init holds nothing of the terminal: the payload's end is the last
     status = _serve(payload)
@@ -334,7 +352,7 @@ def _make_terminal(tty: Terminal) -> int:
     return slave
 
 
-def _stage_c(launch: Launch, account: users.Account, terminal: int | None) -> None:
+def _stage_c(launch: Launch, account: users.Account, terminal: int | None, program) -> None:
     for s in _RESET:
         signal.signal(s, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())  # the mask survives execve too
@@ -350,7 +368,7 @@ def _stage_c(launch: Launch, account: users.Account, terminal: int | None) -> No
         os.dup2(launch.output_w[1], 2)
     # Only stdio and the report pipe cross into the container: an inherited descriptor of a
     # host directory would be a way out.
-    _close_all_but((launch.report_w,), launch.max_fd)
+    close_all_but((launch.report_w,), launch.max_fd)
     _set_oom_score_adj(launch.oom_score_adj)
     if plan.limits.cpus:
         os.sched_setaffinity(0, plan.limits.cpus)
@@ -366,8 +384,8 @@ def _stage_c(launch: Launch, account: users.Account, terminal: int | None) -> No
     except OSError as e:
         raise OSError(e.errno, f"working directory {plan.cwd}: {e.strerror}") from None
     libc.new_session_keyring()  # the launcher's (its login's keys) stays out of reach
-    if launch.seccomp is not None:
-        seccomp_filter.load_filter(launch.seccomp)  # last: what follows is exec, which the filter allows
+    if program is not None:
+        seccomp_filter.load_filter(program)  # last: what follows is exec, which the filter allows
     launch.at("exec")
     env = users.environment(account, dict(plan.env))
     try:

@@ -40,6 +40,7 @@ MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
 CLONE_INTO_CGROUP = 0x200000000  # sched.h, Linux 5.7
+CLONE_PARENT = 0x00008000
 
 # prctl(2)
 PR_SET_PDEATHSIG = 1
@@ -310,10 +311,21 @@ def attach_device_program(program_fd: int, cgroup_fd: int) -> None:
 def fork_into_cgroup(group_fd: int) -> int:
     """os.fork(), but the child starts in the cgroup v2 group `group_fd` is open on (clone3 with
     CLONE_INTO_CGROUP): no move afterwards, so no wait for the kernel's thread-group lock, which
-    a move into a group takes. The interpreter's side of a fork is done as os.fork does it.
-    Only for a single-threaded process: the raw system call skips libc's fork handling, which
-    matters only for locks other threads might hold and for libc's cached thread id."""
-    args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=signal.SIGCHLD, cgroup=group_fd)
+    a move into a group takes."""
+    return _clone(_CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=signal.SIGCHLD, cgroup=group_fd))
+
+
+def fork_for_parent() -> int:
+    """os.fork(), but the child is this process's parent's (clone3 with CLONE_PARENT): that
+    parent waits for it as for its own child, and a PR_SET_PDEATHSIG the child sets fires when
+    that parent's thread ends. The child's exit signal is this process's own."""
+    return _clone(_CloneArgs(flags=CLONE_PARENT))
+
+
+def _clone(args: _CloneArgs) -> int:
+    """clone3 with the interpreter's side of a fork done as os.fork does it. Only for a
+    single-threaded process: the raw system call skips libc's fork handling, which matters
+    only for locks other threads might hold and for libc's cached thread id."""
     _before_fork()
     try:
         pid = _clone3(_syscall_number("clone3"), ctypes.byref(args), ctypes.sizeof(args))

@@ -158,7 +158,7 @@ def _syscall_filter(plan: LinuxPlan, session: Session):
         raise LaunchError("; ".join(map(str, e.problems)), exitcodes.USAGE) from None
     except OSError as e:  # libseccomp missing or refusing the profile, the profile unreadable
         raise LaunchError(f"the seccomp filter cannot be made: {error_text(e)}") from None
-    return seccomp_filter.prepare(found.bpf)
+    return found.bpf
 
 
 def _nat():
