@@ -141,6 +141,50 @@ def test_a_launch_the_server_cannot_read_fails_that_run_alone(clean, server):
     assert run(sh("echo still served")).out == "still served\n" and len(FORKS) == before
 
 
+def test_a_launch_larger_than_the_server_takes_is_forked_in_the_launcher(clean, server):
+    before = len(FORKS)
+    big = {f"BIG{i}": "x" * 50_000 for i in range(4)}  # each within the kernel's 128 KiB a string
+    r = run(sh('echo ${#BIG0} ${#BIG3}', environment=big))
+    assert (r.code, r.out) == (0, "50000 50000\n") and len(FORKS) > before
+    before = len(FORKS)
+    assert run(sh("echo small")).out == "small\n" and len(FORKS) == before  # the server still serves
+
+
+class _Boom(BaseException):
+    pass
+
+
+class _RaisingOnAnswer:
+    """The server's socket, as seen by a launcher whose signal handler raises while it waits
+    for the answer."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def recv(self, size):
+        raise _Boom()
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+def test_a_launch_abandoned_before_its_answer_ends_the_server_and_its_container(clean, server, _scratch):
+    server._socket = _RaisingOnAnswer(server._socket)
+    with pytest.raises(_Boom):
+        run(sh("echo should not run; sleep 30"))
+    assert init.serving is None
+    # The A forked for it is this process's child, and nobody else's to wait for: the server
+    # killed it before it ended, so that it was gone before the run's rollback began.
+    pid, status = os.waitpid(-1, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (pid, status)
+    deadline = time.monotonic() + 10
+    while (container_processes(str(_scratch)) or _alive(server.pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert container_processes(str(_scratch)) == [] and not _alive(server.pid)
+    r = run(sh("echo forked here"))
+    assert (r.code, r.out) == (0, "forked here\n")
+
+
 def test_runs_go_on_in_the_launcher_when_the_server_has_ended(clean, server):
     os.kill(server.pid, signal.SIGKILL)
     before = len(FORKS)

@@ -22,6 +22,7 @@ import _signal as signal
 import _socket
 import _thread  # not threading: its at-fork handlers would run in every process the server forks
 import array
+import errno
 import fcntl
 import marshal
 import os
@@ -33,7 +34,11 @@ from nspawn.records import from_plain, to_plain
 
 _MAIN = "import sys; from nspawn.backends.linux.forkserver import main; main(*map(int, sys.argv[1:]))"
 _MAX_FDS = 64  # of one Launch: its pipes, the lower layer, one per bind mount, the user namespace
-_MESSAGE = 1 << 20
+# The largest Launch the server takes (marshalled: 12 KiB with the default seccomp program),
+# within what a Unix socket's default send buffer lets one message hold; a larger one, or one
+# naming more descriptors, is forked in the launcher.
+_MESSAGE = 1 << 17
+_ANSWER = 1 << 12
 
 
 class ForkServer:
@@ -55,17 +60,31 @@ class ForkServer:
         init.serving = self.spawn
 
     def spawn(self, launch: init.Launch) -> int | None:
-        """A's pid, forked by the server for `launch`; None if the server has ended."""
+        """A's pid, forked by the server for `launch`; None if the server has ended or cannot
+        take `launch`."""
         message = marshal.dumps(to_plain(launch))
         fds = array.array("i", init.own_fds(launch))
+        if len(message) > _MESSAGE or len(fds) > _MAX_FDS:
+            return None
         with self._lock:
             if self._socket is None:
                 return None
             try:
                 self._socket.sendmsg([message], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
-                answer = self._socket.recv(_MESSAGE)
-            except (BrokenPipeError, ConnectionResetError):
-                answer = b""
+                answer = self._socket.recv(_ANSWER)
+            except OSError as e:
+                if e.errno == errno.EMSGSIZE:  # nothing sent: a host whose sockets' buffers are smaller than ours
+                    return None
+                self._end()
+                if isinstance(e, (BrokenPipeError, ConnectionResetError)):
+                    return None
+                raise
+            except BaseException:
+                # Between the launch and its answer (a signal's handler raising): the next
+                # launch would read this one's answer, so the server is ended instead, and
+                # kills the A it may have forked for it, which nobody waits for.
+                self._end()
+                raise
             if not answer:
                 self._end()
                 return None
@@ -109,7 +128,12 @@ def _serve(channel) -> None:
             answer = (_fork_a(message, received, channel.fileno()), None)
         except Exception as e:  # the launcher's thread says it; the server goes on serving
             answer = (getattr(e, "errno", None) or 0, f"the fork server could not start the container: {e}")
-        channel.send(marshal.dumps(answer))
+        try:
+            channel.send(marshal.dumps(answer))
+        except OSError:  # the launcher gave up on this launch (ForkServer.spawn)
+            if answer[1] is None:
+                os.kill(answer[0], signal.SIGKILL)
+            return
 
 
 def _fork_a(message: bytes, received: list[int], keep: int) -> int:
