@@ -74,3 +74,10 @@ def load(name: str):
     module = BACKENDS[name].module
     __import__(module)  # not importlib.import_module: importing importlib costs every launch
     return sys.modules[module]
+
+
+def many_runs():
+    """The host's backend's many_runs() (contract.py), started on the calling thread; None when
+    it has none. Its close() is the caller's."""
+    start = getattr(load(host_default()), "many_runs", None)
+    return start() if start is not None else None

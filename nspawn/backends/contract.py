@@ -20,6 +20,10 @@ A backend module has:
 - Optionally `tidy() -> list[str]`: what `nspawn cleanup` removed of the state the backend's
   runs share and keep while unused (Linux: the NAT bridge and table once no container holds
   an address).
+- Optionally `many_runs() -> object with close()`: makes runs from this process's worker
+  threads cheaper (Linux: the fork server that forks their containers' first processes), for
+  a process that runs many (a batch, a cluster worker). Started on a thread that outlives
+  those runs; runs go on, dearer, without it or after its end.
 - When its registry entry says `host_service`: `owned_systems()`, `terminate_owned(id)` and
   `sweep(live_ids)` for what the host's own service keeps for nspawn beyond the journals.
 

@@ -16,11 +16,11 @@ Jobs and results are plain data (nspawn/batch/jobs.py); a remote executor runs
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
+from nspawn import backends
 from nspawn.backends.contract import PROCESS
 from nspawn.batch.jobs import Job, JobResult
 from nspawn.batch.run_job import run_job
@@ -52,9 +52,10 @@ class Running:
 class LocalExecutor:
     """Runs each job on a worker thread of this process through `nspawn.run`.
 
-    On Linux the containers' first processes are forked by a fork server started on the thread
-    that submits the first job (nspawn/backends/linux/forkserver.py): they get SIGKILL when that
-    thread ends (PR_SET_PDEATHSIG), and are forked from a small process instead of this one.
+    The backend's help for many runs (backends.many_runs: on Linux a fork server, forking the
+    containers' first processes from a small process instead of this one) is started on the
+    thread that makes the executor, which must outlive the jobs: their containers die with it
+    (PR_SET_PDEATHSIG).
     """
 
     def __init__(self, workers: int):
@@ -62,13 +63,9 @@ class LocalExecutor:
         self._lock = threading.Lock()
         self._running: dict[str, Running] = {}
         self._stopped: int | None = None
-        self._server = None
+        self._many = backends.many_runs()
 
     def submit(self, job: Job) -> "Future[JobResult]":
-        if self._server is None and sys.platform.startswith("linux"):
-            from nspawn.backends.linux.forkserver import ForkServer
-
-            self._server = ForkServer()
         running = Running()
         with self._lock:
             self._running[job.name] = running
@@ -100,8 +97,8 @@ class LocalExecutor:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-        if self._server is not None:
-            self._server.close()
+        if self._many is not None:
+            self._many.close()
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096

@@ -3,9 +3,9 @@
 worker offering this machine's memory and CPUs, until a signal or the scheduler ends it.
 
 No nanny process: a worker that dies stays dead until whoever started it starts it again (a
-service manager), and that restart cleans its leftovers before it takes work. A Dask worker
-thread stays alive for a whole job, as the container's first process needs (it dies with the
-thread that forked it).
+service manager), and that restart cleans its leftovers before it takes work. The backend's
+help for many runs (backends.many_runs: the Linux fork server) is started on the main thread,
+which outlives every job: the containers' first processes die with it.
 """
 
 from __future__ import annotations
@@ -31,8 +31,15 @@ def clean(say) -> bool:
 
 def serve(address: str, security, memory_bytes: int, cpus: list[int], name: str | None, say) -> int:
     """Run the worker until it is stopped; the exit code."""
+    from nspawn import backends
+
     task.CPUS = task.CpuIds(cpus)
-    return asyncio.run(_serve(address, security, memory_bytes, cpus, name, say))
+    many = backends.many_runs()
+    try:
+        return asyncio.run(_serve(address, security, memory_bytes, cpus, name, say))
+    finally:
+        if many is not None:
+            many.close()
 
 
 async def _serve(address, security, memory_bytes, cpus, name, say) -> int:

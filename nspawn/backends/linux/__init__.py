@@ -12,7 +12,7 @@ from nspawn.backends.linux.release import RELEASERS
 from nspawn.config.host import within
 from nspawn.config.load import Finding
 
-__all__ = ["LinuxPlan", "plan", "validate", "execute", "doctor", "tidy", "RELEASERS"]
+__all__ = ["LinuxPlan", "plan", "validate", "execute", "doctor", "tidy", "many_runs", "RELEASERS"]
 
 # The container's own /, /proc, /dev and /sys, which the backend mounts itself: a mapping may be
 # none of them, nor lie below one but the root.
@@ -48,6 +48,13 @@ def execute(the_plan: LinuxPlan, session) -> None:
     from nspawn.backends.linux.runtime import execute as run
 
     run(the_plan, session)
+
+
+def many_runs():
+    """The fork server (forkserver.py), started on the calling thread."""
+    from nspawn.backends.linux.forkserver import ForkServer
+
+    return ForkServer()
 
 
 def doctor(config=None) -> list[tuple[str, bool, str]]:
