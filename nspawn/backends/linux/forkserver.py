@@ -1,5 +1,5 @@
 """A small single-threaded process that makes the container's first process (A) for a launcher
-running many containers from its threads (`nspawn batch`).
+running many containers from its threads (`nspawn batch`, `nspawn worker`: backends.many_runs).
 
 Forking A from the launcher costs a batch twice: every fork marks the launcher's pages
 copy-on-write, so its threads fault in again each page they write (750 faults a job), and each
@@ -42,7 +42,7 @@ _ANSWER = 1 << 12
 
 
 class ForkServer:
-    """Started on the thread whose lifetime bounds the runs' (the batch's main thread)."""
+    """Started on a thread that outlives the runs (the batch's or the worker's main thread)."""
 
     def __init__(self) -> None:
         ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
@@ -88,10 +88,10 @@ class ForkServer:
             if not answer:
                 self._end()
                 return None
-        pid, error = marshal.loads(answer)
+        value, error = marshal.loads(answer)  # (pid, None), or (errno, why)
         if error:
-            raise OSError(pid, error)
-        return pid
+            raise OSError(value, error)
+        return value
 
     def close(self) -> None:
         with self._lock:
