@@ -14,6 +14,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from nspawn.backends.linux.forkserver import ForkServer
 from nspawn.units import MIB
 from nspawn.config.resolve import load_config
 from nspawn.launch import run as launch_run
@@ -167,9 +168,12 @@ def _open_files(pid: int) -> set[str]:
     return held
 
 
-def test_runs_on_worker_threads_hold_only_their_own_descriptors(_scratch):
-    """A container forked on one thread must not keep another run's pipes open (its launcher
-    would wait for their end of file until this container ended)."""
+@pytest.mark.parametrize("forked_by", ["the launcher", "the fork server"])
+def test_runs_on_worker_threads_hold_only_their_own_descriptors(_scratch, forked_by):
+    """A container forked on one thread, or by the fork server a batch uses, must not keep
+    another run's pipes open (its launcher would wait for their end of file until this
+    container ended)."""
+    server = ForkServer() if forked_by == "the fork server" else None
     config = load_config(None, _sh("sleep 30"), host=True)
     stop, pids, results = Stop(), [], []
     ready = threading.Event()
@@ -185,8 +189,10 @@ def test_runs_on_worker_threads_hold_only_their_own_descriptors(_scratch):
         worker.start()
         assert ready.wait(10)
         ours = {os.readlink(f"/proc/self/fd/{fd}") for fd in (read_end, write_end)}
+        with open(f"/proc/{pids[0]}/stat") as f:
+            first = int(f.read().rsplit(")", 1)[1].split()[1])  # A, the init's parent
         theirs = set()
-        for pid in [pids[0], *map(int, open(f"/proc/{pids[0]}/task/{pids[0]}/children").read().split())]:
+        for pid in [first, pids[0], *map(int, open(f"/proc/{pids[0]}/task/{pids[0]}/children").read().split())]:
             theirs |= _open_files(pid)
         assert ours and not ours & theirs
     finally:
@@ -194,6 +200,8 @@ def test_runs_on_worker_threads_hold_only_their_own_descriptors(_scratch):
         os.close(write_end)
         stop.ask(signal.SIGTERM)  # from this thread: it must not raise here, and must stop the run there
         worker.join(20)
+        if server is not None:
+            server.close()
     assert results[0].interrupted_by == signal.SIGTERM and results[0].exit_code == 128 + signal.SIGTERM
     assert container_processes(str(_scratch)) == []
 

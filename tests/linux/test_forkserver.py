@@ -17,10 +17,9 @@ import pytest
 
 from nspawn.backends.linux import init
 from nspawn.backends.linux.forkserver import ForkServer
-from nspawn.records import record
-from nspawn.session import Stop
-from tests.linux.conftest import ROOT, config, container_processes, leftovers, needs_root, run, sh
 from nspawn.launch import run as launch_run
+from nspawn.records import record
+from tests.linux.conftest import ROOT, config, container_processes, leftovers, needs_root, run, sh
 
 pytestmark = needs_root
 
@@ -88,36 +87,6 @@ def test_the_server_keeps_no_descriptor_of_a_run(clean, server):
     results = _runs_at_once(6, sh("echo x; echo y >&2", max_ram_mb=64))
     assert [(r.code, r.out, r.err) for r in results] == [(0, "x\n", "y\n")] * 6
     assert _descriptors(server.pid) == held
-
-
-def test_a_run_on_a_worker_thread_holds_only_its_own_descriptors(server, _scratch):
-    """As tests/batch's test of the launcher's own fork: A, forked by the server, holds no other
-    run's pipe (its launcher would wait for their end of file until this container ended)."""
-    stop, pids, results = Stop(), [], []
-    ready = threading.Event()
-
-    def listener(event, details):
-        if event == "process":
-            pids.append(details["pid"])
-            ready.set()
-
-    read_end, write_end = os.pipe()
-    try:
-        worker = threading.Thread(target=lambda: results.append(launch_run(config(sh("sleep 30")), listener=listener, stop=stop)))
-        worker.start()
-        assert ready.wait(10)
-        ours = {os.readlink(f"/proc/self/fd/{fd}") for fd in (read_end, write_end)}
-        with open(f"/proc/{pids[0]}/stat") as f:
-            a = int(f.read().rsplit(")", 1)[1].split()[1])
-        theirs = set(_descriptors(a).values()) | set(_descriptors(pids[0]).values())
-        assert ours and not ours & theirs
-    finally:
-        os.close(read_end)
-        os.close(write_end)
-        stop.ask(signal.SIGTERM)
-        worker.join(20)
-    assert results[0].exit_code == 128 + signal.SIGTERM
-    assert container_processes(str(_scratch)) == []
 
 
 @record
