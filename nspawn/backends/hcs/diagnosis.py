@@ -14,7 +14,7 @@ import sys
 
 from nspawn.backends.hcs import api_route, generations, layers
 from nspawn.backends.hcs.enforcement import ENFORCEMENT, verdict
-from nspawn.backends.hcs.native import computecore, computenetwork, loader, vmcompute
+from nspawn.backends.hcs.native import loader
 from nspawn.backends.hcs.native.errors import HcsError, LibraryUnavailable, MissingExport
 from nspawn.config.model import Config
 from nspawn.errors import LaunchError
@@ -172,9 +172,6 @@ def limit_checks(isolation: str, asked: dict | None) -> list[Check]:
 
 # ---- the host -----------------------------------------------------------------------------
 
-APIS = {"v2 API": computecore, "v1 API": vmcompute, "HCN networking": computenetwork}
-
-
 def host_version() -> Version | None:
     if sys.platform != "win32":
         return None
@@ -194,7 +191,11 @@ def api_checks() -> tuple[list[Check], list]:
     and the binding modules whose DLL loaded. A DLL that loads without some of them (an older
     build) is named with what it lacks, and still counts as loaded: the rest works."""
     checks, loaded = [], []
-    for label, module in APIS.items():
+    try:  # the binding modules take their prototypes from cwinsdk, a test extra off Windows
+        from nspawn.backends.hcs.native import computecore, computenetwork, vmcompute
+    except LibraryUnavailable as e:
+        return [("HCS bindings", False, e.reason)], loaded
+    for label, module in (("v2 API", computecore), ("v1 API", vmcompute), ("HCN networking", computenetwork)):
         dll = module.BINDINGS[0].dll
         try:
             library = loader.load(dll)
@@ -220,9 +221,10 @@ def service_check(api: str, isolation: str, loaded: list) -> Check:
     """Enumerating compute systems through the generation a run would take proves the service
     answers and that this user may use it: HCS answers HCS_E_ACCESS_DENIED to anyone neither an
     administrator nor in Hyper-V Administrators (Microsoft's HCS docs, "HCS Error Code")."""
-    module = {"v1": vmcompute, "v2": computecore}[generations.choose(api_route(api, isolation))]
-    if module not in loaded:
-        return ("HCS service", False, f"{module.BINDINGS[0].dll} does not load")
+    dll = {"v1": "vmcompute.dll", "v2": "computecore.dll"}[generations.choose(api_route(api, isolation))]
+    module = next((m for m in loaded if m.BINDINGS[0].dll == dll), None)
+    if module is None:
+        return ("HCS service", False, f"{dll} does not load")
     try:
         systems = module.enumerate_compute_systems()
     except HcsError as e:

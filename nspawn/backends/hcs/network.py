@@ -19,6 +19,7 @@ from nspawn.backends.hcs.acquire import acquire
 from nspawn.errors import LaunchError
 
 NAT_NETWORK = "nat"
+HCN_SCHEMA = {"Major": 2, "Minor": 0}  # of HCN's documents: endpoints, namespaces, queries
 # uuid5 namespace of the HCN ids nspawn derives from container ids.
 _HCN_IDS = uuid.UUID("6e737061-776e-4863-8e00-6e6574776b00")
 
@@ -36,9 +37,7 @@ _PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17}
 def endpoint_v2(name: str, network_id: str, ports: tuple = ()) -> dict:
     """The HCN endpoint's settings: published ports as PortMapping policies (VIP: the host
     address a mapping is limited to)."""
-    from nspawn.backends.hcs.native.computenetwork import SCHEMA
-
-    settings = {"Name": name, "HostComputeNetwork": network_id, "SchemaVersion": SCHEMA}
+    settings = {"Name": name, "HostComputeNetwork": network_id, "SchemaVersion": HCN_SCHEMA}
     if ports:
         settings["Policies"] = [{"Type": "PortMapping", "Settings": {
             "Protocol": _PROTOCOL_NUMBERS[p.protocol], "InternalPort": p.container_port, "ExternalPort": p.host_port,

@@ -7,12 +7,12 @@ import json
 import uuid
 from ctypes import POINTER, c_int32, c_void_p, c_wchar_p
 
+from nspawn.backends.hcs.network import HCN_SCHEMA as SCHEMA
+
 from . import kernel32
 from .errors import E_FAIL, HcsError, fails
 from .loader import Bindings, Closing, take_string
 from .vmcompute import GUID, guid
-
-SCHEMA = {"Major": 2, "Minor": 0}
 
 
 def _hcn(error_index: int, output_index: int | None = None):
