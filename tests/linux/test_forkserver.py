@@ -54,6 +54,22 @@ def test_the_launcher_does_not_fork_and_the_container_runs_as_before(clean, serv
     assert (r.code, r.out) == (0, "pid 2\n") and len(FORKS) > before, "without the server the launcher forks"
 
 
+def test_the_server_runs_this_nspawn_whatever_its_working_directory_holds(clean, tmp_path, monkeypatch):
+    """Started where another `nspawn` would be found first (a checkout, a different version),
+    the server still runs the launcher's own: a Launch means what this code's records say."""
+    other = tmp_path / "nspawn"
+    other.mkdir()
+    (other / "__init__.py").write_text("raise ImportError('not the launcher\'s nspawn')\n")
+    monkeypatch.chdir(tmp_path)
+    made = ForkServer()
+    try:
+        before = len(FORKS)
+        r = run(sh("echo served"))
+        assert (r.code, r.out) == (0, "served\n") and len(FORKS) == before, "the server did not serve"
+    finally:
+        made.close()
+
+
 def test_the_first_process_is_the_launcher_s_child_and_the_exit_status_comes_through(clean, server):
     parents = []
 

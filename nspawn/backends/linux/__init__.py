@@ -5,6 +5,7 @@ the config's own modules; the runtime and the doctor are imported when called.
 """
 
 import os
+import sys
 
 from nspawn.backends.linux import users
 from nspawn.backends.linux.plan import LinuxPlan, plan
@@ -51,10 +52,16 @@ def execute(the_plan: LinuxPlan, session) -> None:
 
 
 def many_runs():
-    """The fork server (forkserver.py), started on the calling thread."""
+    """The fork server (forkserver.py), started on the calling thread; None off Linux, or where
+    it cannot start (the runs fork as a single run does)."""
+    if not sys.platform.startswith("linux"):
+        return None
     from nspawn.backends.linux.forkserver import ForkServer
 
-    return ForkServer()
+    try:
+        return ForkServer()
+    except OSError:
+        return None
 
 
 def doctor(config=None) -> list[tuple[str, bool, str]]:

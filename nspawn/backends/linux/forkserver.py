@@ -32,7 +32,11 @@ from nspawn.backends.linux import init, libc
 from nspawn.backends.linux import runtime  # noqa: F401 (every record class a Launch holds, for from_plain)
 from nspawn.records import from_plain, to_plain
 
-_MAIN = "import sys; from nspawn.backends.linux.forkserver import main; main(*map(int, sys.argv[1:]))"
+# The server runs this nspawn, wherever its interpreter would find another (its working
+# directory, PYTHONPATH): a Launch means what this code's records say.
+_HOME = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+_MAIN = ("import sys; sys.path.insert(0, sys.argv[1]); from nspawn.backends.linux.forkserver import main; "
+         "main(*map(int, sys.argv[2:]))")
 _MAX_FDS = 64  # of one Launch: its pipes, the lower layer, one per bind mount, the user namespace
 # The largest Launch the server takes (marshalled: 12 KiB with the default seccomp program),
 # within what a Unix socket's default send buffer lets one message hold; a larger one, or one
@@ -51,7 +55,7 @@ class ForkServer:
             # A fresh interpreter, not a fork of this one: its pages are only the run's modules,
             # and it inherits no lock a thread of ours held. A process group of its own: a
             # Ctrl-C at the terminal is the launcher's to act on, not the server's.
-            self.pid = os.posix_spawn(sys.executable, [sys.executable, "-c", _MAIN, str(theirs.fileno()), str(os.getpid())],
+            self.pid = os.posix_spawn(sys.executable, [sys.executable, "-c", _MAIN, _HOME, str(theirs.fileno()), str(os.getpid())],
                                       os.environ, setpgroup=0, setsigmask=())
         finally:
             theirs.close()
