@@ -106,7 +106,7 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 def payload_rss(init_pid: int) -> int | None:
     """Resident bytes of the container init's descendants: the payload and what it started
-    (init itself is a fork of the launcher; its pages are the launcher's)."""
+    (init itself is a fork of the launcher or of its fork server; its pages are theirs)."""
     total, seen, todo = 0, False, _children(init_pid)
     while todo:
         pid = todo.pop()
