@@ -387,12 +387,10 @@ def _wait(plan: LinuxPlan, stop, session: Session, fds: _Fds, a_pid: int, init_p
         """Copies what `fd` has; False when it had nothing (its end, or a terminal with
         nothing waiting after all)."""
         if fd in movers:
-            mover = movers[fd]
-            more = mover()
-            if mover.waiting:
-                poller.unregister(fd)  # its payload waits, until the launcher's descriptor has room
-                waiting[mover.out] = fd
-                poller.register(mover.out, select.POLLOUT)
+            more = movers[fd]()
+            if movers[fd].waiting:
+                poller.unregister(fd)
+                park(fd)
             elif not more:
                 ended(fd)
             return more
@@ -406,13 +404,17 @@ def _wait(plan: LinuxPlan, stop, session: Session, fds: _Fds, a_pid: int, init_p
             write_all(stdout_fd, data)
         return True
 
+    def park(fd: int) -> None:
+        """Its payload waits, until the launcher's descriptor has room for what its mover holds."""
+        waiting[movers[fd].out] = fd
+        poller.register(movers[fd].out, select.POLLOUT)
+
     def resume(out: int) -> None:
         fd = waiting.pop(out)
         poller.unregister(out)
         movers[fd].resume()
         if movers[fd].waiting:
-            waiting[out] = fd
-            poller.register(out, select.POLLOUT)
+            park(fd)
         else:
             poller.register(fd, select.POLLIN)
 
