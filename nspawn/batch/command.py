@@ -81,13 +81,15 @@ def batch(ctx, paths, slots, logs_dir, report_path, junit_path, fail_fast, timeo
         except OSError as e:
             refused[name] = not_run(job, f"{path}: cannot read the config file: {e.strerror}", exit_code=exitcodes.USAGE)
         jobs.append(job)
+    # The reports' spools (unnamed files) before the executor, whose fork server or cluster
+    # connection the try below ends: a spool that cannot be made exits before either exists.
+    reports = _reports(ctx, reporter, report_path, junit_path, len(jobs))
     if scheduler:
         executor, admitted, slots = _cluster(ctx, reporter, scheduler, tls, logs_dir, slots)
     else:
         budget = mib_to_bytes(memory_budget) if memory_budget else memory_available()
         budget_from = "--memory-budget gives the batch" if memory_budget else "this host has available for the batch"
         executor, admitted = LocalExecutor(slots), admission.Admission(budget, budget_from=budget_from)
-    reports = _reports(ctx, reporter, report_path, junit_path, len(jobs))
     shown = display.make(len(jobs), reporter)
     try:
         outcome = scheduler_loop.run_batch(jobs, refused, executor, admitted, slots, [shown, *reports],
