@@ -59,7 +59,10 @@ def result_line(data: dict, as_json: bool, json_fd: int | None, at_line_start: b
 
     line = json.dumps(data, ensure_ascii=False) + "\n"
     if as_json:
-        print(("" if at_line_start else "\n") + line, end="", flush=True)
+        try:
+            print(("" if at_line_start else "\n") + line, end="", flush=True)
+        except OSError:  # its reader went away (`| head`): the run's own code still stands
+            pass
     if json_fd is not None:
         from nspawn.output import write_all
 
@@ -87,7 +90,9 @@ class _LineTracking:
     line: with --json the result line follows it, and must not be glued to a last line that
     has no newline."""
 
-    launchers_own = True  # it is the launcher's stdout still: a terminal there may be the payload's
+    # It is the launcher's stdout still: a terminal there may be the payload's, and a backend
+    # may write there itself (without blocking on a stalled reader) and say what with `seen`.
+    launchers_own = True
 
     def __init__(self):
         self.at_line_start = True
@@ -98,8 +103,12 @@ class _LineTracking:
         if data:
             sys.stdout.flush()
             write_all(1, data)
-            self.at_line_start = data.endswith(b"\n")
+            self.seen(data)
         return len(data)
+
+    def seen(self, data: bytes) -> None:
+        if data:
+            self.at_line_start = data.endswith(b"\n")
 
     def flush(self) -> None:
         pass

@@ -64,7 +64,8 @@ class Session:
         self.listener = listener or (lambda event, details: None)
         self.stop = stop or Stop()
         # Binary streams the container's output is copied to (None: the launcher's fds 1 and 2;
-        # a stream with a true `launchers_own` writes there too, so it keeps a terminal's use).
+        # a stream with a true `launchers_own` writes there too, so it keeps a terminal's use,
+        # and a backend may write there itself instead and tell the stream's `seen` what).
         self.stdout = stdout
         self.stderr = stderr
         self.result = Result(self.container_id, config.backend, exit_code=0)

@@ -6,15 +6,18 @@ are larger than every pipe on the way, so no test passes on one buffer's worth."
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import tty
 
 import pytest
 
@@ -44,11 +47,28 @@ class _Reader(threading.Thread):
 
     def run(self) -> None:
         while self.keep is None or len(self.got) < self.keep:
-            data = os.read(self.fd, 65536)
+            try:
+                data = os.read(self.fd, 65536)
+            except OSError as e:  # a terminal's master once its slave is closed
+                assert e.errno == errno.EIO
+                break
             if not data:
                 break
             self.got += data
         os.close(self.fd)
+
+
+def _launchers_stdout(kind: str) -> tuple[int, int]:
+    """(the end a reader reads, the end the launcher writes) of a pipe (the default 64 KiB, as
+    a shell's pipe is: it takes less at a time than the source holds), a terminal (raw: as
+    written) or a socket."""
+    if kind == "pipe":
+        return os.pipe()
+    if kind == "terminal":
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        return master, slave
+    return tuple(s.detach() for s in socket.socketpair())
 
 
 def _move(out: int, file: int | None) -> None:
@@ -62,21 +82,25 @@ def _move(out: int, file: int | None) -> None:
         made.extend(_pipe())
         return made[-2], made[-1]
 
-    mover = outputcopy.Mover(source, out, file, make_pipe, PIPE_BYTES)
+    def keep(fd: int) -> int:
+        made.append(fd)
+        return fd
+
+    mover = outputcopy.Mover(source, out, file, make_pipe, keep, PIPE_BYTES)
     writer = threading.Thread(target=lambda: (write_all(sink, PAYLOAD), os.close(sink)))
     writer.start()
-    poller, room = select.poll(), select.poll()
+    poller = select.poll()
     poller.register(source, select.POLLIN)
-    room.register(out, select.POLLOUT)
     try:
-        while True:
+        while not mover.ended:
             if mover.waiting:  # `out` had no room: the launcher waits for it, then resumes
+                room = select.poll()
+                room.register(mover.room, select.POLLOUT)
                 room.poll()
                 mover.resume()
                 continue
             poller.poll()
-            if not mover():
-                break
+            mover()
     finally:
         writer.join()
         for fd in (source, *made):
@@ -90,8 +114,9 @@ def output_file(tmp_path):
     os.close(fd)
 
 
-def test_a_pipe_and_the_file_each_get_every_byte(output_file):
-    r, w = os.pipe()  # the default 64 KiB, as a shell's pipe is: it takes less at a time than the source holds
+@pytest.mark.parametrize("kind", ["pipe", "terminal", "socket"])
+def test_the_launchers_stdout_and_the_file_each_get_every_byte(output_file, kind):
+    r, w = _launchers_stdout(kind)
     reader = _Reader(r)
     reader.start()
     _move(w, output_file[0])
@@ -163,15 +188,48 @@ def test_a_reader_that_leaves_leaves_the_file_every_byte(output_file, keep):
     assert output_file[1].read_bytes() == PAYLOAD
 
 
-def test_without_a_file_the_launchers_stdout_gets_every_byte():
-    """--json takes stdout through its own stream: stderr alone is moved, with no file."""
-    r, w = os.pipe()
+@pytest.mark.parametrize("kind", ["pipe", "terminal", "socket"])
+def test_without_a_file_the_launchers_stdout_gets_every_byte(kind):
+    r, w = _launchers_stdout(kind)
     reader = _Reader(r)
     reader.start()
     _move(w, None)
     os.close(w)
     reader.join()
     assert bytes(reader.got) == PAYLOAD
+
+
+@pytest.mark.parametrize("kind", ["pipe", "terminal", "socket"])
+def test_an_outlet_never_blocks_and_leaves_the_descriptor_as_it_was(kind):
+    """Nobody reads the launcher's stdout for a while: a write there returns at once, with what
+    did not fit waiting, and the descriptor (whose open file description the shell shares)
+    is still blocking; once read, every byte arrives, in order."""
+    r, w = _launchers_stdout(kind)
+    flags, made = fcntl.fcntl(w, fcntl.F_GETFL), []
+    try:
+        outlet = outputcopy.Outlet(w, lambda fd: made.append(fd) or fd)
+
+        def blocked(signum, frame):
+            raise AssertionError("the write blocked")
+
+        previous = signal.signal(signal.SIGALRM, blocked)
+        signal.setitimer(signal.ITIMER_REAL, 10)
+        try:
+            assert not outlet.write(PAYLOAD)  # more than any of them holds
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        assert fcntl.fcntl(w, fcntl.F_GETFL) == flags and not flags & os.O_NONBLOCK
+        got, deadline = bytearray(), time.monotonic() + 60
+        while len(got) < len(PAYLOAD):
+            assert time.monotonic() < deadline, f"{len(got)} of {len(PAYLOAD)} bytes came in 60 s"
+            if select.select([r], [], [], 0.1)[0]:
+                got += os.read(r, 1 << 16)
+            outlet.flush()
+        assert got == PAYLOAD and outlet.flush()
+    finally:
+        for fd in (r, w, *made):
+            os.close(fd)
 
 
 # The whole launcher, as a user runs it: its stdout and stderr are the test's.
@@ -249,6 +307,17 @@ def test_the_timeout_ends_a_run_whose_output_flows(tmp_path):
     assert total > PIPE_BYTES and os.path.getsize(tmp_path / "log.bin") >= total
 
 
+def _stalled(launcher: subprocess.Popen, log) -> None:
+    """Waits until the payload's output fills the launcher's stdout (a 64 KiB pipe nobody
+    reads): the file has at least that then (it takes each chunk before the stdout does), and
+    how much more depends on how much the first splice found waiting."""
+    deadline = time.monotonic() + 60
+    while not (os.path.exists(log) and os.path.getsize(log) >= 1 << 16):
+        assert launcher.poll() is None, launcher.stderr.read()
+        assert time.monotonic() < deadline, "the output file did not reach 64 KiB in 60 s"
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("ending", ["timeout", "SIGTERM"])
 def test_a_reader_that_takes_nothing_does_not_hold_up_the_end_of_a_run(tmp_path, ending):
     """The launcher's stdout is a pipe nobody reads (a consumer that stopped): the payload
@@ -258,19 +327,51 @@ def test_a_reader_that_takes_nothing_does_not_hold_up_the_end_of_a_run(tmp_path,
     args = ("--timeout", "2") if ending == "timeout" else ()
     with _launcher(tmp_path, *args, script="cat /dev/zero", stdout=subprocess.PIPE, stderr=subprocess.PIPE) as launcher:
         if ending == "SIGTERM":
-            # Stalled once the launcher's stdout (a 64 KiB pipe) is full: the file has at
-            # least that (it takes each chunk before the stdout does), and how much more
-            # depends on how much the first splice found waiting.
-            log, deadline = tmp_path / "log.bin", time.monotonic() + 60
-            while not (os.path.exists(log) and os.path.getsize(log) >= 1 << 16):
-                assert launcher.poll() is None, launcher.stderr.read()
-                assert time.monotonic() < deadline, "the output file did not reach 64 KiB in 60 s"
-                time.sleep(0.05)
+            _stalled(launcher, tmp_path / "log.bin")
             launcher.send_signal(signal.SIGTERM)
         assert launcher.wait(timeout=60) == (exitcodes.TIMEOUT if ending == "timeout" else 128 + signal.SIGTERM), \
             launcher.stderr.read()
         taken = len(launcher.stdout.read())
     assert os.path.getsize(tmp_path / "log.bin") >= max(taken, PIPE_BYTES)
+
+
+@pytest.mark.parametrize("ending", ["timeout", "SIGTERM"])
+def test_json_with_a_reader_that_takes_nothing_still_ends_the_run(tmp_path, ending):
+    """--json watches the payload's stdout on its way to the launcher's (its result line must
+    start a line of its own). A reader that takes nothing stalls the payload, not the launcher:
+    the timeout and a stop end the run while the test reads none of the stdout, and the
+    launcher says so on stderr; the result line comes once the reader reads again, with the
+    run's own code."""
+    args = ("--json",) + (("--timeout", "2") if ending == "timeout" else ())
+    said = b"the timeout expired" if ending == "timeout" else b"stopped by signal %d" % signal.SIGTERM
+    code = exitcodes.TIMEOUT if ending == "timeout" else 128 + signal.SIGTERM
+    with _launcher(tmp_path, *args, script="cat /dev/zero", stdout=subprocess.PIPE, stderr=subprocess.PIPE) as launcher:
+        if ending == "SIGTERM":
+            _stalled(launcher, tmp_path / "log.bin")
+            launcher.send_signal(signal.SIGTERM)
+        err, deadline = b"", time.monotonic() + 60
+        while said not in err:
+            assert select.select([launcher.stderr], [], [], max(0.0, deadline - time.monotonic()))[0], \
+                f"the launcher did not end the run in 60 s; it said {err!r}"
+            chunk = os.read(launcher.stderr.fileno(), 65536)
+            assert chunk, f"the launcher closed its stderr; it said {err!r}"
+            err += chunk
+        out = launcher.stdout.read()
+        assert launcher.wait(timeout=60) == code, err
+    output, line = out.rstrip(b"\n").rsplit(b"\n", 1)  # the payload's zeros end no line: the result's starts one
+    assert json.loads(line)["exit_code"] == code
+    assert len(output) >= 1 << 16 and output == bytes(len(output)) and os.path.getsize(tmp_path / "log.bin") >= len(output)
+
+
+def test_json_with_a_reader_gone_keeps_the_runs_code(tmp_path):
+    """The result line cannot reach a reader that went away (`| head`): the launcher still
+    ends with the run's own code (click would end it with 1 on the broken pipe)."""
+    with _launcher(tmp_path, "--json", script="head -c 1000000 /dev/zero; sleep 0.5; exit 3", stdout=subprocess.PIPE,
+                   stderr=subprocess.PIPE) as launcher:
+        assert len(launcher.stdout.read(1000)) == 1000
+        launcher.stdout.close()
+        assert launcher.wait(timeout=60) == 3, launcher.stderr.read()
+    assert os.path.getsize(tmp_path / "log.bin") == 1000000
 
 
 def test_a_sigterm_stops_a_run_whose_output_flows(tmp_path):

@@ -269,3 +269,26 @@ def test_json_starts_a_line_of_its_own_after_the_terminals_output(clean):
         assert t.wait() == 0, t.stderr()
     output, line = t.shown.split(b"\r\n", 1)
     assert output == b"abc" and json.loads(line)["exit_code"] == 0
+
+
+@pytest.mark.parametrize("own", [True, False], ids=["the payload's terminal relayed", "stdin not a terminal"])
+def test_a_terminal_that_shows_nothing_more_does_not_hold_up_the_timeout(own, tmp_path, clean):
+    """The launcher's terminal takes no more output (a terminal emulator that stopped reading,
+    a stalled ssh session): the test never reads its master. The payload stalls writing, not
+    the launcher, whose timeout still ends the run and says so on stderr; the output file
+    has what the payload wrote. Without a terminal of the payload's own (stdin not one) its
+    output is copied to the launcher's terminal, which refuses a splice."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        with Launcher(["run", "-D", str(tmp_path), "--stdout-file", "log.txt", "--timeout", "2", "--", "/usr/bin/yes"],
+                      stdin=None if own else null) as t:
+            err, deadline = "", time.monotonic() + 60
+            while "the timeout expired" not in err:
+                assert time.monotonic() < deadline, f"the launcher did not end the run in 60 s; it said {err!r}"
+                time.sleep(0.05)
+                err += t.stderr()
+            assert t.wait() == 124, err
+    finally:
+        os.close(null)
+    lines = lambda shown: shown.replace(b"\r\n", b"\n")  # noqa: E731 (a terminal of the host's own ends lines so)
+    assert len(t.shown) > 1 << 11 and lines((tmp_path / "log.txt").read_bytes()).startswith(lines(t.shown)[:1 << 11])

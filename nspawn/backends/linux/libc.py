@@ -49,6 +49,8 @@ PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2  # linux/seccomp.h
 
+MSG_DONTWAIT = 0x40  # sys/socket.h
+
 # Network interface flags, for bringing up lo in a fresh network namespace.
 AF_INET = 2
 SOCK_DGRAM = 2
@@ -142,6 +144,7 @@ _move_mount = _function("move_mount", c_long, c_long, c_int, c_char_p, c_int, c_
 _mount_setattr = _function("mount_setattr", c_long, c_long, c_int, c_char_p, c_uint, c_void_p, c_size_t, syscall=True)
 _bpf = _function("bpf", c_long, c_long, c_int, c_void_p, c_uint, syscall=True)
 _tee = _function("tee", ctypes.c_ssize_t, c_int, c_int, c_size_t, c_uint)
+_send = _function("send", ctypes.c_ssize_t, c_int, c_char_p, c_size_t, c_int)
 _clone3 = _function("clone3", c_long, c_long, c_void_p, c_size_t, syscall=True, library=_libc_holding_gil)
 
 
@@ -347,6 +350,13 @@ def tee(fd_in: int, fd_out: int, length: int) -> int:
         except NativeError as e:
             if e.errno != errno.EINTR:  # its handler runs as this loop goes on
                 raise
+
+
+def send_nowait(fd: int, data) -> int:
+    """Into the socket `fd` as much of `data` as it has room for, without blocking whatever
+    the flags of its descriptor (shared with other processes, they are not changed: send(2)
+    with MSG_DONTWAIT); NativeError EAGAIN when it has none."""
+    return _send(fd, bytes(data), len(data), MSG_DONTWAIT)
 
 
 def ioctl(fd: int, request: int, arg: bytes | None = None) -> None:

@@ -363,15 +363,18 @@ def _wait(plan: LinuxPlan, stop, session: Session, fds: _Fds, a_pid: int, init_p
     for fd in outputs:
         poller.register(fd, select.POLLIN)
     open_outputs = set(outputs)
-    read = relay.read_output if relay is not None else lambda fd: os.read(fd, _PIPE_BYTES)
     destinations = {fd: (stream, n) for fd, stream, n in zip(outputs, (session.stdout, session.stderr), (1, 2))}
-    # Where the launcher's own descriptor takes an output, the kernel moves it (no caller's stream to see it)
-    movers = {fd: n for fd, (stream, n) in destinations.items() if stream is None and relay is None}
+    # Where the launcher's own descriptor takes an output (no caller's stream, or one that only
+    # watches what goes there), a Mover takes it there without blocking.
+    movers = {fd: (n, stream) for fd, (stream, n) in destinations.items()
+              if getattr(stream, "launchers_own", stream is None)}
     if movers:  # only a run that copies its output imports it (start-up)
         from nspawn.backends.linux import outputcopy
 
-        movers = {fd: outputcopy.Mover(fd, n, stdout_fd, lambda: _output_pipe(fds), _PIPE_BYTES)
-                  for fd, n in movers.items()}
+        movers = {fd: outputcopy.Mover(fd, n, stdout_fd, lambda: _output_pipe(fds), lambda own: fds.add(own)[0],
+                                       _PIPE_BYTES, read=relay.read_output if relay is not None else None,
+                                       seen=getattr(stream, "seen", None))
+                  for fd, (n, stream) in movers.items()}
     start = time.monotonic()
     deadline = start + plan.timeout_seconds if plan.timeout_seconds else None
     kill_at = None
@@ -391,13 +394,12 @@ def _wait(plan: LinuxPlan, stop, session: Session, fds: _Fds, a_pid: int, init_p
             if movers[fd].waiting:
                 poller.unregister(fd)
                 park(fd)
-            elif not more:
+            elif movers[fd].ended:
                 ended(fd)
             return more
-        data = read(fd)
+        data = os.read(fd, _PIPE_BYTES)
         if not data:
-            if data is not None:
-                ended(fd)
+            ended(fd)
             return False
         to_launcher(*destinations[fd], data)
         if stdout_fd is not None:
@@ -406,8 +408,8 @@ def _wait(plan: LinuxPlan, stop, session: Session, fds: _Fds, a_pid: int, init_p
 
     def park(fd: int) -> None:
         """Its payload waits, until the launcher's descriptor has room for what its mover holds."""
-        waiting[movers[fd].out] = fd
-        poller.register(movers[fd].out, select.POLLOUT)
+        waiting[movers[fd].room] = fd
+        poller.register(movers[fd].room, select.POLLOUT)
 
     def resume(out: int) -> None:
         fd = waiting.pop(out)
