@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
+import socket
 
 import pytest
 
@@ -80,7 +82,18 @@ CASES = {
     "mount_setattr": (lambda: libc.idmap_tree(-1, -1), "EINVAL|mount_setattr|None|mount_setattr: Invalid argument (EINVAL)"),
     "setns": (lambda: libc.setns(-1, libc.CLONE_NEWUSER), "EBADF|setns|None|setns: Bad file descriptor (EBADF)"),
     "tee": (lambda: libc.tee(-1, -1, 1), "EBADF|tee|None|tee: Bad file descriptor (EBADF)"),
+    "send": (lambda: libc.send_nowait(-1, b"x"), "EBADF|send|None|send: Bad file descriptor (EBADF)"),
+    "send into a socket with no room": (lambda: _fill(*socket.socketpair()),
+                                        "EAGAIN|send|None|send: Resource temporarily unavailable (EAGAIN)"),
 }
+
+
+def _fill(sock, peer) -> None:
+    """Sends into a blocking socket whose `peer` reads nothing until send_nowait refuses; a
+    send that blocked instead would end the child by its alarm, saying nothing."""
+    signal.alarm(10)
+    while True:
+        libc.send_nowait(sock.fileno(), bytes(1 << 16))
 
 
 @pytest.mark.parametrize("name", CASES)
