@@ -69,6 +69,9 @@ def test_a_second_run_needs_no_registry_and_dry_run_shows_digest_and_layers(tmp_
         server.stop()
     ran = nspawn("run", "--image", ref, "--", "/bin/cat", "/etc/added")
     assert (ran.returncode, ran.stdout) == (0, "added in layer 2\n"), ran.stderr
+    mounts = nspawn("run", "--image", ref, "--", "/bin/cat", "/proc/self/mountinfo")
+    root = next(line for line in mounts.stdout.splitlines() if line.split()[3:5] == ["/", "/"])
+    assert " - overlay " in root and "volatile" in root  # the scratch upper layer is not synced (mounts._mount_overlay)
     plan = json.loads(nspawn("run", "--dry-run", "--image", ref).stdout)
     assert plan["image"]["digest"] == digest and plan["image"]["reference"] == ref
     assert len(plan["image"]["layers"]) == 2 and len(plan["lower_layers"]) == 2

@@ -185,3 +185,14 @@ def test_what_the_payload_leaves_in_its_root_goes_with_the_scratch(clean):
     assert r.out.strip() == "done", r.err
     assert not os.path.exists(marker) and os.path.isdir("/srv")  # on the host: nothing made, nothing removed
     # clean() checks that the scratch dir, with the files, symlink and whiteout above, is gone
+
+
+@pytest.mark.parametrize("scratch", ["on disk", "in memory"])
+def test_the_root_overlay_is_volatile(scratch, clean):
+    """Its upper layer is scratch: unmounted at the end, it must not sync the host's file
+    system (mounts._mount_overlay)."""
+    r = run(sh("grep ' / / ' /proc/self/mountinfo", **({"scratch_size_mb": 64} if scratch == "in memory" else {})))
+    assert r.result.exit_code == 0, r.err
+    fields = r.out.split()
+    options = fields[-1].split(",")
+    assert fields[fields.index("-") + 1] == "overlay" and {"volatile", "fsync=volatile"} & set(options), r.out
