@@ -6,19 +6,23 @@ outright takes the server with it."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import marshal
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import types
 
 import pytest
 
-from nspawn.backends.linux import init
+from nspawn.backends.linux import forkserver, init
 from nspawn.backends.linux.forkserver import ForkServer
 from nspawn.launch import run as launch_run
-from nspawn.records import record
+from nspawn.records import record, to_plain
 from tests.linux.conftest import ROOT, config, container_processes, leftovers, needs_root, run, sh
 
 pytestmark = needs_root
@@ -110,12 +114,17 @@ class Stray:  # a record the server's interpreter has never heard of
     name: str
 
 
+def _stray_launch(report_w: int, status_w: int) -> init.Launch:
+    """A launch naming the two pipes' ends, with a plan that is a Stray."""
+    return init.Launch(plan=Stray("x"), launcher_pid=os.getpid(), cgroup_v2=None, cgroup_joins=[], cgroup_view=[],
+                       scratch="/nonexistent", lower_tree=None, hide=None, binds=[], report_w=report_w,
+                       status_w=status_w, output_w=None, oom_score_adj="0", cap_last=40, max_fd=1024, fail_at=None)
+
+
 def test_a_launch_the_server_cannot_read_fails_that_run_alone(clean, server):
     report_r, report_w = os.pipe()
     status_r, status_w = os.pipe()
-    launch = init.Launch(plan=Stray("x"), launcher_pid=os.getpid(), cgroup_v2=None, cgroup_joins=[], cgroup_view=[],
-                         scratch="/nonexistent", lower_tree=None, hide=None, binds=[], report_w=report_w,
-                         status_w=status_w, output_w=None, oom_score_adj="0", cap_last=40, max_fd=1024, fail_at=None)
+    launch = _stray_launch(report_w, status_w)
     try:
         with pytest.raises(OSError, match="the fork server could not start the container: .*Stray"):
             server.spawn(launch)
@@ -124,6 +133,34 @@ def test_a_launch_the_server_cannot_read_fails_that_run_alone(clean, server):
             os.close(fd)
     before = len(FORKS)
     assert run(sh("echo still served")).out == "still served\n" and len(FORKS) == before
+
+
+def test_descriptors_that_cannot_all_be_moved_are_all_closed(monkeypatch):
+    """In the server, a launch whose descriptors cannot all be moved (EMFILE half-way) keeps
+    none of them: one kept would hold that run's pipe open, and its launcher would wait for an
+    end of file that never comes."""
+    report_r, report_w = os.pipe()
+    status_r, status_w = os.pipe()
+    launch = _stray_launch(report_w, status_w)
+    calls = []
+
+    def fails_second(fd, command, arg=0):
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return fcntl.fcntl(fd, command, arg)
+
+    monkeypatch.setattr(forkserver, "fcntl", types.SimpleNamespace(fcntl=fails_second,
+                                                                   F_DUPFD_CLOEXEC=fcntl.F_DUPFD_CLOEXEC))
+    try:
+        held = set(os.listdir("/proc/self/fd"))
+        received = [os.dup(report_w), os.dup(status_w)]  # as recvmsg gives them to the server
+        with pytest.raises(OSError, match="Too many open files"):
+            forkserver._fork_a(marshal.dumps(to_plain(launch)), received, 0)
+        assert len(calls) == 2 and set(os.listdir("/proc/self/fd")) == held
+    finally:
+        for fd in (report_r, report_w, status_r, status_w):
+            os.close(fd)
 
 
 def test_a_launch_larger_than_the_server_takes_is_forked_in_the_launcher(clean, server):

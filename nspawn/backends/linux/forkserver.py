@@ -144,17 +144,20 @@ def _fork_a(message: bytes, received: list[int], keep: int) -> int:
     """Fork A for the Launch in `message`, with `received` at the numbers it gives them
     (init.own_fds's order); holds none of them afterwards."""
     # Moved above every number the launch names (and our own), then placed in A, where a
-    # number that is ours here may be taken.
-    moved = []
+    # number that is ours here may be taken. Every copy is closed here however this ends: one
+    # left in the server would hold a run's pipe open, and its launcher would wait for an end
+    # of file that never comes.
+    moved: list[int] = []
     try:
-        launch = from_plain(marshal.loads(message))
-        wanted = init.own_fds(launch)
-        above = max((keep, *wanted)) + 1
-        moved += (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, above) for fd in received)
-    finally:
-        for fd in received:
-            os.close(fd)
-    try:
+        try:
+            launch = from_plain(marshal.loads(message))
+            wanted = init.own_fds(launch)
+            above = max((keep, *wanted)) + 1
+            for fd in received:
+                moved.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, above))
+        finally:
+            for fd in received:
+                os.close(fd)
         if len(wanted) != len(moved):
             raise ValueError(f"{len(moved)} descriptors came for the {len(wanted)} the launch names")
         pid = libc.fork_for_parent()
